@@ -1,0 +1,124 @@
+/*
+ * digest.c - SHA-256, HMAC-SHA1 and base64 via libcrypto; see digest.h.
+ */
+#include "common/digest.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/xalloc.h"
+
+void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN])
+{
+	SHA256(data, len, out);
+}
+
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t md[SHA256_LEN];
+
+	sha256(data, len, md);
+	for (int i = 0; i < SHA256_LEN; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[SHA256_HEX_LEN] = '\0';
+}
+
+void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len,
+	       uint8_t out[SHA1_LEN])
+{
+	unsigned int out_len = SHA1_LEN;
+
+	HMAC(EVP_sha1(), key, (int)key_len, data, len, out, &out_len);
+}
+
+char *base64_encode(const void *data, size_t len)
+{
+	size_t out_len = 4 * ((len + 2) / 3);
+	char *out = xmalloc(out_len + 1);
+
+	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+	out[out_len] = '\0';
+	return out;
+}
+
+static int b64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len)
+{
+	uint8_t *out;
+	size_t o = 0, pad = 0;
+
+	if (slen % 4 != 0)
+		return -EINVAL;
+	out = xmalloc(slen / 4 * 3 + 1);
+	for (size_t i = 0; i < slen; i += 4) {
+		int v[4];
+
+		for (int k = 0; k < 4; k++) {
+			char c = s[i + k];
+
+			if (c == '=' && i + 4 == slen && k >= 2) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad) /* data after padding */
+				goto bad;
+			v[k] = b64_value(c);
+			if (v[k] < 0)
+				goto bad;
+		}
+		if (pad == 1 && s[i + 3] != '=')
+			goto bad;
+		out[o++] = (uint8_t)(v[0] << 2 | v[1] >> 4);
+		if (pad < 2)
+			out[o++] = (uint8_t)((v[1] & 15) << 4 | v[2] >> 2);
+		if (pad < 1)
+			out[o++] = (uint8_t)((v[2] & 3) << 6 | v[3]);
+	}
+	*ret = out;
+	*ret_len = o;
+	return 0;
+bad:
+	free(out);
+	return -EINVAL;
+}
+
+int random_bytes(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = getrandom(p, len, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -1,0 +1,37 @@
+/*
+ * digest.h - hashes and base64, backed by OpenSSL's libcrypto (the only
+ * includer of its headers; libssh2 already depends on it).
+ */
+#ifndef BANGER_COMMON_DIGEST_H
+#define BANGER_COMMON_DIGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHA256_HEX_LEN 64
+#define SHA1_LEN 20
+#define SHA256_LEN 32
+
+/* SHA-256 of data as 64 lowercase hex chars plus NUL in out. */
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1]);
+
+/* Raw SHA-256. */
+void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN]);
+
+/* HMAC-SHA1(key, data) into out. */
+void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len,
+	       uint8_t out[SHA1_LEN]);
+
+/* Standard base64 with padding. Owned, NUL-terminated result. */
+char *base64_encode(const void *data, size_t len);
+
+/*
+ * Decode standard base64 (padding required, no whitespace). Returns 0 with
+ * an owned buffer and its length, or -EINVAL for malformed input.
+ */
+int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len);
+
+/* Fill buf with cryptographically random bytes. Returns 0 or -errno. */
+int random_bytes(void *buf, size_t len);
+
+#endif

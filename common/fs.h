@@ -1,0 +1,50 @@
+/*
+ * fs.h - file helpers: atomic replace, mkdir -p, bounded reads.
+ */
+#ifndef BANGER_COMMON_FS_H
+#define BANGER_COMMON_FS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+/*
+ * Replace 'path' with 'len' bytes of 'data' so that a crash at any point leaves
+ * either the old or the new content: write a temp file in the same directory,
+ * fsync it, rename it over 'path', fsync the directory. The new file gets
+ * 'mode' (not filtered by umask). Returns 0 or -errno; the temp file is
+ * removed on failure.
+ */
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+		    struct bg_err *err);
+
+/* fsync the directory that contains 'path' (for a rename or unlink to be durable). */
+int fs_fsync_parent(const char *path, struct bg_err *err);
+
+/*
+ * mkdir -p: create 'path' and missing parents with 'mode' (missing parents
+ * get 0755 | mode). An existing directory is fine and keeps its mode, except
+ * the last component, which is chmod'ed to 'mode'. Returns 0 or -errno.
+ */
+int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err);
+
+/*
+ * Read a whole file of at most 'max' bytes into a NUL-terminated, owned buffer.
+ * Larger files fail with -EFBIG. ret_len may be NULL.
+ */
+int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
+		 struct bg_err *err);
+
+/* rm -rf that never follows symlinks and never crosses into another filesystem.
+ * A missing path counts as done. */
+int fs_remove_tree(const char *path, struct bg_err *err);
+
+/* true when path exists (lstat succeeds). */
+bool fs_exists(const char *path);
+
+/* Join a directory and a name with exactly one '/'. Owned result. */
+char *fs_path_join(const char *dir, const char *name);
+
+#endif

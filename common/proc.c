@@ -1,0 +1,358 @@
+/*
+ * proc.c - argv spawning, bounded runs, process identity; see proc.h.
+ */
+#include "common/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+
+#define OUTPUT_CAP (64 * 1024)
+
+extern char **environ;
+
+static void child_setup_fd(int from, int to, int devnull)
+{
+	int fd = from >= 0 ? from : devnull;
+
+	if (fd != to)
+		(void)dup2(fd, to);
+	else
+		(void)fcntl(fd, F_SETFD, 0);
+}
+
+int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid_t *ret_pid,
+	       struct bg_err *err)
+{
+	struct proc_spawn_opts defaults = PROC_SPAWN_OPTS_INIT;
+	int pipefd[2];
+	int devnull;
+	pid_t pid;
+	int child_errno = 0;
+	ssize_t n;
+
+	if (!argv || !argv[0])
+		return bg_errorf(err, EINVAL, "spawn: empty argv");
+	if (!opts)
+		opts = &defaults;
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return bg_error(err, errno, "pipe");
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0) {
+		int e = errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return bg_error(err, e, "open /dev/null");
+	}
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		close(devnull);
+		return bg_error(err, e, "fork");
+	}
+	if (pid == 0) {
+		sigset_t all;
+
+		/* The daemon blocks signals for signalfd; the child must not inherit that. */
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		for (int s = 1; s < NSIG; s++)
+			if (s != SIGKILL && s != SIGSTOP)
+				signal(s, SIG_DFL);
+		if (opts->new_session)
+			(void)setsid();
+		child_setup_fd(opts->stdin_fd, 0, devnull);
+		child_setup_fd(opts->stdout_fd, 1, devnull);
+		child_setup_fd(opts->stderr_fd, 2, devnull);
+		if (opts->cwd && chdir(opts->cwd) < 0)
+			goto fail;
+		/* Keep the error pipe: it is CLOEXEC and reports exec failures. */
+		{
+			int keep = pipefd[1];
+			if (keep != 3) {
+				if (dup3(keep, 3, O_CLOEXEC) < 0)
+					goto fail;
+			}
+			if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
+				for (int fd = 4; fd < 4096; fd++)
+					(void)close(fd);
+			pipefd[1] = 3;
+		}
+		execvpe(argv[0], (char *const *)argv, opts->envp ? opts->envp : environ);
+fail:
+		child_errno = errno;
+		(void)!write(pipefd[1], &child_errno, sizeof(child_errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	close(devnull);
+	do
+		n = read(pipefd[0], &child_errno, sizeof(child_errno));
+	while (n < 0 && errno == EINTR);
+	close(pipefd[0]);
+	if (n == sizeof(child_errno)) {
+		(void)waitpid(pid, NULL, 0);
+		return bg_error(err, child_errno, "exec '%s'", argv[0]);
+	}
+	*ret_pid = pid;
+	return 0;
+}
+
+static const char *last_line(char *out)
+{
+	size_t n = strlen(out);
+	char *p;
+
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+		out[--n] = '\0';
+	p = strrchr(out, '\n');
+	return p ? p + 1 : out;
+}
+
+int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct bg_err *err)
+{
+	struct proc_spawn_opts opts = PROC_SPAWN_OPTS_INIT;
+	_cleanup_buf_ struct buf out = { 0 };
+	int pipefd[2];
+	int64_t deadline = timeout_ms > 0 ? now_mono_ms() + timeout_ms : -1;
+	bool timed_out = false;
+	pid_t pid;
+	int status, r;
+
+	buf_init(&out);
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return bg_error(err, errno, "pipe");
+	opts.stdout_fd = opts.stderr_fd = pipefd[1];
+	r = proc_spawn(argv, &opts, &pid, err);
+	close(pipefd[1]);
+	if (r < 0) {
+		close(pipefd[0]);
+		return r;
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = pipefd[0], .events = POLLIN };
+		int wait_ms = -1;
+		char chunk[4096];
+		ssize_t n;
+
+		if (deadline >= 0) {
+			int64_t left = deadline - now_mono_ms();
+			if (left <= 0) {
+				timed_out = true;
+				break;
+			}
+			wait_ms = (int)left;
+		}
+		r = poll(&pfd, 1, wait_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			continue;
+		n = read(pipefd[0], chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (out.len < OUTPUT_CAP)
+			buf_add(&out, chunk, (size_t)n);
+	}
+	close(pipefd[0]);
+	if (timed_out)
+		(void)kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return bg_error(err, errno, "waitpid '%s'", argv[0]);
+	if (timed_out)
+		return bg_errorf(err, ETIMEDOUT, "'%s' timed out after %d ms", argv[0], timeout_ms);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		_cleanup_free_ char *copy = xstrdup(out.data);
+		const char *line = last_line(copy);
+
+		if (WIFSIGNALED(status))
+			r = bg_errorf(err, EIO, "'%s' killed by signal %d%s%s", argv[0],
+				      WTERMSIG(status), *line ? ": " : "", line);
+		else
+			r = bg_errorf(err, EIO, "'%s' exited with status %d%s%s", argv[0],
+				      WEXITSTATUS(status), *line ? ": " : "", line);
+		if (ret_output)
+			*ret_output = buf_detach(&out, NULL);
+		return r;
+	}
+	if (ret_output)
+		*ret_output = buf_detach(&out, NULL);
+	return 0;
+}
+
+/* Parse state and starttime from /proc/<pid>/stat. The comm field may hold ')' and spaces. */
+static int read_stat(pid_t pid, char *ret_state, uint64_t *ret_start)
+{
+	char path[64];
+	char buf[1024];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+	char *p;
+	int field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return n < 0 ? -errno : -ENOENT;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return -EBADMSG;
+	p += 2;
+	/* p is at field 3 (state). starttime is field 22. */
+	if (ret_state)
+		*ret_state = *p;
+	for (field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p)
+		return -EBADMSG;
+	if (ret_start) {
+		char *end;
+
+		errno = 0;
+		*ret_start = strtoull(p, &end, 10);
+		if (errno || end == p)
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret_start, struct bg_err *err)
+{
+	int r;
+
+	if (pid <= 0)
+		return bg_errorf(err, EINVAL, "invalid pid %d", (int)pid);
+	r = read_stat(pid, NULL, ret_start);
+	if (r < 0)
+		return bg_error(err, r, "read start time of pid %d", (int)pid);
+	return 0;
+}
+
+bool proc_identity_matches(pid_t pid, uint64_t start_time)
+{
+	uint64_t st;
+	char state;
+
+	if (pid <= 0)
+		return false;
+	if (read_stat(pid, &state, &st) < 0)
+		return false;
+	if (state == 'Z' || state == 'X')
+		return false;
+	return start_time == 0 || st == start_time;
+}
+
+int proc_pidfd_open(pid_t pid, uint64_t start_time, struct bg_err *err)
+{
+	int fd;
+
+	if (pid <= 0)
+		return bg_errorf(err, ESRCH, "invalid pid %d", (int)pid);
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return bg_error(err, errno, "pidfd_open %d", (int)pid);
+	/* pidfd_open fds are always CLOEXEC. Check identity after opening: the fd pins it. */
+	if (!proc_identity_matches(pid, start_time)) {
+		close(fd);
+		return bg_errorf(err, ESRCH, "pid %d is gone or is another process now", (int)pid);
+	}
+	return fd;
+}
+
+int proc_signal(pid_t pid, uint64_t start_time, int sig, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+
+	fd = proc_pidfd_open(pid, start_time, err);
+	if (fd < 0)
+		return fd;
+	if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0)
+		return bg_error(err, errno, "signal %d to pid %d", sig, (int)pid);
+	return 0;
+}
+
+int proc_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms)
+{
+	_cleanup_close_ int fd = -1;
+	int64_t deadline = now_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+
+	fd = proc_pidfd_open(pid, start_time, NULL);
+	if (fd < 0) {
+		/* Gone already; reap it if it is our zombie child. */
+		(void)waitpid(pid, NULL, WNOHANG);
+		return 0;
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - now_mono_ms();
+		int r;
+
+		if (left < 0)
+			left = 0;
+		r = poll(&pfd, 1, (int)left);
+		if (r > 0) {
+			(void)waitpid(pid, NULL, WNOHANG);
+			return 0;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (left == 0)
+			return -ETIMEDOUT;
+	}
+}
+
+int proc_cmdline(pid_t pid, char **ret, size_t *ret_len)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	return fs_read_file(path, 256 * 1024, ret, ret_len, NULL);
+}
+
+char *proc_find_in_path(const char *name)
+{
+	_cleanup_free_ char *path = NULL;
+	char *save = NULL, *dir;
+	const char *env;
+
+	if (!name || !*name)
+		return NULL;
+	if (strchr(name, '/'))
+		return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
+	env = getenv("PATH");
+	path = xstrdup(env && *env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	for (dir = strtok_r(path, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+		char *full = fs_path_join(*dir ? dir : ".", name);
+
+		if (access(full, X_OK) == 0)
+			return full;
+		free(full);
+	}
+	return NULL;
+}

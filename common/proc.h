@@ -1,0 +1,79 @@
+/*
+ * proc.h - run programs with argv arrays (never a shell) and identify processes.
+ *
+ * A process is identified by its pid plus its start time (field 22 of
+ * /proc/<pid>/stat, in clock ticks since boot), so a recycled pid never
+ * matches. Signals go through a pidfd opened before the identity check, so
+ * the check and the kill are about the same process.
+ */
+#ifndef BANGER_COMMON_PROC_H
+#define BANGER_COMMON_PROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+struct proc_spawn_opts {
+	bool new_session;	/* setsid() in the child: survives the parent's session */
+	int stdin_fd;		/* -1: /dev/null */
+	int stdout_fd;		/* -1: /dev/null */
+	int stderr_fd;		/* -1: /dev/null; may equal stdout_fd */
+	const char *cwd;	/* NULL: inherit */
+	char *const *envp;	/* NULL: inherit the environment */
+};
+
+/* Options with all fds set to -1 (i.e. /dev/null). */
+#define PROC_SPAWN_OPTS_INIT { .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 }
+
+/*
+ * Start argv[0] (looked up in PATH when it has no '/') with argv. Every fd
+ * other than 0-2 is closed in the child. Exec failure is reported here (not
+ * as an exit status) through a CLOEXEC pipe. Returns 0 and the pid, or -errno.
+ */
+int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid_t *ret_pid,
+	       struct bg_err *err);
+
+/*
+ * Run argv to completion with a deadline (timeout_ms <= 0: none); on timeout
+ * the child is killed with SIGKILL and reaped. stdout and stderr are captured
+ * together (at most 64 KiB kept) into *ret_output when non-NULL (owned).
+ * Returns 0 when it exited with status 0, else -EIO (non-zero exit, message
+ * holds the last output line), -ETIMEDOUT or another -errno.
+ */
+int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct bg_err *err);
+
+/* Start time of pid in clock ticks since boot. -ENOENT if there is no such process. */
+int proc_start_time(pid_t pid, uint64_t *ret_start, struct bg_err *err);
+
+/*
+ * true when pid exists, is not a zombie, and (if start_time != 0) started at
+ * start_time. The building block of vm_alive(); don't use it as a liveness
+ * test for VMs directly.
+ */
+bool proc_identity_matches(pid_t pid, uint64_t start_time);
+
+/*
+ * Open a pidfd for pid after checking its identity. Returns the fd (CLOEXEC),
+ * -ESRCH when the process is gone or is another process now.
+ */
+int proc_pidfd_open(pid_t pid, uint64_t start_time, struct bg_err *err);
+
+/* Send sig to pid only if its identity matches. -ESRCH when gone/mismatched. */
+int proc_signal(pid_t pid, uint64_t start_time, int sig, struct bg_err *err);
+
+/*
+ * Wait until the process is gone (exited, and reaped if it is our child), at
+ * most timeout_ms. Works for non-children through a pidfd. Returns 0 when
+ * gone, -ETIMEDOUT otherwise.
+ */
+int proc_wait_gone(pid_t pid, uint64_t start_time, int timeout_ms);
+
+/* Read /proc/<pid>/cmdline as a NUL-separated buffer (owned). */
+int proc_cmdline(pid_t pid, char **ret, size_t *ret_len);
+
+/* Resolve argv0 in PATH: owned absolute path, or NULL when not found/executable. */
+char *proc_find_in_path(const char *name);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * handles.h - what is TRUE now about a VM's kernel objects: its VMM process
+ * (pid + start time), tap, loop devices and device-mapper device.
+ *
+ * Handles are transient: an in-memory cache plus <vm dir>/handles.json
+ * (cJSON, written atomically, 0600). When both are missing, stale or corrupt
+ * they are rebuilt from the OS: the VMM by its control socket path in
+ * /proc/<pid>/cmdline, the tap by its name, loops by
+ * /sys/block/loop<N>/loop/backing_file, the dm device by its deterministic
+ * name in /sys/block/dm-<N>/dm/name. A corrupt handles.json is reported and
+ * rebuilt, never trusted.
+ *
+ * vm_liveness() (and vm_alive(), built on it) is the only liveness test in
+ * the code base.
+ */
+#ifndef BANGER_RECONCILER_HANDLES_H
+#define BANGER_RECONCILER_HANDLES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "reconciler/vm.h"
+
+struct vm_handles {
+	pid_t pid;		/* VMM pid, 0: none */
+	uint64_t start_time;	/* its start time (clock ticks since boot), 0: unknown */
+	char tap[16];		/* "bg<id>" or "" */
+	char base_loop[32];	/* "/dev/loopN" holding the base image, or "" */
+	char cow_loop[32];	/* "/dev/loopN" holding the COW file, or "" */
+	char dm_name[64];	/* "banger-<id>" or "" */
+	char dm_dev[96];	/* "/dev/mapper/banger-<id>" or "" */
+};
+
+/* Deterministic names derived from the VM id (never from its name). */
+void handles_tap_name(const char *id, char ret[16]);     /* "bg<id>" */
+void handles_dm_name(const char *id, char ret[64]);      /* "banger-<id>" */
+void handles_dm_uuid(const char *id, char ret[64]);      /* "BANGER-<id>" */
+
+/* Liveness of the recorded VMM: NONE without a pid, else ALIVE/DEAD/REUSED. */
+enum vm_liveness vm_liveness(const struct vm_handles *h);
+/* vm_liveness(h) == VM_LIVENESS_ALIVE. */
+bool vm_alive(const struct vm_handles *h);
+
+/* <vm_dir>/handles.json: -ENOENT when missing, -EBADMSG when corrupt (err says why). */
+int handles_load(const char *vm_dir, struct vm_handles *ret, struct bg_err *err);
+int handles_save(const char *vm_dir, const struct vm_handles *h, struct bg_err *err);
+/* Remove handles.json; a missing file is fine. */
+int handles_remove(const char *vm_dir, struct bg_err *err);
+
+/*
+ * Rebuild handles for a VM from the OS alone. 'ctl_sock' is the path the VMM
+ * was started with (firecracker --api-sock / qemu -qmp); a process whose
+ * cmdline has an argument equal to it or containing it as a path component
+ * of a "unix:<path>,..." style option is the VMM. When expected_start is
+ * non-zero only a process with that start time matches. cow_disk is the
+ * per-VM file behind the COW loop; rootfs_image the base image (a base loop
+ * is only attributed to this VM through the dm device's dependencies).
+ * Missing objects leave their fields empty; that is not an error.
+ */
+struct handles_probe {
+	const char *id;
+	const char *ctl_sock;
+	const char *cow_disk;
+	const char *rootfs_image;
+	uint64_t expected_start;
+};
+int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, struct bg_err *err);
+
+/*
+ * The handle cache: for each VM id, the last known handles. handles_get()
+ * returns cached handles when present and still valid (the recorded process
+ * is still the same one, or there was none), else loads handles.json,
+ * validating it, else rediscovers, and caches the result. 'corrupt' (may be
+ * NULL) is set when a handles.json existed but could not be trusted.
+ */
+struct handles_cache;
+struct handles_cache *handles_cache_new(void);
+void handles_cache_free(struct handles_cache *c);
+int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
+		bool *corrupt, struct bg_err *err);
+/* Set (and persist to <vm dir>/handles.json) the handles of a VM. */
+int handles_put(struct handles_cache *c, const struct vm_record *rec, const struct vm_handles *h,
+		struct bg_err *err);
+/* Forget a VM (cache entry and handles.json). */
+int handles_forget(struct handles_cache *c, const struct vm_record *rec, struct bg_err *err);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * host.h - the kernel objects banger creates for VMs, behind one table of
+ * idempotent operations (struct host_ops). converge.c calls only this table;
+ * unit tests substitute a fake.
+ *
+ * Every object is named from the VM's short id, never from its name: tap
+ * "bg<id>", dm device "banger-<id>" (UUID "BANGER-<id>"), files under
+ * <state>/vms/<id>/. *_ensure() creates what is missing and leaves what
+ * exists; *_remove() treats "not found" as done and retries EBUSY with a
+ * bounded backoff. Running an operation twice gives the same result, and a
+ * remove after a half-done ensure cleans up. No operation runs a shell.
+ */
+#ifndef BANGER_RECONCILER_HOST_HOST_H
+#define BANGER_RECONCILER_HOST_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+/* How a VM's copy-on-write root disk is made on this host. */
+enum disk_mode {
+	DISK_MODE_DM_SNAPSHOT, /* base loop (ro) + sparse COW loop -> dm 'snapshot' target */
+	DISK_MODE_REFLINK,     /* FICLONE of the base image, grown to size */
+	DISK_MODE_COPY,        /* sparse copy (SEEK_DATA/SEEK_HOLE), grown to size */
+	DISK_MODE_MAX
+};
+
+/* "dm-snapshot" | "reflink" | "copy"; NULL out of range. */
+const char *disk_mode_to_string(enum disk_mode m);
+int disk_mode_from_string(const char *s);
+
+/* Daemon-wide network settings. */
+struct host_net {
+	const char *bridge;	/* default "banger0" */
+	const char *cidr;	/* bridge address and prefix, default "172.30.0.1/24" */
+	bool nat;		/* masquerade guest traffic (nftables), default off */
+};
+
+/* What the host layer needs to know about one VM. */
+struct host_vm {
+	const char *id;		 /* 8 hex chars */
+	const char *vm_dir;	 /* <state>/vms/<id>, exists */
+	const char *rootfs_image; /* read-only base image */
+	uint64_t rootfs_size_mib; /* 0: the image's size */
+	const char *cow_disk;	 /* per-VM file: dm COW store, or the root disk copy */
+	const char *work_disk;	 /* NULL: none */
+	uint64_t work_disk_mib;
+	uid_t owner_uid;	 /* owner of the tap (the VMM's user) */
+	gid_t owner_gid;
+};
+
+/* The root disk the VMM should boot from, as made by rootdisk_ensure(). */
+struct host_disk {
+	enum disk_mode mode;
+	char path[4096];	/* /dev/mapper/banger-<id> or the cow_disk file */
+	char base_loop[32];	/* dm mode only */
+	char cow_loop[32];	/* dm mode only */
+	char dm_name[64];	/* dm mode only */
+};
+
+/* A kernel object or file that carries banger's prefixes but belongs to no VM. */
+enum host_orphan_kind {
+	HOST_ORPHAN_TAP,
+	HOST_ORPHAN_DM,
+	HOST_ORPHAN_LOOP,
+	HOST_ORPHAN_VM_DIR,
+	HOST_ORPHAN_KIND_MAX
+};
+
+struct host_orphan {
+	enum host_orphan_kind kind;
+	char name[4096];	/* tap name, dm name, /dev/loopN (+ backing file), dir path */
+	char detail[4096];	/* e.g. the loop's backing file; may be "" */
+};
+
+const char *host_orphan_kind_to_string(enum host_orphan_kind k);
+
+struct host_ops {
+	/* The bridge exists, has cidr's address and is up. */
+	int (*bridge_ensure)(const struct host_net *net, struct bg_err *err);
+	/* Persistent tap 'name' owned by uid/gid, enslaved to the bridge, up. */
+	int (*tap_ensure)(const struct host_net *net, const char *name, uid_t uid, gid_t gid,
+			  struct bg_err *err);
+	int (*tap_remove)(const char *name, struct bg_err *err);
+	/* Guest NAT (when net->nat): masquerade traffic from cidr leaving other interfaces. */
+	int (*nat_ensure)(const struct host_net *net, struct bg_err *err);
+	int (*nat_remove)(const struct host_net *net, struct bg_err *err);
+
+	/* Which disk mode this host supports best for files under state_dir. */
+	int (*disk_mode_detect)(const char *state_dir, enum disk_mode *ret, struct bg_err *err);
+	/* Make (or find) the VM's root disk in 'mode'. Creation time does not grow with
+	 * the image size in dm and reflink modes. */
+	int (*rootdisk_ensure)(const struct host_vm *vm, enum disk_mode mode,
+			       struct host_disk *ret, struct bg_err *err);
+	/* Deactivate the root disk (dm device, loops) but keep the COW file: for stop/restart. */
+	int (*rootdisk_deactivate)(const struct host_vm *vm, struct bg_err *err);
+	/* Deactivate and delete the COW file: for delete. */
+	int (*rootdisk_remove)(const struct host_vm *vm, struct bg_err *err);
+	/* A sparse ext4 file of work_disk_mib, formatted on first create, kept otherwise. */
+	int (*workdisk_ensure)(const struct host_vm *vm, struct bg_err *err);
+	int (*workdisk_remove)(const struct host_vm *vm, struct bg_err *err);
+
+	/*
+	 * Find objects with banger's names under state_dir / on this host whose id
+	 * is not in known_ids. Returns an owned array.
+	 */
+	int (*gc_scan)(const char *state_dir, const char *const *known_ids, size_t n_known,
+		       struct host_orphan **ret, size_t *ret_n, struct bg_err *err);
+	/* Remove one orphan found by gc_scan. */
+	int (*gc_remove)(const struct host_orphan *o, struct bg_err *err);
+};
+
+/* The real implementation (netlink, loop ioctls, libdevmapper, FICLONE...). */
+extern const struct host_ops host_ops_linux;
+
+#endif

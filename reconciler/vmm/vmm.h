@@ -1,0 +1,128 @@
+/*
+ * vmm.h - the VMM driver interface (firecracker, qemu) and driver selection.
+ *
+ * A driver launches a VMM in its own session (setsid) with stdout/stderr and
+ * the serial console appended to the VM's console log, no daemon fds (all
+ * O_CLOEXEC / closed), so the VM outlives the daemon. start() only launches
+ * and configures: it never waits for the guest to boot. Later passes probe.
+ *
+ * What every guest is told, whichever VMM (the guest contract, see README):
+ *   ip=<ip>::<gw>:<mask>:<hostname>:eth0:off     its network
+ *   banger.sshkeys=<base64 of authorized_keys>    keys allowed to log in as ssh.user
+ *   banger.user=<user>                            that user
+ * plus root=/dev/vda rw (the root disk is the first virtio block device; the
+ * work disk, when present, the second: /dev/vdb).
+ */
+#ifndef BANGER_RECONCILER_VMM_VMM_H
+#define BANGER_RECONCILER_VMM_VMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "spec/spec.h"
+
+/* Everything a driver needs to boot one VM. All strings are borrowed. */
+struct vmm_config {
+	const char *id;		/* VM id (8 hex) */
+	const char *name;	/* VM name (hostname) */
+	unsigned vcpus;
+	unsigned memory_mib;
+	const char *kernel;	/* vmlinux (uncompressed ELF) */
+	const char *initrd;	/* NULL: none */
+	const char *guest_args;	/* the guest-contract arguments (vmm_guest_args()) plus the
+				 * user's kernel.args; the driver adds its own (console...) */
+	const char *root_disk;	/* block device or file: /dev/vda in the guest */
+	const char *work_disk;	/* NULL: none; /dev/vdb in the guest */
+	const char *tap;	/* host tap device */
+	const char *mac;	/* guest MAC */
+	uint32_t cid;		/* vsock guest CID (firecracker) */
+	const char *vm_dir;	/* the driver may keep files here (logs, metrics, vsock) */
+	const char *ctl_sock;	/* control socket: firecracker API / qemu QMP */
+	const char *console_log;
+	const char *binary;	/* VMM binary; NULL: the driver's default name in PATH */
+};
+
+/* What start() returns: the identity of the launched VMM process. */
+struct vmm_process {
+	pid_t pid;
+	uint64_t start_time;
+};
+
+/* What the VMM says about the guest. */
+enum vmm_guest_state {
+	VMM_GUEST_UNKNOWN,	/* the VMM did not answer */
+	VMM_GUEST_CONFIGURING,	/* launched, not started yet */
+	VMM_GUEST_RUNNING,
+	VMM_GUEST_PAUSED,
+	VMM_GUEST_SHUTDOWN,	/* the guest is gone, the process may linger */
+	VMM_GUEST_STATE_MAX
+};
+
+const char *vmm_guest_state_to_string(enum vmm_guest_state s);
+
+struct vmm_driver {
+	const char *name; /* "firecracker" | "qemu" */
+
+	/*
+	 * Can this host run VMs with this driver? binary may be NULL (default).
+	 * On false, 'why' says what is missing (binary not found, KVM unusable...).
+	 */
+	bool (*available)(const char *binary, struct bg_err *why);
+
+	/* Launch and configure; returns once the guest has been told to start. On
+	 * failure nothing is left running. */
+	int (*start)(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err);
+
+	/* Ask the running VMM about the guest (bounded by a short timeout). */
+	int (*probe)(const struct vmm_config *cfg, const struct vmm_process *proc,
+		     enum vmm_guest_state *ret, struct bg_err *err);
+
+	/*
+	 * Stop: ask the guest to shut down and wait up to grace_ms, then SIGTERM,
+	 * then SIGKILL. Signals only go to proc if its start time matches. Reaps
+	 * the process when it is our child. A process already gone is success.
+	 */
+	int (*stop)(const struct vmm_config *cfg, const struct vmm_process *proc, int grace_ms,
+		    struct bg_err *err);
+};
+
+extern const struct vmm_driver vmm_driver_firecracker;
+extern const struct vmm_driver vmm_driver_qemu;
+
+/*
+ * Pick the driver for a spec's vmm field. VMM_AUTO is firecracker when its
+ * binary is found and KVM works, else qemu; 'why' (may be NULL) receives the
+ * reason firecracker was passed over. An explicit kind that is not
+ * available fails with its reason. binaries[k] overrides the binary of kind
+ * k (may be NULL).
+ */
+int vmm_select(enum vmm_kind kind, const char *const binaries[VMM_KIND_MAX],
+	       const struct vmm_driver **ret, struct bg_err *why, struct bg_err *err);
+
+/* The driver by name ("qemu", "firecracker"), or NULL. */
+const struct vmm_driver *vmm_driver_by_name(const char *name);
+
+/*
+ * Build the guest-contract kernel arguments (see the top of this file)
+ * followed by extra_args (may be NULL). ip/gateway/netmask are dotted quads.
+ * authorized_keys is the text of an authorized_keys file. Fails with
+ * -E2BIG when the result would not fit a kernel command line with room for
+ * the driver's own arguments. Owned result.
+ */
+int vmm_guest_args(const char *ip, const char *gateway, const char *netmask,
+		   const char *hostname, const char *user, const char *authorized_keys,
+		   const char *extra_args, char **ret, struct bg_err *err);
+
+/*
+ * Keep a console log under max_bytes by copy-truncate: when larger, its
+ * content moves to <path>.1 (replacing the older one) and the file is
+ * truncated in place (the VMM appends with O_APPEND and keeps writing).
+ */
+int vmm_console_rotate(const char *path, uint64_t max_bytes, struct bg_err *err);
+
+#define VMM_CONSOLE_MAX_BYTES (4 * 1024 * 1024)
+
+#endif

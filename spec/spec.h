@@ -1,0 +1,220 @@
+/*
+ * spec.h - the VM spec language: YAML documents -> struct vm_spec.
+ *
+ * spec/ owns parsing (libyaml's event API; the only includer of yaml.h),
+ * validation with FILE:LINE:COLUMN diagnostics, defaults, the canonical JSON
+ * form (cJSON, fixed key order) and its SHA-256 hash, and loading a spec
+ * directory. It does no I/O beyond reading the files it is asked to load.
+ *
+ *   apiVersion: banger/v1
+ *   kind: VM
+ *   metadata: {name: web-1, labels: {team: infra}}
+ *   spec:
+ *     state: running            running | stopped            (default running)
+ *     vmm: auto                 auto | firecracker | qemu    (default auto)
+ *     vcpus: 1                  1..32; firecracker: 1 or even (default 1)
+ *     memoryMiB: 256            64..65536                    (default 256)
+ *     kernel: {path: /abs, initrd: /abs, args: "..."}       path required
+ *     rootfs: {image: /abs, sizeMiB: 2048}                   image required
+ *     workDisk: {sizeMiB: 512}                               optional
+ *     network: {ip: 172.30.0.10}                             optional static IPv4
+ *     ssh: {user: root, authorizedKeys: ["ssh-ed25519 AAAA... c"]}
+ *     restartPolicy: always     always | on-failure | never  (default always)
+ */
+#ifndef BANGER_SPEC_SPEC_H
+#define BANGER_SPEC_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define SPEC_API_VERSION "banger/v1"
+#define SPEC_KIND "VM"
+#define SPEC_NAME_MAX 63
+#define SPEC_FILE_MAX (1024 * 1024) /* bytes */
+#define SPEC_DEPTH_MAX 32
+#define SPEC_HASH_LEN 64 /* hex chars of SHA-256 */
+
+enum vm_desired_state {
+	VM_DESIRED_RUNNING,
+	VM_DESIRED_STOPPED,
+	VM_DESIRED_MAX
+};
+
+enum vmm_kind {
+	VMM_AUTO,
+	VMM_FIRECRACKER,
+	VMM_QEMU,
+	VMM_KIND_MAX
+};
+
+enum restart_policy {
+	RESTART_ALWAYS,
+	RESTART_ON_FAILURE,
+	RESTART_NEVER,
+	RESTART_POLICY_MAX
+};
+
+/* "running", "auto", "on-failure", ...; NULL for out-of-range values. */
+const char *vm_desired_state_to_string(enum vm_desired_state s);
+const char *vmm_kind_to_string(enum vmm_kind k);
+const char *restart_policy_to_string(enum restart_policy p);
+/* The enum value, or -EINVAL. */
+int vm_desired_state_from_string(const char *s);
+int vmm_kind_from_string(const char *s);
+int restart_policy_from_string(const char *s);
+
+struct spec_label {
+	char *key;
+	char *value;
+};
+
+struct vm_spec {
+	char *name;			/* RFC 1123 label, <= 63 chars */
+	struct spec_label *labels;	/* sorted by key, keys unique */
+	size_t n_labels;
+	enum vm_desired_state state;
+	enum vmm_kind vmm;
+	unsigned vcpus;
+	unsigned memory_mib;
+	char *kernel_path;		/* absolute */
+	char *kernel_initrd;		/* absolute, or NULL */
+	char *kernel_args;		/* extra kernel arguments, or NULL */
+	char *rootfs_image;		/* absolute; read-only base shared by VMs */
+	uint64_t rootfs_size_mib;	/* capacity of the COW disk; 0: the image's size */
+	uint64_t work_disk_mib;		/* 0: no work disk */
+	char *ip;			/* static IPv4, or NULL to lease one */
+	char *ssh_user;			/* never NULL after parsing ("root" by default) */
+	char **ssh_keys;		/* authorized_keys lines, n_ssh_keys of them */
+	size_t n_ssh_keys;
+	enum restart_policy restart_policy;
+
+	/* Provenance; not part of the canonical form or the hash. */
+	char *source_file;		/* the file the document came from, or NULL */
+	unsigned source_line;		/* line of the document's start, 1-based */
+	size_t source_start;		/* byte range of the document's text in the file, */
+	size_t source_end;		/* so 'banger apply' can replace it in place */
+};
+
+/* Free a spec and everything it owns. NULL is fine. */
+void vm_spec_free(struct vm_spec *spec);
+static inline void vm_spec_freep(struct vm_spec **p)
+{
+	if (*p)
+		vm_spec_free(*p);
+}
+
+/* Deep copy. Owned. */
+struct vm_spec *vm_spec_dup(const struct vm_spec *spec);
+
+/*
+ * The canonical JSON form: defaults filled in, fixed key order, compact.
+ * Two specs that mean the same thing give the same bytes whatever their key
+ * order, comments or quoting in YAML. Provenance is left out. Owned string.
+ */
+char *spec_to_json(const struct vm_spec *spec);
+
+/* SHA-256 of spec_to_json() as 64 hex chars plus NUL. */
+void spec_hash(const struct vm_spec *spec, char out[SPEC_HASH_LEN + 1]);
+
+/*
+ * Parse a canonical JSON spec (as stored by the reconciler) back into a spec,
+ * validating it with the same rules as YAML. Returns 0 or -EINVAL.
+ */
+int spec_from_json(const char *json, struct vm_spec **ret, struct bg_err *err);
+
+/* How two versions of one VM's spec differ. */
+enum spec_change {
+	SPEC_SAME,	/* nothing that matters changed (the desired state is compared apart) */
+	SPEC_UPDATE,	/* metadata only: labels, restartPolicy; applied without a reboot */
+	SPEC_REBOOT,	/* anything the guest sees at boot: vcpus, memory, kernel, disks,
+			 * network, ssh, vmm; needs a restart to take effect */
+	SPEC_CHANGE_MAX
+};
+
+/* Compare old and new, ignoring 'state' and provenance. */
+enum spec_change spec_compare(const struct vm_spec *old_spec, const struct vm_spec *new_spec);
+
+/* ---- loading ------------------------------------------------------------- */
+
+/* One diagnostic: "file:line:col: msg". line/col are 1-based; 0 when unknown. */
+struct spec_diag {
+	char *file;
+	unsigned line;
+	unsigned col;
+	char *msg;
+};
+
+/*
+ * The result of loading one or more files. A file with any error contributes
+ * no specs at all (a half-valid file never changes its VMs); the names it
+ * defines, as far as they could be read, go to failed_names so the
+ * reconciler keeps those VMs' last good spec. A name defined twice is an
+ * error naming both places; it is listed in failed_names too and neither
+ * definition is used.
+ */
+struct spec_set {
+	struct vm_spec **specs;		/* sorted by name, names unique */
+	size_t n_specs;
+	struct spec_diag *diags;	/* in load order */
+	size_t n_diags;
+	char **failed_files;		/* files that had errors */
+	size_t n_failed_files;
+	char **failed_names;		/* sorted, unique */
+	size_t n_failed_names;
+};
+
+void spec_set_init(struct spec_set *set);
+void spec_set_release(struct spec_set *set);
+
+/*
+ * Parse one YAML stream (one or more '---' documents) from memory. 'file' is
+ * the name used in diagnostics and provenance. Returns the number of errors
+ * this call added (0 when the buffer was valid).
+ */
+int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len);
+
+/*
+ * Load a file, a directory, or "-" (stdin). A directory is walked
+ * recursively: *.yaml and *.yml files, following symlinks, skipping hidden
+ * entries (".git", "..data", ".x.swp"), editor scratch files ("4913", "x~",
+ * ".#x", "#x#") and anything else; subdirectories deeper than 8 are skipped.
+ * Returns the number of errors added (unreadable paths count).
+ * Call spec_set_finish() after the last load.
+ */
+int spec_load_path(struct spec_set *set, const char *path);
+
+/*
+ * Finish a set after loading: detect names defined more than once (an error
+ * naming both places), sort specs and failed names. Returns the number of
+ * errors it added.
+ */
+int spec_set_finish(struct spec_set *set);
+
+/* true when 'name' is listed in set->failed_names, or 'file' in set->failed_files. */
+bool spec_set_name_failed(const struct spec_set *set, const char *name);
+bool spec_set_file_failed(const struct spec_set *set, const char *file);
+
+/* The spec named 'name' in the set, or NULL. Borrowed from the set. */
+const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name);
+
+/* Format a diagnostic as "file:line:col: msg" (or "file: msg" when line is 0). Owned. */
+char *spec_diag_format(const struct spec_diag *d);
+
+/* true when s is a valid RFC 1123 label of at most 63 chars. */
+bool spec_name_valid(const char *s);
+
+/* true when a directory entry name is one the loader would read as a spec file. */
+bool spec_is_spec_filename(const char *name);
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/*
+ * Render a spec as a YAML document (apiVersion, kind, metadata, spec) with
+ * defaults written out, as 'banger apply' stores it. Owned.
+ */
+char *spec_to_yaml(const struct vm_spec *spec);
+
+#endif

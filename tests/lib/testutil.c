@@ -1,0 +1,86 @@
+/*
+ * testutil.c - helpers shared by the C tests; see testutil.h.
+ */
+#include "tests/lib/testutil.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/digest.h"
+#include "common/fs.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+
+void test_skip_reason(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	printf("SKIP: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+char *test_tmpdir(const char *prefix)
+{
+	const char *base = getenv("TMPDIR");
+	char *path = xasprintf("%s/%s.XXXXXX", base && *base ? base : "/tmp", prefix);
+
+	if (!mkdtemp(path)) {
+		perror("mkdtemp");
+		abort();
+	}
+	return path;
+}
+
+void test_rmtree(const char *path)
+{
+	struct bg_err err = { 0 };
+
+	if (fs_remove_tree(path, &err) < 0)
+		fprintf(stderr, "test_rmtree: %s\n", err.msg);
+}
+
+void test_write_file(const char *path, const char *contents)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f) {
+		perror(path);
+		abort();
+	}
+	fputs(contents, f);
+	fclose(f);
+}
+
+bool test_wait_for(bool (*pred)(void *arg), void *arg, int timeout_ms)
+{
+	int64_t deadline = now_mono_ms() + timeout_ms;
+
+	for (;;) {
+		if (pred(arg))
+			return true;
+		if (now_mono_ms() >= deadline)
+			return false;
+		sleep_ms(10);
+	}
+}
+
+void test_unique_suffix(char *buf, int n)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[8];
+
+	if (n > 16)
+		n = 16;
+	if (random_bytes(raw, sizeof(raw)) < 0)
+		abort();
+	for (int i = 0; i < n; i++)
+		buf[i] = hex[(raw[i / 2] >> ((i % 2) * 4)) & 15];
+	buf[n] = '\0';
+}

@@ -1,0 +1,277 @@
+/*
+ * test_common.c - common/: errors, atomic files, mkdir -p, spawning, process
+ * identity, base64, durations.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/digest.h"
+#include "common/err.h"
+#include "common/fs.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+#include "tests/lib/testutil.h"
+
+static void test_err_wrap(void **state)
+{
+	struct bg_err err = { 0 };
+	int r;
+
+	(void)state;
+	r = bg_error(&err, ENOENT, "open '%s'", "/x");
+	assert_int_equal(r, -ENOENT);
+	assert_string_equal(err.msg, "open '/x': No such file or directory");
+	r = bg_err_wrap(&err, "vm '%s'", "web-1");
+	assert_int_equal(r, -ENOENT);
+	assert_string_equal(err.msg, "vm 'web-1': open '/x': No such file or directory");
+	assert_int_equal(bg_errorf(&err, -EINVAL, "bad"), -EINVAL);
+	assert_string_equal(err.msg, "bad");
+	assert_int_equal(bg_error(NULL, 0, "x"), -EIO);
+	bg_err_clear(&err);
+	assert_int_equal(err.code, 0);
+	assert_string_equal(bg_err_msg(&err), "");
+}
+
+static void test_err_wrap_truncates(void **state)
+{
+	struct bg_err err = { 0 };
+	char big[3000];
+
+	(void)state;
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	bg_errorf(&err, EINVAL, "%s", big);
+	bg_err_wrap(&err, "prefix");
+	assert_int_equal(strlen(err.msg), BG_ERR_MSG_MAX - 1);
+	assert_memory_equal(err.msg, "prefix: aaa", 11);
+}
+
+static void test_atomic_write(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL;
+	struct bg_err err = { 0 };
+	struct stat st;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(fs_write_atomic(path, "one", 3, 0600, &err), 0);
+	assert_int_equal(fs_write_atomic(path, "two!", 4, 0640, &err), 0);
+	assert_int_equal(fs_read_file(path, 100, &data, &len, &err), 0);
+	assert_int_equal(len, 4);
+	assert_string_equal(data, "two!");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	/* No temp files left behind. */
+	{
+		_cleanup_free_ char *out = NULL;
+		const char *argv[] = { "ls", "-A", dir, NULL };
+
+		assert_int_equal(proc_run(argv, 5000, &out, &err), 0);
+		assert_string_equal(out, "f\n");
+	}
+	/* A failed write (directory missing) reports the path and leaves nothing. */
+	{
+		_cleanup_free_ char *bad = fs_path_join(dir, "nope/f");
+
+		assert_int_equal(fs_write_atomic(bad, "x", 1, 0600, &err), -ENOENT);
+		assert_non_null(strstr(err.msg, "nope/f"));
+	}
+	test_rmtree(dir);
+}
+
+static void test_read_file_cap(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	test_write_file(path, "0123456789");
+	assert_int_equal(fs_read_file(path, 9, &data, NULL, &err), -EFBIG);
+	assert_int_equal(fs_read_file(path, 10, &data, NULL, &err), 0);
+	assert_string_equal(data, "0123456789");
+	test_rmtree(dir);
+}
+
+static void test_mkdir_p(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *deep = fs_path_join(dir, "a/b/c");
+	_cleanup_free_ char *file = fs_path_join(dir, "file");
+	struct bg_err err = { 0 };
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(fs_mkdir_p(deep, 0700, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(fs_mkdir_p(deep, 0750, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0750);
+	test_write_file(file, "x");
+	assert_int_equal(fs_mkdir_p(file, 0700, &err), -ENOTDIR);
+	test_rmtree(dir);
+	assert_false(fs_exists(dir));
+}
+
+static void test_proc_run(void **state)
+{
+	const char *ok[] = { "sh", "-c", "echo hello; echo err >&2", NULL };
+	const char *fail[] = { "sh", "-c", "echo first; echo boom; exit 3", NULL };
+	const char *slow[] = { "sleep", "10", NULL };
+	const char *missing[] = { "/nonexistent/banger-test", NULL };
+	_cleanup_free_ char *out = NULL;
+	struct bg_err err = { 0 };
+	int64_t t0;
+
+	(void)state;
+	assert_int_equal(proc_run(ok, 5000, &out, &err), 0);
+	assert_string_equal(out, "hello\nerr\n");
+	assert_int_equal(proc_run(fail, 5000, NULL, &err), -EIO);
+	assert_string_equal(err.msg, "'sh' exited with status 3: boom");
+	t0 = now_mono_ms();
+	assert_int_equal(proc_run(slow, 200, NULL, &err), -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < 5000);
+	assert_int_equal(proc_run(missing, 1000, NULL, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "exec '/nonexistent/banger-test'"));
+}
+
+static void test_proc_identity(void **state)
+{
+	const char *argv[] = { "sleep", "30", NULL };
+	struct bg_err err = { 0 };
+	uint64_t st = 0;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(proc_spawn(argv, NULL, &pid, &err), 0);
+	assert_int_equal(proc_start_time(pid, &st, &err), 0);
+	assert_true(st > 0);
+	assert_true(proc_identity_matches(pid, st));
+	assert_true(proc_identity_matches(pid, 0));
+	/* A different start time means a different process: never signalled. */
+	assert_false(proc_identity_matches(pid, st + 1));
+	assert_int_equal(proc_signal(pid, st + 1, SIGKILL, &err), -ESRCH);
+	assert_true(proc_identity_matches(pid, st));
+	assert_int_equal(proc_signal(pid, st, SIGTERM, &err), 0);
+	assert_int_equal(proc_wait_gone(pid, st, 5000), 0);
+	assert_false(proc_identity_matches(pid, st));
+	assert_int_equal(proc_start_time(pid, &st, &err), -ENOENT);
+}
+
+static void test_proc_find_in_path(void **state)
+{
+	_cleanup_free_ char *sh = proc_find_in_path("sh");
+	_cleanup_free_ char *none = proc_find_in_path("banger-no-such-binary");
+
+	(void)state;
+	assert_non_null(sh);
+	assert_true(sh[0] == '/');
+	assert_null(none);
+}
+
+static void test_base64(void **state)
+{
+	const char *vec[][2] = { { "", "" },	     { "f", "Zg==" },	  { "fo", "Zm8=" },
+				 { "foo", "Zm9v" },  { "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" },
+				 { "foobar", "Zm9vYmFy" } };
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(vec); i++) {
+		_cleanup_free_ char *enc = base64_encode(vec[i][0], strlen(vec[i][0]));
+		uint8_t *dec = NULL;
+		size_t len = 0;
+
+		assert_string_equal(enc, vec[i][1]);
+		assert_int_equal(base64_decode(enc, strlen(enc), &dec, &len), 0);
+		assert_int_equal(len, strlen(vec[i][0]));
+		assert_memory_equal(dec, vec[i][0], len);
+		free(dec);
+	}
+	{
+		uint8_t *dec = NULL;
+		size_t len;
+
+		assert_int_equal(base64_decode("Zm9", 3, &dec, &len), -EINVAL);
+		assert_int_equal(base64_decode("Zm=v", 4, &dec, &len), -EINVAL);
+		assert_int_equal(base64_decode("Z!9v", 4, &dec, &len), -EINVAL);
+	}
+}
+
+static void test_sha256(void **state)
+{
+	char hex[SHA256_HEX_LEN + 1];
+
+	(void)state;
+	sha256_hex("abc", 3, hex);
+	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_duration(void **state)
+{
+	int64_t ms;
+
+	(void)state;
+	assert_int_equal(parse_duration_ms("5m", &ms), 0);
+	assert_int_equal(ms, 300000);
+	assert_int_equal(parse_duration_ms("1m30s", &ms), 0);
+	assert_int_equal(ms, 90000);
+	assert_int_equal(parse_duration_ms("90", &ms), 0);
+	assert_int_equal(ms, 90000);
+	assert_int_equal(parse_duration_ms("250ms", &ms), 0);
+	assert_int_equal(ms, 250);
+	assert_int_equal(parse_duration_ms("", &ms), -EINVAL);
+	assert_int_equal(parse_duration_ms("5x", &ms), -EINVAL);
+	assert_int_equal(parse_duration_ms("m", &ms), -EINVAL);
+	assert_int_equal(parse_duration_ms("1s5", &ms), -EINVAL);
+}
+
+static void test_buf(void **state)
+{
+	struct buf b;
+	char *s;
+	size_t len;
+
+	(void)state;
+	buf_init(&b);
+	for (int i = 0; i < 1000; i++)
+		buf_addf(&b, "%d,", i);
+	assert_int_equal(b.len, strlen(b.data));
+	assert_memory_equal(b.data, "0,1,2,", 6);
+	s = buf_detach(&b, &len);
+	assert_int_equal(len, strlen(s));
+	free(s);
+	assert_null(b.data);
+	buf_release(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_err_wrap),	   cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),	   cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),		   cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_identity),	   cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),		   cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),	   cmocka_unit_test(test_buf),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
