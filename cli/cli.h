@@ -36,5 +36,13 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Verbs. argv[0] is the verb name; getopt state is reset before each call. */
 int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_status(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_diff(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_logs(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -23,7 +23,16 @@
 #endif
 
 static const struct cli_command commands[] = {
+	{ "apply", cmd_apply, "write VM specs into the spec directory" },
+	{ "delete", cmd_delete, "remove VMs from the spec directory" },
+	{ "status", cmd_status, "show VMs and what is true now" },
+	{ "get", cmd_status, "same as status" },
+	{ "describe", cmd_describe, "show one VM's spec, status and events" },
+	{ "diff", cmd_diff, "show what apply would change" },
+	{ "logs", cmd_logs, "print a VM's console log" },
 	{ "validate", cmd_validate, "check spec files without applying them" },
+	{ "gc", cmd_gc, "find and remove leaked taps, disks and directories" },
+	{ "doctor", cmd_doctor, "check what this host can do" },
 };
 
 void cli_error(const char *fmt, ...)

@@ -1,10 +1,511 @@
 /*
- * main.c - bangerd entry point (the control loop lands in reconciler/daemon.c).
+ * main.c - bangerd: options, the single-instance lock, and the event loop.
+ *
+ * One thread, one epoll loop over: inotify on the spec dir (changes are
+ * coalesced for COALESCE_MS, then one pass), a periodic timerfd (full resync),
+ * a one-shot timerfd (requeue: backoffs ending, booting guests to look at),
+ * a signalfd (TERM/INT stop the loop and leave VMs running, HUP forces a
+ * resync, CHLD reaps VMMs we started) and a pidfd per alive VMM (a VMM that
+ * dies, even one adopted from an earlier daemon, wakes the loop at once).
+ *
+ * Init order: options -> logging -> lock -> daemon (store, keys, disk mode) ->
+ * watch -> loop; teardown in reverse.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-int main(void)
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+#include "reconciler/converge.h"
+#include "reconciler/daemon.h"
+#include "reconciler/failpoint.h"
+#include "reconciler/notify.h"
+#include "reconciler/watch.h"
+
+#ifndef BANGER_VERSION
+#define BANGER_VERSION "0.1.0"
+#endif
+
+#define COALESCE_MS 50
+#define MAX_PIDFDS 256
+
+enum { TAG_INOTIFY = 1, TAG_RESYNC, TAG_WAKE, TAG_SIGNAL, TAG_PIDFD_BASE = 16 };
+
+static void usage(FILE *f)
 {
-	fprintf(stderr, "bangerd: the daemon is not built yet\n");
-	return 1;
+	fprintf(f,
+		"Usage: bangerd [OPTIONS]\n\n"
+		"Reconcile VMs on this host with the spec files in the spec directory.\n\n"
+		"  --spec-dir DIR        spec directory (env BANGER_SPEC_DIR)\n"
+		"  --state-dir DIR       state directory (env BANGER_STATE_DIR)\n"
+		"  --bridge NAME         bridge for guests (default %s)\n"
+		"  --subnet CIDR         bridge address and prefix (default %s)\n"
+		"  --nat                 masquerade guest traffic (default off)\n"
+		"  --resync SECONDS      full resync period (default %d)\n"
+		"  --vmm auto|firecracker|qemu   VMM for specs that say auto (default auto)\n"
+		"  --firecracker PATH    firecracker binary (default: firecracker in PATH)\n"
+		"  --qemu PATH           qemu-system-x86_64 binary (default: in PATH)\n"
+		"  --skip-kvm-check      accept the firecracker binary without usable KVM\n"
+		"                        (for the test stand-in only)\n"
+		"  --stop-timeout SECONDS  graceful shutdown deadline for guests (default %d)\n"
+		"  --once                run one full pass and exit\n"
+		"  --list-failpoints     print the names BANGER_FAILPOINT accepts\n"
+		"  -v, --verbose         more logging (env BANGER_LOG_LEVEL)\n"
+		"  -h, --help, --version\n",
+		DAEMON_DEFAULT_BRIDGE, DAEMON_DEFAULT_SUBNET, DAEMON_DEFAULT_RESYNC_MS / 1000,
+		DAEMON_DEFAULT_STOP_GRACE_MS / 1000);
+}
+
+/* SQLite must never get fds 0-2 (see its "how to corrupt" notes): keep them open. */
+static void ensure_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		if (open("/dev/null", O_RDWR) < 0)
+			abort();
+	}
+}
+
+/* Take <state>/bangerd.lock or explain who holds it. The fd is O_CLOEXEC. */
+static int take_lock(const char *state_dir, int *ret_fd, struct bg_err *err)
+{
+	_cleanup_free_ char *path = paths_daemon_lock(state_dir);
+	_cleanup_close_ int fd = -1;
+	char pid[32];
+	int n;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return bg_error(err, errno, "open '%s'", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		if (e != EWOULDBLOCK)
+			return bg_error(err, e, "lock '%s'", path);
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		return bg_errorf(err, EBUSY,
+				 "another bangerd (pid %s) is running on state directory '%s'",
+				 pid[0] ? pid : "?", state_dir);
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		return bg_error(err, errno, "write '%s'", path);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int arm_timer(int fd, int64_t first_ms, int64_t interval_ms)
+{
+	struct itimerspec its = { 0 };
+
+	if (first_ms > 0) {
+		its.it_value.tv_sec = first_ms / 1000;
+		its.it_value.tv_nsec = (first_ms % 1000) * 1000000;
+	}
+	if (interval_ms > 0) {
+		its.it_interval.tv_sec = interval_ms / 1000;
+		its.it_interval.tv_nsec = (interval_ms % 1000) * 1000000;
+	}
+	return timerfd_settime(fd, 0, &its, NULL);
+}
+
+static void drain_fd(int fd)
+{
+	char buf[512];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* One pidfd per alive VMM, so a death wakes the loop even for adopted VMMs. */
+struct pidwatch {
+	int fd;
+	pid_t pid;
+	uint64_t start_time;
+};
+
+static void sync_pidfds(int ep, struct pidwatch *w, size_t *n, const struct daemon *d)
+{
+	/* Drop watches of VMMs no longer listed. */
+	for (size_t i = 0; i < *n;) {
+		bool keep = false;
+
+		for (size_t k = 0; k < d->n_alive; k++)
+			if (d->alive[k].pid == w[i].pid && d->alive[k].start_time == w[i].start_time)
+				keep = true;
+		if (keep) {
+			i++;
+			continue;
+		}
+		(void)epoll_ctl(ep, EPOLL_CTL_DEL, w[i].fd, NULL);
+		close(w[i].fd);
+		w[i] = w[--(*n)];
+	}
+	for (size_t k = 0; k < d->n_alive && *n < MAX_PIDFDS; k++) {
+		struct epoll_event ev = { .events = EPOLLIN };
+		bool have = false;
+		int fd;
+
+		for (size_t i = 0; i < *n; i++)
+			if (w[i].pid == d->alive[k].pid && w[i].start_time == d->alive[k].start_time)
+				have = true;
+		if (have)
+			continue;
+		fd = proc_pidfd_open(d->alive[k].pid, d->alive[k].start_time, NULL);
+		if (fd < 0)
+			continue;
+		ev.data.u64 = TAG_PIDFD_BASE + (uint64_t)fd;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			continue;
+		}
+		w[*n].fd = fd;
+		w[*n].pid = d->alive[k].pid;
+		w[*n].start_time = d->alive[k].start_time;
+		(*n)++;
+	}
+}
+
+static void reap_children(struct daemon *d)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+
+		if (pid <= 0)
+			break;
+		daemon_reaped(d, pid, status);
+	}
+}
+
+struct loop {
+	int ep;
+	int sfd;
+	int resync_fd;
+	int wake_fd;
+	struct spec_watch *watch;
+	struct pidwatch pids[MAX_PIDFDS];
+	size_t n_pids;
+};
+
+static void loop_close(struct loop *l)
+{
+	for (size_t i = 0; i < l->n_pids; i++)
+		close(l->pids[i].fd);
+	spec_watch_free(l->watch);
+	if (l->wake_fd >= 0)
+		close(l->wake_fd);
+	if (l->resync_fd >= 0)
+		close(l->resync_fd);
+	if (l->sfd >= 0)
+		close(l->sfd);
+	if (l->ep >= 0)
+		close(l->ep);
+}
+
+static int epoll_add(int ep, int fd, uint64_t tag, struct bg_err *err)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return bg_error(err, errno, "epoll_ctl");
+	return 0;
+}
+
+static int loop_open(struct loop *l, const struct daemon_config *cfg, struct bg_err *err)
+{
+	sigset_t mask;
+	int r;
+
+	memset(l, 0, sizeof(*l));
+	l->ep = l->sfd = l->resync_fd = l->wake_fd = -1;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return bg_error(err, errno, "sigprocmask");
+	l->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	l->resync_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	l->wake_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (l->sfd < 0 || l->ep < 0 || l->resync_fd < 0 || l->wake_fd < 0)
+		return bg_error(err, errno, "event loop setup");
+	r = spec_watch_new(cfg->spec_dir, &l->watch, err);
+	if (r < 0)
+		return r;
+	if (arm_timer(l->resync_fd, cfg->resync_ms, cfg->resync_ms) < 0)
+		return bg_error(err, errno, "timerfd_settime");
+	if (epoll_add(l->ep, l->sfd, TAG_SIGNAL, err) < 0 ||
+	    epoll_add(l->ep, l->resync_fd, TAG_RESYNC, err) < 0 ||
+	    epoll_add(l->ep, l->wake_fd, TAG_WAKE, err) < 0 ||
+	    epoll_add(l->ep, spec_watch_fd(l->watch), TAG_INOTIFY, err) < 0)
+		return -EIO;
+	return 0;
+}
+
+static void run_pass(struct daemon *d, struct loop *l, bool full)
+{
+	struct bg_err err = { 0 };
+	int64_t wake;
+
+	if (daemon_pass(d, full, &err) < 0)
+		log_err("pass failed: %s", err.msg);
+	sync_pidfds(l->ep, l->pids, &l->n_pids, d);
+	wake = d->next_wakeup ? d->next_wakeup - now_real_ms() : 0;
+	if (d->next_wakeup && wake < 10)
+		wake = 10;
+	(void)arm_timer(l->wake_fd, d->next_wakeup ? wake : 0, 0);
+}
+
+static int run_loop(struct daemon *d, struct loop *l)
+{
+	int64_t coalesce_until = -1; /* monotonic ms; -1: nothing pending */
+	char status[128];
+
+	run_pass(d, l, true);
+	snprintf(status, sizeof(status), "STATUS=watching %s", d->cfg.spec_dir);
+	(void)notify_send("READY=1");
+	(void)notify_send(status);
+	log_notice("ready: watching '%s', state in '%s'", d->cfg.spec_dir, d->cfg.state_dir);
+
+	for (;;) {
+		struct epoll_event evs[16];
+		int timeout = -1, n;
+		bool pass = false, full = false;
+
+		if (coalesce_until >= 0) {
+			int64_t left = coalesce_until - now_mono_ms();
+
+			timeout = left > 0 ? (int)left : 0;
+		}
+		n = epoll_wait(l->ep, evs, (int)ARRAY_SIZE(evs), timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return log_err_errno(-errno, "epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = evs[i].data.u64;
+
+			if (tag == TAG_INOTIFY) {
+				if (spec_watch_drain(l->watch) && coalesce_until < 0)
+					coalesce_until = now_mono_ms() + COALESCE_MS;
+			} else if (tag == TAG_RESYNC) {
+				drain_fd(l->resync_fd);
+				pass = full = true;
+			} else if (tag == TAG_WAKE) {
+				drain_fd(l->wake_fd);
+				pass = true;
+			} else if (tag == TAG_SIGNAL) {
+				struct signalfd_siginfo si;
+
+				while (read(l->sfd, &si, sizeof(si)) == sizeof(si)) {
+					if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+						log_notice("signal %d: stopping; VMs keep running",
+							   (int)si.ssi_signo);
+						(void)notify_send("STOPPING=1");
+						return 0;
+					}
+					if (si.ssi_signo == SIGHUP) {
+						log_notice("SIGHUP: resync");
+						pass = full = true;
+					}
+					if (si.ssi_signo == SIGCHLD) {
+						reap_children(d);
+						pass = true;
+					}
+				}
+			} else if (tag >= TAG_PIDFD_BASE) {
+				/* A VMM ended. The pass re-syncs (and closes) the watch. */
+				pass = true;
+			}
+		}
+		if (coalesce_until >= 0 && now_mono_ms() >= coalesce_until) {
+			coalesce_until = -1;
+			pass = true;
+		}
+		if (pass)
+			run_pass(d, l, full);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "spec-dir", required_argument, NULL, 'S' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "bridge", required_argument, NULL, 'b' },
+		{ "subnet", required_argument, NULL, 'n' },
+		{ "nat", no_argument, NULL, 'N' },
+		{ "resync", required_argument, NULL, 'r' },
+		{ "vmm", required_argument, NULL, 'm' },
+		{ "firecracker", required_argument, NULL, 'f' },
+		{ "qemu", required_argument, NULL, 'q' },
+		{ "skip-kvm-check", no_argument, NULL, 'K' },
+		{ "stop-timeout", required_argument, NULL, 't' },
+		{ "once", no_argument, NULL, '1' },
+		{ "list-failpoints", no_argument, NULL, 'L' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct daemon_config cfg = {
+		.bridge = DAEMON_DEFAULT_BRIDGE,
+		.subnet = DAEMON_DEFAULT_SUBNET,
+		.resync_ms = DAEMON_DEFAULT_RESYNC_MS,
+		.vmm = VMM_AUTO,
+		.stop_grace_ms = DAEMON_DEFAULT_STOP_GRACE_MS,
+	};
+	const char *spec_flag = NULL, *state_flag = NULL;
+	_cleanup_free_ char *spec_dir = NULL, *state_dir = NULL;
+	struct daemon d;
+	struct loop l;
+	struct bg_err err = { 0 };
+	bool once = false;
+	int verbosity = 0, lock_fd = -1, c, r;
+	uint32_t gw, net;
+	unsigned prefix;
+	int64_t ms;
+
+	ensure_std_fds();
+	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'S':
+			spec_flag = optarg;
+			break;
+		case 's':
+			state_flag = optarg;
+			break;
+		case 'b':
+			cfg.bridge = optarg;
+			break;
+		case 'n':
+			cfg.subnet = optarg;
+			break;
+		case 'N':
+			cfg.nat = true;
+			break;
+		case 'r':
+		case 't':
+			if (parse_duration_ms(optarg, &ms) < 0 || ms < (c == 'r' ? 1000 : 0)) {
+				fprintf(stderr, "bangerd: invalid %s '%s'\n",
+					c == 'r' ? "--resync" : "--stop-timeout", optarg);
+				return 2;
+			}
+			if (c == 'r')
+				cfg.resync_ms = ms;
+			else
+				cfg.stop_grace_ms = (int)ms;
+			break;
+		case 'm':
+			r = vmm_kind_from_string(optarg);
+			if (r < 0) {
+				fprintf(stderr, "bangerd: invalid --vmm '%s' (auto|firecracker|qemu)\n",
+					optarg);
+				return 2;
+			}
+			cfg.vmm = (enum vmm_kind)r;
+			break;
+		case 'f':
+			cfg.binaries[VMM_FIRECRACKER] = optarg;
+			break;
+		case 'q':
+			cfg.binaries[VMM_QEMU] = optarg;
+			break;
+		case 'K':
+			cfg.skip_kvm_check = true;
+			break;
+		case '1':
+			once = true;
+			break;
+		case 'L':
+			for (const char *const *p = converge_failpoints; *p; p++)
+				printf("%s\n", *p);
+			return 0;
+		case 'v':
+			verbosity++;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("bangerd %s\n", BANGER_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "bangerd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	log_setup("bangerd", verbosity);
+	if (ipam_parse_subnet(cfg.subnet, &gw, &net, &prefix) < 0) {
+		log_err("invalid --subnet '%s': want the bridge address and prefix, e.g. %s",
+			cfg.subnet, DAEMON_DEFAULT_SUBNET);
+		return 2;
+	}
+	spec_dir = paths_spec_dir(spec_flag);
+	state_dir = paths_state_dir(state_flag);
+	cfg.spec_dir = spec_dir;
+	cfg.state_dir = state_dir;
+	if (failpoint_armed())
+		log_warn("failpoint '%s' is armed", failpoint_armed());
+
+	r = fs_mkdir_p(state_dir, 0700, &err);
+	if (r >= 0 && !fs_exists(spec_dir))
+		r = fs_mkdir_p(spec_dir, 0755, &err);
+	if (r >= 0)
+		r = take_lock(state_dir, &lock_fd, &err);
+	if (r < 0) {
+		log_err("%s", err.msg);
+		return 1;
+	}
+	r = daemon_init(&d, &cfg, &err);
+	if (r < 0) {
+		log_err("%s", err.msg);
+		close(lock_fd);
+		return 1;
+	}
+	if (once) {
+		r = daemon_pass(&d, true, &err);
+		if (r < 0)
+			log_err("%s", err.msg);
+		daemon_fini(&d);
+		close(lock_fd);
+		return r < 0 ? 1 : 0;
+	}
+	r = loop_open(&l, &cfg, &err);
+	if (r < 0)
+		log_err("%s", err.msg);
+	else
+		r = run_loop(&d, &l);
+	loop_close(&l);
+	daemon_fini(&d);
+	close(lock_fd);
+	return r < 0 ? 1 : 0;
 }

@@ -1,0 +1,219 @@
+/*
+ * cmd_apply.c - banger apply -f PATH|DIR|- [--dry-run] [--wait [--timeout 5m]]
+ *
+ * Validate every document, then write each into the spec directory: a VM
+ * already defined in a file there is updated in place in that file (other
+ * documents untouched); a new VM gets <spec dir>/<name>.yaml. Files are
+ * replaced atomically. Nothing is written when any input is invalid.
+ * Prints kubectl-style "vm/NAME created|configured|unchanged".
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/specfile.h"
+#include "cli/util.h"
+#include "cli/wait.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/xalloc.h"
+
+#define DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: banger apply -f PATH|DIR|- [-f ...] [--dry-run] [--wait [--timeout 5m]]\n\n"
+		   "Validate VM specs and write them into the spec directory, where bangerd\n"
+		   "picks them up. --wait follows each VM until it is Running (its guest\n"
+		   "answers SSH) or Stopped as its spec says, or fails.\n");
+}
+
+/* The text of a document: from the stdin buffer or its file. Owned, or NULL. */
+static char *doc_text(const struct vm_spec *s, const char *stdin_data, size_t stdin_len)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+
+	if (s->source_file && strcmp(s->source_file, "<stdin>") == 0) {
+		if (!stdin_data || s->source_end > stdin_len)
+			return NULL;
+		return specfile_doc_body(stdin_data + s->source_start,
+					 s->source_end - s->source_start);
+	}
+	if (fs_read_file(s->source_file, SPEC_FILE_MAX, &data, &len, NULL) < 0 ||
+	    s->source_end > len || s->source_start > s->source_end)
+		return NULL;
+	return specfile_doc_body(data + s->source_start, s->source_end - s->source_start);
+}
+
+int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "filename", required_argument, NULL, 'f' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "wait", no_argument, NULL, 'w' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	char **inputs = xcalloc((size_t)argc + 1, sizeof(*inputs));
+	size_t n_inputs = 0;
+	bool dry_run = false, wait = false;
+	int64_t timeout_ms = DEFAULT_TIMEOUT_MS;
+	struct spec_set in, dir;
+	_cleanup_free_ char *stdin_data = NULL;
+	size_t stdin_len = 0;
+	struct specfile_edit *edits = NULL;
+	char **texts = NULL, **paths = NULL;
+	const char **verdict = NULL;
+	struct wait_target *targets = NULL;
+	size_t n_edits = 0;
+	struct bg_err err = { 0 };
+	int c, rc = CLI_EXIT_OK;
+
+	while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			inputs[n_inputs++] = optarg;
+			break;
+		case 'n':
+			dry_run = true;
+			break;
+		case 'w':
+			wait = true;
+			break;
+		case 't':
+			if (cli_parse_timeout(optarg, &timeout_ms) < 0 || timeout_ms <= 0) {
+				cli_error("invalid --timeout '%s' (e.g. 90s, 5m)", optarg);
+				free(inputs);
+				return CLI_EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			free(inputs);
+			return CLI_EXIT_OK;
+		default:
+			usage(stderr);
+			free(inputs);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (n_inputs == 0 || optind < argc) {
+		cli_error(n_inputs == 0 ? "apply needs -f PATH" : "unexpected argument '%s'",
+			  optind < argc ? argv[optind] : "");
+		usage(stderr);
+		free(inputs);
+		return CLI_EXIT_USAGE;
+	}
+
+	spec_set_init(&in);
+	cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	if (in.n_diags > 0) {
+		cli_print_diags(&in);
+		cli_error("nothing applied: %zu error(s)", in.n_diags);
+		rc = CLI_EXIT_FAIL;
+		goto out_in;
+	}
+	if (in.n_specs == 0) {
+		cli_error("no VM specs found in the input");
+		rc = CLI_EXIT_FAIL;
+		goto out_in;
+	}
+	if (!dry_run && fs_mkdir_p(ctx->spec_dir, 0755, &err) < 0 && !fs_exists(ctx->spec_dir)) {
+		cli_error("%s", err.msg);
+		rc = CLI_EXIT_FAIL;
+		goto out_in;
+	}
+	cli_load_spec_dir(ctx, &dir);
+
+	edits = xcalloc(in.n_specs, sizeof(*edits));
+	texts = xcalloc(in.n_specs, sizeof(*texts));
+	paths = xcalloc(in.n_specs, sizeof(*paths));
+	verdict = xcalloc(in.n_specs, sizeof(*verdict));
+	targets = xcalloc(in.n_specs, sizeof(*targets));
+	for (size_t i = 0; i < in.n_specs; i++) {
+		const struct vm_spec *s = in.specs[i];
+		const struct vm_spec *cur = spec_set_find(&dir, s->name);
+		char h_new[SPEC_HASH_LEN + 1], h_cur[SPEC_HASH_LEN + 1];
+
+		targets[i].name = s->name;
+		targets[i].goal = WAIT_APPLIED;
+		targets[i].state = s->state;
+		spec_hash(s, h_new);
+		memcpy(targets[i].hash, h_new, sizeof(h_new));
+		if (spec_set_name_failed(&dir, s->name)) {
+			cli_error("vm '%s' is defined in a spec file that fails to load (see 'banger "
+				  "validate -f %s'); fix that file first",
+				  s->name, ctx->spec_dir);
+			rc = CLI_EXIT_FAIL;
+			continue;
+		}
+		if (cur) {
+			spec_hash(cur, h_cur);
+			if (strcmp(h_cur, h_new) == 0) {
+				verdict[i] = "unchanged";
+				continue;
+			}
+		}
+		texts[i] = doc_text(s, stdin_data, stdin_len);
+		if (!texts[i]) {
+			cli_error("vm '%s': could not read its document back from '%s'", s->name,
+				  s->source_file);
+			rc = CLI_EXIT_FAIL;
+			continue;
+		}
+		if (cur) {
+			edits[n_edits].file = cur->source_file;
+			edits[n_edits].start = cur->source_start;
+			edits[n_edits].end = cur->source_end;
+			verdict[i] = "configured";
+		} else {
+			paths[i] = xasprintf("%s/%s.yaml", ctx->spec_dir, s->name);
+			if (fs_exists(paths[i])) {
+				/* A <name>.yaml that defines no valid VM of that name. */
+				cli_error("'%s' exists but does not define vm '%s'; not overwriting it",
+					  paths[i], s->name);
+				rc = CLI_EXIT_FAIL;
+				continue;
+			}
+			edits[n_edits].file = paths[i];
+			edits[n_edits].create = true;
+			verdict[i] = "created";
+		}
+		edits[n_edits].text = texts[i];
+		n_edits++;
+	}
+	if (rc != CLI_EXIT_OK) {
+		cli_error("nothing applied");
+		goto out;
+	}
+	if (!dry_run && specfile_apply(edits, n_edits, &err) < 0) {
+		cli_error("%s", err.msg);
+		rc = CLI_EXIT_FAIL;
+		goto out;
+	}
+	for (size_t i = 0; i < in.n_specs; i++)
+		printf("vm/%s %s%s\n", in.specs[i]->name, verdict[i], dry_run ? " (dry run)" : "");
+	fflush(stdout);
+	if (wait && !dry_run)
+		rc = cli_wait(ctx, targets, in.n_specs, timeout_ms);
+out:
+	for (size_t i = 0; i < in.n_specs; i++) {
+		free(texts[i]);
+		free(paths[i]);
+	}
+	free(targets);
+	free(verdict);
+	free(paths);
+	free(texts);
+	free(edits);
+	spec_set_release(&dir);
+out_in:
+	spec_set_release(&in);
+	free(inputs);
+	return rc;
+}

@@ -1,0 +1,119 @@
+/*
+ * cmd_describe.c - banger describe NAME: spec, status and recent events.
+ */
+#include <cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/util.h"
+#include "cli/vmview.h"
+#include "common/cleanup.h"
+#include "common/timeutil.h"
+
+#define EVENTS_SHOWN 20
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: banger describe NAME\n\nShow a VM's applied spec, its status and its "
+		   "recent events.\n");
+}
+
+static void field(const char *key, const char *val)
+{
+	printf("%-20s %s\n", key, val && *val ? val : "-");
+}
+
+int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	_cleanup_(store_freep) struct store *s = NULL;
+	struct vm_record rec = { 0 };
+	struct vm_view v;
+	struct vm_event *ev = NULL;
+	size_t n_ev = 0;
+	struct bg_err err = { 0 };
+	char buf[64], ts[40];
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			usage(stdout);
+			return CLI_EXIT_OK;
+		}
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (argc - optind != 1) {
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (cli_store_open(ctx, &s) < 0)
+		return CLI_EXIT_FAIL;
+	if (!s || store_vm_get_by_name(s, argv[optind], &rec, &err) < 0) {
+		cli_error("vm '%s' not found", argv[optind]);
+		return CLI_EXIT_FAIL;
+	}
+	cli_daemon_banner(s);
+	vm_view_init(&v, &rec);
+	vm_view_measure(&v, 200);
+	{
+		_cleanup_free_ char *phase = vm_view_phase(&v);
+
+		field("Name:", rec.name);
+		field("ID:", rec.id);
+		field("Phase:", phase);
+	}
+	field("Desired state:", vm_desired_state_to_string(rec.desired_state));
+	field("Spec file:", rec.source_file);
+	snprintf(buf, sizeof(buf), "%lld (observed %lld)", (long long)rec.generation,
+		 (long long)rec.observed_generation);
+	field("Generation:", buf);
+	field("VMM:", rec.vmm);
+	snprintf(buf, sizeof(buf), "%d", (int)v.handles.pid);
+	field("PID:", v.liveness == VM_LIVENESS_ALIVE ? buf : vm_liveness_to_string(v.liveness));
+	if (v.cpu_percent >= 0) {
+		snprintf(buf, sizeof(buf), "%.1f%% CPU, %llu MiB RSS", v.cpu_percent,
+			 (unsigned long long)(v.rss_bytes >> 20));
+		field("Usage:", buf);
+	}
+	field("IP:", rec.ip);
+	field("MAC:", rec.mac);
+	field("Tap:", v.handles.tap);
+	field("Disk mode:", rec.disk_mode);
+	field("Root disk:", rec.cow_disk);
+	field("Work disk:", rec.work_disk);
+	field("Console log:", rec.console_log);
+	snprintf(buf, sizeof(buf), "%d (consecutive failures %d)", rec.restarts, rec.failures);
+	field("Restarts:", buf);
+	if (rec.backoff_until > now_real_ms())
+		field("Backoff until:", format_rfc3339(rec.backoff_until, ts, sizeof(ts)));
+	if (rec.step) {
+		snprintf(buf, sizeof(buf), "%s / %s", rec.action ? rec.action : "?", rec.step);
+		field("In progress:", buf);
+	}
+	field("Last error:", rec.last_error);
+	field("Created:", format_rfc3339(rec.created_at, ts, sizeof(ts)));
+	if (v.spec) {
+		_cleanup_free_ char *yaml = spec_to_yaml(v.spec);
+
+		printf("\nSpec (as applied):\n%s", yaml);
+	}
+	if (store_event_list(s, rec.name, EVENTS_SHOWN, &ev, &n_ev, &err) == 0) {
+		printf("\nEvents:\n");
+		if (n_ev == 0)
+			printf("  <none>\n");
+		for (size_t i = 0; i < n_ev; i++)
+			printf("  %s  %-7s  %-18s %s\n", format_rfc3339(ev[i].time, ts, sizeof(ts)),
+			       ev[i].type, ev[i].reason, ev[i].message ? ev[i].message : "");
+		vm_event_array_free(ev, n_ev);
+	}
+	vm_view_release(&v);
+	vm_record_release(&rec);
+	return CLI_EXIT_OK;
+}

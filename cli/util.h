@@ -1,0 +1,86 @@
+/*
+ * util.h - helpers shared by the CLI verbs: the read-only store, the spec
+ * directory, the daemon's liveness, tables and JSON/YAML output.
+ */
+#ifndef BANGER_CLI_UTIL_H
+#define BANGER_CLI_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "reconciler/store.h"
+#include "spec/spec.h"
+
+struct cJSON;
+
+/*
+ * Open banger.db read-only. When it does not exist yet, *ret is NULL and 0 is
+ * returned (no daemon has ever run here: an empty state, not an error).
+ * Other failures print an error and return -errno.
+ */
+int cli_store_open(const struct cli_ctx *ctx, struct store **ret);
+
+/* Whether the daemon's heartbeat is recent. *ret_age_ms gets its age (-1: never ran). */
+bool cli_daemon_fresh(const struct daemon_info *info, int64_t *ret_age_ms);
+
+/* Print a banner on stderr when the daemon is down or its heartbeat is stale. */
+void cli_daemon_banner(struct store *s);
+
+/* Load the spec directory (all diagnostics kept in the set). */
+void cli_load_spec_dir(const struct cli_ctx *ctx, struct spec_set *set);
+
+/* Output formats of -o. */
+enum cli_output {
+	CLI_OUTPUT_TABLE,
+	CLI_OUTPUT_WIDE,
+	CLI_OUTPUT_JSON,
+	CLI_OUTPUT_YAML,
+	CLI_OUTPUT_MAX
+};
+
+/* Parse -o's argument. -EINVAL for anything else. */
+int cli_output_parse(const char *s);
+
+/* Print a cJSON value as pretty JSON or as YAML to f, with a trailing newline. */
+void cli_print_json(FILE *f, const struct cJSON *v);
+void cli_print_yaml(FILE *f, const struct cJSON *v);
+
+/*
+ * A simple aligned table: add rows of n_cols strings (copied), then print.
+ * Column widths fit the longest cell; the last column is not padded.
+ */
+struct cli_table {
+	size_t n_cols;
+	char **cells;	/* row-major */
+	size_t n_rows;
+};
+
+void cli_table_init(struct cli_table *t, size_t n_cols);
+void cli_table_add(struct cli_table *t, const char *const *cells);
+void cli_table_print(FILE *f, const struct cli_table *t);
+void cli_table_release(struct cli_table *t);
+
+/*
+ * Read the whole input named by -f ("-" is stdin) into memory (capped at
+ * SPEC_FILE_MAX). Owned buffer.
+ */
+int cli_read_input(const char *path, char **ret, size_t *ret_len, struct bg_err *err);
+
+/*
+ * Load -f inputs: files, directories or "-". Diagnostics go into the set.
+ * For "-", the text is kept in *ret_stdin (owned) so documents can be
+ * copied from it.
+ */
+void cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **ret_stdin,
+		     size_t *ret_stdin_len);
+
+/* Print every diagnostic of the set to stderr as FILE:LINE:COL: msg. */
+void cli_print_diags(const struct spec_set *set);
+
+/* Wait for a condition with a deadline; used by --wait. Parses "5m" etc. */
+int cli_parse_timeout(const char *s, int64_t *ret_ms);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * vmview.c - one VM as the CLI shows it; see vmview.h.
+ */
+#include "cli/vmview.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+
+void vm_view_init(struct vm_view *v, const struct vm_record *rec)
+{
+	memset(v, 0, sizeof(*v));
+	v->rec = rec;
+	v->cpu_percent = -1;
+	if (rec->spec_json)
+		(void)spec_from_json(rec->spec_json, &v->spec, NULL);
+	if (rec->vm_dir && handles_load(rec->vm_dir, &v->handles, NULL) < 0)
+		memset(&v->handles, 0, sizeof(v->handles));
+	v->liveness = vm_liveness(&v->handles);
+	v->unconfirmed = (rec->phase == VM_PHASE_STARTING || rec->phase == VM_PHASE_RUNNING) &&
+			 v->liveness != VM_LIVENESS_ALIVE;
+}
+
+void vm_view_release(struct vm_view *v)
+{
+	vm_spec_free(v->spec);
+	memset(v, 0, sizeof(*v));
+}
+
+/* utime + stime of pid in clock ticks, or -1. */
+static long long cpu_ticks(pid_t pid)
+{
+	char path[64];
+	_cleanup_free_ char *data = NULL;
+	unsigned long long ut, st;
+	const char *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (fs_read_file(path, 4096, &data, NULL, NULL) < 0)
+		return -1;
+	p = strrchr(data, ')');
+	if (!p)
+		return -1;
+	/* After ") ": state(3) ... utime(14) stime(15). */
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) !=
+	    2)
+		return -1;
+	return (long long)(ut + st);
+}
+
+void vm_view_measure(struct vm_view *v, int sample_ms)
+{
+	char path[64];
+	_cleanup_free_ char *statm = NULL;
+	long long t0, t1;
+	unsigned long long pages_total, pages_rss;
+
+	if (v->liveness != VM_LIVENESS_ALIVE)
+		return;
+	t0 = cpu_ticks(v->handles.pid);
+	sleep_ms(sample_ms);
+	t1 = cpu_ticks(v->handles.pid);
+	if (t0 >= 0 && t1 >= t0 && sample_ms > 0)
+		v->cpu_percent = (double)(t1 - t0) * 100.0 / (double)sysconf(_SC_CLK_TCK) /
+				 ((double)sample_ms / 1000.0);
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)v->handles.pid);
+	if (fs_read_file(path, 4096, &statm, NULL, NULL) == 0 &&
+	    sscanf(statm, "%llu %llu", &pages_total, &pages_rss) == 2)
+		v->rss_bytes = pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+char *vm_view_phase(const struct vm_view *v)
+{
+	return xasprintf("%s%s", vm_phase_to_string(v->rec->phase), v->unconfirmed ? "*" : "");
+}
+
+static void add_str(cJSON *o, const char *key, const char *val)
+{
+	if (val)
+		cJSON_AddStringToObject(o, key, val);
+	else
+		cJSON_AddNullToObject(o, key);
+}
+
+cJSON *vm_view_json(const struct vm_view *v)
+{
+	const struct vm_record *rec = v->rec;
+	cJSON *o = cJSON_CreateObject();
+	cJSON *labels = cJSON_CreateObject();
+	char ts[40];
+
+	cJSON_AddStringToObject(o, "name", rec->name);
+	cJSON_AddStringToObject(o, "id", rec->id);
+	cJSON_AddStringToObject(o, "phase", vm_phase_to_string(rec->phase));
+	cJSON_AddBoolToObject(o, "confirmed", !v->unconfirmed);
+	cJSON_AddStringToObject(o, "desiredState", vm_desired_state_to_string(rec->desired_state));
+	add_str(o, "ip", rec->ip);
+	add_str(o, "mac", rec->mac[0] ? rec->mac : NULL);
+	add_str(o, "vmm", rec->vmm);
+	if (v->liveness == VM_LIVENESS_ALIVE)
+		cJSON_AddNumberToObject(o, "pid", v->handles.pid);
+	else
+		cJSON_AddNullToObject(o, "pid");
+	cJSON_AddNumberToObject(o, "restarts", rec->restarts);
+	add_str(o, "lastError", rec->last_error);
+	cJSON_AddNumberToObject(o, "generation", (double)rec->generation);
+	cJSON_AddNumberToObject(o, "observedGeneration", (double)rec->observed_generation);
+	add_str(o, "diskMode", rec->disk_mode);
+	add_str(o, "tap", v->handles.tap[0] ? v->handles.tap : NULL);
+	if (v->spec) {
+		cJSON_AddNumberToObject(o, "vcpus", v->spec->vcpus);
+		cJSON_AddNumberToObject(o, "memoryMiB", v->spec->memory_mib);
+		for (size_t i = 0; i < v->spec->n_labels; i++)
+			cJSON_AddStringToObject(labels, v->spec->labels[i].key,
+						v->spec->labels[i].value);
+	}
+	cJSON_AddItemToObject(o, "labels", labels);
+	add_str(o, "specFile", rec->source_file);
+	cJSON_AddStringToObject(o, "createdAt", format_rfc3339(rec->created_at, ts, sizeof(ts)));
+	if (rec->running_since)
+		cJSON_AddStringToObject(o, "runningSince",
+					format_rfc3339(rec->running_since, ts, sizeof(ts)));
+	else
+		cJSON_AddNullToObject(o, "runningSince");
+	if (rec->action && rec->step) {
+		cJSON *s = cJSON_AddObjectToObject(o, "inProgress");
+
+		cJSON_AddStringToObject(s, "action", rec->action);
+		cJSON_AddStringToObject(s, "step", rec->step);
+	} else {
+		cJSON_AddNullToObject(o, "inProgress");
+	}
+	if (v->cpu_percent >= 0)
+		cJSON_AddNumberToObject(o, "cpuPercent", (double)(int)(v->cpu_percent * 10) / 10);
+	if (v->rss_bytes)
+		cJSON_AddNumberToObject(o, "rssBytes", (double)v->rss_bytes);
+	return o;
+}

@@ -1,0 +1,41 @@
+/*
+ * vmview.h - what the CLI shows about one VM: its record joined with what is
+ * true now (the VMM process from handles.json, checked with vm_liveness()).
+ * Used by status/get, describe and apply --wait.
+ */
+#ifndef BANGER_CLI_VMVIEW_H
+#define BANGER_CLI_VMVIEW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "reconciler/handles.h"
+#include "reconciler/vm.h"
+#include "spec/spec.h"
+
+struct cJSON;
+
+struct vm_view {
+	const struct vm_record *rec;	/* borrowed */
+	struct vm_spec *spec;		/* rec->spec_json parsed, owned; NULL if unparsable */
+	struct vm_handles handles;
+	enum vm_liveness liveness;
+	bool unconfirmed;		/* recorded up, but its VMM is not running */
+	double cpu_percent;		/* -1: not measured */
+	uint64_t rss_bytes;		/* 0: not measured */
+};
+
+/* Fill a view of rec (handles read from its vm dir). */
+void vm_view_init(struct vm_view *v, const struct vm_record *rec);
+void vm_view_release(struct vm_view *v);
+
+/* Measure the VMM's CPU% over sample_ms, and its RSS (for -o wide). */
+void vm_view_measure(struct vm_view *v, int sample_ms);
+
+/* The stable JSON object for one VM (documented in README "JSON output"). Owned. */
+struct cJSON *vm_view_json(const struct vm_view *v);
+
+/* "Running", or "Running*" when unconfirmed. Owned. */
+char *vm_view_phase(const struct vm_view *v);
+
+#endif

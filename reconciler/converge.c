@@ -1,0 +1,786 @@
+/*
+ * converge.c - planned actions as recorded, idempotent steps; see converge.h.
+ */
+#include "reconciler/converge.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/str.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+#include "reconciler/failpoint.h"
+#include "reconciler/guest/known_hosts.h"
+
+enum step_id {
+	S_RECORD,
+	S_PREPARE,
+	S_LEASE_IP,
+	S_BRIDGE,
+	S_TAP,
+	S_ROOTDISK,
+	S_WORKDISK,
+	S_LAUNCH,
+	S_STOP_VMM,
+	S_TEARDOWN,
+	S_APPLY_SPEC,
+	S_TOMBSTONE,
+	S_REMOVE_DISKS,
+	S_REMOVE_FILES,
+	S_RELEASE_IP,
+	S_UNPIN,
+	S_FORGET,
+	S_MAX
+};
+
+static const char *const step_names[S_MAX] = {
+	[S_RECORD] = "record",		 [S_PREPARE] = "prepare",
+	[S_LEASE_IP] = "lease-ip",	 [S_BRIDGE] = "bridge",
+	[S_TAP] = "tap",		 [S_ROOTDISK] = "rootdisk",
+	[S_WORKDISK] = "workdisk",	 [S_LAUNCH] = "launch",
+	[S_STOP_VMM] = "stop-vmm",	 [S_TEARDOWN] = "teardown",
+	[S_APPLY_SPEC] = "apply-spec",	 [S_TOMBSTONE] = "tombstone",
+	[S_REMOVE_DISKS] = "remove-disks", [S_REMOVE_FILES] = "remove-files",
+	[S_RELEASE_IP] = "release-ip",	 [S_UNPIN] = "unpin",
+	[S_FORGET] = "forget",
+};
+
+#define END S_MAX
+
+static const enum step_id steps_create[] = { S_RECORD, S_PREPARE,  S_LEASE_IP, S_BRIDGE, S_TAP,
+					     S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
+static const enum step_id steps_start[] = { S_PREPARE,	S_LEASE_IP, S_BRIDGE, S_TAP,
+					    S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
+static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE,
+					      S_LEASE_IP, S_BRIDGE,   S_TAP,
+					      S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
+static const enum step_id steps_stop[] = { S_STOP_VMM, S_TEARDOWN, END };
+static const enum step_id steps_update[] = { S_APPLY_SPEC, END };
+static const enum step_id steps_demote[] = { S_TEARDOWN, END };
+static const enum step_id steps_delete[] = { S_TOMBSTONE,    S_STOP_VMM,   S_TEARDOWN,
+					     S_REMOVE_DISKS, S_REMOVE_FILES, S_RELEASE_IP,
+					     S_UNPIN,	     S_FORGET,	     END };
+
+static const enum step_id *const action_steps[PLAN_ACTION_MAX] = {
+	[PLAN_CREATE] = steps_create, [PLAN_START] = steps_start, [PLAN_RESTART] = steps_restart,
+	[PLAN_STOP] = steps_stop,     [PLAN_UPDATE] = steps_update, [PLAN_DEMOTE] = steps_demote,
+	[PLAN_DELETE] = steps_delete,
+};
+
+/* clang-format off */
+const char *const converge_failpoints[] = {
+	"create.record", "create.prepare", "create.lease-ip", "create.bridge", "create.tap",
+	"create.rootdisk", "create.workdisk", "create.launch",
+	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.rootdisk",
+	"start.workdisk", "start.launch",
+	"restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
+	"restart.bridge", "restart.tap", "restart.rootdisk", "restart.workdisk", "restart.launch",
+	"stop.stop-vmm", "stop.teardown",
+	"update.apply-spec",
+	"demote.teardown",
+	"delete.tombstone", "delete.stop-vmm", "delete.teardown", "delete.remove-disks",
+	"delete.remove-files", "delete.release-ip", "delete.unpin", "delete.forget",
+	NULL,
+};
+/* clang-format on */
+
+/* One action on one VM in flight. */
+struct conv {
+	struct converge_env *env;
+	const struct plan_action *a;
+	enum plan_action_type type;	/* the action being run (RESUME mapped to its action) */
+	struct vm_record rec;		/* working copy of the row */
+	bool have_rec;			/* the row exists */
+	const struct vm_spec *spec;	/* the spec to converge to */
+	const char *hash;		/* its hash, NULL when it is the record's own */
+	struct vm_spec *rec_spec;	/* the record's spec, parsed (owned) */
+	struct host_disk disk;		/* root disk once made */
+	bool have_disk;
+	char tap[16];
+};
+
+static int64_t now_ms(const struct converge_env *env)
+{
+	return env->now ? env->now() : now_real_ms();
+}
+
+static int save(struct conv *c, struct bg_err *err)
+{
+	int r = store_vm_update(c->env->store, &c->rec, err);
+
+	if (r < 0)
+		return bg_err_wrap(err, "record vm '%s'", c->rec.name);
+	return 0;
+}
+
+static void set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = xstrdup_null(src);
+}
+
+static void host_vm_of(const struct conv *c, struct host_vm *hv)
+{
+	const struct vm_spec *s = c->spec;
+
+	memset(hv, 0, sizeof(*hv));
+	hv->id = c->rec.id;
+	hv->vm_dir = c->rec.vm_dir;
+	hv->rootfs_image = s ? s->rootfs_image : NULL;
+	hv->rootfs_size_mib = s ? s->rootfs_size_mib : 0;
+	hv->cow_disk = c->rec.cow_disk;
+	hv->work_disk = c->rec.work_disk;
+	hv->work_disk_mib = s ? s->work_disk_mib : 0;
+	hv->owner_uid = 0;
+	hv->owner_gid = 0;
+}
+
+void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec, const char *tap,
+			 struct vmm_config *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->id = rec->id;
+	ret->name = rec->name;
+	if (spec) {
+		ret->vcpus = spec->vcpus;
+		ret->memory_mib = spec->memory_mib;
+		ret->kernel = spec->kernel_path;
+		ret->initrd = spec->kernel_initrd;
+	}
+	ret->work_disk = spec && spec->work_disk_mib ? rec->work_disk : NULL;
+	ret->tap = tap;
+	ret->mac = rec->mac;
+	ret->cid = rec->cid;
+	ret->vm_dir = rec->vm_dir;
+	ret->ctl_sock = rec->api_sock;
+	ret->console_log = rec->console_log;
+}
+
+/* The driver this VM runs (or will run) with. */
+static int driver_of(struct conv *c, const struct vmm_driver **ret, struct bg_err *err)
+{
+	const struct vm_spec *s = c->spec ? c->spec : c->rec_spec;
+	enum vmm_kind kind = s ? s->vmm : VMM_AUTO;
+
+	return c->env->driver_for(c->env->driver_ctx, kind, c->rec.vmm, ret, err);
+}
+
+/* ---- steps ------------------------------------------------------------------------- */
+
+/* Copy the target spec into the row: the last-applied spec and its generation. */
+static void apply_spec(struct conv *c)
+{
+	_cleanup_free_ char *json = NULL;
+
+	if (!c->spec || !c->hash)
+		return;
+	if (strcmp(c->rec.spec_hash, c->hash) != 0) {
+		json = spec_to_json(c->spec);
+		set_str(&c->rec.spec_json, json);
+		snprintf(c->rec.spec_hash, sizeof(c->rec.spec_hash), "%s", c->hash);
+		c->rec.generation++;
+	}
+	c->rec.desired_state = c->spec->state;
+	set_str(&c->rec.source_file, c->spec->source_file);
+}
+
+static int step_record(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *json = NULL;
+	int r;
+
+	if (c->have_rec)
+		return 0;
+	memset(&c->rec, 0, sizeof(c->rec));
+	c->rec.name = xstrdup(c->spec->name);
+	json = spec_to_json(c->spec);
+	c->rec.spec_json = TAKE_PTR(json);
+	snprintf(c->rec.spec_hash, sizeof(c->rec.spec_hash), "%s", c->hash);
+	c->rec.generation = 1;
+	c->rec.observed_generation = 0;
+	c->rec.phase = VM_PHASE_PENDING;
+	c->rec.desired_state = c->spec->state;
+	c->rec.source_file = xstrdup_null(c->spec->source_file);
+	c->rec.last_exit = -1;
+	c->rec.action = xstrdup("create");
+	c->rec.step = xstrdup("record");
+	r = store_vm_insert(c->env->store, &c->rec, err);
+	if (r < 0)
+		return bg_err_wrap(err, "record new vm '%s'", c->spec->name);
+	c->have_rec = true;
+	return 0;
+}
+
+static int check_sock_path(const char *path, struct bg_err *err)
+{
+	struct sockaddr_un sa;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return bg_errorf(err, ENAMETOOLONG,
+				 "control socket path '%s' is longer than %zu bytes; use a shorter "
+				 "--state-dir",
+				 path, sizeof(sa.sun_path) - 1);
+	return 0;
+}
+
+static int step_prepare(struct conv *c, struct bg_err *err)
+{
+	const struct vmm_driver *drv;
+	int r;
+
+	apply_spec(c);
+	if (!c->rec.vm_dir)
+		c->rec.vm_dir = paths_vm_dir(c->env->state_dir, c->rec.id);
+	r = fs_mkdir_p(c->rec.vm_dir, 0700, err);
+	if (r < 0)
+		return r;
+	r = driver_of(c, &drv, err);
+	if (r < 0)
+		return r;
+	if (!c->rec.vmm || strcmp(c->rec.vmm, drv->name) != 0) {
+		set_str(&c->rec.vmm, drv->name);
+		free(c->rec.api_sock);
+		c->rec.api_sock = xasprintf("%s/%s.sock", c->rec.vm_dir,
+					    strcmp(drv->name, "qemu") == 0 ? "qmp" : "api");
+	}
+	r = check_sock_path(c->rec.api_sock, err);
+	if (r < 0)
+		return r;
+	if (!c->rec.console_log)
+		c->rec.console_log = fs_path_join(c->rec.vm_dir, "console.log");
+	if (!c->rec.disk_mode)
+		c->rec.disk_mode = xstrdup(disk_mode_to_string(c->env->disk_mode));
+	if (!c->rec.cow_disk)
+		c->rec.cow_disk = fs_path_join(c->rec.vm_dir, "root.img");
+	if (c->spec->work_disk_mib && !c->rec.work_disk)
+		c->rec.work_disk = fs_path_join(c->rec.vm_dir, "work.ext4");
+	return save(c, err);
+}
+
+static int step_lease_ip(struct conv *c, struct bg_err *err)
+{
+	char ip[16];
+	int r;
+
+	r = store_ip_lease(c->env->store, c->env->net.cidr, c->rec.id, c->spec->ip, ip, err);
+	if (r < 0)
+		return r;
+	if (!c->rec.ip || strcmp(c->rec.ip, ip) != 0) {
+		set_str(&c->rec.ip, ip);
+		r = ipam_mac_from_ip(ip, c->rec.mac);
+		if (r < 0)
+			return bg_error(err, r, "derive MAC from '%s'", ip);
+	}
+	return save(c, err);
+}
+
+static int step_bridge(struct conv *c, struct bg_err *err)
+{
+	int r = c->env->host->bridge_ensure(&c->env->net, err);
+
+	if (r < 0)
+		return r;
+	if (c->env->net.nat)
+		return c->env->host->nat_ensure(&c->env->net, err);
+	return 0;
+}
+
+static int step_tap(struct conv *c, struct bg_err *err)
+{
+	return c->env->host->tap_ensure(&c->env->net, c->tap, 0, 0, err);
+}
+
+/*
+ * The root disk. A marker file remembers the base image the disk was made
+ * from: when the spec names another image, the old copy-on-write layer is
+ * meaningless and is removed first (the work disk is kept).
+ */
+static int step_rootdisk(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *marker = fs_path_join(c->rec.vm_dir, "root.base");
+	_cleanup_free_ char *old = NULL;
+	struct host_vm hv;
+	int mode, r;
+
+	mode = disk_mode_from_string(c->rec.disk_mode);
+	if (mode < 0)
+		return bg_errorf(err, EINVAL, "unknown disk mode '%s'", c->rec.disk_mode);
+	host_vm_of(c, &hv);
+	if (fs_read_file(marker, 8192, &old, NULL, NULL) == 0 &&
+	    strcmp(old, c->spec->rootfs_image) != 0) {
+		r = c->env->host->rootdisk_remove(&hv, err);
+		if (r < 0)
+			return bg_err_wrap(err, "replace root disk made from '%s'", old);
+	}
+	r = c->env->host->rootdisk_ensure(&hv, (enum disk_mode)mode, &c->disk, err);
+	if (r < 0)
+		return r;
+	c->have_disk = true;
+	return fs_write_atomic(marker, c->spec->rootfs_image, strlen(c->spec->rootfs_image), 0600,
+			       err);
+}
+
+static int step_workdisk(struct conv *c, struct bg_err *err)
+{
+	struct host_vm hv;
+
+	if (!c->spec->work_disk_mib)
+		return 0;
+	host_vm_of(c, &hv);
+	return c->env->host->workdisk_ensure(&hv, err);
+}
+
+static int guest_args(struct conv *c, char **ret, struct bg_err *err)
+{
+	_cleanup_buf_ struct buf keys = { 0 };
+	uint32_t gw, network;
+	unsigned prefix;
+	char gw_s[16], mask_s[16];
+	struct in_addr a;
+	int r;
+
+	r = ipam_parse_subnet(c->env->net.cidr, &gw, &network, &prefix);
+	if (r < 0)
+		return bg_error(err, r, "bridge subnet '%s'", c->env->net.cidr);
+	a.s_addr = htonl(gw);
+	inet_ntop(AF_INET, &a, gw_s, sizeof(gw_s));
+	a.s_addr = htonl(prefix ? 0xffffffffU << (32 - prefix) : 0);
+	inet_ntop(AF_INET, &a, mask_s, sizeof(mask_s));
+
+	buf_init(&keys);
+	if (c->env->authorized_keys)
+		buf_addf(&keys, "%s\n", c->env->authorized_keys);
+	for (size_t i = 0; i < c->spec->n_ssh_keys; i++)
+		buf_addf(&keys, "%s\n", c->spec->ssh_keys[i]);
+	return vmm_guest_args(c->rec.ip, gw_s, mask_s, c->rec.name, c->spec->ssh_user, keys.data,
+			      c->spec->kernel_args, ret, err);
+}
+
+static int step_launch(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *args = NULL;
+	const struct vmm_driver *drv;
+	struct vmm_config cfg;
+	struct vmm_process proc = { 0 };
+	struct vm_handles h;
+	int r;
+
+	if (c->spec->state == VM_DESIRED_STOPPED) {
+		/* Created stopped: everything is ready, nothing runs. */
+		c->rec.phase = VM_PHASE_STOPPED;
+		return save(c, err);
+	}
+	r = handles_get(c->env->handles, &c->rec, &h, NULL, err);
+	if (r < 0)
+		return r;
+	if (vm_alive(&h)) {
+		/* Launched before a crash, or adopted: never start a second VMM. */
+		c->rec.phase = c->rec.phase == VM_PHASE_RUNNING ? VM_PHASE_RUNNING
+								: VM_PHASE_STARTING;
+		return save(c, err);
+	}
+	if (!c->have_disk)
+		return bg_errorf(err, EINVAL, "launch without a root disk");
+	r = driver_of(c, &drv, err);
+	if (r < 0)
+		return r;
+	r = guest_args(c, &args, err);
+	if (r < 0)
+		return r;
+	converge_vmm_config(&c->rec, c->spec, c->tap, &cfg);
+	cfg.guest_args = args;
+	cfg.root_disk = c->disk.path;
+	r = drv->start(&cfg, &proc, err);
+	if (r < 0)
+		return bg_err_wrap(err, "start %s", drv->name);
+
+	memset(&h, 0, sizeof(h));
+	h.pid = proc.pid;
+	h.start_time = proc.start_time;
+	(void)str_copy(h.tap, sizeof(h.tap), c->tap);
+	(void)str_copy(h.base_loop, sizeof(h.base_loop), c->disk.base_loop);
+	(void)str_copy(h.cow_loop, sizeof(h.cow_loop), c->disk.cow_loop);
+	(void)str_copy(h.dm_name, sizeof(h.dm_name), c->disk.dm_name);
+	if (c->disk.mode == DISK_MODE_DM_SNAPSHOT)
+		(void)str_copy(h.dm_dev, sizeof(h.dm_dev), c->disk.path);
+	r = handles_put(c->env->handles, &c->rec, &h, err);
+	if (r < 0)
+		return r;
+	c->rec.phase = VM_PHASE_STARTING;
+	c->rec.observed_generation = c->rec.generation;
+	c->rec.running_since = 0;
+	c->rec.last_exit = -1;
+	set_str(&c->rec.last_error, NULL);
+	return save(c, err);
+}
+
+static int step_stop_vmm(struct conv *c, struct bg_err *err)
+{
+	const struct vmm_driver *drv;
+	struct vm_handles h;
+	struct vmm_config cfg;
+	struct vmm_process proc;
+	int r;
+
+	r = handles_get(c->env->handles, &c->rec, &h, NULL, err);
+	if (r < 0)
+		return r;
+	if (!vm_alive(&h))
+		return 0;
+	if (c->rec.phase != VM_PHASE_DELETING) {
+		c->rec.phase = VM_PHASE_STOPPING;
+		r = save(c, err);
+		if (r < 0)
+			return r;
+	}
+	r = driver_of(c, &drv, err);
+	if (r < 0)
+		return r;
+	converge_vmm_config(&c->rec, c->rec_spec, c->tap, &cfg);
+	proc.pid = h.pid;
+	proc.start_time = h.start_time;
+	r = drv->stop(&cfg, &proc, c->env->stop_grace_ms, err);
+	if (r < 0)
+		return bg_err_wrap(err, "stop %s pid %d", drv->name, (int)h.pid);
+	return 0;
+}
+
+static int step_teardown(struct conv *c, struct bg_err *err)
+{
+	struct host_vm hv;
+	struct vm_handles h;
+	int r;
+
+	/* Never tear down under a running VMM (a demote only happens when it is gone). */
+	r = handles_get(c->env->handles, &c->rec, &h, NULL, err);
+	if (r < 0)
+		return r;
+	if (vm_alive(&h))
+		return bg_errorf(err, EBUSY, "VMM pid %d is still running", (int)h.pid);
+	r = c->env->host->tap_remove(c->tap, err);
+	if (r < 0)
+		return r;
+	if (c->rec.vm_dir && c->rec.cow_disk) {
+		host_vm_of(c, &hv);
+		if (!hv.rootfs_image && c->rec_spec)
+			hv.rootfs_image = c->rec_spec->rootfs_image;
+		r = c->env->host->rootdisk_deactivate(&hv, err);
+		if (r < 0)
+			return r;
+	}
+	return handles_forget(c->env->handles, &c->rec, err);
+}
+
+static int step_apply_spec(struct conv *c, struct bg_err *err)
+{
+	apply_spec(c);
+	if (c->rec.phase == VM_PHASE_STARTING || c->rec.phase == VM_PHASE_RUNNING)
+		c->rec.observed_generation = c->rec.generation;
+	return save(c, err);
+}
+
+static int step_tombstone(struct conv *c, struct bg_err *err)
+{
+	c->rec.phase = VM_PHASE_DELETING;
+	return save(c, err);
+}
+
+static int step_remove_disks(struct conv *c, struct bg_err *err)
+{
+	struct host_vm hv;
+	int r;
+
+	if (!c->rec.vm_dir)
+		return 0;
+	host_vm_of(c, &hv);
+	if (!hv.rootfs_image && c->rec_spec)
+		hv.rootfs_image = c->rec_spec->rootfs_image;
+	if (!hv.work_disk_mib && c->rec_spec)
+		hv.work_disk_mib = c->rec_spec->work_disk_mib;
+	if (c->rec.cow_disk) {
+		r = c->env->host->rootdisk_remove(&hv, err);
+		if (r < 0)
+			return r;
+	}
+	if (c->rec.work_disk) {
+		r = c->env->host->workdisk_remove(&hv, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int step_remove_files(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *dir = NULL;
+
+	/* Even a row that never got its paths owns <state>/vms/<id>. */
+	dir = c->rec.vm_dir ? xstrdup(c->rec.vm_dir) : paths_vm_dir(c->env->state_dir, c->rec.id);
+	return fs_remove_tree(dir, err);
+}
+
+static int step_release_ip(struct conv *c, struct bg_err *err)
+{
+	return store_ip_release(c->env->store, c->rec.id, err);
+}
+
+static int step_unpin(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *dns = xasprintf("%s.vm", c->rec.name);
+	const char *hosts[2];
+	size_t n = 0;
+	int r;
+
+	if (!c->env->known_hosts)
+		return 0;
+	if (c->rec.ip)
+		hosts[n++] = c->rec.ip;
+	hosts[n++] = dns;
+	r = known_hosts_remove(c->env->known_hosts, hosts, n, 22, err);
+	return r < 0 ? r : 0;
+}
+
+static int step_forget(struct conv *c, struct bg_err *err)
+{
+	int r = store_vm_delete(c->env->store, c->rec.id, err);
+
+	if (r < 0)
+		return r;
+	c->have_rec = false;
+	return 0;
+}
+
+typedef int (*step_fn)(struct conv *c, struct bg_err *err);
+
+static const step_fn step_fns[S_MAX] = {
+	[S_RECORD] = step_record,	  [S_PREPARE] = step_prepare,
+	[S_LEASE_IP] = step_lease_ip,	  [S_BRIDGE] = step_bridge,
+	[S_TAP] = step_tap,		  [S_ROOTDISK] = step_rootdisk,
+	[S_WORKDISK] = step_workdisk,	  [S_LAUNCH] = step_launch,
+	[S_STOP_VMM] = step_stop_vmm,	  [S_TEARDOWN] = step_teardown,
+	[S_APPLY_SPEC] = step_apply_spec, [S_TOMBSTONE] = step_tombstone,
+	[S_REMOVE_DISKS] = step_remove_disks, [S_REMOVE_FILES] = step_remove_files,
+	[S_RELEASE_IP] = step_release_ip, [S_UNPIN] = step_unpin,
+	[S_FORGET] = step_forget,
+};
+
+/* ---- running an action ------------------------------------------------------------- */
+
+static int set_step(struct conv *c, const char *step, struct bg_err *err)
+{
+	const char *action = step ? plan_action_to_string(c->type) : NULL;
+	int r;
+
+	set_str(&c->rec.action, action);
+	set_str(&c->rec.step, step);
+	r = store_vm_set_step(c->env->store, c->rec.id, action, step, err);
+	if (r < 0)
+		return bg_err_wrap(err, "record step '%s' of vm '%s'", step ? step : "-",
+				   c->rec.name);
+	return 0;
+}
+
+static size_t first_step(const enum step_id *steps, const char *recorded)
+{
+	if (!recorded)
+		return 0;
+	for (size_t i = 0; steps[i] != END; i++)
+		if (strcmp(step_names[steps[i]], recorded) == 0)
+			return i;
+	return 0; /* an unknown step: redo the whole action; steps are idempotent */
+}
+
+/* Record a failed action: Failed (Deleting stays Deleting), error, backoff. */
+static void record_failure(struct conv *c, const char *step, const struct bg_err *cause)
+{
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *msg = NULL;
+	int64_t now = now_ms(c->env);
+
+	msg = xasprintf("%s %s: %s", plan_action_to_string(c->type), step, cause->msg);
+	if (!c->have_rec) {
+		(void)store_event_add(c->env->store, c->spec ? c->spec->name : NULL, "Warning",
+				      "CreateFailed", msg, &err);
+		return;
+	}
+	if (c->rec.phase != VM_PHASE_DELETING)
+		c->rec.phase = VM_PHASE_FAILED;
+	set_str(&c->rec.last_error, msg);
+	c->rec.failures++;
+	c->rec.backoff_until = now + plan_backoff_ms(c->rec.failures);
+	set_str(&c->rec.action, NULL);
+	set_str(&c->rec.step, NULL);
+	if (store_vm_update(c->env->store, &c->rec, &err) < 0)
+		log_warn("vm '%s': could not record failure: %s, ignoring", c->rec.name, err.msg);
+	bg_err_clear(&err);
+	(void)store_event_add(c->env->store, c->rec.name, "Warning", "Failed", msg, &err);
+}
+
+static const char *done_reason(enum plan_action_type t)
+{
+	switch (t) {
+	case PLAN_CREATE:
+		return "Created";
+	case PLAN_START:
+		return "Started";
+	case PLAN_RESTART:
+		return "Restarted";
+	case PLAN_STOP:
+		return "Stopped";
+	case PLAN_UPDATE:
+		return "Updated";
+	case PLAN_DEMOTE:
+		return "Demoted";
+	case PLAN_DELETE:
+		return "Deleted";
+	default:
+		return "Converged";
+	}
+}
+
+/* A one-line summary of a finished action for the events table. */
+static char *done_message(const struct conv *c)
+{
+	switch (c->type) {
+	case PLAN_CREATE:
+	case PLAN_START:
+	case PLAN_RESTART:
+		if (c->rec.phase == VM_PHASE_STOPPED)
+			return xasprintf("%s (stopped)", done_reason(c->type));
+		return xasprintf("%s with %s, ip %s", done_reason(c->type),
+				 c->rec.vmm ? c->rec.vmm : "?", c->rec.ip ? c->rec.ip : "?");
+	case PLAN_DEMOTE:
+		return xasprintf("VMM process %s; %s",
+				 strcmp(c->a->reason, "PidReused") == 0
+					 ? "is gone (its pid belongs to another process now)"
+					 : "died",
+				 c->rec.phase == VM_PHASE_FAILED
+					 ? "restarting after the backoff"
+					 : "not restarted (restartPolicy)");
+	default:
+		return xstrdup(done_reason(c->type));
+	}
+}
+
+/* Bookkeeping that ends an action successfully. */
+static int finish(struct conv *c, struct bg_err *err)
+{
+	struct bg_err ev_err = { 0 };
+	_cleanup_free_ char *msg = NULL;
+	const char *name = c->rec.name ? c->rec.name : c->a->name;
+	int r;
+
+	if (c->type == PLAN_DEMOTE) {
+		c->rec.phase = c->a->demote_to == VM_PHASE_STOPPED ? VM_PHASE_STOPPED
+								   : VM_PHASE_FAILED;
+		if (c->rec.phase == VM_PHASE_FAILED) {
+			c->rec.failures++;
+			c->rec.restarts++;
+			c->rec.backoff_until = now_ms(c->env) + plan_backoff_ms(c->rec.failures);
+		}
+		c->rec.running_since = 0;
+	}
+	if (c->type == PLAN_STOP) {
+		c->rec.phase = VM_PHASE_STOPPED;
+		c->rec.running_since = 0;
+		apply_spec(c);
+	}
+	msg = done_message(c);
+	if (c->type == PLAN_DEMOTE)
+		set_str(&c->rec.last_error, msg);
+	if (c->have_rec) {
+		set_str(&c->rec.action, NULL);
+		set_str(&c->rec.step, NULL);
+		r = save(c, err);
+		if (r < 0)
+			return r;
+	}
+	(void)store_event_add(c->env->store, name, c->type == PLAN_DEMOTE ? "Warning" : "Normal",
+			      c->type == PLAN_DEMOTE ? c->a->reason : done_reason(c->type), msg,
+			      &ev_err);
+	return 0;
+}
+
+int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err)
+{
+	struct conv c = { .env = env, .a = a };
+	const enum step_id *steps;
+	const char *resume_step = NULL;
+	size_t i;
+	int r = 0;
+
+	if (a->type == PLAN_NONE)
+		return 0;
+	c.type = a->type == PLAN_RESUME ? a->resume : a->type;
+	if ((unsigned)c.type >= PLAN_ACTION_MAX || !action_steps[c.type])
+		return bg_errorf(err, EINVAL, "vm '%s': cannot run action '%s'", a->name,
+				 plan_action_to_string(c.type));
+	steps = action_steps[c.type];
+	c.spec = a->spec;
+	c.hash = a->hash;
+	if (a->record) {
+		vm_record_copy(&c.rec, a->record->rec);
+		c.have_rec = true;
+		if (c.rec.spec_json)
+			(void)spec_from_json(c.rec.spec_json, &c.rec_spec, NULL);
+		if (a->type == PLAN_RESUME)
+			resume_step = a->record->rec->step;
+		if (!c.spec)
+			c.spec = c.rec_spec;
+	}
+	if (!c.spec && c.type != PLAN_DELETE && c.type != PLAN_DEMOTE) {
+		r = bg_errorf(err, EINVAL, "vm '%s': no spec to %s", a->name,
+			      plan_action_to_string(c.type));
+		goto out;
+	}
+	if (c.have_rec)
+		handles_tap_name(c.rec.id, c.tap);
+
+	if (a->type == PLAN_RESUME)
+		log_notice("vm '%s': resuming '%s' at step '%s' after a crash", a->name,
+			   plan_action_to_string(c.type), resume_step ? resume_step : "?");
+	else
+		log_info("vm '%s': %s (%s)", a->name, plan_action_to_string(c.type),
+			 a->reason ? a->reason : "");
+
+	for (i = first_step(steps, resume_step); steps[i] != END; i++) {
+		const char *name = step_names[steps[i]];
+		char fp[64];
+
+		/* The intent log: recorded before the step touches anything. The row
+		 * for a new VM is created by its first step, with the step in it. */
+		if (steps[i] != S_RECORD) {
+			r = set_step(&c, name, err);
+			if (r < 0)
+				goto out;
+		}
+		log_debug("vm '%s': %s: step '%s'", a->name, plan_action_to_string(c.type), name);
+		r = step_fns[steps[i]](&c, err);
+		if (r < 0) {
+			bg_err_wrap(err, "vm '%s': %s: %s", a->name,
+				    plan_action_to_string(c.type), name);
+			record_failure(&c, name, err);
+			goto out;
+		}
+		if (steps[i] == S_RECORD)
+			handles_tap_name(c.rec.id, c.tap);
+		snprintf(fp, sizeof(fp), "%s.%s", plan_action_to_string(c.type), name);
+		failpoint(fp);
+	}
+	r = finish(&c, err);
+out:
+	vm_spec_free(c.rec_spec);
+	vm_record_release(&c.rec);
+	return r;
+}

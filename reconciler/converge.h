@@ -1,0 +1,77 @@
+/*
+ * converge.h - carry out planned actions as sequences of idempotent steps.
+ *
+ * converge.c is the only orchestrator: it is the one place that calls the
+ * store, the handle cache, the host layer (through struct host_ops), the VMM
+ * drivers and known_hosts. Each action is a fixed list of named steps; before
+ * a step touches the kernel, "<action>/<step>" is written to the VM's row (the
+ * intent log), so a crash mid-action is resumed by the next pass from that
+ * step. Steps are idempotent (*_ensure / *_remove), so re-running one is
+ * always safe. There is no hand-written rollback: a failed action marks the
+ * VM Failed with its error and a backoff, and a later pass converges again.
+ *
+ * Steps by action (failpoint names are "<action>.<step>"):
+ *   create   record prepare lease-ip bridge tap rootdisk workdisk launch
+ *   start    prepare lease-ip bridge tap rootdisk workdisk launch
+ *   restart  stop-vmm teardown prepare lease-ip bridge tap rootdisk workdisk launch
+ *   stop     stop-vmm teardown
+ *   update   apply-spec
+ *   demote   teardown
+ *   delete   tombstone stop-vmm teardown remove-disks remove-files release-ip unpin forget
+ */
+#ifndef BANGER_RECONCILER_CONVERGE_H
+#define BANGER_RECONCILER_CONVERGE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "reconciler/handles.h"
+#include "reconciler/host/host.h"
+#include "reconciler/plan.h"
+#include "reconciler/store.h"
+#include "reconciler/vmm/vmm.h"
+
+struct converge_env {
+	struct store *store;
+	struct handles_cache *handles;
+	const struct host_ops *host;
+	struct host_net net;		/* bridge, its CIDR, NAT */
+	enum disk_mode disk_mode;	/* how new VMs get their root disk */
+	const char *state_dir;
+	const char *known_hosts;	/* pins are removed from here on delete */
+	const char *authorized_keys;	/* banger's public key line(s), given to every guest */
+	int stop_grace_ms;		/* graceful shutdown deadline before SIGTERM */
+
+	/*
+	 * Choose the driver for a VM: 'kind' from its spec, 'recorded' the driver
+	 * it already uses (NULL for none). Tests substitute fakes.
+	 */
+	int (*driver_for)(void *ctx, enum vmm_kind kind, const char *recorded,
+			  const struct vmm_driver **ret, struct bg_err *err);
+	void *driver_ctx;
+
+	/* Epoch milliseconds; NULL: the real clock. */
+	int64_t (*now)(void);
+};
+
+/*
+ * Run one planned action. PLAN_NONE does nothing. On failure the VM's row
+ * records it (phase Failed — Deleting stays Deleting — last_error, failures,
+ * backoff_until, the step cleared) and a Warning event is added; the error
+ * is returned too. Success adds a Normal event.
+ */
+int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err);
+
+/*
+ * Build the driver configuration of a recorded VM (for probing and stopping
+ * outside an action). Strings point into rec, spec and the caller's buffers
+ * (tap). guest_args and root_disk are left NULL.
+ */
+void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec,
+			 const char *tap, struct vmm_config *ret);
+
+/* Every failpoint name, NULL-terminated. */
+extern const char *const converge_failpoints[];
+
+#endif

@@ -1,0 +1,487 @@
+/*
+ * daemon.c - one reconcile pass and the daemon's state between passes; see daemon.h.
+ */
+#include "reconciler/daemon.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/proc.h"
+#include "common/str.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+#include "reconciler/guest/ssh.h"
+#include "reconciler/plan.h"
+#include "reconciler/vmm/vmm.h"
+
+#ifndef BANGER_VERSION
+#define BANGER_VERSION "0.1.0"
+#endif
+
+#define PROBE_CONNECT_MS 250	/* is port 22 open yet */
+#define PROBE_SSH_MS 4000	/* the SSH handshake once it is */
+#define STARTING_POLL_MS 1000	/* how soon to look at a booting guest again */
+
+/* ---- driver choice ------------------------------------------------------------------ */
+
+static int driver_for(void *ctx, enum vmm_kind kind, const char *recorded,
+		      const struct vmm_driver **ret, struct bg_err *err)
+{
+	struct daemon *d = ctx;
+	struct bg_err why = { 0 };
+
+	/* A VM keeps the driver it runs with unless its spec names another one. */
+	if (recorded && (kind == VMM_AUTO || str_eq(vmm_kind_to_string(kind), recorded))) {
+		const struct vmm_driver *drv = vmm_driver_by_name(recorded);
+
+		if (drv) {
+			*ret = drv;
+			return 0;
+		}
+	}
+	if (kind == VMM_AUTO)
+		kind = d->cfg.vmm;
+	if (kind == VMM_FIRECRACKER && d->cfg.skip_kvm_check) {
+		_cleanup_free_ char *bin = proc_find_in_path(
+			d->cfg.binaries[VMM_FIRECRACKER] ? d->cfg.binaries[VMM_FIRECRACKER]
+							 : "firecracker");
+
+		if (!bin)
+			return bg_errorf(err, ENOENT, "firecracker binary not found");
+		*ret = &vmm_driver_firecracker;
+		return 0;
+	}
+	return vmm_select(kind, d->cfg.binaries, ret, &why, err);
+}
+
+/* ---- init / fini ---------------------------------------------------------------------- */
+
+static void report_leaks(struct daemon *d)
+{
+	struct vm_record *recs = NULL;
+	struct host_orphan *orphans = NULL;
+	const char **ids = NULL;
+	size_t n = 0, n_orphans = 0;
+	struct bg_err err = { 0 };
+
+	if (store_vm_list(d->store, &recs, &n, &err) < 0) {
+		log_warn("leak check: %s, skipping", err.msg);
+		return;
+	}
+	ids = xcalloc(n + 1, sizeof(*ids));
+	for (size_t i = 0; i < n; i++)
+		ids[i] = recs[i].id;
+	if (d->env.host->gc_scan(d->cfg.state_dir, ids, n, &orphans, &n_orphans, &err) < 0)
+		log_warn("leak check: %s, skipping", err.msg);
+	for (size_t i = 0; i < n_orphans; i++)
+		log_warn("leaked %s '%s'%s%s belongs to no VM; 'banger gc' removes it",
+			 host_orphan_kind_to_string(orphans[i].kind), orphans[i].name,
+			 orphans[i].detail[0] ? " " : "", orphans[i].detail);
+	free(orphans);
+	free(ids);
+	vm_record_array_free(recs, n);
+}
+
+int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err)
+{
+	_cleanup_free_ char *db = NULL, *ssh_dir = NULL;
+	int r;
+
+	memset(d, 0, sizeof(*d));
+	d->cfg = *cfg;
+	if (!d->cfg.host)
+		d->cfg.host = &host_ops_linux;
+	d->started_at = now_real_ms();
+
+	r = fs_mkdir_p(cfg->state_dir, 0700, err);
+	if (r < 0)
+		return bg_err_wrap(err, "state directory");
+	ssh_dir = paths_ssh_dir(cfg->state_dir);
+	r = fs_mkdir_p(ssh_dir, 0700, err);
+	if (r < 0)
+		return r;
+	db = paths_db(cfg->state_dir);
+	r = store_open(db, STORE_READ_WRITE, &d->store, err);
+	if (r < 0)
+		return r;
+	d->handles = handles_cache_new();
+	d->known_hosts = paths_known_hosts(cfg->state_dir);
+	d->client_key = paths_client_key(cfg->state_dir);
+	r = ssh_client_key_ensure(d->client_key, &d->client_pubkey, err);
+	if (r < 0)
+		return bg_err_wrap(err, "banger's SSH key");
+	r = d->cfg.host->disk_mode_detect(cfg->state_dir, &d->disk_mode, err);
+	if (r < 0)
+		return bg_err_wrap(err, "detect disk mode");
+	log_info("root disks: %s", disk_mode_to_string(d->disk_mode));
+
+	d->env.store = d->store;
+	d->env.handles = d->handles;
+	d->env.host = d->cfg.host;
+	d->env.net.bridge = cfg->bridge;
+	d->env.net.cidr = cfg->subnet;
+	d->env.net.nat = cfg->nat;
+	d->env.disk_mode = d->disk_mode;
+	d->env.state_dir = cfg->state_dir;
+	d->env.known_hosts = d->known_hosts;
+	d->env.authorized_keys = d->client_pubkey;
+	d->env.stop_grace_ms = cfg->stop_grace_ms;
+	d->env.driver_for = driver_for;
+	d->env.driver_ctx = d;
+
+	report_leaks(d);
+	return 0;
+}
+
+void daemon_fini(struct daemon *d)
+{
+	handles_cache_free(d->handles);
+	if (d->store)
+		store_free(d->store);
+	free(d->known_hosts);
+	free(d->client_key);
+	free(d->client_pubkey);
+	free(d->spec_errors);
+	free(d->alive);
+	memset(d, 0, sizeof(*d));
+}
+
+void daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
+{
+	int status = WIFEXITED(wait_status)	? WEXITSTATUS(wait_status)
+		     : WIFSIGNALED(wait_status) ? 128 + WTERMSIG(wait_status)
+						: -1;
+
+	if (d->n_reaped == ARRAY_SIZE(d->reaped)) {
+		memmove(d->reaped, d->reaped + 1, sizeof(d->reaped) - sizeof(d->reaped[0]));
+		d->n_reaped--;
+	}
+	d->reaped[d->n_reaped].pid = pid;
+	d->reaped[d->n_reaped].status = status;
+	d->n_reaped++;
+	log_info("VMM pid %d exited with status %d", (int)pid, status);
+}
+
+static int reaped_status(const struct daemon *d, pid_t pid)
+{
+	for (size_t i = d->n_reaped; i-- > 0;)
+		if (d->reaped[i].pid == pid)
+			return d->reaped[i].status;
+	return -1;
+}
+
+/* ---- spec errors ------------------------------------------------------------------------ */
+
+/* Report spec diagnostics: logged and recorded as events only when they change. */
+static char *spec_errors_text(const struct spec_set *set)
+{
+	struct buf b;
+
+	if (set->n_diags == 0)
+		return NULL;
+	buf_init(&b);
+	for (size_t i = 0; i < set->n_diags; i++) {
+		_cleanup_free_ char *line = spec_diag_format(&set->diags[i]);
+
+		buf_addf(&b, "%s%s", i ? "\n" : "", line);
+	}
+	return buf_detach(&b, NULL);
+}
+
+static void report_spec_errors(struct daemon *d, const struct spec_set *set)
+{
+	_cleanup_free_ char *text = spec_errors_text(set);
+	struct bg_err err = { 0 };
+
+	if (str_eq(text, d->spec_errors))
+		return;
+	for (size_t i = 0; i < set->n_diags; i++) {
+		_cleanup_free_ char *line = spec_diag_format(&set->diags[i]);
+
+		log_warn("%s", line);
+		(void)store_event_add(d->store, NULL, "Warning", "SpecError", line, &err);
+	}
+	if (!text && d->spec_errors) {
+		log_notice("spec errors resolved");
+		(void)store_event_add(d->store, NULL, "Normal", "SpecErrorsResolved",
+				      "all spec files load again", &err);
+	}
+	free(d->spec_errors);
+	d->spec_errors = TAKE_PTR(text);
+}
+
+/* ---- observing guests ----------------------------------------------------------------- */
+
+static bool tcp_port_open(const char *ip, int port, int timeout_ms)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct pollfd pfd;
+	int fd, r, soerr = 0;
+	socklen_t len = sizeof(soerr);
+	bool open = false;
+
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+		return false;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (r == 0) {
+		open = true;
+	} else if (errno == EINPROGRESS) {
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, timeout_ms) == 1 &&
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
+			open = true;
+	}
+	close(fd);
+	return open;
+}
+
+/* A Starting VM whose guest answers SSH with banger's key becomes Running. */
+static void probe_starting(struct daemon *d, struct vm_record *rec, const struct vm_spec *spec)
+{
+	_cleanup_free_ char *dns = xasprintf("%s.vm", rec->name);
+	const char *pins[] = { rec->ip, dns };
+	struct ssh_target t = {
+		.host = rec->ip,
+		.port = 22,
+		.user = spec && spec->ssh_user ? spec->ssh_user : "root",
+		.known_hosts = d->known_hosts,
+		.pin_names = pins,
+		.n_pin_names = 2,
+		.identity = d->client_key,
+		.connect_timeout_ms = PROBE_SSH_MS,
+	};
+	struct bg_err err = { 0 };
+	int64_t now = now_real_ms();
+	_cleanup_free_ char *msg = NULL;
+
+	if (!rec->ip || !tcp_port_open(rec->ip, 22, PROBE_CONNECT_MS))
+		return;
+	if (ssh_probe(&t, &err) < 0) {
+		if (err.code == -EKEYREJECTED && !str_eq(rec->last_error, err.msg)) {
+			log_err("vm '%s': %s", rec->name, err.msg);
+			free(rec->last_error);
+			rec->last_error = xstrdup(err.msg);
+			(void)store_vm_update(d->store, rec, NULL);
+			(void)store_event_add(d->store, rec->name, "Warning", "HostKeyChanged",
+					      err.msg, NULL);
+		} else {
+			log_debug("vm '%s': SSH not ready: %s", rec->name, err.msg);
+		}
+		return;
+	}
+	rec->phase = VM_PHASE_RUNNING;
+	rec->running_since = now;
+	free(rec->last_error);
+	rec->last_error = NULL;
+	bg_err_clear(&err);
+	if (store_vm_update(d->store, rec, &err) < 0) {
+		log_warn("vm '%s': %s", rec->name, err.msg);
+		return;
+	}
+	msg = xasprintf("guest answers SSH at %s", rec->ip);
+	log_notice("vm '%s': Running (%s)", rec->name, msg);
+	(void)store_event_add(d->store, rec->name, "Normal", "Ready", msg, NULL);
+}
+
+static void observe(struct daemon *d)
+{
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+	struct bg_err err = { 0 };
+	int64_t now = now_real_ms();
+
+	free(d->alive);
+	d->alive = NULL;
+	d->n_alive = 0;
+	if (store_vm_list(d->store, &recs, &n, &err) < 0) {
+		log_warn("observe: %s", err.msg);
+		return;
+	}
+	d->alive = xcalloc(n ? n : 1, sizeof(*d->alive));
+	for (size_t i = 0; i < n; i++) {
+		struct vm_record *rec = &recs[i];
+		_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
+		struct vm_handles h;
+
+		if (rec->phase != VM_PHASE_STARTING && rec->phase != VM_PHASE_RUNNING)
+			continue;
+		if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h)) {
+			bg_err_clear(&err);
+			continue;
+		}
+		memcpy(d->alive[d->n_alive].id, rec->id, sizeof(rec->id));
+		d->alive[d->n_alive].pid = h.pid;
+		d->alive[d->n_alive].start_time = h.start_time;
+		d->n_alive++;
+		if (rec->console_log &&
+		    vmm_console_rotate(rec->console_log, VMM_CONSOLE_MAX_BYTES, &err) < 0) {
+			log_debug("vm '%s': %s", rec->name, err.msg);
+			bg_err_clear(&err);
+		}
+		if (rec->phase == VM_PHASE_STARTING) {
+			(void)spec_from_json(rec->spec_json, &spec, NULL);
+			probe_starting(d, rec, spec);
+			if (rec->phase == VM_PHASE_STARTING &&
+			    (d->next_wakeup == 0 || d->next_wakeup > now + STARTING_POLL_MS))
+				d->next_wakeup = now + STARTING_POLL_MS;
+			continue;
+		}
+		/* A stable run forgives earlier failures. */
+		if (rec->failures > 0 && rec->running_since &&
+		    now - rec->running_since >= PLAN_STABLE_RUN_MS) {
+			rec->failures = 0;
+			rec->backoff_until = 0;
+			(void)store_vm_update(d->store, rec, NULL);
+		} else if (rec->failures > 0 && rec->running_since &&
+			   (d->next_wakeup == 0 ||
+			    d->next_wakeup > rec->running_since + PLAN_STABLE_RUN_MS)) {
+			d->next_wakeup = rec->running_since + PLAN_STABLE_RUN_MS;
+		}
+	}
+	vm_record_array_free(recs, n);
+}
+
+/* ---- the pass ---------------------------------------------------------------------------- */
+
+static void heartbeat(struct daemon *d, bool full)
+{
+	struct daemon_info info = {
+		.pid = (int)getpid(),
+		.version = (char *)BANGER_VERSION,
+		.spec_dir = (char *)d->cfg.spec_dir,
+		.bridge = (char *)d->cfg.bridge,
+		.subnet = (char *)d->cfg.subnet,
+		.disk_mode = (char *)disk_mode_to_string(d->disk_mode),
+		.started_at = d->started_at,
+		.heartbeat = now_real_ms(),
+		.resync_ms = d->cfg.resync_ms,
+		.spec_errors = d->spec_errors,
+	};
+	struct bg_err err = { 0 };
+
+	if (full)
+		d->last_resync = info.heartbeat;
+	info.last_resync = d->last_resync;
+	if (store_daemon_put(d->store, &info, &err) < 0)
+		log_warn("heartbeat: %s", err.msg);
+}
+
+int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
+{
+	struct spec_set set;
+	struct vm_record *recs = NULL;
+	size_t n_recs = 0;
+	struct plan_desired *desired = NULL;
+	char (*hashes)[SPEC_HASH_LEN + 1] = NULL;
+	struct plan_record *prs = NULL;
+	struct vm_spec **rec_specs = NULL;
+	struct plan_action *acts = NULL;
+	size_t n_acts = 0;
+	struct plan_input in = { 0 };
+	int64_t now = now_real_ms();
+	int r;
+
+	d->next_wakeup = 0;
+	spec_set_init(&set);
+	(void)spec_load_path(&set, d->cfg.spec_dir);
+	(void)spec_set_finish(&set);
+	report_spec_errors(d, &set);
+
+	r = store_vm_list(d->store, &recs, &n_recs, err);
+	if (r < 0)
+		goto out;
+
+	desired = xcalloc(set.n_specs + 1, sizeof(*desired));
+	hashes = xcalloc(set.n_specs + 1, sizeof(*hashes));
+	for (size_t i = 0; i < set.n_specs; i++) {
+		spec_hash(set.specs[i], hashes[i]);
+		desired[i].spec = set.specs[i];
+		desired[i].hash = hashes[i];
+	}
+	prs = xcalloc(n_recs + 1, sizeof(*prs));
+	rec_specs = xcalloc(n_recs + 1, sizeof(*rec_specs));
+	for (size_t i = 0; i < n_recs; i++) {
+		struct vm_handles h;
+		bool corrupt = false;
+		struct bg_err herr = { 0 };
+
+		if (recs[i].spec_json)
+			(void)spec_from_json(recs[i].spec_json, &rec_specs[i], NULL);
+		prs[i].rec = &recs[i];
+		prs[i].spec = rec_specs[i];
+		if (handles_get(d->handles, &recs[i], &h, &corrupt, &herr) < 0) {
+			log_warn("vm '%s': handles: %s", recs[i].name, herr.msg);
+			memset(&h, 0, sizeof(h));
+		}
+		if (corrupt)
+			log_warn("vm '%s': handles.json was corrupt; rebuilt from the system",
+				 recs[i].name);
+		prs[i].liveness = vm_liveness(&h);
+		/* The daemon reaped this VMM: its exit status decides on-failure restarts. */
+		if (prs[i].liveness != VM_LIVENESS_ALIVE && h.pid) {
+			int status = reaped_status(d, h.pid);
+
+			if (status >= 0)
+				recs[i].last_exit = status;
+		}
+	}
+	in.desired = desired;
+	in.n_desired = set.n_specs;
+	in.broken_names = (const char *const *)set.failed_names;
+	in.n_broken_names = set.n_failed_names;
+	in.broken_files = (const char *const *)set.failed_files;
+	in.n_broken_files = set.n_failed_files;
+	in.records = prs;
+	in.n_records = n_recs;
+	in.now = now;
+	plan(&in, &acts, &n_acts);
+
+	for (size_t i = 0; i < n_acts; i++) {
+		struct bg_err cerr = { 0 };
+
+		if (acts[i].type == PLAN_NONE) {
+			if (acts[i].retry_at &&
+			    (d->next_wakeup == 0 || acts[i].retry_at < d->next_wakeup))
+				d->next_wakeup = acts[i].retry_at;
+			continue;
+		}
+		if (converge_action(&d->env, &acts[i], &cerr) < 0) {
+			log_err("%s", cerr.msg);
+			/* Retry after the backoff the failure recorded. */
+			if (d->next_wakeup == 0 || d->next_wakeup > now + 1000)
+				d->next_wakeup = now + 1000;
+		}
+	}
+	observe(d);
+	heartbeat(d, full);
+	r = 0;
+out:
+	free(acts);
+	for (size_t i = 0; i < n_recs; i++)
+		vm_spec_free(rec_specs ? rec_specs[i] : NULL);
+	free(rec_specs);
+	free(prs);
+	free(hashes);
+	free(desired);
+	vm_record_array_free(recs, n_recs);
+	spec_set_release(&set);
+	return r;
+}

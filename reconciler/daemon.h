@@ -1,0 +1,92 @@
+/*
+ * daemon.h - one reconcile pass of bangerd and the state it keeps between
+ * passes.
+ *
+ * A pass: load the spec dir -> read the records -> observe handles (liveness,
+ * exit statuses the daemon reaped) -> plan() -> converge each action ->
+ * observe guests (Starting -> Running once SSH answers; failure counts reset
+ * after a stable run; console logs rotated) -> write the heartbeat, spec
+ * errors and events. The event loop (main.c) decides when to run a pass.
+ */
+#ifndef BANGER_RECONCILER_DAEMON_H
+#define BANGER_RECONCILER_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "reconciler/converge.h"
+#include "reconciler/handles.h"
+#include "reconciler/host/host.h"
+#include "reconciler/store.h"
+#include "spec/spec.h"
+
+#define DAEMON_DEFAULT_BRIDGE "banger0"
+#define DAEMON_DEFAULT_SUBNET "172.30.0.1/24"
+#define DAEMON_DEFAULT_RESYNC_MS (30 * 1000)
+#define DAEMON_DEFAULT_STOP_GRACE_MS (10 * 1000)
+
+struct daemon_config {
+	const char *spec_dir;
+	const char *state_dir;
+	const char *bridge;
+	const char *subnet;		/* bridge address/prefix, e.g. 172.30.0.1/24 */
+	int64_t resync_ms;
+	enum vmm_kind vmm;		/* used for specs that say 'auto' */
+	const char *binaries[VMM_KIND_MAX]; /* --firecracker PATH, --qemu PATH */
+	bool skip_kvm_check;		/* accept a firecracker binary without KVM (the stand-in) */
+	bool nat;
+	int stop_grace_ms;
+	const struct host_ops *host;	/* NULL: host_ops_linux */
+};
+
+/* An alive VMM the event loop may watch with a pidfd. */
+struct daemon_vmm {
+	char id[VM_ID_LEN + 1];
+	pid_t pid;
+	uint64_t start_time;
+};
+
+struct daemon {
+	struct daemon_config cfg;
+	struct store *store;
+	struct handles_cache *handles;
+	struct converge_env env;
+	char *known_hosts;
+	char *client_key;
+	char *client_pubkey;
+	enum disk_mode disk_mode;
+	int64_t started_at;
+	int64_t last_resync;
+	char *spec_errors;		/* the last reported spec errors, to report changes once */
+	struct {
+		pid_t pid;
+		int status;		/* exit code, or 128 + signal */
+	} reaped[64];
+	size_t n_reaped;
+	int64_t next_wakeup;		/* epoch ms of the earliest requeue, 0: none */
+	struct daemon_vmm *alive;	/* VMMs alive after the last pass */
+	size_t n_alive;
+};
+
+/*
+ * Open the store, create the state layout (0700), make sure banger's SSH key
+ * exists, detect the disk mode and report leaked objects (not removed here:
+ * 'banger gc' does that). cfg strings must outlive the daemon.
+ */
+int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err);
+void daemon_fini(struct daemon *d);
+
+/*
+ * Run one pass. 'full' marks a periodic resync (recorded as last_resync).
+ * Errors of single VMs are recorded on those VMs and never stop the pass;
+ * the return value reports only failures of the pass itself (store errors).
+ */
+int daemon_pass(struct daemon *d, bool full, struct bg_err *err);
+
+/* Remember the wait status of a VMM child the event loop reaped. */
+void daemon_reaped(struct daemon *d, pid_t pid, int wait_status);
+
+#endif

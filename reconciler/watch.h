@@ -1,0 +1,37 @@
+/*
+ * watch.h - inotify on the spec directory tree.
+ *
+ * One watch per directory (the spec dir and its non-hidden subdirectories,
+ * added and removed as folders come and go). Events are only hints: any of
+ * them marks the tree dirty and the daemon reloads everything (level
+ * triggered). IN_Q_OVERFLOW and any doubt mean a full rescan of the watches.
+ * Symlinked files and directories are followed, so a Kubernetes-style
+ * "..data" symlink swap in the top directory is seen.
+ */
+#ifndef BANGER_RECONCILER_WATCH_H
+#define BANGER_RECONCILER_WATCH_H
+
+#include <stdbool.h>
+
+#include "common/err.h"
+
+struct spec_watch;
+
+/* Watch dir (which must exist) and its subdirectories. */
+int spec_watch_new(const char *dir, struct spec_watch **ret, struct bg_err *err);
+void spec_watch_free(struct spec_watch *w);
+
+/* The inotify fd to poll for readability (O_CLOEXEC, non-blocking). */
+int spec_watch_fd(const struct spec_watch *w);
+
+/*
+ * Read all pending events. Returns true when anything happened that may
+ * change the specs (then the caller reloads); directory changes re-sync the
+ * watch set as a side effect.
+ */
+bool spec_watch_drain(struct spec_watch *w);
+
+/* Number of directories watched (for tests and debug logs). */
+int spec_watch_count(const struct spec_watch *w);
+
+#endif
