@@ -183,6 +183,11 @@ fuzz:
 			build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
 	done
 
+# ---- demo ------------------------------------------------------------------
+
+demo: all install-image
+	examples/demo.sh
+
 # ---- install, format, clean -----------------------------------------------
 
 install: all

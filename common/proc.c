@@ -270,6 +270,7 @@ bool proc_identity_matches(pid_t pid, uint64_t start_time)
 
 int proc_pidfd_open(pid_t pid, uint64_t start_time, struct bg_err *err)
 {
+	uint64_t st;
 	int fd;
 
 	if (pid <= 0)
@@ -277,8 +278,12 @@ int proc_pidfd_open(pid_t pid, uint64_t start_time, struct bg_err *err)
 	fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0)
 		return bg_error(err, errno, "pidfd_open %d", (int)pid);
-	/* pidfd_open fds are always CLOEXEC. Check identity after opening: the fd pins it. */
-	if (!proc_identity_matches(pid, start_time)) {
+	/*
+	 * pidfd_open fds are always CLOEXEC. Check identity after opening: the fd
+	 * pins the process. A zombie (or a leader whose other threads are still
+	 * exiting) keeps its start time, so waiting on it through the fd still works.
+	 */
+	if (read_stat(pid, NULL, &st) < 0 || (start_time != 0 && st != start_time)) {
 		close(fd);
 		return bg_errorf(err, ESRCH, "pid %d is gone or is another process now", (int)pid);
 	}

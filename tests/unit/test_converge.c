@@ -1,0 +1,659 @@
+/*
+ * test_converge.c - converge.c with a real store (temp dir), a fake host
+ * layer and a fake VMM driver: the steps each action runs, the intent log
+ * and resuming after a crash, failures and backoff, and that delete leaves
+ * nothing (row, lease, files, pins).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/paths.h"
+#include "common/proc.h"
+#include "common/xalloc.h"
+#include "reconciler/converge.h"
+#include "reconciler/guest/known_hosts.h"
+#include "reconciler/plan.h"
+#include "tests/lib/testutil.h"
+
+/* ---- a fake host layer that records the calls it gets ------------------------------ */
+
+static struct buf calls;
+static const char *fail_op; /* make this op fail once with -EIO */
+
+static int record(const char *op)
+{
+	buf_addf(&calls, "%s ", op);
+	if (fail_op && strcmp(fail_op, op) == 0) {
+		fail_op = NULL;
+		return -EIO;
+	}
+	return 0;
+}
+
+static int f_bridge(const struct host_net *n, struct bg_err *e)
+{
+	(void)n;
+	return record("bridge") < 0 ? bg_errorf(e, EIO, "bridge failed") : 0;
+}
+
+static int f_tap(const struct host_net *n, const char *name, uid_t u, gid_t g, struct bg_err *e)
+{
+	(void)n, (void)u, (void)g;
+	assert_int_equal(strncmp(name, "bg", 2), 0);
+	assert_int_equal(strlen(name), 10);
+	return record("tap") < 0 ? bg_errorf(e, EIO, "tap failed") : 0;
+}
+
+static int f_tap_remove(const char *name, struct bg_err *e)
+{
+	(void)name, (void)e;
+	return record("tap-remove");
+}
+
+static int f_nat(const struct host_net *n, struct bg_err *e)
+{
+	(void)n, (void)e;
+	return record("nat");
+}
+
+static int f_detect(const char *dir, enum disk_mode *ret, struct bg_err *e)
+{
+	(void)dir, (void)e;
+	*ret = DISK_MODE_COPY;
+	return 0;
+}
+
+static int f_rootdisk(const struct host_vm *vm, enum disk_mode mode, struct host_disk *ret,
+		      struct bg_err *e)
+{
+	(void)e;
+	memset(ret, 0, sizeof(*ret));
+	ret->mode = mode;
+	snprintf(ret->path, sizeof(ret->path), "%s", vm->cow_disk);
+	if (record("rootdisk") < 0)
+		return bg_errorf(e, EIO, "rootdisk failed");
+	test_write_file(vm->cow_disk, "disk");
+	return 0;
+}
+
+static int f_rootdisk_deactivate(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm, (void)e;
+	return record("rootdisk-deactivate");
+}
+
+static int f_rootdisk_remove(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)e;
+	(void)unlink(vm->cow_disk);
+	return record("rootdisk-remove");
+}
+
+static int f_workdisk(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm, (void)e;
+	return record("workdisk");
+}
+
+static int f_workdisk_remove(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm, (void)e;
+	return record("workdisk-remove");
+}
+
+static int f_gc_scan(const char *d, const char *const *ids, size_t n, struct host_orphan **ret,
+		     size_t *ret_n, struct bg_err *e)
+{
+	(void)d, (void)ids, (void)n, (void)e;
+	*ret = NULL;
+	*ret_n = 0;
+	return 0;
+}
+
+static int f_gc_remove(const struct host_orphan *o, struct bg_err *e)
+{
+	(void)o, (void)e;
+	return 0;
+}
+
+static const struct host_ops fake_host = {
+	.bridge_ensure = f_bridge,
+	.tap_ensure = f_tap,
+	.tap_remove = f_tap_remove,
+	.nat_ensure = f_nat,
+	.nat_remove = f_nat,
+	.disk_mode_detect = f_detect,
+	.rootdisk_ensure = f_rootdisk,
+	.rootdisk_deactivate = f_rootdisk_deactivate,
+	.rootdisk_remove = f_rootdisk_remove,
+	.workdisk_ensure = f_workdisk,
+	.workdisk_remove = f_workdisk_remove,
+	.gc_scan = f_gc_scan,
+	.gc_remove = f_gc_remove,
+};
+
+/* ---- a fake VMM: a real 'sleep' process, so liveness checks are real ------------------ */
+
+static char last_args[4096];
+
+static bool fake_available(const char *bin, struct bg_err *why)
+{
+	(void)bin, (void)why;
+	return true;
+}
+
+static int fake_start(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err)
+{
+	/* The control socket path is in argv, so rediscovery could find it. */
+	const char *argv[] = { "sh", "-c", "exec sleep 600", "fake-vmm", cfg->ctl_sock, NULL };
+	pid_t pid;
+	int r;
+
+	if (record("launch") < 0)
+		return bg_errorf(err, EIO, "launch failed");
+	snprintf(last_args, sizeof(last_args), "%s", cfg->guest_args);
+	r = proc_spawn(argv, NULL, &pid, err);
+	if (r < 0)
+		return r;
+	ret->pid = pid;
+	return proc_start_time(pid, &ret->start_time, err);
+}
+
+static int fake_probe(const struct vmm_config *cfg, const struct vmm_process *p,
+		      enum vmm_guest_state *ret, struct bg_err *err)
+{
+	(void)cfg, (void)p, (void)err;
+	*ret = VMM_GUEST_RUNNING;
+	return 0;
+}
+
+static int fake_stop(const struct vmm_config *cfg, const struct vmm_process *p, int grace_ms,
+		     struct bg_err *err)
+{
+	(void)cfg, (void)grace_ms;
+	record("stop");
+	if (proc_signal(p->pid, p->start_time, SIGKILL, err) < 0 && err->code != -ESRCH)
+		return err->code;
+	return proc_wait_gone(p->pid, p->start_time, 5000);
+}
+
+static const struct vmm_driver fake_driver = {
+	.name = "qemu",
+	.available = fake_available,
+	.start = fake_start,
+	.probe = fake_probe,
+	.stop = fake_stop,
+};
+
+static int fake_driver_for(void *ctx, enum vmm_kind kind, const char *recorded,
+			   const struct vmm_driver **ret, struct bg_err *err)
+{
+	(void)ctx, (void)kind, (void)recorded, (void)err;
+	*ret = &fake_driver;
+	return 0;
+}
+
+/* ---- fixture ------------------------------------------------------------------------- */
+
+struct fx {
+	char *dir;
+	char *known_hosts;
+	struct store *store;
+	struct handles_cache *handles;
+	struct converge_env env;
+	struct vm_spec *spec;
+	char hash[SPEC_HASH_LEN + 1];
+};
+
+static int64_t fixed_now(void)
+{
+	return 1700000000000LL;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = xcalloc(1, sizeof(*f));
+	_cleanup_free_ char *db = NULL;
+	struct bg_err err = { 0 };
+
+	f->dir = test_tmpdir("bg-converge");
+	db = paths_db(f->dir);
+	assert_int_equal(store_open(db, STORE_READ_WRITE, &f->store, &err), 0);
+	f->handles = handles_cache_new();
+	f->known_hosts = paths_known_hosts(f->dir);
+	f->env.store = f->store;
+	f->env.handles = f->handles;
+	f->env.host = &fake_host;
+	f->env.net.bridge = "bgtest0";
+	f->env.net.cidr = "172.31.250.1/24";
+	f->env.disk_mode = DISK_MODE_COPY;
+	f->env.state_dir = f->dir;
+	f->env.known_hosts = f->known_hosts;
+	f->env.authorized_keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyDummyDummyDummyDummyDummyDummyDum banger";
+	f->env.stop_grace_ms = 1000;
+	f->env.driver_for = fake_driver_for;
+	f->env.now = fixed_now;
+
+	f->spec = xcalloc(1, sizeof(*f->spec));
+	f->spec->name = xstrdup("web");
+	f->spec->state = VM_DESIRED_RUNNING;
+	f->spec->vcpus = 1;
+	f->spec->memory_mib = 256;
+	f->spec->kernel_path = xstrdup("/k/vmlinux");
+	f->spec->rootfs_image = xstrdup("/i/base.ext4");
+	f->spec->work_disk_mib = 64;
+	f->spec->ssh_user = xstrdup("root");
+	f->spec->restart_policy = RESTART_ALWAYS;
+	f->spec->source_file = xstrdup("/specs/web.yaml");
+	spec_hash(f->spec, f->hash);
+	buf_init(&calls);
+	fail_op = NULL;
+	*state = f;
+	return 0;
+}
+
+static void kill_all_vmms(struct fx *f)
+{
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+
+	if (store_vm_list(f->store, &recs, &n, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct vm_handles h;
+
+		if (recs[i].vm_dir && handles_load(recs[i].vm_dir, &h, NULL) == 0 && vm_alive(&h)) {
+			(void)proc_signal(h.pid, h.start_time, SIGKILL, NULL);
+			(void)proc_wait_gone(h.pid, h.start_time, 5000);
+		}
+	}
+	vm_record_array_free(recs, n);
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	kill_all_vmms(f);
+	handles_cache_free(f->handles);
+	store_free(f->store);
+	test_rmtree(f->dir);
+	free(f->dir);
+	free(f->known_hosts);
+	vm_spec_free(f->spec);
+	buf_release(&calls);
+	free(f);
+	return 0;
+}
+
+/* Run one pass of plan + converge for the fixture's single spec (or none). */
+static int pass(struct fx *f, const struct vm_spec *desired, const char *hash)
+{
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+	struct plan_desired d = { desired, hash };
+	struct plan_record pr[4];
+	struct vm_spec *rs[4] = { 0 };
+	struct plan_input in = { 0 };
+	struct plan_action *acts = NULL;
+	size_t n_acts = 0;
+	int r = 0;
+
+	assert_int_equal(store_vm_list(f->store, &recs, &n, NULL), 0);
+	assert_true(n <= 4);
+	for (size_t i = 0; i < n; i++) {
+		struct vm_handles h;
+
+		(void)spec_from_json(recs[i].spec_json, &rs[i], NULL);
+		pr[i].rec = &recs[i];
+		pr[i].spec = rs[i];
+		assert_int_equal(handles_get(f->handles, &recs[i], &h, NULL, NULL), 0);
+		pr[i].liveness = vm_liveness(&h);
+	}
+	in.desired = desired ? &d : NULL;
+	in.n_desired = desired ? 1 : 0;
+	in.records = pr;
+	in.n_records = n;
+	in.now = fixed_now();
+	plan(&in, &acts, &n_acts);
+	for (size_t i = 0; i < n_acts; i++) {
+		struct bg_err err = { 0 };
+
+		if (converge_action(&f->env, &acts[i], &err) < 0)
+			r = -1;
+	}
+	free(acts);
+	for (size_t i = 0; i < n; i++)
+		vm_spec_free(rs[i]);
+	vm_record_array_free(recs, n);
+	return r;
+}
+
+static void get_rec(struct fx *f, struct vm_record *rec)
+{
+	assert_int_equal(store_vm_get_by_name(f->store, "web", rec, NULL), 0);
+}
+
+/* ---- tests --------------------------------------------------------------------------- */
+
+static void test_create_runs_every_step(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	assert_null(rec.step);
+	assert_null(rec.action);
+	assert_string_equal(rec.ip, "172.31.250.2");
+	assert_string_equal(rec.mac, "02:bb:ac:1f:fa:02");
+	assert_int_equal(rec.generation, 1);
+	assert_int_equal(rec.observed_generation, 1);
+	assert_string_equal(rec.vmm, "qemu");
+	assert_string_equal(rec.disk_mode, "copy");
+	assert_non_null(strstr(rec.api_sock, rec.id));
+	/* The guest is told its address, its user and the keys (banger's first). */
+	assert_non_null(strstr(last_args, "ip=172.31.250.2::172.31.250.1:255.255.255.0:web:eth0:off"));
+	assert_non_null(strstr(last_args, "banger.sshkeys="));
+	/* Handles were written and describe a live process. */
+	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
+	assert_true(vm_alive(&h));
+	/* A second pass does nothing. */
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "");
+	vm_record_release(&rec);
+}
+
+static void test_failure_records_error_and_backoff(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_event *ev = NULL;
+	size_t n_ev = 0;
+
+	fail_op = "rootdisk";
+	assert_int_equal(pass(f, f->spec, f->hash), -1);
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_FAILED);
+	assert_non_null(rec.last_error);
+	assert_non_null(strstr(rec.last_error, "rootdisk"));
+	assert_int_equal(rec.failures, 1);
+	assert_int_equal(rec.backoff_until, fixed_now() + 1000);
+	assert_null(rec.step);
+	assert_int_equal(store_event_list(f->store, "web", 10, &ev, &n_ev, NULL), 0);
+	assert_true(n_ev >= 1);
+	assert_string_equal(ev[n_ev - 1].type, "Warning");
+	vm_event_array_free(ev, n_ev);
+	vm_record_release(&rec);
+
+	/* Within the backoff nothing happens (the fixed clock has not moved). */
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "");
+}
+
+static void test_resume_from_recorded_step(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+
+	/* A crash right after "tap": the row still says create/tap. */
+	fail_op = "rootdisk";
+	assert_int_equal(pass(f, f->spec, f->hash), -1);
+	get_rec(f, &rec);
+	assert_int_equal(store_vm_set_step(f->store, rec.id, "create", "rootdisk", NULL), 0);
+	vm_record_release(&rec);
+
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	/* Resumed at the recorded step: nothing before it ran again. */
+	assert_string_equal(calls.data, "rootdisk workdisk launch ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	assert_null(rec.step);
+	vm_record_release(&rec);
+}
+
+static void test_launch_never_starts_a_second_vmm(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h1, h2;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(handles_load(rec.vm_dir, &h1, NULL), 0);
+	/* A crash after launch but before the step was cleared: resume at launch. */
+	assert_int_equal(store_vm_set_step(f->store, rec.id, "create", "launch", NULL), 0);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, ""); /* adopted, not relaunched */
+	assert_int_equal(handles_load(rec.vm_dir, &h2, NULL), 0);
+	assert_int_equal(h1.pid, h2.pid);
+	vm_record_release(&rec);
+}
+
+static void test_reboot_change_restarts(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h1, h2;
+	char hash[SPEC_HASH_LEN + 1];
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(handles_load(rec.vm_dir, &h1, NULL), 0);
+	vm_record_release(&rec);
+
+	f->spec->memory_mib = 512;
+	spec_hash(f->spec, hash);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(calls.data,
+			    "stop tap-remove rootdisk-deactivate bridge tap rootdisk workdisk launch ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.generation, 2);
+	assert_int_equal(rec.observed_generation, 2);
+	assert_int_equal(handles_load(rec.vm_dir, &h2, NULL), 0);
+	assert_int_not_equal(h1.pid, h2.pid);
+	assert_false(proc_identity_matches(h1.pid, h1.start_time));
+	/* Same address: the lease is kept across restarts. */
+	assert_string_equal(rec.ip, "172.31.250.2");
+	vm_record_release(&rec);
+
+	/* A new base image replaces the root disk; the work disk stays. */
+	free(f->spec->rootfs_image);
+	f->spec->rootfs_image = xstrdup("/i/other.ext4");
+	spec_hash(f->spec, hash);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(calls.data, "stop tap-remove rootdisk-deactivate bridge tap "
+					"rootdisk-remove rootdisk workdisk launch ");
+}
+
+static void test_metadata_change_does_not_restart(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	f->spec->restart_policy = RESTART_NEVER;
+	spec_hash(f->spec, hash);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(calls.data, "");
+	get_rec(f, &rec);
+	assert_int_equal(rec.generation, 2);
+	assert_int_equal(rec.observed_generation, 2);
+	assert_string_equal(rec.spec_hash, hash);
+	vm_record_release(&rec);
+}
+
+static void test_dead_vmm_is_demoted_then_restarted(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
+	assert_int_equal(proc_signal(h.pid, h.start_time, SIGKILL, NULL), 0);
+	assert_int_equal(proc_wait_gone(h.pid, h.start_time, 5000), 0);
+	vm_record_release(&rec);
+
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "tap-remove rootdisk-deactivate ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_FAILED);
+	assert_int_equal(rec.restarts, 1);
+	assert_int_equal(rec.backoff_until, fixed_now() + 1000);
+	vm_record_release(&rec);
+
+	/* Once the backoff has passed, it starts again. */
+	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), 0);
+	rec.backoff_until = 0;
+	assert_int_equal(store_vm_update(f->store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+}
+
+static void test_stop_then_start(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	f->spec->state = VM_DESIRED_STOPPED;
+	spec_hash(f->spec, hash);
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(calls.data, "stop tap-remove rootdisk-deactivate ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
+	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
+	vm_record_release(&rec);
+
+	f->spec->state = VM_DESIRED_RUNNING;
+	buf_reset(&calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+}
+
+static void test_delete_leaves_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h;
+	struct ip_lease *leases = NULL;
+	size_t n_leases = 0;
+	_cleanup_free_ char *kh = NULL;
+	_cleanup_free_ char *vm_dir = NULL;
+	const char *key = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+	_cleanup_free_ char *lines = NULL;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	vm_dir = xstrdup(rec.vm_dir);
+	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
+	/* Pins for the VM (IP and name) and for another host. */
+	lines = xasprintf("172.31.250.2 ssh-ed25519 %s\nweb.vm ssh-ed25519 %s\n"
+			  "other.vm ssh-ed25519 %s\n",
+			  key, key, key);
+	assert_int_equal(fs_write_atomic(f->known_hosts, lines, strlen(lines), 0600, NULL), 0);
+	vm_record_release(&rec);
+
+	buf_reset(&calls);
+	assert_int_equal(pass(f, NULL, NULL), 0);
+	assert_string_equal(calls.data,
+			    "stop tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
+	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
+	assert_false(proc_identity_matches(h.pid, h.start_time));
+	assert_false(fs_exists(vm_dir));
+	assert_int_equal(store_ip_list(f->store, &leases, &n_leases, NULL), 0);
+	assert_int_equal(n_leases, 0);
+	free(leases);
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_null(strstr(kh, "172.31.250.2"));
+	assert_null(strstr(kh, "web.vm"));
+	assert_non_null(strstr(kh, "other.vm"));
+}
+
+static void test_delete_resumes_after_crash(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	/* Crashed mid-delete: tombstoned, at "remove-files". Even with the spec back, the
+	 * delete finishes first. */
+	rec.phase = VM_PHASE_DELETING;
+	assert_int_equal(store_vm_update(f->store, &rec, NULL), 0);
+	assert_int_equal(store_vm_set_step(f->store, rec.id, "delete", "remove-files", NULL), 0);
+	vm_record_release(&rec);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
+	/* ... and the next pass creates it anew. */
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	vm_record_release(&rec);
+}
+
+static void test_failpoint_names(void **state)
+{
+	size_t n = 0;
+
+	(void)state;
+	for (const char *const *p = converge_failpoints; *p; p++) {
+		assert_non_null(strchr(*p, '.'));
+		n++;
+	}
+	assert_int_equal(n, 36);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_runs_every_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failure_records_error_and_backoff, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_resume_from_recorded_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_launch_never_starts_a_second_vmm, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_reboot_change_restarts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metadata_change_does_not_restart, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_dead_vmm_is_demoted_then_restarted, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stop_then_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_leaves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_resumes_after_crash, setup, teardown),
+		cmocka_unit_test(test_failpoint_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
