@@ -537,12 +537,36 @@ static bool fc_child_exited(pid_t pid, int wait_ms, char *how, size_t size)
 	}
 }
 
+/*
+ * Reap pid when it is our child, waiting at most timeout_ms. A killed
+ * multi-threaded process (firecracker has API and vCPU threads) shows its main
+ * thread as a zombie before the other threads are gone, and only then can it
+ * be reaped; waiting here means the process's fds (tap, disks) are closed when
+ * stop() returns. Not our child: nothing to do.
+ */
+static int fc_reap(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = now_mono_ms() + timeout_ms;
+
+	for (;;) {
+		pid_t w = waitpid(pid, NULL, WNOHANG);
+
+		if (w == pid || (w < 0 && errno == ECHILD))
+			return 0;
+		if (w < 0 && errno != EINTR)
+			return -errno;
+		if (now_mono_ms() >= deadline)
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+}
+
 /* Kill (identity checked) and reap a child we launched; bounded. */
 static void fc_kill_and_reap(pid_t pid, uint64_t start_time)
 {
 	(void)proc_signal(pid, start_time, SIGKILL, NULL);
 	(void)proc_wait_gone(pid, start_time, fc_limits.kill_ms);
-	(void)waitpid(pid, NULL, WNOHANG);
+	(void)fc_reap(pid, fc_limits.kill_ms);
 }
 
 static void fc_remove_sockets(const struct vmm_config *cfg)
@@ -827,8 +851,9 @@ static int fc_stop(const struct vmm_config *cfg, const struct vmm_process *proc,
 		return bg_errorf(err, ETIMEDOUT, "firecracker pid %d is still there after SIGKILL",
 				 (int)proc->pid);
 gone:
-	/* Reap it when it is our child (ECHILD otherwise, which is fine). */
-	(void)waitpid(proc->pid, NULL, WNOHANG);
+	r = fc_reap(proc->pid, fc_limits.kill_ms);
+	if (r < 0)
+		return bg_error(err, r, "reap firecracker pid %d", (int)proc->pid);
 	if (cfg->ctl_sock)
 		fc_remove_sockets(cfg);
 	return 0;

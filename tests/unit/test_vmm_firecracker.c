@@ -169,15 +169,41 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Print our children (for a failure message). */
+static void print_children(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		_cleanup_free_ char *path = xasprintf("/proc/%s/stat", de->d_name);
+		_cleanup_free_ char *stat = NULL;
+		char *p;
+		int ppid;
+
+		if (fs_read_file(path, 4096, &stat, NULL, NULL) < 0)
+			continue;
+		p = strrchr(stat, ')');
+		if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == getpid())
+			fprintf(stderr, "child: %s", stat);
+	}
+	closedir(d);
+}
+
 /* Nothing runs, nothing is left to reap, no socket remains. */
 static void assert_nothing_left(const struct fx *fx)
 {
 	pid_t pids[8];
+	pid_t w;
 
 	assert_int_equal(pids_with_arg(fx->sock, pids, 8), 0);
 	errno = 0;
-	assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
-	assert_int_equal(errno, ECHILD);
+	w = waitpid(-1, NULL, WNOHANG);
+	if (w != -1 || errno != ECHILD) {
+		print_children();
+		fail_msg("a child is left: waitpid says %d (%s)", (int)w, strerror(errno));
+	}
 	assert_false(fs_exists(fx->sock));
 	assert_false(fs_exists(fx->vsock));
 }
@@ -335,6 +361,7 @@ static void test_start_probe_stop(void **state)
 	enum vmm_guest_state gs = VMM_GUEST_STATE_MAX;
 	_cleanup_free_ char *marker = fs_path_join(fx->dir, "daemon-private");
 	_cleanup_free_ char *want_args = NULL;
+	int64_t t0;
 	int leak_fd, r;
 
 	/* An fd the "daemon" forgot to mark CLOEXEC must still not reach the VMM. */
@@ -342,10 +369,12 @@ static void test_start_probe_stop(void **state)
 	leak_fd = open(marker, O_RDONLY);
 	assert_true(leak_fd >= 0);
 
+	t0 = now_mono_ms();
 	r = vmm_driver_firecracker.start(&fx->cfg, &proc, &err);
 	close(leak_fd);
 	if (r < 0)
 		fail_msg("start: %s", err.msg);
+	printf("start() against the stand-in took %lld ms\n", (long long)(now_mono_ms() - t0));
 	assert_true(proc.pid > 0);
 	assert_true(proc_identity_matches(proc.pid, proc.start_time));
 	assert_int_equal(getsid(proc.pid), proc.pid); /* its own session */
