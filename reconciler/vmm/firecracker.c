@@ -122,6 +122,9 @@ static void fc_api_release(struct fc_api *api)
 
 static int fc_api_init(struct fc_api *api, const char *sock, struct bg_err *err)
 {
+	/* "Expect:" spares a 100-continue round trip on larger bodies. */
+	static const char *const lines[] = { "Content-Type: application/json",
+					     "Accept: application/json", "Expect:" };
 	static bool global_done;
 	struct sockaddr_un sa;
 	struct curl_slist *h = NULL;
@@ -138,9 +141,6 @@ static int fc_api_init(struct fc_api *api, const char *sock, struct bg_err *err)
 	api->curl = curl_easy_init();
 	if (!api->curl)
 		return bg_errorf(err, ENOMEM, "curl_easy_init failed");
-	/* "Expect:" stops curl from waiting for a 100-continue Firecracker never sends. */
-	const char *const lines[] = { "Content-Type: application/json", "Accept: application/json",
-				      "Expect:" };
 	for (size_t i = 0; i < ARRAY_SIZE(lines); i++) {
 		struct curl_slist *n = curl_slist_append(h, lines[i]);
 
@@ -156,10 +156,8 @@ static int fc_api_init(struct fc_api *api, const char *sock, struct bg_err *err)
 	return 0;
 }
 
-static int fc_curl_errno(CURLcode c, bool too_big)
+static int fc_curl_errno(CURLcode c)
 {
-	if (too_big)
-		return EMSGSIZE;
 	switch (c) {
 	case CURLE_OPERATION_TIMEDOUT:
 		return ETIMEDOUT;
@@ -260,7 +258,7 @@ static int fc_api_call(struct fc_api *api, const char *method, const char *path,
 			r = bg_errorf(err, EMSGSIZE, "%s %s: response larger than %d bytes", method,
 				      path, FC_RESPONSE_MAX);
 		else
-			r = bg_errorf(err, fc_curl_errno(c, false), "%s %s: %s", method, path,
+			r = bg_errorf(err, fc_curl_errno(c), "%s %s: %s", method, path,
 				      api->errbuf[0] ? api->errbuf : curl_easy_strerror(c));
 		goto out;
 	}
@@ -597,7 +595,7 @@ static int fc_wait_socket(const struct vmm_config *cfg, pid_t pid, int timeout_m
 		if (fc_child_exited(pid, 0, how, sizeof(how))) {
 			*ret_reaped = true;
 			fc_last_line(cfg->console_log, line, sizeof(line));
-			return bg_errorf(err, ECHILD,
+			return bg_errorf(err, ESRCH,
 					 "firecracker %s before its API socket '%s' appeared%s%s",
 					 how, cfg->ctl_sock, *line ? ": " : "", line);
 		}
@@ -677,6 +675,7 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 	_cleanup_free_ char *binary = NULL, *log_path = NULL, *metrics_path = NULL;
 	_cleanup_free_ char *vsock_path = NULL, *boot_args = NULL;
 	_cleanup_close_ int console_fd = -1;
+	const char *argv[6] = { NULL };
 	uint64_t start_time = 0;
 	bool reaped = false;
 	pid_t pid;
@@ -722,9 +721,13 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 	if (console_fd < 0)
 		return bg_error(err, errno, "open console log '%s'", cfg->console_log);
 
-	const char *argv[] = { binary,	      "--api-sock",
-			       cfg->ctl_sock, cfg->id && *cfg->id ? "--id" : NULL,
-			       cfg->id,	      NULL };
+	argv[0] = binary;
+	argv[1] = "--api-sock";
+	argv[2] = cfg->ctl_sock;
+	if (cfg->id && *cfg->id) {
+		argv[3] = "--id";
+		argv[4] = cfg->id;
+	}
 	opts.new_session = true;
 	opts.stdout_fd = console_fd;
 	opts.stderr_fd = console_fd;

@@ -379,6 +379,17 @@ static void test_start_probe_stop(void **state)
 	assert_true(proc_identity_matches(proc.pid, proc.start_time));
 	assert_int_equal(getsid(proc.pid), proc.pid); /* its own session */
 	{
+		/* argv ends "--api-sock <sock> --id <id>" (how handles find it again). */
+		_cleanup_free_ char *cmd = NULL;
+		_cleanup_free_ char *tail =
+			xasprintf("--api-sock%c%s%c--id%c%s", 0, fx->sock, 0, 0, fx->id);
+		size_t len = 0, tail_len = strlen(fx->sock) + strlen(fx->id) + 17;
+
+		assert_int_equal(proc_cmdline(proc.pid, &cmd, &len), 0);
+		assert_true(len > tail_len + 1); /* cmdline ends with a NUL */
+		assert_memory_equal(cmd + len - 1 - tail_len, tail, tail_len);
+	}
+	{
 		_cleanup_free_ char *fddir = xasprintf("/proc/%d/fd", (int)proc.pid);
 		DIR *d = opendir(fddir);
 		struct dirent *de;
@@ -604,7 +615,7 @@ static void test_exits_before_socket(void **state)
 	test_write_file(fake, "#!/bin/sh\necho \"Error: unknown argument '$1'\" >&2\nexit 3\n");
 	assert_int_equal(chmod(fake, 0755), 0);
 	fx->cfg.binary = fake;
-	assert_int_equal(vmm_driver_firecracker.start(&fx->cfg, &proc, &err), -ECHILD);
+	assert_int_equal(vmm_driver_firecracker.start(&fx->cfg, &proc, &err), -ESRCH);
 	assert_non_null(strstr(err.msg, "exited with status 3 before its API socket"));
 	assert_non_null(strstr(err.msg, "Error: unknown argument '--api-sock'"));
 	assert_nothing_left(fx);
