@@ -319,7 +319,7 @@ static void test_corrupt_db_refused(void **state)
 	int fd;
 
 	for (int i = 0; i < 50; i++) {
-		char name[32];
+		char name[48];
 
 		snprintf(name, sizeof(name), "vm-%02d-with-a-longish-name", i);
 		insert_vm(s, name, NULL);
