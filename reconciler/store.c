@@ -459,9 +459,30 @@ static int check_identity(struct store *s, int64_t version, int64_t app_id, stru
 	return 0;
 }
 
+/* A file without our application_id must be empty: never adopt someone else's database. */
+static int check_empty(struct store *s, struct bg_err *err)
+{
+	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	int64_t n_objects;
+	int r;
+
+	r = prepare(s, "SELECT count(*) FROM sqlite_schema", &st, err);
+	if (r >= 0)
+		r = step_row(s, st, "count schema objects", err);
+	if (r < 0)
+		return r;
+	n_objects = sqlite3_column_int64(st, 0);
+	if (n_objects > 0)
+		return bg_errorf(err, EPROTO,
+				 "'%s' is not a banger database (it has %" PRId64
+				 " foreign schema objects)",
+				 s->path, n_objects);
+	return 0;
+}
+
 static int migrate_txn(struct store *s, void *arg, struct bg_err *err)
 {
-	int64_t version, app_id, n_objects;
+	int64_t version, app_id;
 	int *ret_from = arg;
 	char sql[96];
 	int r;
@@ -475,20 +496,9 @@ static int migrate_txn(struct store *s, void *arg, struct bg_err *err)
 	if (r < 0)
 		return r;
 	if (app_id == 0) {
-		/* A fresh file must be empty: never adopt someone else's database. */
-		_cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-		r = prepare(s, "SELECT count(*) FROM sqlite_schema", &st, err);
-		if (r >= 0)
-			r = step_row(s, st, "count schema objects", err);
+		r = check_empty(s, err);
 		if (r < 0)
 			return r;
-		n_objects = sqlite3_column_int64(st, 0);
-		if (n_objects > 0)
-			return bg_errorf(err, EPROTO,
-					 "'%s' is not a banger database (it has %" PRId64
-					 " foreign schema objects)",
-					 s->path, n_objects);
 	}
 	*ret_from = (int)version;
 	if (version == (int64_t)n_migrations)
@@ -579,6 +589,8 @@ static int open_read_only(struct store *s, struct bg_err *err)
 	r = check_identity(s, version, app_id, err);
 	if (r < 0)
 		return r;
+	if (version == 0 && check_empty(s, err) < 0)
+		return -EPROTO;
 	if (version == 0)
 		return bg_errorf(err, ENOENT,
 				 "'%s' has not been initialised yet (bangerd has not finished its "
