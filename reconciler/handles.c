@@ -676,8 +676,13 @@ int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_
 		return 0;
 	}
 	if (rec->vm_dir) {
+		/*
+		 * Trust the file only for a process that is still the one it names.
+		 * "No process" is not trusted on a cache miss: a daemon killed between
+		 * starting a VMM and recording it left exactly that, so ask the OS.
+		 */
 		r = handles_load(rec->vm_dir, &h, &lerr);
-		if (r >= 0 && process_unchanged(&h)) {
+		if (r >= 0 && h.pid != 0 && vm_alive(&h)) {
 			cache_set(c, rec->id, &h);
 			*ret = h;
 			return 0;

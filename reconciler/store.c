@@ -811,8 +811,10 @@ static int read_vm(sqlite3_stmt *st, struct vm_record *ret, struct bg_err *err)
 	rec.created_at = sqlite3_column_int64(st, COL_CREATED_AT);
 	rec.updated_at = sqlite3_column_int64(st, COL_UPDATED_AT);
 	if (!rec.name) {
+		int r = bg_errorf(err, EBADMSG, "corrupt VM row %s: no name", rec.id);
+
 		vm_record_release(&rec);
-		return bg_errorf(err, EBADMSG, "corrupt VM row %s: no name", ret->id);
+		return r;
 	}
 	*ret = rec;
 	return 0;

@@ -517,10 +517,23 @@ static void test_cache(void **state)
 	assert_int_equal(handles_load(f->dir, &file, &err), 0);
 	assert_int_equal(file.pid, 0);
 
+	/* A file saying "no process" while the VMM runs (daemon killed between starting it
+	 * and recording it): on a cache miss the OS is asked, and the VMM found. */
+	other = spawn_sleeper("--api-sock", sock);
+	handles_cache_free(c);
+	c = handles_cache_new();
+	memset(&h, 0, sizeof(h));
+	assert_int_equal(handles_save(f->dir, &h, &err), 0);
+	assert_int_equal(handles_get(c, &rec, &got, &corrupt, &err), 0);
+	assert_false(corrupt);
+	assert_int_equal(got.pid, other);
+	stop_sleeper(other);
+
 	/* A recycled pid in the file (right pid, wrong start time) is not trusted. */
 	other = spawn_sleeper("--api-sock", sock);
 	handles_cache_free(c);
 	c = handles_cache_new();
+	sample(&h);
 	h.pid = other;
 	h.start_time = start_of(other) + 1;
 	assert_int_equal(handles_save(f->dir, &h, &err), 0);
