@@ -16,6 +16,9 @@ static int normalise(int errnum)
 }
 
 static int record(struct bg_err *err, int errnum, bool with_strerror, const char *fmt, va_list ap)
+	__attribute__((format(printf, 4, 0)));
+
+static int record(struct bg_err *err, int errnum, bool with_strerror, const char *fmt, va_list ap)
 {
 	int n;
 

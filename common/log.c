@@ -64,6 +64,8 @@ void log_setup(const char *program, int verbosity)
 	log_set_level(level >= LOG_LEVEL_MAX ? LOG_LEVEL_DEBUG : (enum log_level)level);
 }
 
+static void vlog(int errnum, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void vlog(int errnum, const char *fmt, va_list ap)
 {
 	char line[4096];
