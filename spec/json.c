@@ -8,7 +8,6 @@
  * the YAML parser, so stored specs obey the same rules as spec files.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,7 +141,8 @@ static enum spec_kind json_kind(const cJSON *v, char *buf, size_t size, const ch
 		double d = v->valuedouble;
 
 		*ret_text = buf;
-		if (isfinite(d) && d == floor(d) && fabs(d) < 9e18) {
+		/* Integral and in range (NaN fails every comparison); no libm needed. */
+		if (d > -9e18 && d < 9e18 && d == (double)(long long)d) {
 			snprintf(buf, size, "%.0f", d);
 			return SPEC_KIND_INT;
 		}
