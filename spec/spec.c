@@ -201,8 +201,11 @@ static char *where(const char *file, unsigned line, unsigned col)
 	return xasprintf("%s:%u:%u", file ? file : "?", line, col);
 }
 
+/* The first failed definition of name, or NULL. failed_names must be sorted. */
 static const struct spec_def *failed_def(const struct spec_set *set, const char *name)
 {
+	if (!bsearch(&name, set->failed_names, set->n_failed_names, sizeof(char *), strp_cmp))
+		return NULL;
 	for (size_t i = 0; i < set->n_failed_defs; i++)
 		if (strcmp(set->failed_defs[i].name, name) == 0)
 			return &set->failed_defs[i];
@@ -212,7 +215,8 @@ static const struct spec_def *failed_def(const struct spec_set *set, const char 
 int spec_set_finish(struct spec_set *set)
 {
 	_cleanup_free_ struct spec_ref *refs = NULL;
-	size_t n = set->n_specs, kept = 0;
+	size_t n = set->n_specs, kept = 0, n_dups = 0;
+	char **dups = NULL;
 	int errors = 0;
 
 	sort_unique(set->failed_names, &set->n_failed_names);
@@ -250,12 +254,18 @@ int spec_set_finish(struct spec_set *set)
 			errors++;
 		}
 		if (!bad)
-			strv_push(&set->failed_names, &set->n_failed_names, name);
+			strv_push(&dups, &n_dups, name);
 		for (size_t k = i; k < j; k++)
 			vm_spec_free(refs[k].spec);
 		i = j;
 	}
 	set->n_specs = kept;
+	/* Added only now: failed_def() searches failed_names, which must stay sorted. */
+	for (size_t i = 0; i < n_dups; i++) {
+		strv_push(&set->failed_names, &set->n_failed_names, dups[i]);
+		free(dups[i]);
+	}
+	free(dups);
 	sort_unique(set->failed_names, &set->n_failed_names);
 	return errors;
 }

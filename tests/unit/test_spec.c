@@ -1569,6 +1569,35 @@ static void test_load_duplicates_and_broken(void **state)
 	assert_string_equal(set.failed_names[3], "dup");
 	spec_set_release(&set);
 
+	/* Several duplicates sorting before a clash with a broken file: all found. */
+	{
+		_cleanup_free_ char *dir2 = test_tmpdir("bg-spec");
+		_cleanup_free_ char *p = fs_path_join(dir2, "broken.yaml");
+		_cleanup_free_ char *d = vm_doc("zz");
+		_cleanup_free_ char *bad = xasprintf("%s  bogus: 1\n", d);
+
+		test_write_file(p, bad);
+		write_vm(dir2, "zz.yaml", "zz");
+		for (int i = 0; i < 6; i++) {
+			_cleanup_free_ char *f1 = xasprintf("a%d-1.yaml", i);
+			_cleanup_free_ char *f2 = xasprintf("a%d-2.yaml", i);
+			_cleanup_free_ char *name = xasprintf("a%d", i);
+
+			write_vm(dir2, f1, name);
+			write_vm(dir2, f2, name);
+		}
+		write_vm(dir2, "ok.yaml", "ok");
+		spec_set_init(&set);
+		assert_int_equal(spec_load_path(&set, dir2), 1);
+		assert_int_equal(spec_set_finish(&set), 7);
+		assert_int_equal(set.n_specs, 1);
+		assert_string_equal(set.specs[0]->name, "ok");
+		assert_int_equal(set.n_failed_names, 7);
+		assert_string_equal(set.failed_names[6], "zz");
+		spec_set_release(&set);
+		test_rmtree(dir2);
+	}
+
 	/* The same name twice in one file. */
 	{
 		_cleanup_free_ char *p = fs_path_join(dir, "twice.yaml");
