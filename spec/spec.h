@@ -247,7 +247,10 @@ bool spec_is_spec_filename(const char *name);
 
 /*
  * Render a spec as a YAML document (apiVersion, kind, metadata, spec) with
- * defaults written out, as 'banger apply' stores it. Owned.
+ * defaults written out, as 'banger apply' stores it. Owned. Block style, two
+ * spaces, ending in a newline, without a '---' marker (prepend one when
+ * replacing a document whose range starts with '---'). Parsing the result
+ * gives the same canonical JSON.
  */
 char *spec_to_yaml(const struct vm_spec *spec);
 

@@ -474,7 +474,7 @@ static bool check_ip(struct spec_builder *b, const char *s, size_t len, struct s
 	struct in_addr a;
 	uint32_t h;
 
-	if (len >= sizeof(tmp)) {
+	if (len >= sizeof(tmp) || memchr(s, '\0', len)) {
 		spec_builder_error(b, loc, "spec.network.ip: %s is not an IPv4 address", shown);
 		return false;
 	}
@@ -1094,7 +1094,8 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 	sort_labels(b);
 	if (!s->ssh_user)
 		s->ssh_user = xstrdup("root");
-	if (b->n_errors)
+	/* A root that is not a mapping was reported by the front end. */
+	if (b->n_errors || b->bad[SPEC_F_ROOT])
 		return NULL;
 	free(b->label_loc);
 	b->label_loc = NULL;

@@ -563,6 +563,7 @@ static void test_network(void **state)
 		{ HEAD "  network: {ip: 010.1.1.1}\n", 8, 17, "is not an IPv4 address" },
 		{ HEAD "  network: {ip: \"1.2.3.4 \"}\n", 8, 17, "is not an IPv4 address" },
 		{ HEAD "  network: {ip: \"fd00::1\"}\n", 8, 17, "is not an IPv4 address" },
+		{ HEAD "  network: {ip: \"1.2.3.4\\0\"}\n", 8, 17, "is not an IPv4 address" },
 		{ HEAD "  network: {ip: 10.0.0.0/24}\n", 8, 17, "is not an IPv4 address" },
 		{ HEAD "  network: {ip: 127.0.0.1}\n", 8, 17, "is not a usable unicast address" },
 		{ HEAD "  network: {ip: 0.0.0.0}\n", 8, 17, "is not a usable unicast address" },
