@@ -204,7 +204,8 @@ static char *where(const char *file, unsigned line, unsigned col)
 /* The first failed definition of name, or NULL. failed_names must be sorted. */
 static const struct spec_def *failed_def(const struct spec_set *set, const char *name)
 {
-	if (!bsearch(&name, set->failed_names, set->n_failed_names, sizeof(char *), strp_cmp))
+	if (set->n_failed_names == 0 ||
+	    !bsearch(&name, set->failed_names, set->n_failed_names, sizeof(char *), strp_cmp))
 		return NULL;
 	for (size_t i = 0; i < set->n_failed_defs; i++)
 		if (strcmp(set->failed_defs[i].name, name) == 0)
