@@ -17,7 +17,7 @@ out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 size=${ROOTFS_SIZE:-128M}
-modules=${ROOTFS_MODULES:-button evdev dm_mod dm_snapshot vmw_vsock_virtio_transport}
+modules=${ROOTFS_MODULES:-button evdev virtio_rng vmw_vsock_virtio_transport dm_mod dm_snapshot}
 release=$(cat "$unpack/kernel-release")
 kmods=$unpack/kernel/lib/modules/$release
 ul=$unpack/userland
