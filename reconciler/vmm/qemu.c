@@ -49,8 +49,13 @@
 #define QMP_PROBE_TIMEOUT_MS 2000
 #define QMP_CMD_TIMEOUT_MS 2000
 #define KVM_PROBE_TIMEOUT_MS 5000
+/* How long stop() waits after QMP quit, after SIGTERM and after SIGKILL (tests shorten them). */
+#ifndef STOP_TERM_WAIT_MS
 #define STOP_TERM_WAIT_MS 3000
+#endif
+#ifndef STOP_KILL_WAIT_MS
 #define STOP_KILL_WAIT_MS 5000
+#endif
 #define CONSOLE_TAIL_MAX 1024	/* of QEMU's own output quoted in a start error */
 #define KERNEL_CMDLINE_MAX 2048 /* x86 COMMAND_LINE_SIZE, with the NUL */
 
