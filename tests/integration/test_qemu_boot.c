@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -362,6 +363,33 @@ static int ssh(const char *strict, const char *cmd, char **ret_out)
 	return r;
 }
 
+/* Does pid hold an fd on path? */
+static bool has_fd_to(pid_t pid, const char *path)
+{
+	_cleanup_free_ char *dir = xasprintf("/proc/%d/fd", (int)pid);
+	_cleanup_(closedirp) DIR *d = opendir(dir);
+	struct dirent *de;
+	bool found = false;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char link[PATH_MAX];
+		_cleanup_free_ char *fd_path = NULL;
+		ssize_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		fd_path = fs_path_join(dir, de->d_name);
+		n = readlink(fd_path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, path) == 0)
+			found = true;
+	}
+	return found;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -402,6 +430,7 @@ static void test_boot_ssh_stop(void **state)
 	int64_t boot_ms[MAX_BOOTS], stop_ms[MAX_BOOTS];
 	_cleanup_free_ char *first_kh = NULL;
 	struct bg_err err = { 0 };
+	_cleanup_free_ char *marker = fs_path_join(E.dir, "marker");
 	int passed = 0;
 
 	(void)state;
@@ -431,12 +460,16 @@ static void test_boot_ssh_stop(void **state)
 		_cleanup_free_ char *fsck_out = NULL;
 		int64_t t0, t_launched, t_ssh, t_stop;
 		bool ok = false;
-		int r;
+		int marker_fd, r;
 
 		/* Work disk on the first boots, none on the last: /mnt/work follows it. */
 		bool with_work = boot < nboots - 1;
 
 		config(&cfg, with_work);
+		/* An fd of ours without O_CLOEXEC: it must not reach QEMU. */
+		marker_fd = open(marker, O_WRONLY | O_CREAT, 0600);
+		assert_true(marker_fd >= 0);
+		assert_true(has_fd_to(getpid(), marker)); /* the check can see a leak */
 		t0 = now_mono_ms();
 		r = vmm_driver_qemu.start(&cfg, &proc, &err);
 		if (r < 0)
@@ -445,6 +478,10 @@ static void test_boot_ssh_stop(void **state)
 		t_launched = now_mono_ms();
 		assert_true(proc.pid > 0);
 		assert_true(proc_identity_matches(proc.pid, proc.start_time));
+		assert_false(has_fd_to(proc.pid, marker));
+		close(marker_fd);
+		/* Its own session, so it outlives the daemon's. */
+		assert_int_equal(getsid(proc.pid), proc.pid);
 		assert_int_equal(vmm_driver_qemu.probe(&cfg, &proc, &st, &err), 0);
 		assert_int_equal(st, VMM_GUEST_RUNNING);
 
