@@ -27,6 +27,7 @@ mod_closure() {
 _mod_add() {
 	case " $_order " in *" $2 "*) return 0 ;; esac
 	# Recursion: 'local' is not POSIX but dash and busybox sh have it.
+	# shellcheck disable=SC3043
 	local _d
 	for _d in $(awk -F: -v p="$2" '$1 == p { print $2; exit }' "$1/modules.dep"); do
 		_mod_add "$1" "$_d"

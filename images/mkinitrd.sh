@@ -36,7 +36,7 @@ for p in $order; do
 	mod_copy "$mods/$p" "$tmp/lib/modules/$name.ko"
 	echo "$name" >>"$tmp/etc/modules"
 done
-echo "mkinitrd: modules:" $(cat "$tmp/etc/modules")
+echo "mkinitrd: modules: $(tr "\n" " " <"$tmp/etc/modules")"
 
 cp "$unpack/userland/bin/busybox" "$tmp/bin/busybox"
 ln -s busybox "$tmp/bin/sh"
