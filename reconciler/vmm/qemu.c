@@ -44,11 +44,15 @@
 
 #define QEMU_DEFAULT_BINARY "qemu-system-x86_64"
 
-#define QMP_MSG_MAX (64 * 1024)	   /* a QMP reply we accept (query-status is ~80 bytes) */
+#define QMP_MSG_MAX (64 * 1024) /* a QMP reply we accept (query-status is ~80 bytes) */
+#ifndef QMP_START_TIMEOUT_MS
 #define QMP_START_TIMEOUT_MS 15000 /* launch until QMP answers (2 busy cores, TCG) */
+#endif
 #define QMP_PROBE_TIMEOUT_MS 2000
 #define QMP_CMD_TIMEOUT_MS 2000
+#ifndef KVM_PROBE_TIMEOUT_MS
 #define KVM_PROBE_TIMEOUT_MS 5000
+#endif
 /* How long stop() waits after QMP quit, after SIGTERM and after SIGKILL (tests shorten them). */
 #ifndef STOP_TERM_WAIT_MS
 #define STOP_TERM_WAIT_MS 3000
@@ -687,9 +691,11 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	*ret_strings = strings;
 }
 
+/* For a child we launched and have not reaped: its pid cannot have been reused. */
 static void kill_and_reap(pid_t pid, uint64_t start_time)
 {
-	(void)proc_signal(pid, start_time, SIGKILL, NULL);
+	if (proc_signal(pid, start_time, SIGKILL, NULL) < 0)
+		(void)kill(pid, SIGKILL);
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 }
@@ -757,6 +763,7 @@ static int qemu_start(const struct vmm_config *cfg, struct vmm_process *ret, str
 	for (;;) {
 		struct bg_err qerr = { 0 };
 		enum vmm_guest_state state;
+		int64_t left = deadline - now_mono_ms();
 		struct qmp q;
 		int status;
 		char tail[512];
@@ -769,30 +776,25 @@ static int qemu_start(const struct vmm_config *cfg, struct vmm_process *ret, str
 					 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
 					 tail[0] ? ": " : "", tail);
 		}
-		int64_t left = deadline - now_mono_ms();
-
-		if (qmp_open(cfg->ctl_sock,
-			     left > 2000 ? 2000
-			     : left > 0	 ? (int)left
-					 : 1,
-			     &q, &qerr) == 0) {
+		/* One attempt: at most 2 s, never past the deadline. */
+		if (left > 2000)
+			left = 2000;
+		if (qmp_open(cfg->ctl_sock, left > 0 ? (int)left : 1, &q, &qerr) == 0) {
 			r = qmp_guest_state(&q, &state, &qerr);
 			qmp_close(&q);
 			if (r == 0 && state == VMM_GUEST_RUNNING)
 				break;
 			if (r == 0)
-				r = bg_errorf(&qerr, EIO, "guest is '%s', not running",
-					      vmm_guest_state_to_string(state));
-		} else {
-			r = qerr.code;
+				(void)bg_errorf(&qerr, EIO, "guest is '%s', not running",
+						vmm_guest_state_to_string(state));
 		}
 		if (now_mono_ms() >= deadline) {
 			kill_and_reap(pid, start_time);
 			console_tail(cfg->console_log, log_start, tail, sizeof(tail));
 			(void)unlink(cfg->ctl_sock);
-			return bg_errorf(
-				err, r ? -r : ETIMEDOUT, "qemu: no working QMP after %d ms: %s%s%s",
-				QMP_START_TIMEOUT_MS, qerr.msg, tail[0] ? "; qemu: " : "", tail);
+			return bg_errorf(err, ETIMEDOUT, "qemu: no working QMP after %d ms: %s%s%s",
+					 QMP_START_TIMEOUT_MS, qerr.msg, tail[0] ? "; qemu: " : "",
+					 tail);
 		}
 		sleep_ms(20);
 	}

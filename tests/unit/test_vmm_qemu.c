@@ -6,8 +6,11 @@
  */
 #define STOP_TERM_WAIT_MS 300
 #define STOP_KILL_WAIT_MS 2000
+#define QMP_START_TIMEOUT_MS 1000
+#define KVM_PROBE_TIMEOUT_MS 1000
 #include "reconciler/vmm/qemu.c"
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -406,6 +409,79 @@ static void test_start_rejects_bad_config(void **state)
 	assert_int_equal(proc.pid, 0);
 }
 
+/* Every descendant of ours still running whose command line contains s. */
+static int count_procs_with(const char *s)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		_cleanup_free_ char *cmd = NULL;
+		size_t len;
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0 || proc_cmdline((pid_t)pid, &cmd, &len) < 0)
+			continue;
+		for (size_t i = 0; i + 1 < len; i++)
+			if (cmd[i] == '\0')
+				cmd[i] = ' ';
+		if (len && strstr(cmd, s) && proc_identity_matches((pid_t)pid, 0))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * A "QEMU" that never opens its QMP socket: start() gives up after its
+ * deadline, kills and reaps it, and leaves no socket.
+ */
+static void test_start_timeout_cleans_up(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-qemu-start");
+	_cleanup_free_ char *fake = fs_path_join(dir, "fake-qemu");
+	_cleanup_free_ char *sock = fs_path_join(dir, "qmp.sock");
+	_cleanup_free_ char *log = fs_path_join(dir, "console.log");
+	_cleanup_free_ char *logged = NULL;
+	struct vmm_config cfg = {
+		.id = "deadbeef",
+		.kernel = "/k",
+		.root_disk = "/r",
+		.tap = "t",
+		.mac = "52:54:00:00:00:01",
+		.ctl_sock = sock,
+		.console_log = log,
+		.binary = fake,
+	};
+	struct vmm_process proc = { 0 };
+	struct bg_err err = { 0 };
+	int64_t t0;
+
+	(void)state;
+	/* Fails the KVM test at once; otherwise says hello on stderr and hangs. */
+	test_write_file(fake, "#!/bin/sh\n"
+			      "case \"$*\" in *isa-debug-exit*) exit 1 ;; esac\n"
+			      "echo 'fake qemu: started' >&2\n"
+			      "exec sleep 30\n");
+	assert_int_equal(chmod(fake, 0755), 0);
+	test_write_file(sock, "stale"); /* removed before the launch */
+	t0 = now_mono_ms();
+	assert_int_equal(vmm_driver_qemu.start(&cfg, &proc, &err), -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < QMP_START_TIMEOUT_MS + 1500);
+	assert_non_null(strstr(err.msg, "no working QMP"));
+	assert_non_null(strstr(err.msg, "fake qemu: started")); /* its output, quoted */
+	assert_int_equal(proc.pid, 0);
+	assert_false(fs_exists(sock));
+	assert_int_equal(count_procs_with(fake), 0);
+	/* QEMU's stdout/stderr went to the console log. */
+	assert_int_equal(fs_read_file(log, 4096, &logged, NULL, &err), 0);
+	assert_non_null(strstr(logged, "fake qemu: started"));
+	test_rmtree(dir);
+}
+
 static void test_available(void **state)
 {
 	struct bg_err why = { 0 };
@@ -443,6 +519,7 @@ int main(void)
 		cmocka_unit_test(test_stop_wrong_identity),
 		cmocka_unit_test(test_argv),
 		cmocka_unit_test(test_start_rejects_bad_config),
+		cmocka_unit_test(test_start_timeout_cleans_up),
 		cmocka_unit_test(test_available),
 		cmocka_unit_test(test_tsc_khz),
 	};
