@@ -191,7 +191,8 @@ int host_gc_remove(const struct host_orphan *o, struct bg_err *err)
 		return host_net_tap_remove(o->name, err);
 	case HOST_ORPHAN_DM:
 		if (!host_dm_parse_id(o->name, o->detail, id))
-			return bg_errorf(err, EINVAL, "gc: '%s' is not a banger dm device", o->name);
+			return bg_errorf(err, EINVAL, "gc: '%s' is not a banger dm device",
+					 o->name);
 		return host_dm_remove(o->name, NULL, err);
 	case HOST_ORPHAN_LOOP:
 		if (!o->detail[0])

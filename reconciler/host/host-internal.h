@@ -18,12 +18,12 @@
 
 /* ---- names (host.c) --------------------------------------------------------- */
 
-#define HOST_ID_LEN 8		/* hex chars of a VM id */
+#define HOST_ID_LEN 8 /* hex chars of a VM id */
 #define HOST_TAP_PREFIX "bg"
 #define HOST_DM_PREFIX "banger-"
 #define HOST_DM_UUID_PREFIX "BANGER-"
 #define HOST_DM_BASE_SUFFIX "-base"
-#define HOST_LOOP_DEV_MAX 32	/* "/dev/loop<N>" */
+#define HOST_LOOP_DEV_MAX 32 /* "/dev/loop<N>" */
 
 /* true for exactly 8 lowercase hex chars. */
 bool host_valid_id(const char *id);
@@ -61,13 +61,16 @@ bool host_dm_parse_id(const char *name, const char *uuid, char ret_id[HOST_ID_LE
 /* ---- EBUSY backoff (host.c) ------------------------------------------------- */
 
 struct host_retry {
-	int tries;	/* attempts in all, >= 1 */
-	int first_ms;	/* first wait */
-	int max_ms;	/* waits double up to this */
+	int tries;    /* attempts in all, >= 1 */
+	int first_ms; /* first wait */
+	int max_ms;   /* waits double up to this */
 };
 
 /* 20 tries, 50 ms doubling to 500 ms: about 8.8 s in all. */
-#define HOST_RETRY_DEFAULT { .tries = 20, .first_ms = 50, .max_ms = 500 }
+#define HOST_RETRY_DEFAULT                                 \
+	{                                                  \
+		.tries = 20, .first_ms = 50, .max_ms = 500 \
+	}
 
 /*
  * Wait before attempt number 'attempt' + 1 (attempt counts from 0). Returns
@@ -87,14 +90,14 @@ char *host_find_tool(const char *name);
 /* What net.c sees of an interface. */
 struct host_link {
 	int index;
-	unsigned int flags;	/* IFF_* */
-	int master;		/* ifindex of the master, 0: none */
+	unsigned int flags; /* IFF_* */
+	int master;	    /* ifindex of the master, 0: none */
 	char name[16];
-	char kind[32];		/* IFLA_INFO_KIND: "bridge", "tun", ... or "" */
-	bool is_tap;		/* kind "tun" and IFLA_TUN_TYPE is a tap */
-	bool has_owner;		/* owner/group below are known */
-	uid_t owner;		/* (uid_t)-1: none */
-	gid_t group;		/* (gid_t)-1: none */
+	char kind[32];	/* IFLA_INFO_KIND: "bridge", "tun", ... or "" */
+	bool is_tap;	/* kind "tun" and IFLA_TUN_TYPE is a tap */
+	bool has_owner; /* owner/group below are known */
+	uid_t owner;	/* (uid_t)-1: none */
+	gid_t group;	/* (gid_t)-1: none */
 	bool persist;
 };
 

@@ -256,9 +256,10 @@ int host_loop_detach(const char *dev, const char *expect_backing, const struct h
 		if (read_backing(n, backing, sizeof(backing)) == -ENXIO)
 			return 0;
 		if (!host_retry_wait(retry, attempt))
-			return bg_errorf(err, EBUSY,
-					 "%s is still attached to '%s' after %d tries: it is in use; "
-					 "it detaches by itself when its last user closes it",
-					 dev, backing, attempt + 1);
+			return bg_errorf(
+				err, EBUSY,
+				"%s is still attached to '%s' after %d tries: it is in use; "
+				"it detaches by itself when its last user closes it",
+				dev, backing, attempt + 1);
 	}
 }

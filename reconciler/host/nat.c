@@ -136,7 +136,8 @@ static int nft_apply(const char *nft, const char *input, struct bg_err *err)
 	output = read_output(out);
 	nft_summary(output, summary, sizeof(summary));
 	if (WIFSIGNALED(status))
-		return bg_errorf(err, EIO, "nft killed by signal %d: %s", WTERMSIG(status), summary);
+		return bg_errorf(err, EIO, "nft killed by signal %d: %s", WTERMSIG(status),
+				 summary);
 	return bg_errorf(err, EIO, "nft exited with status %d: %s", WEXITSTATUS(status), summary);
 }
 
@@ -172,8 +173,9 @@ int host_nat_ensure(const struct host_net *net, struct bg_err *err)
 		return bg_err_wrap(err, "nat");
 	nft = host_find_tool("nft");
 	if (!nft)
-		return bg_errorf(err, ENOENT, "nat: the 'nft' program (Debian package nftables) is "
-					      "not installed");
+		return bg_errorf(err, ENOENT,
+				 "nat: the 'nft' program (Debian package nftables) is "
+				 "not installed");
 	r = nft_apply(nft, ruleset, err);
 	if (r < 0)
 		return bg_err_wrap(err, "nat for bridge '%s'", net->bridge);

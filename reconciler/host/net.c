@@ -143,7 +143,8 @@ static int nl_run(struct nl *nl, struct nlmsghdr *nh, int (*cb)(const struct nlm
 				if (e == 0)
 					return 0;
 				if (kmsg && *kmsg)
-					return bg_errorf(err, e, "%s: %s (%s)", what, kmsg, strerror(e));
+					return bg_errorf(err, e, "%s: %s (%s)", what, kmsg,
+							 strerror(e));
 				return bg_error(err, e, "%s", what);
 			}
 			if (m->nlmsg_type < NLMSG_MIN_TYPE)
@@ -472,8 +473,8 @@ struct addr_scan {
 	int index;
 	uint32_t want;
 	unsigned int want_prefix;
-	bool exact;		/* want/want_prefix present */
-	bool other_prefix;	/* want present with another prefix */
+	bool exact;	   /* want/want_prefix present */
+	bool other_prefix; /* want present with another prefix */
 	unsigned int found_prefix;
 };
 
@@ -610,10 +611,11 @@ int host_net_bridge_ensure(const struct host_net *net, struct bg_err *err)
 	if (r < 0)
 		return r;
 	if (strcmp(br.kind, "bridge") != 0)
-		return bg_errorf(err, EEXIST,
-				 "interface '%s' exists and is not a bridge (kind '%s'); refusing to "
-				 "use it",
-				 net->bridge, br.kind);
+		return bg_errorf(
+			err, EEXIST,
+			"interface '%s' exists and is not a bridge (kind '%s'); refusing to "
+			"use it",
+			net->bridge, br.kind);
 
 	scan.index = br.index;
 	scan.want = addr;
@@ -624,7 +626,8 @@ int host_net_bridge_ensure(const struct host_net *net, struct bg_err *err)
 	if (!scan.exact) {
 		if (scan.other_prefix) {
 			/* Same address with another prefix: routes would be wrong; replace it. */
-			r = nl_addr_change(&nl, RTM_DELADDR, br.index, addr, scan.found_prefix, err);
+			r = nl_addr_change(&nl, RTM_DELADDR, br.index, addr, scan.found_prefix,
+					   err);
 			if (r < 0 && r != -EADDRNOTAVAIL)
 				return bg_err_wrap(err, "bridge '%s'", net->bridge);
 		}

@@ -36,7 +36,7 @@
 
 #define SECTOR 512ULL
 #define MIB (1024ULL * 1024ULL)
-#define CHUNK_SECTORS 8 /* 4 KiB COW chunks */
+#define CHUNK_SECTORS 8	     /* 4 KiB COW chunks */
 #define MAX_MIB (1ULL << 30) /* 1 PiB: far above any disk, far below overflow */
 #define COPY_BUF (1024 * 1024)
 #define LOOP_MAJOR 7
@@ -90,7 +90,8 @@ int host_rootdisk_size(uint64_t image_bytes, uint64_t size_mib, const char *imag
 				 "rootfs size %llu MiB is smaller than the image '%s' (%llu bytes, "
 				 "%.1f MiB)",
 				 (unsigned long long)size_mib, image ? image : "",
-				 (unsigned long long)image_bytes, (double)image_bytes / (double)MIB);
+				 (unsigned long long)image_bytes,
+				 (double)image_bytes / (double)MIB);
 	*ret_bytes = size_mib * MIB;
 	return 0;
 }
@@ -109,8 +110,8 @@ uint64_t host_cow_store_size(uint64_t disk_bytes)
 
 static char dm_last_error[512];
 
-static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
-		      const char *f, ...)
+static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class, const char *f,
+		      ...)
 {
 	va_list ap;
 
@@ -240,7 +241,8 @@ static int dm_create(const char *name, const char *uuid, const char *const *line
 	int r;
 
 	if (!dmt || !dm_task_set_name(dmt, name) || !dm_task_set_uuid(dmt, uuid))
-		return bg_errorf(err, ENOMEM, "device-mapper create '%s': cannot set up task", name);
+		return bg_errorf(err, ENOMEM, "device-mapper create '%s': cannot set up task",
+				 name);
 	for (size_t i = 0; i < n_lines; i++) {
 		unsigned long long start, len;
 		char type[32];
@@ -250,7 +252,8 @@ static int dm_create(const char *name, const char *uuid, const char *const *line
 			return bg_errorf(err, EINVAL, "device-mapper create '%s': bad table '%s'",
 					 name, lines[i]);
 		if (!dm_task_add_target(dmt, start, len, type, lines[i] + off))
-			return bg_errorf(err, ENOMEM, "device-mapper create '%s': add target", name);
+			return bg_errorf(err, ENOMEM, "device-mapper create '%s': add target",
+					 name);
 	}
 	if (!dm_task_set_cookie(dmt, &cookie, 0))
 		return bg_errorf(err, EIO, "device-mapper create '%s': udev cookie", name);
@@ -358,7 +361,8 @@ static int copy_range(int src, int dst, off_t start, off_t end, struct bg_err *e
 	off_t off = start;
 
 	while (off < end) {
-		size_t want = (size_t)(end - off > (off_t)(64 * MIB) ? (off_t)(64 * MIB) : end - off);
+		size_t want =
+			(size_t)(end - off > (off_t)(64 * MIB) ? (off_t)(64 * MIB) : end - off);
 		ssize_t n;
 
 		if (use_cfr) {
@@ -524,8 +528,7 @@ static int rootdisk_target(const struct host_vm *vm, uint64_t *ret_image, uint64
 	if (st.st_size == 0)
 		return bg_errorf(err, EINVAL, "rootfs image '%s' is empty", vm->rootfs_image);
 	*ret_image = (uint64_t)st.st_size;
-	return host_rootdisk_size(*ret_image, vm->rootfs_size_mib, vm->rootfs_image, ret_size,
-				  err);
+	return host_rootdisk_size(*ret_image, vm->rootfs_size_mib, vm->rootfs_image, ret_size, err);
 }
 
 static char *tmp_path(const char *path)
@@ -683,8 +686,8 @@ static int rootdisk_dm_ensure(const struct host_vm *vm, uint64_t image_bytes, ui
 
 	/* The COW store: sparse, sized to hold every chunk; an existing one keeps its data. */
 	{
-		_cleanup_close_ int fd = open(vm->cow_disk,
-					      O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		_cleanup_close_ int fd =
+			open(vm->cow_disk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		struct stat st;
 
 		if (fd < 0)

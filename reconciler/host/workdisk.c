@@ -28,8 +28,7 @@ static int check_workdisk(const struct host_vm *vm, struct bg_err *err)
 	if (!vm || !host_valid_id(vm->id))
 		return bg_errorf(err, EINVAL, "invalid VM id '%s'", vm && vm->id ? vm->id : "");
 	if (vm->work_disk && vm->work_disk[0] != '/')
-		return bg_errorf(err, EINVAL, "vm %s: the work disk path must be absolute",
-				 vm->id);
+		return bg_errorf(err, EINVAL, "vm %s: the work disk path must be absolute", vm->id);
 	return 0;
 }
 
@@ -73,8 +72,10 @@ int host_workdisk_ensure(const struct host_vm *vm, struct bg_err *err)
 		goto fail;
 	}
 	{
-		const char *argv[] = { mke2fs, "-F", "-q", "-t", "ext4", "-E",
-				       "root_owner=0:0,lazy_itable_init=1", "--", tmp, NULL };
+		const char *argv[] = {
+			mke2fs, "-F", "-q", "-t", "ext4", "-E", "root_owner=0:0,lazy_itable_init=1",
+			"--",	tmp,  NULL
+		};
 		r = proc_run(argv, MKE2FS_TIMEOUT_MS, NULL, err);
 		if (r < 0)
 			goto fail;

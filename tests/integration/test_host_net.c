@@ -119,9 +119,9 @@ static void test_bridge_ensure(void **state)
 	host_bridge_mac(f->bridge, mac);
 	snprintf(macstr, sizeof(macstr), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2],
 		 mac[3], mac[4], mac[5]);
-	assert_int_equal(hosttest_sh("ip -o link show dev %s | grep -q 'link/ether %s'", f->bridge,
-				     macstr),
-			 0);
+	assert_int_equal(
+		hosttest_sh("ip -o link show dev %s | grep -q 'link/ether %s'", f->bridge, macstr),
+		0);
 
 	/* Twice: nothing changes. */
 	assert_int_equal(host_ops_linux.bridge_ensure(&f->net, &err), 0);
@@ -130,9 +130,9 @@ static void test_bridge_ensure(void **state)
 	assert_int_equal(addr_count(f->bridge, f->cidr), 1);
 
 	/* Address lost and link down: ensure repairs both. */
-	assert_int_equal(hosttest_sh("ip addr flush dev %s && ip link set %s down", f->bridge,
-				     f->bridge),
-			 0);
+	assert_int_equal(
+		hosttest_sh("ip addr flush dev %s && ip link set %s down", f->bridge, f->bridge),
+		0);
 	assert_int_equal(addr_count(f->bridge, f->cidr), 0);
 	assert_false(link_is_up(f->bridge));
 	assert_int_equal(host_ops_linux.bridge_ensure(&f->net, &err), 0);
@@ -158,8 +158,8 @@ static void test_bridge_refuses(void **state)
 	if (skip_reason)
 		skip();
 	/* An interface with the bridge's name that is not a bridge is not ours. */
-	assert_int_equal(hosttest_sh("ip link add %s type veth peer name %sp", f->bridge, f->bridge),
-			 0);
+	assert_int_equal(
+		hosttest_sh("ip link add %s type veth peer name %sp", f->bridge, f->bridge), 0);
 	assert_int_equal(host_ops_linux.bridge_ensure(&f->net, &err), -EEXIST);
 	assert_non_null(strstr(err.msg, "not a bridge"));
 	assert_int_equal(hosttest_sh("ip link del %s", f->bridge), 0);
@@ -190,9 +190,10 @@ static void check_tap(const char *tap, const char *bridge, unsigned int uid, uns
 	/* The same facts as the kernel shows them to everyone else. */
 	assert_int_equal(hosttest_sh("test \"$(cat /sys/class/net/%s/owner)\" = %u", tap, uid), 0);
 	assert_int_equal(hosttest_sh("test \"$(cat /sys/class/net/%s/group)\" = %u", tap, gid), 0);
-	assert_int_equal(hosttest_sh("test \"$(basename $(readlink /sys/class/net/%s/master))\" = %s",
-				     tap, bridge),
-			 0);
+	assert_int_equal(
+		hosttest_sh("test \"$(basename $(readlink /sys/class/net/%s/master))\" = %s", tap,
+			    bridge),
+		0);
 	assert_int_equal(hosttest_sh("ip -d link show %s | grep -q 'tun type tap'", tap), 0);
 }
 
@@ -222,7 +223,8 @@ static void test_tap_ensure_remove(void **state)
 	assert_int_equal(t1.index, t2.index);
 
 	/* Down and out of the bridge: repaired. Another owner: changed. */
-	assert_int_equal(hosttest_sh("ip link set %s nomaster && ip link set %s down", tap, tap), 0);
+	assert_int_equal(hosttest_sh("ip link set %s nomaster && ip link set %s down", tap, tap),
+			 0);
 	assert_int_equal(host_ops_linux.tap_ensure(&f->net, tap, 4321, 8765, &err), 0);
 	check_tap(tap, f->bridge, 4321, 8765);
 	assert_int_equal(host_link_get(tap, &t2, &err), 0);
@@ -293,8 +295,8 @@ static void test_tap_refuses(void **state)
 {
 	struct fixture *f = *state;
 	struct bg_err err = { 0 };
-	static const char *const bad[] = { "eth0", "bg1234567", "bgXYZXYZXY", "bg1234567;",
-					   "../bg12345678", "", "bg12345678a" };
+	static const char *const bad[] = { "eth0",	    "bg1234567", "bgXYZXYZXY", "bg1234567;",
+					   "../bg12345678", "",		 "bg12345678a" };
 	char tap[16];
 
 	if (skip_reason)
@@ -350,8 +352,8 @@ static void test_nat(void **state)
 	/* Twice: still one table with one rule. */
 	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), 0);
 	assert_int_equal(nft_table_count(table), 1);
-	assert_int_equal(hosttest_sh("test $(nft list table ip %s | grep -c masquerade) = 1", table),
-			 0);
+	assert_int_equal(
+		hosttest_sh("test $(nft list table ip %s | grep -c masquerade) = 1", table), 0);
 
 	/* Remove twice. */
 	assert_int_equal(host_ops_linux.nat_remove(&net, &err), 0);

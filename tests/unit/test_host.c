@@ -29,7 +29,7 @@ static void test_disk_mode_strings(void **state)
 	assert_string_equal(disk_mode_to_string(DISK_MODE_REFLINK), "reflink");
 	assert_string_equal(disk_mode_to_string(DISK_MODE_COPY), "copy");
 	assert_null(disk_mode_to_string(DISK_MODE_MAX));
-	assert_null(disk_mode_to_string((enum disk_mode)-1));
+	assert_null(disk_mode_to_string((enum disk_mode) - 1));
 	for (int m = 0; m < DISK_MODE_MAX; m++)
 		assert_int_equal(disk_mode_from_string(disk_mode_to_string(m)), m);
 	assert_int_equal(disk_mode_from_string("dm"), -EINVAL);
@@ -49,8 +49,8 @@ static void test_orphan_kind_strings(void **state)
 
 static void test_ids_and_tap_names(void **state)
 {
-	static const char *const bad_ids[] = { "", "0123456", "012345678", "0123456G",
-					       "0123456A", "../../..", "01234 67", "0123456-" };
+	static const char *const bad_ids[] = { "",	   "0123456",  "012345678", "0123456G",
+					       "0123456A", "../../..", "01234 67",  "0123456-" };
 	char tap[16];
 	const char *id;
 
@@ -77,9 +77,18 @@ static void test_ids_and_tap_names(void **state)
 static void test_ifnames(void **state)
 {
 	static const char *const good[] = { "banger0", "br-test", "a", "x_y.z", "abcdefghijklmno" };
-	static const char *const bad[] = { "",	     "-br",	 ".br",	    "..",
-					   "a/b",    "a b",	 "a;b",	    "a$b",
-					   "a\"b",   "a%d",	 "abcdefghijklmnop", "a\nb" };
+	static const char *const bad[] = { "",
+					   "-br",
+					   ".br",
+					   "..",
+					   "a/b",
+					   "a b",
+					   "a;b",
+					   "a$b",
+					   "a\"b",
+					   "a%d",
+					   "abcdefghijklmnop",
+					   "a\nb" };
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(good); i++)
@@ -123,19 +132,17 @@ static void test_snapshot_table(void **state)
 	char t[128];
 
 	(void)state;
-	assert_int_equal(host_dm_snapshot_table(2097152, "/dev/loop3", "/dev/loop4", t, sizeof(t),
-						&err),
-			 0);
+	assert_int_equal(
+		host_dm_snapshot_table(2097152, "/dev/loop3", "/dev/loop4", t, sizeof(t), &err), 0);
 	assert_string_equal(t, "0 2097152 snapshot /dev/loop3 /dev/loop4 P 8");
-	assert_int_equal(host_dm_snapshot_table(4194304, "253:7", "/dev/loop12", t, sizeof(t),
-						&err),
-			 0);
+	assert_int_equal(
+		host_dm_snapshot_table(4194304, "253:7", "/dev/loop12", t, sizeof(t), &err), 0);
 	assert_string_equal(t, "0 4194304 snapshot 253:7 /dev/loop12 P 8");
 	assert_int_equal(host_dm_snapshot_table(0, "/dev/loop3", "/dev/loop4", t, sizeof(t), &err),
 			 -EINVAL);
-	assert_int_equal(host_dm_snapshot_table(8, "/dev/loop3 x", "/dev/loop4", t, sizeof(t),
-						&err),
-			 -EINVAL);
+	assert_int_equal(
+		host_dm_snapshot_table(8, "/dev/loop3 x", "/dev/loop4", t, sizeof(t), &err),
+		-EINVAL);
 	assert_int_equal(host_dm_snapshot_table(8, "", "/dev/loop4", t, sizeof(t), &err), -EINVAL);
 	assert_int_equal(host_dm_snapshot_table(8, "/dev/loop3", "/dev/loop4", t, 10, &err),
 			 -ENAMETOOLONG);
@@ -194,10 +201,10 @@ static void test_cow_store_size(void **state)
 
 static void test_cidr(void **state)
 {
-	static const char *const bad[] = { "172.30.0.1",    "172.30.0.1/",   "172.30.0.1/0",
-					   "172.30.0.1/31", "172.30.0.1/33", "172.30.0.0/24",
-					   "172.30.0.255/24", "300.1.1.1/24", "a.b.c.d/24",
-					   "172.30.0.1/2x", "/24",	   "172.30.0.1/-1" };
+	static const char *const bad[] = { "172.30.0.1",      "172.30.0.1/",   "172.30.0.1/0",
+					   "172.30.0.1/31",   "172.30.0.1/33", "172.30.0.0/24",
+					   "172.30.0.255/24", "300.1.1.1/24",  "a.b.c.d/24",
+					   "172.30.0.1/2x",   "/24",	       "172.30.0.1/-1" };
 	struct bg_err err = { 0 };
 	uint32_t addr, net;
 	unsigned int prefix;
