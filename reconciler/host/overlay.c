@@ -543,11 +543,46 @@ static int unlink_missing_ok(const char *path, struct bg_err *err)
 	return 0;
 }
 
+enum cow_content {
+	COW_EMPTY,    /* first chunk all zero (or no data): a new snapshot store */
+	COW_SNAPSHOT, /* a dm-snapshot persistent store */
+	COW_DISK,     /* anything else: a whole disk, as copy/reflink mode make it */
+};
+
+/*
+ * What the per-VM file holds, from its first 4 KiB: a persistent snapshot
+ * store starts with the magic "SnAp" (0x70416e53, little endian); an ext4
+ * disk has its superblock at 1 KiB. A VM keeps the mode it was created in;
+ * this stops a later pass in another mode from destroying its data.
+ */
+static int cow_content(int fd, const char *path, enum cow_content *ret, struct bg_err *err)
+{
+	static const unsigned char magic[4] = { 0x53, 0x6e, 0x41, 0x70 };
+	unsigned char buf[4096];
+	ssize_t n = pread(fd, buf, sizeof(buf), 0);
+
+	if (n < 0)
+		return bg_error(err, errno, "read '%s'", path);
+	if (n >= 4 && memcmp(buf, magic, 4) == 0) {
+		*ret = COW_SNAPSHOT;
+		return 0;
+	}
+	*ret = COW_EMPTY;
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i]) {
+			*ret = COW_DISK;
+			break;
+		}
+	return 0;
+}
+
 /* Grow an existing regular file to at least size bytes. */
 static int grow_file(const char *path, uint64_t size, struct bg_err *err)
 {
 	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	enum cow_content content;
 	struct stat st;
+	int r;
 
 	if (fd < 0)
 		return bg_error(err, errno, "open '%s'", path);
@@ -555,6 +590,14 @@ static int grow_file(const char *path, uint64_t size, struct bg_err *err)
 		return bg_error(err, errno, "stat '%s'", path);
 	if (!S_ISREG(st.st_mode))
 		return bg_errorf(err, EINVAL, "'%s' is not a regular file", path);
+	r = cow_content(fd, path, &content, err);
+	if (r < 0)
+		return r;
+	if (content == COW_SNAPSHOT)
+		return bg_errorf(err, EINVAL,
+				 "'%s' is a dm-snapshot COW store: this VM was created in "
+				 "dm-snapshot mode",
+				 path);
 	if ((uint64_t)st.st_size < size && ftruncate(fd, (off_t)size) < 0)
 		return bg_error(err, errno, "grow '%s' to %llu bytes", path,
 				(unsigned long long)size);
@@ -690,10 +733,22 @@ static int rootdisk_dm_ensure(const struct host_vm *vm, uint64_t image_bytes, ui
 			open(vm->cow_disk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		struct stat st;
 
+		enum cow_content content;
+
 		if (fd < 0)
 			return bg_error(err, errno, "create COW file '%s'", vm->cow_disk);
 		if (fstat(fd, &st) < 0)
 			return bg_error(err, errno, "stat '%s'", vm->cow_disk);
+		if (!S_ISREG(st.st_mode))
+			return bg_errorf(err, EINVAL, "'%s' is not a regular file", vm->cow_disk);
+		r = cow_content(fd, vm->cow_disk, &content, err);
+		if (r < 0)
+			return r;
+		if (content == COW_DISK)
+			return bg_errorf(err, EINVAL,
+					 "'%s' holds a whole disk, not a dm-snapshot COW store: "
+					 "this VM was created in copy or reflink mode",
+					 vm->cow_disk);
 		if ((uint64_t)st.st_size < host_cow_store_size(size) &&
 		    ftruncate(fd, (off_t)host_cow_store_size(size)) < 0)
 			return bg_error(err, errno, "size COW file '%s'", vm->cow_disk);

@@ -317,6 +317,13 @@ static void test_copy_rootdisk_half_done(void **state)
 	assert_true(hosttest_files_equal(f->image, f->cow, 64 * MIB));
 	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
 
+	/* A dm-snapshot COW store (magic "SnAp") is never taken for a copied disk. */
+	test_write_file(f->cow, "SnAp");
+	assert_int_equal(host_ops_linux.rootdisk_ensure(&f->vm, DISK_MODE_COPY, &d, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "dm-snapshot mode"));
+	assert_int_equal(file_size(f->cow), 4);
+	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
+
 	/* Bad input is refused before anything is made. */
 	f->vm.id = "../../x";
 	assert_int_equal(host_ops_linux.rootdisk_ensure(&f->vm, DISK_MODE_COPY, &d, &err), -EINVAL);
