@@ -132,6 +132,13 @@ static int nl_run(struct nl *nl, struct nlmsghdr *nh, int (*cb)(const struct nlm
 			if (m->nlmsg_flags & NLM_F_DUMP_INTR)
 				intr = true;
 			if (m->nlmsg_type == NLMSG_DONE) {
+				int done_err = 0;
+
+				/* A dump that failed part-way says so in NLMSG_DONE. */
+				if (mnl_nlmsg_get_payload_len(m) >= sizeof(int))
+					memcpy(&done_err, mnl_nlmsg_get_payload(m), sizeof(int));
+				if (done_err < 0)
+					return bg_error(err, done_err, "%s", what);
 				if (intr)
 					return -EAGAIN;
 				return 0;

@@ -610,17 +610,19 @@ static int rootdisk_file_ensure(const struct host_vm *vm, enum disk_mode mode, u
 {
 	_cleanup_free_ char *tmp = tmp_path(vm->cow_disk);
 	_cleanup_close_ int src = -1, dst = -1;
+	struct host_disk disk = { .mode = mode };
 	bool cloned = false;
 	struct stat st;
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
-	snprintf(ret->path, sizeof(ret->path), "%s", vm->cow_disk);
-	ret->mode = mode;
+	snprintf(disk.path, sizeof(disk.path), "%s", vm->cow_disk);
 	if (lstat(vm->cow_disk, &st) == 0) {
 		/* Made by an earlier pass: keep its contents, grow it if the spec grew. */
 		r = grow_file(vm->cow_disk, size, err);
-		return r < 0 ? bg_err_wrap(err, "vm %s: root disk", vm->id) : 0;
+		if (r < 0)
+			return bg_err_wrap(err, "vm %s: root disk", vm->id);
+		*ret = disk;
+		return 0;
 	}
 	if (errno != ENOENT)
 		return bg_error(err, errno, "vm %s: root disk '%s'", vm->id, vm->cow_disk);
@@ -655,7 +657,8 @@ static int rootdisk_file_ensure(const struct host_vm *vm, enum disk_mode mode, u
 		goto fail;
 	}
 	(void)fs_fsync_parent(vm->cow_disk, NULL);
-	ret->mode = cloned ? DISK_MODE_REFLINK : DISK_MODE_COPY;
+	disk.mode = cloned ? DISK_MODE_REFLINK : DISK_MODE_COPY;
+	*ret = disk;
 	return 0;
 fail:
 	(void)unlink(tmp);
@@ -668,16 +671,15 @@ static int dm_describe(const struct host_vm *vm, const char *name, const char *b
 {
 	_cleanup_strv_free_ char **deps = NULL;
 	_cleanup_free_ char *cow = NULL;
+	struct host_disk disk = { .mode = DISK_MODE_DM_SNAPSHOT };
 	struct dm_info base;
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
-	ret->mode = DISK_MODE_DM_SNAPSHOT;
-	snprintf(ret->path, sizeof(ret->path), "/dev/mapper/%s", name);
-	snprintf(ret->dm_name, sizeof(ret->dm_name), "%s", name);
 	r = dm_deps(name, &deps, err);
 	if (r < 0)
 		return r;
+	snprintf(disk.path, sizeof(disk.path), "/dev/mapper/%s", name);
+	snprintf(disk.dm_name, sizeof(disk.dm_name), "%s", name);
 	/* The COW loop is the one backed by our file; the other dep is the origin. */
 	cow = realpath(vm->cow_disk, NULL);
 	for (char **d = deps; *d; d++) {
@@ -687,16 +689,17 @@ static int dm_describe(const struct host_vm *vm, const char *name, const char *b
 			continue;
 		if (host_loop_backing(loop, backing, sizeof(backing)) == 0 && cow &&
 		    strcmp(backing, cow) == 0)
-			snprintf(ret->cow_loop, sizeof(ret->cow_loop), "%s", loop);
+			snprintf(disk.cow_loop, sizeof(disk.cow_loop), "%s", loop);
 		else
-			snprintf(ret->base_loop, sizeof(ret->base_loop), "%s", loop);
+			snprintf(disk.base_loop, sizeof(disk.base_loop), "%s", loop);
 	}
-	if (!ret->base_loop[0] && dm_info(base_name, &base, NULL) == 0 && base.exists) {
+	if (!disk.base_loop[0] && dm_info(base_name, &base, NULL) == 0 && base.exists) {
 		_cleanup_strv_free_ char **bdeps = NULL;
 
 		if (dm_deps(base_name, &bdeps, NULL) == 0 && bdeps[0])
-			(void)devno_to_loop(bdeps[0], ret->base_loop);
+			(void)devno_to_loop(bdeps[0], disk.base_loop);
 	}
+	*ret = disk;
 	return 0;
 }
 
