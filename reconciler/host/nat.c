@@ -21,7 +21,6 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
-#include "common/fs.h"
 #include "common/proc.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
