@@ -68,15 +68,15 @@ struct kh_key {
 
 /* One line as the iterator reports it. Everything is borrowed for the callback. */
 struct kh_line {
-	unsigned lineno;	/* 1-based */
-	const char *raw;	/* the line's bytes without its '\n' */
+	unsigned lineno; /* 1-based */
+	const char *raw; /* the line's bytes without its '\n' */
 	size_t raw_len;
-	bool has_newline;	/* false only for a last line without '\n' */
+	bool has_newline; /* false only for a last line without '\n' */
 	enum kh_line_status status;
 	enum kh_marker marker;
-	uint32_t match;		/* bit i: query i matches the host field (wildcards too) */
-	uint32_t exact;		/* bit i: query i is named literally or by its hash */
-	const char *why;	/* INVALID: the reason */
+	uint32_t match;		  /* bit i: query i matches the host field (wildcards too) */
+	uint32_t exact;		  /* bit i: query i is named literally or by its hash */
+	const char *why;	  /* INVALID: the reason */
 	const struct kh_key *key; /* VALID: the key */
 };
 
@@ -109,8 +109,7 @@ static bool wire_string(struct wire *w, const uint8_t **ret, size_t *ret_len)
 
 	if (w->n < 4)
 		return false;
-	len = (uint32_t)w->p[0] << 24 | (uint32_t)w->p[1] << 16 | (uint32_t)w->p[2] << 8 |
-	      w->p[3];
+	len = (uint32_t)w->p[0] << 24 | (uint32_t)w->p[1] << 16 | (uint32_t)w->p[2] << 8 | w->p[3];
 	if (len > w->n - 4)
 		return false;
 	*ret = w->p + 4;
@@ -176,7 +175,14 @@ static bool wire_mpint(struct wire *w, struct buf *b, size_t *ret_bits)
 	return true;
 }
 
-enum kh_keykind { KT_ED25519, KT_SK_ED25519, KT_ECDSA, KT_SK_ECDSA, KT_RSA, KT_DSA };
+enum kh_keykind {
+	KT_ED25519,
+	KT_SK_ED25519,
+	KT_ECDSA,
+	KT_SK_ECDSA,
+	KT_RSA,
+	KT_DSA
+};
 
 static const struct kh_keytype {
 	const char *name; /* as in the blob and the type field */
@@ -197,7 +203,8 @@ static const struct kh_keytype {
 static const struct kh_keytype *keytype_find(const uint8_t *name, size_t len)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(kh_keytypes); i++)
-		if (strlen(kh_keytypes[i].name) == len && memcmp(kh_keytypes[i].name, name, len) == 0)
+		if (strlen(kh_keytypes[i].name) == len &&
+		    memcmp(kh_keytypes[i].name, name, len) == 0)
 			return &kh_keytypes[i];
 	return NULL;
 }
@@ -395,7 +402,8 @@ static int match_pattern_list(const char *s, size_t sn, const char *pat, size_t 
 			if (neg)
 				return -1;
 			positive = true;
-			if (!memchr(pat + start, '*', i - start) && !memchr(pat + start, '?', i - start))
+			if (!memchr(pat + start, '*', i - start) &&
+			    !memchr(pat + start, '?', i - start))
 				exact = true;
 		}
 		if (i < pn)
@@ -625,12 +633,12 @@ static int kh_foreach(const char *data, size_t len, char *const *queries, size_t
 
 /* What the lines say about one query name (first line of each kind). */
 struct kh_query_state {
-	unsigned ok_line;	/* a plain line with the offered key */
-	unsigned revoked_line;	/* an @revoked line with the offered key */
-	unsigned changed_line;	/* a plain line with another key */
+	unsigned ok_line;      /* a plain line with the offered key */
+	unsigned revoked_line; /* an @revoked line with the offered key */
+	unsigned changed_line; /* a plain line with another key */
 	char changed_type[64];
 	char changed_fp[128];
-	unsigned bad_line;	/* an unparsable plain line naming the host */
+	unsigned bad_line; /* an unparsable plain line naming the host */
 	const char *bad_why;
 };
 
@@ -661,8 +669,8 @@ static int check_line(const struct kh_line *l, void *arg)
 		 * "new". A last line without its newline is a torn append.
 		 */
 		if (!l->match || l->marker != KH_MARKER_NONE || !l->has_newline) {
-			log_debug("known_hosts %s:%u: skipping invalid line (%s)", c->path, l->lineno,
-				  l->why);
+			log_debug("known_hosts %s:%u: skipping invalid line (%s)", c->path,
+				  l->lineno, l->why);
 			return 0;
 		}
 		for (size_t i = 0; i < c->nq; i++) {
@@ -744,8 +752,7 @@ static void queries_free(char **q, size_t n)
 		free(q[i]);
 }
 
-static int queries_make(const char *const *hosts, size_t n, int port, char **q,
-			struct bg_err *err)
+static int queries_make(const char *const *hosts, size_t n, int port, char **q, struct bg_err *err)
 {
 	if (n == 0 || n > KH_MAX_QUERIES)
 		return bg_errorf(err, EINVAL, "known_hosts: between 1 and %d host names needed",
@@ -832,8 +839,8 @@ int known_hosts_check_buffer(const char *data, size_t data_len, const char *host
 	return r;
 }
 
-int known_hosts_check(const char *path, const char *host, int port, const uint8_t *blob,
-		      size_t len, struct kh_match *ret_match, struct bg_err *err)
+int known_hosts_check(const char *path, const char *host, int port, const uint8_t *blob, size_t len,
+		      struct kh_match *ret_match, struct bg_err *err)
 {
 	_cleanup_free_ char *data = NULL;
 	size_t data_len = 0;
@@ -918,7 +925,8 @@ static int kh_append(const char *path, const char *line, struct bg_err *err)
 		fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		if (fd >= 0 || errno != ENOENT)
 			break;
-		fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+		fd = open(path,
+			  O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
 			  0600);
 		if (fd >= 0) {
 			created = true;
@@ -960,9 +968,8 @@ static int kh_append(const char *path, const char *line, struct bg_err *err)
 	return 0;
 }
 
-static int verdict_error(const char *path, const char *host, const char *query,
-			 enum kh_verdict v, const struct kh_key *offered, const struct kh_match *m,
-			 struct bg_err *err)
+static int verdict_error(const char *path, const char *host, const char *query, enum kh_verdict v,
+			 const struct kh_key *offered, const struct kh_match *m, struct bg_err *err)
 {
 	char fp[128];
 
@@ -990,9 +997,8 @@ static int verdict_error(const char *path, const char *host, const char *query,
  * Check every query against the file; fail on the first CHANGED/REVOKED.
  * ret_new (may be NULL) gets a bit per query that is NEW.
  */
-static int verify_all(const char *path, const char *const *hosts, char *const *queries,
-		      size_t nq, const struct kh_key *offered, uint32_t *ret_new,
-		      struct bg_err *err)
+static int verify_all(const char *path, const char *const *hosts, char *const *queries, size_t nq,
+		      const struct kh_key *offered, uint32_t *ret_new, struct bg_err *err)
 {
 	_cleanup_free_ char *data = NULL;
 	_cleanup_free_ struct check_ctx *c = xmalloc(sizeof(*c));

@@ -11,7 +11,8 @@
 #include "reconciler/guest/known_hosts.c"
 
 /* An ed25519 public key blob (tests/unit/data/known_hosts/key_a.pub). */
-static const char offered_b64[] = "AAAAC3NzaC1lZDI1NTE5AAAAIKceyvuO6yXTJ/OpD4608zv1W9EryHmwUR3JvAOQUwnB";
+static const char offered_b64[] =
+	"AAAAC3NzaC1lZDI1NTE5AAAAIKceyvuO6yXTJ/OpD4608zv1W9EryHmwUR3JvAOQUwnB";
 
 static int count_named(const struct kh_line *l, void *arg)
 {
@@ -40,8 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t h = 0; h < 2; h++)
 		for (size_t p = 0; p < 2; p++) {
 			struct kh_match m;
-			int r = known_hosts_check_buffer((const char *)data, size, hosts[h], ports[p],
-							 blob, blob_len, &m, NULL);
+			int r = known_hosts_check_buffer((const char *)data, size, hosts[h],
+							 ports[p], blob, blob_len, &m, NULL);
 
 			if (r < 0 || r >= KH_VERDICT_MAX)
 				abort();

@@ -237,12 +237,18 @@ struct kh_query_case {
 	int port;
 	char key; /* 'A'..'E' */
 	enum kh_verdict want;
-	unsigned line;	/* expected kh_match.line (0: NEW) */
-	bool stricter;	/* we deliberately refuse where OpenSSH would skip: no oracle */
+	unsigned line; /* expected kh_match.line (0: NEW) */
+	bool stricter; /* we deliberately refuse where OpenSSH would skip: no oracle */
 };
 
-#define Q(h, p, k, v, l) { .host = h, .port = p, .key = k, .want = v, .line = l, .stricter = false }
-#define QS(h, p, k, v, l) { .host = h, .port = p, .key = k, .want = v, .line = l, .stricter = true }
+#define Q(h, p, k, v, l)                                                                \
+	{                                                                               \
+		.host = h, .port = p, .key = k, .want = v, .line = l, .stricter = false \
+	}
+#define QS(h, p, k, v, l)                                                              \
+	{                                                                              \
+		.host = h, .port = p, .key = k, .want = v, .line = l, .stricter = true \
+	}
 
 struct kh_fixture {
 	const char *name;
@@ -251,108 +257,122 @@ struct kh_fixture {
 };
 
 static const struct kh_fixture fixtures[] = {
-	{ "basic", "web.vm {A}\n",
-	  { Q("web.vm", 22, 'A', KH_OK, 1),
-	    Q("web.vm", 22, 'B', KH_CHANGED, 1),
+	{ "basic",
+	  "web.vm {A}\n",
+	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("web.vm", 22, 'B', KH_CHANGED, 1),
 	    Q("web.vm", 22, 'C', KH_CHANGED, 1), /* another key TYPE is a change */
-	    Q("web.vm", 22, 'D', KH_CHANGED, 1),
-	    Q("other.vm", 22, 'A', KH_NEW, 0),
+	    Q("web.vm", 22, 'D', KH_CHANGED, 1), Q("other.vm", 22, 'A', KH_NEW, 0),
 	    Q("web", 22, 'A', KH_NEW, 0) } },
-	{ "two-keys-of-two-types", "web.vm {C}\nweb.vm {A}\n",
-	  { Q("web.vm", 22, 'A', KH_OK, 2),
-	    Q("web.vm", 22, 'C', KH_OK, 1),
+	{ "two-keys-of-two-types",
+	  "web.vm {C}\nweb.vm {A}\n",
+	  { Q("web.vm", 22, 'A', KH_OK, 2), Q("web.vm", 22, 'C', KH_OK, 1),
 	    Q("web.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "other-curve-is-a-change", "web.vm {E}\n",
+	{ "other-curve-is-a-change",
+	  "web.vm {E}\n",
 	  { Q("web.vm", 22, 'C', KH_CHANGED, 1), Q("web.vm", 22, 'E', KH_OK, 1) } },
-	{ "revoked-only", "@revoked web.vm {A}\n",
+	{ "revoked-only",
+	  "@revoked web.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_REVOKED, 1), Q("web.vm", 22, 'B', KH_NEW, 0) } },
-	{ "revoked-and-plain", "web.vm {A}\n@revoked web.vm {A}\n",
+	{ "revoked-and-plain",
+	  "web.vm {A}\n@revoked web.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_REVOKED, 2), Q("web.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "revoked-wildcard", "@revoked * {A}\nweb.vm {A}\n10.0.0.5 {A}\n",
-	  { Q("web.vm", 22, 'A', KH_REVOKED, 1),
-	    Q("10.0.0.5", 22, 'A', KH_REVOKED, 1),
+	{ "revoked-wildcard",
+	  "@revoked * {A}\nweb.vm {A}\n10.0.0.5 {A}\n",
+	  { Q("web.vm", 22, 'A', KH_REVOKED, 1), Q("10.0.0.5", 22, 'A', KH_REVOKED, 1),
 	    Q("web.vm", 22, 'B', KH_CHANGED, 2) } },
-	{ "port-entry-only", "[web.vm]:2222 {A}\n",
+	{ "port-entry-only",
+	  "[web.vm]:2222 {A}\n",
 	  { Q("web.vm", 22, 'A', KH_NEW, 0), /* no fallback from host to [host]:port */
-	    Q("web.vm", 2222, 'A', KH_OK, 1),
-	    Q("web.vm", 2222, 'B', KH_CHANGED, 1),
+	    Q("web.vm", 2222, 'A', KH_OK, 1), Q("web.vm", 2222, 'B', KH_CHANGED, 1),
 	    Q("web.vm", 2200, 'A', KH_NEW, 0) } },
-	{ "plain-entry-only", "web.vm {A}\n",
+	{ "plain-entry-only",
+	  "web.vm {A}\n",
 	  { Q("web.vm", 2222, 'A', KH_NEW, 0), /* ...nor from [host]:port to host */
 	    Q("web.vm", 0, 'A', KH_OK, 1) } },
-	{ "port-and-plain-disagree", "[10.0.0.5]:2222 {C}\n10.0.0.5 {A}\n",
+	{ "port-and-plain-disagree",
+	  "[10.0.0.5]:2222 {C}\n10.0.0.5 {A}\n",
 	  { Q("10.0.0.5", 2222, 'A', KH_CHANGED, 1), Q("10.0.0.5", 22, 'A', KH_OK, 2) } },
-	{ "hashed-ours", "{H:web.vm} {A}\n{H:[web.vm]:2222} {B}\n",
-	  { Q("web.vm", 22, 'A', KH_OK, 1),
-	    Q("web.vm", 22, 'B', KH_CHANGED, 1),
-	    Q("web.vm", 2222, 'B', KH_OK, 2),
-	    Q("web.vm", 2222, 'A', KH_CHANGED, 2),
+	{ "hashed-ours",
+	  "{H:web.vm} {A}\n{H:[web.vm]:2222} {B}\n",
+	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("web.vm", 22, 'B', KH_CHANGED, 1),
+	    Q("web.vm", 2222, 'B', KH_OK, 2), Q("web.vm", 2222, 'A', KH_CHANGED, 2),
 	    Q("other.vm", 22, 'A', KH_NEW, 0) } },
 	{ "hashed-bad-salt-skipped",
 	  "|1|AAAA|AAAA {B}\n|1|!!!!|x {B}\n|1|nohash {B}\nweb.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 4), Q("web.vm", 22, 'B', KH_CHANGED, 4) } },
-	{ "negation", "*.vm,!web.vm {A}\n",
-	  { Q("web.vm", 22, 'A', KH_NEW, 0),
-	    Q("db.vm", 22, 'A', KH_OK, 1),
+	{ "negation",
+	  "*.vm,!web.vm {A}\n",
+	  { Q("web.vm", 22, 'A', KH_NEW, 0), Q("db.vm", 22, 'A', KH_OK, 1),
 	    Q("db.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "negation-first", "!web.vm,*.vm {A}\nweb.vm {B}\n",
-	  { Q("web.vm", 22, 'B', KH_OK, 2),
-	    Q("web.vm", 22, 'A', KH_CHANGED, 2),
+	{ "negation-first",
+	  "!web.vm,*.vm {A}\nweb.vm {B}\n",
+	  { Q("web.vm", 22, 'B', KH_OK, 2), Q("web.vm", 22, 'A', KH_CHANGED, 2),
 	    Q("db.vm", 22, 'A', KH_OK, 1) } },
-	{ "wildcards", "*.vm {A}\n10.0.0.? {B}\n",
-	  { Q("db.vm", 22, 'A', KH_OK, 1),
-	    Q("10.0.0.7", 22, 'B', KH_OK, 2),
-	    Q("10.0.0.17", 22, 'B', KH_NEW, 0),
-	    Q("xvm", 22, 'A', KH_NEW, 0),
+	{ "wildcards",
+	  "*.vm {A}\n10.0.0.? {B}\n",
+	  { Q("db.vm", 22, 'A', KH_OK, 1), Q("10.0.0.7", 22, 'B', KH_OK, 2),
+	    Q("10.0.0.17", 22, 'B', KH_NEW, 0), Q("xvm", 22, 'A', KH_NEW, 0),
 	    Q("a.b.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "case-insensitive", "WEB.VM {A}\n[DB.Vm]:2222 {B}\n",
-	  { Q("web.vm", 22, 'A', KH_OK, 1),
-	    Q("Web.Vm", 22, 'A', KH_OK, 1),
+	{ "case-insensitive",
+	  "WEB.VM {A}\n[DB.Vm]:2222 {B}\n",
+	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("Web.Vm", 22, 'A', KH_OK, 1),
 	    Q("db.vm", 2222, 'B', KH_OK, 2) } },
-	{ "cert-authority-ignored", "@cert-authority *.vm {A}\n",
+	{ "cert-authority-ignored",
+	  "@cert-authority *.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_NEW, 0), Q("web.vm", 22, 'B', KH_NEW, 0) } },
-	{ "cert-authority-and-plain", "@cert-authority *.vm {B}\nweb.vm {A}\n",
+	{ "cert-authority-and-plain",
+	  "@cert-authority *.vm {B}\nweb.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 2), Q("web.vm", 22, 'B', KH_CHANGED, 2) } },
 	{ "corrupt-line-before-pin",
 	  "web.vm ssh-ed25519 AAAAgarbage!\nweb.vm ssh-ed25519 {AX}\nweb.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 3), Q("web.vm", 22, 'B', KH_CHANGED, 3) } },
-	{ "corrupt-only-line-is-not-new", "web.vm ssh-ed25519 AAAA\n",
+	{ "corrupt-only-line-is-not-new",
+	  "web.vm ssh-ed25519 AAAA\n",
 	  { QS("web.vm", 22, 'A', KH_CHANGED, 1), Q("db.vm", 22, 'A', KH_NEW, 0) } },
 	{ "bad-markers-skipped",
 	  "@foo web.vm {A}\n@revoked @revoked web.vm {A}\n@revoked\tweb.vm {A}\nweb.vm {B}\n",
 	  { Q("web.vm", 22, 'A', KH_CHANGED, 4), Q("web.vm", 22, 'B', KH_OK, 4) } },
-	{ "type-field-disagrees-with-blob", "web.vm ecdsa-sha2-nistp256 {A64}\nweb.vm {A}\n",
+	{ "type-field-disagrees-with-blob",
+	  "web.vm ecdsa-sha2-nistp256 {A64}\nweb.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 2), Q("web.vm", 22, 'B', KH_CHANGED, 2) } },
-	{ "type-mismatch-alone", "web.vm ecdsa-sha2-nistp256 {A64}\nweb.vm ED25519 {A64}\n",
+	{ "type-mismatch-alone",
+	  "web.vm ecdsa-sha2-nistp256 {A64}\nweb.vm ED25519 {A64}\n",
 	  { QS("web.vm", 22, 'A', KH_CHANGED, 1) } },
-	{ "rsa-signature-name-in-type-field", "web.vm rsa-sha2-256 {D64}\n",
+	{ "rsa-signature-name-in-type-field",
+	  "web.vm rsa-sha2-256 {D64}\n",
 	  { Q("web.vm", 22, 'D', KH_OK, 1), Q("web.vm", 22, 'A', KH_CHANGED, 1) } },
-	{ "5000-char-line", "web.vm {A} {LONG:5000}\n",
+	{ "5000-char-line",
+	  "web.vm {A} {LONG:5000}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("web.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "over-long-line-of-another-host", "db.vm {B} {LONG:70000}\nweb.vm {A}\n",
+	{ "over-long-line-of-another-host",
+	  "db.vm {B} {LONG:70000}\nweb.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 2), QS("db.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "no-trailing-newline", "web.vm {A}",
+	{ "no-trailing-newline",
+	  "web.vm {A}",
 	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("web.vm", 22, 'B', KH_CHANGED, 1) } },
-	{ "torn-last-line-skipped", "web.vm {A}\ndb.vm ssh-ed25519 AAAAC3NzaC1lZDI1",
+	{ "torn-last-line-skipped",
+	  "web.vm {A}\ndb.vm ssh-ed25519 AAAAC3NzaC1lZDI1",
 	  { Q("db.vm", 22, 'A', KH_NEW, 0), Q("web.vm", 22, 'A', KH_OK, 1) } },
-	{ "crlf", "\r\nweb.vm {A}\r\ndb.vm {B} a comment\r\n",
+	{ "crlf",
+	  "\r\nweb.vm {A}\r\ndb.vm {B} a comment\r\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 2), Q("db.vm", 22, 'B', KH_OK, 3) } },
-	{ "comments-blanks-whitespace", "# web.vm {B}\n   # x\n\n \t web.vm\t{A} c\n",
+	{ "comments-blanks-whitespace",
+	  "# web.vm {B}\n   # x\n\n \t web.vm\t{A} c\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 4), Q("web.vm", 22, 'B', KH_CHANGED, 4) } },
-	{ "comma-list", "10.0.0.5,web.vm {A}\n",
+	{ "comma-list",
+	  "10.0.0.5,web.vm {A}\n",
 	  { Q("web.vm", 22, 'A', KH_OK, 1), Q("10.0.0.5", 22, 'A', KH_OK, 1) } },
-	{ "nul-ends-the-line", "web.vm {A}{NUL}junk\n",
-	  { Q("web.vm", 22, 'A', KH_OK, 1) } },
-	{ "subpattern-too-long", "{LONG:1100},web.vm {A}\n",
-	  { Q("web.vm", 22, 'A', KH_NEW, 0) } },
-	{ "truncated-before-key", "web.vm\nweb.vm #ssh-ed25519 {A64}\n*.db {B}\n",
+	{ "nul-ends-the-line", "web.vm {A}{NUL}junk\n", { Q("web.vm", 22, 'A', KH_OK, 1) } },
+	{ "subpattern-too-long", "{LONG:1100},web.vm {A}\n", { Q("web.vm", 22, 'A', KH_NEW, 0) } },
+	{ "truncated-before-key",
+	  "web.vm\nweb.vm #ssh-ed25519 {A64}\n*.db {B}\n",
 	  { QS("web.vm", 22, 'A', KH_CHANGED, 1), Q("x.db", 22, 'B', KH_OK, 3) } },
-	{ "ipv6", "[::1]:2222 {A}\n::1 {B}\n",
+	{ "ipv6",
+	  "[::1]:2222 {A}\n::1 {B}\n",
 	  { Q("::1", 2222, 'A', KH_OK, 1), Q("::1", 22, 'B', KH_OK, 2) } },
 };
 
-static void run_fixture(const struct kh_fixture *fx, const char *path, const char *data,
-			size_t len)
+static void run_fixture(const struct kh_fixture *fx, const char *path, const char *data, size_t len)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(fx->q) && fx->q[i].host; i++) {
 		const struct kh_query_case *qc = &fx->q[i];
@@ -437,8 +457,8 @@ static void test_table_hashed_by_ssh_keygen(void **state)
 			struct kh_match m;
 			int r;
 
-			r = known_hosts_check(path, qc->host, qc->port, key_blob[k], key_blob_len[k],
-					      &m, &err);
+			r = known_hosts_check(path, qc->host, qc->port, key_blob[k],
+					      key_blob_len[k], &m, &err);
 			if (r != (int)qc->want)
 				fail_msg("hashed fixture '%s': %s key %c: got %d want %s", fx->name,
 					 qc->host, qc->key, r, kh_verdict_to_string(qc->want));
@@ -480,9 +500,8 @@ static void test_pin_new_then_ok_then_mitm(void **state)
 	struct stat st;
 
 	(void)state;
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0],
-						&err),
-			 0);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err), 0);
 	assert_int_equal(stat(dir, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0700);
 	assert_int_equal(stat(path, &st), 0);
@@ -499,9 +518,8 @@ static void test_pin_new_then_ok_then_mitm(void **state)
 	assert_ssh_keygen_finds(path, "web-2.vm", false);
 
 	/* Second time: OK, nothing appended. */
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0],
-						&err),
-			 0);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err), 0);
 	free(data);
 	data = read_all(path, NULL);
 	assert_int_equal(count_lines(data), 1);
@@ -510,9 +528,9 @@ static void test_pin_new_then_ok_then_mitm(void **state)
 	known_hosts_fingerprint(key_blob[0], key_blob_len[0], fp_a);
 	known_hosts_fingerprint(key_blob[1], key_blob_len[1], fp_b);
 	known_hosts_fingerprint(key_blob[2], key_blob_len[2], fp_c);
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 2, 22, key_blob[1], key_blob_len[1],
-						&err),
-			 -EKEYREJECTED);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[1], key_blob_len[1], &err),
+		-EKEYREJECTED);
 	assert_non_null(strstr(err.msg, "possible MITM"));
 	assert_non_null(strstr(err.msg, "172.30.0.10"));
 	assert_non_null(strstr(err.msg, fp_a));
@@ -521,9 +539,9 @@ static void test_pin_new_then_ok_then_mitm(void **state)
 
 	/* Another key type (ecdsa after an ed25519 pin) is a change too. */
 	bg_err_clear(&err);
-	assert_int_equal(known_hosts_verify_pin(path, hosts + 1, 1, 22, key_blob[2],
-						key_blob_len[2], &err),
-			 -EKEYREJECTED);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts + 1, 1, 22, key_blob[2], key_blob_len[2], &err),
+		-EKEYREJECTED);
 	assert_non_null(strstr(err.msg, "possible MITM"));
 	assert_non_null(strstr(err.msg, "web-1.vm"));
 	assert_non_null(strstr(err.msg, fp_c));
@@ -563,9 +581,8 @@ static void test_pin_partial_and_port(void **state)
 	want = xasprintf("db.vm %s\n", key_line[0]);
 	write_bytes(path, want, strlen(want));
 	/* db.vm is pinned, the IP is new: only the IP is appended. */
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0],
-						&err),
-			 0);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err), 0);
 	/* A non-22 port pins "[host]:port", never the plain name. */
 	assert_int_equal(known_hosts_verify_pin(path, hosts + 1, 1, 2222, key_blob[1],
 						key_blob_len[1], &err),
@@ -576,12 +593,12 @@ static void test_pin_partial_and_port(void **state)
 			 key_line[1]);
 	assert_string_equal(data, want);
 	assert_ssh_keygen_finds(path, "[db.vm]:2222", true);
-	assert_int_equal(known_hosts_check(path, "db.vm", 2222, key_blob[1], key_blob_len[1], NULL,
-					   &err),
-			 KH_OK);
-	assert_int_equal(known_hosts_check(path, "db.vm", 22, key_blob[1], key_blob_len[1], NULL,
-					   &err),
-			 KH_CHANGED);
+	assert_int_equal(
+		known_hosts_check(path, "db.vm", 2222, key_blob[1], key_blob_len[1], NULL, &err),
+		KH_OK);
+	assert_int_equal(
+		known_hosts_check(path, "db.vm", 22, key_blob[1], key_blob_len[1], NULL, &err),
+		KH_CHANGED);
 }
 
 static void test_pin_appends_after_missing_newline(void **state)
@@ -594,9 +611,8 @@ static void test_pin_appends_after_missing_newline(void **state)
 	(void)state;
 	first = xasprintf("# keep me\nweb.vm %s", key_line[0]);
 	write_bytes(path, first, strlen(first));
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 1, 22, key_blob[1], key_blob_len[1],
-						&err),
-			 0);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 1, 22, key_blob[1], key_blob_len[1], &err), 0);
 	data = read_all(path, NULL);
 	want = xasprintf("%s\nother.vm %s\n", first, key_line[1]);
 	assert_string_equal(data, want);
@@ -616,9 +632,9 @@ static void test_pin_revoked(void **state)
 	data = xasprintf("web.vm %s\n@revoked * %s\n", key_line[0], key_line[0]);
 	write_bytes(path, data, strlen(data));
 	known_hosts_fingerprint(key_blob[0], key_blob_len[0], fp);
-	assert_int_equal(known_hosts_verify_pin(path, hosts, 1, 22, key_blob[0], key_blob_len[0],
-						&err),
-			 -EKEYREJECTED);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 1, 22, key_blob[0], key_blob_len[0], &err),
+		-EKEYREJECTED);
 	assert_non_null(strstr(err.msg, "possible MITM"));
 	assert_non_null(strstr(err.msg, "revoked"));
 	assert_non_null(strstr(err.msg, fp));
@@ -635,8 +651,8 @@ static void test_pin_unreadable_is_not_new(void **state)
 	(void)state;
 	/* A path we cannot read as a file: an error, never TOFU. */
 	assert_int_equal(mkdir(path, 0700), 0);
-	assert_true(known_hosts_verify_pin(path, hosts, 1, 22, key_blob[0], key_blob_len[0],
-					   &err) < 0);
+	assert_true(known_hosts_verify_pin(path, hosts, 1, 22, key_blob[0], key_blob_len[0], &err) <
+		    0);
 	assert_true(known_hosts_check(path, "web.vm", 22, key_blob[0], key_blob_len[0], NULL,
 				      &err) < 0);
 	/* Over the size cap: an error too. */
@@ -644,12 +660,12 @@ static void test_pin_unreadable_is_not_new(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, KH_FILE_MAX + 1), 0);
 	close(fd);
-	assert_int_equal(known_hosts_check(big, "web.vm", 22, key_blob[0], key_blob_len[0], NULL,
-					   &err),
-			 -EFBIG);
-	assert_int_equal(known_hosts_verify_pin(big, hosts, 1, 22, key_blob[0], key_blob_len[0],
-						&err),
-			 -EFBIG);
+	assert_int_equal(
+		known_hosts_check(big, "web.vm", 22, key_blob[0], key_blob_len[0], NULL, &err),
+		-EFBIG);
+	assert_int_equal(
+		known_hosts_verify_pin(big, hosts, 1, 22, key_blob[0], key_blob_len[0], &err),
+		-EFBIG);
 	unlink(big);
 }
 
@@ -665,9 +681,9 @@ static void test_bad_inputs(void **state)
 		assert_int_equal(known_hosts_verify_pin(path, &bad_hosts[i], 1, 22, key_blob[0],
 							key_blob_len[0], &err),
 				 -EINVAL);
-	assert_int_equal(known_hosts_check(path, "web.vm", 70000, key_blob[0], key_blob_len[0],
-					   NULL, &err),
-			 -EINVAL);
+	assert_int_equal(
+		known_hosts_check(path, "web.vm", 70000, key_blob[0], key_blob_len[0], NULL, &err),
+		-EINVAL);
 	assert_int_equal(known_hosts_check(path, "web.vm", 22, junk, sizeof(junk), NULL, &err),
 			 -EINVAL);
 	assert_false(fs_exists(path));
@@ -726,7 +742,8 @@ static void test_remove_keeps_everything_else(void **state)
 		       "172.30.0.10 %s a comment\n"
 		       "web.vm %s",
 		       key_line[0], key_line[1], key_line[2], key_line[3], h_web, key_line[0], h_db,
-		       key_line[1], key_line[0], key_line[1], key_line[2], key_line[4], key_line[0]);
+		       key_line[1], key_line[0], key_line[1], key_line[2], key_line[4],
+		       key_line[0]);
 	want = xasprintf("# banger pins\n"
 			 "  # indented comment\t\n"
 			 "\n"
@@ -874,9 +891,9 @@ static void test_remove_concurrent_appends(void **state)
 							   key_blob_len[0], NULL, &err),
 					 KH_OK);
 		}
-	assert_int_equal(known_hosts_check(path, "victim.vm", 22, key_blob[1], key_blob_len[1],
-					   NULL, &err),
-			 KH_NEW);
+	assert_int_equal(
+		known_hosts_check(path, "victim.vm", 22, key_blob[1], key_blob_len[1], NULL, &err),
+		KH_NEW);
 }
 
 int main(void)
