@@ -24,7 +24,7 @@
 
 static const struct cli_command commands[] = {
 	{ "validate", cmd_validate, "check spec files without applying them" },
-	{ "ssh-config", cmd_ssh_config, "write the OpenSSH 'Host *.vm' block (--install: Include it)" },
+	{ "ssh-config", cmd_ssh_config, "write OpenSSH's 'Host *.vm' block for banger's VMs" },
 };
 
 void cli_error(const char *fmt, ...)
