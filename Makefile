@@ -142,7 +142,8 @@ RUN_TESTS = tests/run-tests.sh
 test: all unit integration fuzz-replay validate-examples e2e
 	@echo "make test: all stages passed"
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(BUILD)/obj/reconciler/plan.o
+	@tests/unit/check-plan-purity.sh $(BUILD)/obj/reconciler/plan.o
 	@BUILD=$(BUILD) $(RUN_TESTS) unit $(UNIT_BINS)
 
 integration: all $(INTEG_BINS)

@@ -17,6 +17,7 @@
 #define BANGER_RECONCILER_HANDLES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -42,6 +43,16 @@ void handles_dm_uuid(const char *id, char ret[64]);      /* "BANGER-<id>" */
 enum vm_liveness vm_liveness(const struct vm_handles *h);
 /* vm_liveness(h) == VM_LIVENESS_ALIVE. */
 bool vm_alive(const struct vm_handles *h);
+
+/*
+ * Parse the contents of a handles.json (len bytes, need not be NUL-terminated)
+ * into *ret: a JSON object {"version": 1, "pid", "start_time", "tap",
+ * "base_loop", "cow_loop", "dm_name", "dm_dev"}. Unknown keys are ignored,
+ * missing ones are empty. -EBADMSG (err says why) for anything else: bad
+ * JSON, wrong types, out-of-range or inconsistent values (a pid without a
+ * start time), names banger would not have made. The fuzzing entry point.
+ */
+int handles_parse(const char *data, size_t len, struct vm_handles *ret, struct bg_err *err);
 
 /* <vm_dir>/handles.json: -ENOENT when missing, -EBADMSG when corrupt (err says why). */
 int handles_load(const char *vm_dir, struct vm_handles *ret, struct bg_err *err);

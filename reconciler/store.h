@@ -128,7 +128,10 @@ struct vm_event {
 int store_event_add(struct store *s, const char *vm, const char *type, const char *reason,
 		    const char *message, struct bg_err *err);
 
-/* The newest 'limit' events (all VMs when vm is NULL), oldest first. Owned. */
+/*
+ * The newest 'limit' events (0: all that are kept) of VM 'vm' (every event,
+ * daemon-wide ones included, when vm is NULL), oldest first. Owned.
+ */
 int store_event_list(struct store *s, const char *vm, size_t limit, struct vm_event **ret,
 		     size_t *ret_n, struct bg_err *err);
 void vm_event_array_free(struct vm_event *ev, size_t n);
