@@ -37,5 +37,7 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Verbs. argv[0] is the verb name; getopt state is reset before each call. */
 int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv);
 int cmd_ssh_config(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_ssh_proxy(const struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

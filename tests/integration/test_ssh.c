@@ -53,17 +53,19 @@
 #include "reconciler/guest/known_hosts.h"
 #include "reconciler/guest/ssh.h"
 #include "reconciler/guest/ssh_config.h"
+#include "reconciler/store.h"
 #include "tests/lib/testutil.h"
 
 #define NAME "web-1.vm"
 
 static struct {
 	bool ready;
-	char *dir;   /* temp dir: sshd files, state dir */
-	char *state; /* banger state dir */
-	char *kh;    /* <state>/ssh/known_hosts */
-	char *key;   /* <state>/ssh/id_ed25519 */
-	char *block; /* the managed ssh_config block file */
+	char *dir;    /* temp dir: sshd files, state dir */
+	char *state;  /* banger state dir */
+	char *kh;     /* <state>/ssh/known_hosts */
+	char *key;    /* <state>/ssh/id_ed25519 */
+	char *block;  /* the managed ssh_config block file */
+	char *banger; /* the banger binary under test */
 	char veth[2][16];
 	char ip[16];
 	pid_t sshd;
@@ -295,11 +297,14 @@ static int group_setup(void **state)
 		test_write_file(ak, line);
 	}
 	{
-		_cleanup_free_ char *self = realpath("build/banger", NULL);
+		const char *build = getenv("BUILD");
+		_cleanup_free_ char *rel =
+			xasprintf("%s/banger", build && *build ? build : "build");
 
-		assert_int_equal(ssh_config_write(T.state, self ? self : "/usr/local/bin/banger",
-						  &T.block, &err),
-				 0);
+		T.banger = realpath(rel, NULL);
+		if (!T.banger)
+			fail_msg("no banger binary at '%s' (run from the top of the tree)", rel);
+		assert_int_equal(ssh_config_write(T.state, T.banger, &T.block, &err), 0);
 	}
 	keygen("hk_ed25519", "ed25519");
 	keygen("hk_ecdsa", "ecdsa");
@@ -372,6 +377,7 @@ static int group_teardown(void **state)
 	free(T.kh);
 	free(T.key);
 	free(T.block);
+	free(T.banger);
 	free(T.netns);
 	return 0;
 }
@@ -788,6 +794,124 @@ static void test_auth_failure_keeps_libssh2_text(void **state)
 	assert_non_null(strstr(err.msg, "root@"));
 }
 
+/* Run argv to completion; stdout+stderr into *ret_out; returns the exit status. */
+static int run_status(const char *const *argv, char **ret_out)
+{
+	struct proc_spawn_opts o = PROC_SPAWN_OPTS_INIT;
+	struct bg_err err = { 0 };
+	int pfd[2], status;
+	struct buf out;
+	pid_t pid;
+
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	o.stdout_fd = o.stderr_fd = pfd[1];
+	assert_int_equal(proc_spawn(argv, &o, &pid, &err), 0);
+	close(pfd[1]);
+	buf_init(&out);
+	for (;;) {
+		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+		char b[4096];
+		ssize_t n;
+
+		assert_true(poll(&p, 1, 120000) > 0);
+		n = read(pfd[0], b, sizeof(b));
+		if (n <= 0)
+			break;
+		buf_add(&out, b, (size_t)n);
+	}
+	close(pfd[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	*ret_out = buf_detach(&out, NULL);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The verbs end to end: a VM record in the state database points at our sshd. */
+static void test_cli_ssh_and_ssh_proxy(void **state)
+{
+	_cleanup_free_ char *db = fs_path_join(T.state, "banger.db");
+	_cleanup_(store_freep) struct store *s = NULL;
+	struct vm_record rec = { 0 };
+	struct bg_err err = { 0 };
+	char *out = NULL;
+
+	(void)state;
+	REQUIRE_READY();
+	assert_int_equal(store_open(db, STORE_READ_WRITE, &s, &err), 0);
+	rec.name = xstrdup("web-1");
+	rec.phase = VM_PHASE_RUNNING;
+	rec.desired_state = VM_DESIRED_RUNNING;
+	rec.ip = xstrdup(T.ip);
+	rec.last_exit = -1;
+	if (store_vm_insert(s, &rec, &err) < 0)
+		fail_msg("%s", err.msg);
+	vm_record_release(&rec);
+	rec = (struct vm_record){ .name = xstrdup("no-ip"), .last_exit = -1 };
+	assert_int_equal(store_vm_insert(s, &rec, &err), 0);
+	vm_record_release(&rec);
+	store_free(TAKE_PTR(s));
+
+	{
+		const char *argv[] = { T.banger,
+				       "--state-dir",
+				       T.state,
+				       "ssh",
+				       "web-1",
+				       "--",
+				       "sh",
+				       "-c",
+				       "echo hi from $(hostname -s 2>/dev/null || echo vm); "
+				       "exit 3",
+				       NULL };
+
+		assert_int_equal(run_status(argv, &out), 3);
+		assert_non_null(strstr(out, "hi from "));
+		free(out);
+	}
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh",	   "web-1.vm",
+				       "--wait", "30s",		"--",	 "printf", "%s|",
+				       "a b",	 "$x",		NULL };
+
+		assert_int_equal(run_status(argv, &out), 0);
+		assert_string_equal(out, "a b|$x|");
+		free(out);
+	}
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh",
+				       "nosuch", "--",		"true",	 NULL };
+
+		assert_int_equal(run_status(argv, &out), 1);
+		assert_non_null(strstr(out, "no VM named 'nosuch'"));
+		free(out);
+	}
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh",	 "no-ip",
+				       "--wait", "1s",		"--",	 "true", NULL };
+		int64_t start = now_mono_ms();
+
+		assert_int_equal(run_status(argv, &out), 1);
+		assert_non_null(strstr(out, "no IP address"));
+		assert_true(now_mono_ms() - start >= 900); /* it did wait */
+		free(out);
+	}
+	/* OpenSSH through the block's own ProxyCommand: banger ssh-proxy %n */
+	{
+		const char *argv[] = { "ssh",	   "-F",   T.block,	"-o", "BatchMode=yes",
+				       "web-1.vm", "echo", "via-proxy", NULL };
+
+		if (run_status(argv, &out) != 0)
+			fail_msg("ssh via ssh-proxy failed: %s", out);
+		assert_non_null(strstr(out, "via-proxy"));
+		free(out);
+	}
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh-proxy", "a;b", NULL };
+
+		assert_int_equal(run_status(argv, &out), 2);
+		free(out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -801,6 +925,7 @@ int main(void)
 		cmocka_unit_test(test_revoked),
 		cmocka_unit_test(test_openssh_accept_new_interop),
 		cmocka_unit_test(test_auth_failure_keeps_libssh2_text),
+		cmocka_unit_test(test_cli_ssh_and_ssh_proxy),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
