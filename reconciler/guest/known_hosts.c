@@ -853,10 +853,7 @@ int known_hosts_check(const char *path, const char *host, int port, const uint8_
 		data = xstrdup("");
 		data_len = 0;
 	}
-	r = known_hosts_check_buffer(data, data_len, host, port, blob, len, ret_match, err);
-	if (r < 0)
-		return r;
-	return r;
+	return known_hosts_check_buffer(data, data_len, host, port, blob, len, ret_match, err);
 }
 
 /* ---- writing ------------------------------------------------------------------------ */

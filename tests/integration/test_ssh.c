@@ -413,8 +413,14 @@ static void test_first_probe_pins_ed25519(void **state)
 	assert_int_equal(st.st_mode & 07777, 0600);
 
 	/* again: OK, nothing appended */
-	if (ssh_probe(&t, &err) < 0)
-		fail_msg("%s", err.msg);
+	{
+		int64_t start = now_mono_ms();
+
+		if (ssh_probe(&t, &err) < 0)
+			fail_msg("%s", err.msg);
+		printf("# ssh_probe with a pinned key (connect, kex, pin check, auth): %lld ms\n",
+		       (long long)(now_mono_ms() - start));
+	}
 	free(kh);
 	kh = slurp(T.kh);
 	assert_int_equal(count_lines(kh), 1);
@@ -792,6 +798,48 @@ static void test_auth_failure_keeps_libssh2_text(void **state)
 	assert_int_equal(ssh_probe(&t, &err), -EACCES);
 	assert_non_null(strstr(err.msg, "public key authentication"));
 	assert_non_null(strstr(err.msg, "root@"));
+	/* libssh2's own words are kept */
+	assert_non_null(strstr(err.msg, "Username/PublicKey combination invalid"));
+}
+
+static bool exists(void *arg)
+{
+	return fs_exists(arg);
+}
+
+/* banger's key refused: the user's agent is tried next. */
+static void test_agent_fallback(void **state)
+{
+	_cleanup_free_ char *other = fs_path_join(T.dir, "other_key");
+	_cleanup_free_ char *sock = fs_path_join(T.dir, "agent.sock");
+	struct proc_spawn_opts o = PROC_SPAWN_OPTS_INIT;
+	struct ssh_target t = target();
+	struct bg_err err = { 0 };
+	uint64_t start;
+	pid_t agent;
+	int status;
+
+	(void)state;
+	REQUIRE_READY();
+	{
+		const char *argv[] = { "ssh-agent", "-D", "-a", sock, NULL };
+
+		assert_int_equal(proc_spawn(argv, &o, &agent, &err), 0);
+		assert_int_equal(proc_start_time(agent, &start, &err), 0);
+	}
+	assert_true(test_wait_for(exists, sock, 20000));
+	setenv("SSH_AUTH_SOCK", sock, 1);
+	{
+		const char *argv[] = { "ssh-add", "-q", T.key, NULL };
+
+		run_ok(argv);
+	}
+	t.identity = other; /* not authorized on the server */
+	if (ssh_probe(&t, &err) < 0)
+		fail_msg("%s", err.msg);
+	unsetenv("SSH_AUTH_SOCK");
+	assert_int_equal(proc_signal(agent, start, SIGTERM, &err), 0);
+	assert_int_equal(waitpid(agent, &status, 0), agent);
 }
 
 /* Run argv to completion; stdout+stderr into *ret_out; returns the exit status. */
@@ -925,6 +973,7 @@ int main(void)
 		cmocka_unit_test(test_revoked),
 		cmocka_unit_test(test_openssh_accept_new_interop),
 		cmocka_unit_test(test_auth_failure_keeps_libssh2_text),
+		cmocka_unit_test(test_agent_fallback),
 		cmocka_unit_test(test_cli_ssh_and_ssh_proxy),
 	};
 
