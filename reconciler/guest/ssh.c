@@ -3,12 +3,12 @@
  *
  * A connection is: non-blocking TCP connect bounded by the target's deadline,
  * an SSH handshake restricted to ssh-ed25519-first host keys (pinned types
- * first, like OpenSSH's order_hostkeyalgs()), aes-ctr ciphers and
- * hmac-sha2 MACs (RELIABILITY.md §1.5: libssh2 1.10 predates the Terrapin
- * fix, so no chacha20/etm, and no cbc/sha1), then the server's raw host key
- * is checked and pinned with known_hosts_verify_pin() BEFORE any
- * authentication, then public-key auth with banger's key (the user's agent
- * as a fallback). Sessions then run non-blocking in a poll loop with
+ * first, like OpenSSH's order_hostkeyalgs()), no SHA-1 key exchange,
+ * aes-ctr ciphers and hmac-sha2 MACs (RELIABILITY.md §1.5: libssh2 1.10
+ * predates the Terrapin fix, so no chacha20/etm, and no cbc/sha1), then the
+ * server's raw host key is checked and pinned with known_hosts_verify_pin()
+ * BEFORE any authentication, then public-key auth with banger's key (the
+ * user's agent as a fallback). Sessions then run non-blocking in a poll loop with
  * keep-alives and TCP_USER_TIMEOUT, so a dead guest never hangs us.
  */
 #include "reconciler/guest/ssh.h"
@@ -57,6 +57,11 @@ static const char *const hostkey_algos[] = {
 	"ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
 	"ssh-rsa",
 };
+/* No SHA-1 key exchange (libssh2 1.10 still offers group14/group1/gex-sha1). */
+static const char kex[] = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,"
+			  "ecdh-sha2-nistp384,ecdh-sha2-nistp521,"
+			  "diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,"
+			  "diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
 static const char ciphers[] = "aes256-ctr,aes192-ctr,aes128-ctr";
 static const char macs[] = "hmac-sha2-256,hmac-sha2-512";
 
@@ -290,7 +295,8 @@ static int ssh_open(const struct ssh_target *t, struct ssh_conn *c, struct bg_er
 		tt.port = port;
 		pref = hostkey_pref(&tt, pins, n_pins);
 	}
-	if ((rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_HOSTKEY, pref)) != 0 ||
+	if ((rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_KEX, kex)) != 0 ||
+	    (rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_HOSTKEY, pref)) != 0 ||
 	    (rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_CRYPT_CS, ciphers)) != 0 ||
 	    (rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_CRYPT_SC, ciphers)) != 0 ||
 	    (rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_MAC_CS, macs)) != 0 ||
