@@ -806,15 +806,15 @@ static int kh_check_data(const char *path, const char *data, size_t len, char *c
 	return kh_foreach(data, len, queries, nq, check_line, c);
 }
 
-int known_hosts_check_buffer(const char *data, size_t data_len, const char *host, int port,
-			     const uint8_t *blob, size_t len, struct kh_match *ret_match,
-			     struct bg_err *err)
+/* One query against file contents; 'path' only names them in messages. */
+static int check_one(const char *path, const char *data, size_t data_len, const char *host,
+		     int port, const uint8_t *blob, size_t len, struct kh_match *ret_match,
+		     struct bg_err *err)
 {
 	_cleanup_free_ char *q = NULL;
-	struct check_ctx *c;
+	_cleanup_free_ struct check_ctx *c = NULL;
 	struct kh_key offered;
 	struct kh_match m;
-	enum kh_verdict v;
 	int r;
 
 	r = kh_query_name(host, port, &q, err);
@@ -822,21 +822,26 @@ int known_hosts_check_buffer(const char *data, size_t data_len, const char *host
 		return r;
 	kh_key_init(&offered);
 	r = offered_parse(blob, len, &offered, err);
-	if (r < 0) {
-		kh_key_release(&offered);
-		return r;
-	}
-	c = xmalloc(sizeof(*c));
-	r = kh_check_data("(buffer)", data, data_len, &q, 1, &offered, c);
 	if (r == 0) {
-		v = state_verdict(&c->st[0], &offered, &m);
+		c = xmalloc(sizeof(*c));
+		r = kh_check_data(path, data, data_len, &q, 1, &offered, c);
+		if (r < 0)
+			r = bg_errorf(err, r, "known_hosts: '%s': parse failed", path);
+	}
+	if (r == 0) {
+		r = (int)state_verdict(&c->st[0], &offered, &m);
 		if (ret_match)
 			*ret_match = m;
-		r = (int)v;
 	}
-	free(c);
 	kh_key_release(&offered);
 	return r;
+}
+
+int known_hosts_check_buffer(const char *data, size_t data_len, const char *host, int port,
+			     const uint8_t *blob, size_t len, struct kh_match *ret_match,
+			     struct bg_err *err)
+{
+	return check_one("(buffer)", data, data_len, host, port, blob, len, ret_match, err);
 }
 
 int known_hosts_check(const char *path, const char *host, int port, const uint8_t *blob, size_t len,
@@ -849,11 +854,8 @@ int known_hosts_check(const char *path, const char *host, int port, const uint8_
 	r = kh_read(path, &data, &data_len, err);
 	if (r < 0)
 		return r;
-	if (r == 1) {
-		data = xstrdup("");
-		data_len = 0;
-	}
-	return known_hosts_check_buffer(data, data_len, host, port, blob, len, ret_match, err);
+	return check_one(path, r == 1 ? "" : data, r == 1 ? 0 : data_len, host, port, blob, len,
+			 ret_match, err);
 }
 
 /* ---- writing ------------------------------------------------------------------------ */
