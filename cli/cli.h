@@ -44,5 +44,8 @@ int cmd_diff(const struct cli_ctx *ctx, int argc, char **argv);
 int cmd_logs(const struct cli_ctx *ctx, int argc, char **argv);
 int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv);
 int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_ssh_config(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv);
+int cmd_ssh_proxy(const struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

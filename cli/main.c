@@ -33,6 +33,9 @@ static const struct cli_command commands[] = {
 	{ "validate", cmd_validate, "check spec files without applying them" },
 	{ "gc", cmd_gc, "find and remove leaked taps, disks and directories" },
 	{ "doctor", cmd_doctor, "check what this host can do" },
+	{ "ssh", cmd_ssh, "log in to a VM or run a command on it (host key pinned)" },
+	{ "ssh-config", cmd_ssh_config, "write OpenSSH's 'Host *.vm' block for banger's VMs" },
+	{ "ssh-proxy", cmd_ssh_proxy, "relay stdin/stdout to a VM's port 22 (ssh ProxyCommand)" },
 };
 
 void cli_error(const char *fmt, ...)

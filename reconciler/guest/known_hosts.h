@@ -71,4 +71,29 @@ int known_hosts_remove(const char *path, const char *const *hosts, size_t n_host
 /* "SHA256:<base64 without padding>" of a key blob, as OpenSSH prints it. */
 void known_hosts_fingerprint(const uint8_t *blob, size_t len, char out[128]);
 
+/* Caps on what is read: the whole file and one line (longer lines are skipped). */
+#define KH_FILE_MAX (16u * 1024 * 1024)
+#define KH_LINE_MAX (64u * 1024)
+
+/*
+ * known_hosts_check() on file contents already in memory (data need not be
+ * NUL-terminated): the same verdict, without any I/O. -EINVAL for a host
+ * name that cannot appear in a known_hosts line or a blob that is not an
+ * SSH public key.
+ */
+int known_hosts_check_buffer(const char *data, size_t data_len, const char *host, int port,
+			     const uint8_t *blob, size_t len, struct kh_match *ret_match,
+			     struct bg_err *err);
+
+/*
+ * The key types ("ssh-ed25519", "ecdsa-sha2-nistp256", ...) of the plain
+ * (unmarked) keys pinned for any of hosts on port, in file order without
+ * duplicates, so an SSH client can prefer the algorithm it already pinned
+ * (as OpenSSH's order_hostkeyalgs() does). *ret_types is an owned
+ * NULL-terminated array (strv_free); empty when nothing is pinned or the
+ * file is missing. Returns the number of types or -errno.
+ */
+int known_hosts_pinned_types(const char *path, const char *const *hosts, size_t n_hosts, int port,
+			     char ***ret_types, struct bg_err *err);
+
 #endif
