@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -582,6 +583,11 @@ static void test_delete_leaves_nothing(void **state)
 	lines = xasprintf("172.31.250.2 ssh-ed25519 %s\nweb.vm ssh-ed25519 %s\n"
 			  "other.vm ssh-ed25519 %s\n",
 			  key, key, key);
+	{
+		_cleanup_free_ char *ssh_dir = paths_ssh_dir(f->dir);
+
+		assert_int_equal(fs_mkdir_p(ssh_dir, 0700, NULL), 0);
+	}
 	assert_int_equal(fs_write_atomic(f->known_hosts, lines, strlen(lines), 0600, NULL), 0);
 	vm_record_release(&rec);
 

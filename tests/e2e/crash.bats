@@ -1,0 +1,174 @@
+#!/usr/bin/env bats
+# Crash consistency: bangerd is killed (BANGER_FAILPOINT: _exit as if SIGKILLed)
+# right after every converge step of every action, then restarted without the
+# failpoint. The restarted daemon must finish the job from its intent log:
+# exactly one VMM per VM, the expected phase, and for deletes nothing left.
+# The Firecracker stand-in is the VMM (a process per VM, no guest), so each
+# crash costs a second, while taps, disks and the store are all real.
+
+load helpers
+
+setup() {
+	e2e_setup
+	export FC_STANDIN_LOG=$WORK/firecracker-requests.jsonl
+}
+
+teardown() {
+	unset BANGER_FAILPOINT
+	e2e_teardown
+}
+
+DAEMON_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check)
+
+fc_yaml() {
+	vm_yaml "$@" "vmm: firecracker"
+}
+
+# VMM processes serving this VM's API socket (there must never be two).
+vmm_count() {
+	local id=$1 p n=0
+	for p in /proc/[0-9]*; do
+		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "vms/$id/api.sock" && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# crash_then_recover FAILPOINT TRIGGER...: start a daemon armed with FAILPOINT,
+# run TRIGGER, expect the daemon to die with 137, then start a clean daemon.
+crash_then_recover() {
+	local fp=$1 rc
+	shift
+	export BANGER_FAILPOINT=$fp
+	start_daemon "${DAEMON_ARGS[@]}"
+	unset BANGER_FAILPOINT
+	"$@"
+	rc=0
+	wait_for 60 daemon_gone || fail "failpoint '$fp' was not hit"
+	wait "$DAEMON_PID" || rc=$?
+	DAEMON_PID=
+	[ "$rc" = "137" ] || fail "failpoint '$fp': bangerd exited $rc, not 137"
+	grep -q "failpoint '$fp' hit" "$WORK/bangerd.log"
+	start_daemon "${DAEMON_ARGS[@]}"
+}
+
+daemon_gone() {
+	! kill -0 "$DAEMON_PID" 2>/dev/null || [ "$(ps -o stat= -p "$DAEMON_PID" | cut -c1)" = "Z" ]
+}
+
+failpoints() {
+	"$BANGERD_BIN" --list-failpoints | grep "^$1\."
+}
+
+set_state() {
+	local name=$1 state=$2
+	sed -i '/^  state: /d' "$BANGER_SPEC_DIR/$name.yaml"
+	sed -i "s/^spec:\$/spec:\n  state: $state/" "$BANGER_SPEC_DIR/$name.yaml"
+}
+
+@test "crash after each create step: the restarted daemon finishes the create" {
+	local n=0
+	for fp in $(failpoints create); do
+		n=$((n + 1))
+		name=c$n
+		crash_then_recover "$fp" eval "fc_yaml $name >'$BANGER_SPEC_DIR/$name.yaml'"
+		wait_phase "$name" Starting 60
+		id=$(vm_id "$name")
+		[ "$(vmm_count "$id")" = "1" ] || fail "$fp: $(vmm_count "$id") VMMs for $name"
+		stop_daemon TERM
+	done
+	[ "$n" -eq 8 ]
+}
+
+@test "crash after each delete step: the restarted daemon finishes the delete" {
+	local n=0
+	for fp in $(failpoints delete); do
+		n=$((n + 1))
+		name=d$n
+		start_daemon "${DAEMON_ARGS[@]}"
+		fc_yaml "$name" "workDisk: {sizeMiB: 16}" >"$BANGER_SPEC_DIR/$name.yaml"
+		wait_phase "$name" Starting 60
+		id=$(vm_id "$name")
+		stop_daemon TERM
+		crash_then_recover "$fp" rm "$BANGER_SPEC_DIR/$name.yaml"
+		wait_for 60 vm_absent "$name" || fail "$fp: $name still recorded"
+		[ "$(vmm_count "$id")" = "0" ]
+		[ ! -e "$BANGER_STATE_DIR/vms/$id" ]
+		! in_ns ip link show "bg$id" 2>/dev/null
+		[ "$(sqlite3 -readonly "$BANGER_STATE_DIR/banger.db" "select count(*) from ip_leases where vm_id='$id'")" = "0" ]
+		stop_daemon TERM
+	done
+	[ "$n" -eq 8 ]
+}
+
+vm_absent() {
+	! bg get "$1" >/dev/null 2>&1
+}
+
+@test "crash after each restart step: the VM ends up running the new spec, once" {
+	local n=0
+	for fp in $(failpoints restart); do
+		n=$((n + 1))
+		name=r$n
+		start_daemon "${DAEMON_ARGS[@]}"
+		fc_yaml "$name" >"$BANGER_SPEC_DIR/$name.yaml"
+		wait_phase "$name" Starting 60
+		id=$(vm_id "$name")
+		stop_daemon TERM
+		crash_then_recover "$fp" sed -i 's/memoryMiB: 256/memoryMiB: 320/' "$BANGER_SPEC_DIR/$name.yaml"
+		wait_for 60 applied "$name" 2 || fail "$fp: $(vm_json "$name" | jq -c .)"
+		[ "$(vmm_count "$id")" = "1" ]
+		stop_daemon TERM
+	done
+	[ "$n" -eq 9 ]
+}
+
+applied() {
+	local j
+	j=$(vm_json "$1") || return 1
+	jq -e --argjson g "$2" '.generation == $g and .observedGeneration == $g and .phase == "Starting" and .inProgress == null' <<<"$j" >/dev/null
+}
+
+@test "crash after each stop and start step, update and demote: the daemon converges" {
+	start_daemon "${DAEMON_ARGS[@]}"
+	fc_yaml s >"$BANGER_SPEC_DIR/s.yaml"
+	wait_phase s Starting 60
+	id=$(vm_id s)
+	stop_daemon TERM
+	for fp in $(failpoints stop); do
+		crash_then_recover "$fp" set_state s stopped
+		wait_phase s Stopped 60
+		[ "$(vmm_count "$id")" = "0" ]
+		stop_daemon TERM
+		# Back to running for the next round (no failpoint).
+		start_daemon "${DAEMON_ARGS[@]}"
+		set_state s running
+		wait_phase s Starting 60
+		stop_daemon TERM
+	done
+	for fp in $(failpoints start); do
+		start_daemon "${DAEMON_ARGS[@]}"
+		set_state s stopped
+		wait_phase s Stopped 60
+		stop_daemon TERM
+		crash_then_recover "$fp" set_state s running
+		wait_phase s Starting 60
+		[ "$(vmm_count "$id")" = "1" ] || fail "$fp: $(vmm_count "$id") VMMs"
+		stop_daemon TERM
+	done
+	gen=$(vm_field s generation)
+	pid=$(vm_pid s)
+	crash_then_recover update.apply-spec sed -i 's/suite: e2e/suite: updated/' "$BANGER_SPEC_DIR/s.yaml"
+	wait_for 30 applied s $((gen + 1))
+	[ "$(vm_pid s)" = "$pid" ]
+	stop_daemon TERM
+	crash_then_recover demote.teardown kill -KILL "$pid"
+	wait_for 60 new_running_pid s "$pid"
+	[ "$(vmm_count "$id")" = "1" ]
+	[ "$(vm_field s restarts)" = "1" ]
+}
+
+new_running_pid() {
+	local p
+	p=$(vm_pid "$1")
+	[ "$p" != "null" ] && [ "$p" != "$2" ] && [ "$(vm_field "$1" phase)" = "Starting" ]
+}
