@@ -91,11 +91,23 @@ struct vm_spec {
 	size_t n_ssh_keys;
 	enum restart_policy restart_policy;
 
-	/* Provenance; not part of the canonical form or the hash. */
+	/*
+	 * Provenance; not part of the canonical form or the hash.
+	 * [source_start, source_end) are byte offsets of the document in the
+	 * file, from libyaml's DOCUMENT-START and DOCUMENT-END marks: the range
+	 * starts at the '---' marker when there is one (else at the document's
+	 * first token, after any leading comments) and ends after an explicit
+	 * '...', else where the next document's '---' starts (or at the end of
+	 * the file). Consecutive documents' ranges are therefore adjacent, and
+	 * comments after a document belong to its range. A leading UTF-8 BOM
+	 * is counted in the offsets.
+	 */
 	char *source_file;		/* the file the document came from, or NULL */
 	unsigned source_line;		/* line of the document's start, 1-based */
 	size_t source_start;		/* byte range of the document's text in the file, */
 	size_t source_end;		/* so 'banger apply' can replace it in place */
+	unsigned name_line;		/* where metadata.name's value is, 1-based; */
+	unsigned name_col;		/* 0 when unknown (parsed from JSON) */
 };
 
 /* Free a spec and everything it owns. NULL is fine. */
@@ -147,6 +159,14 @@ struct spec_diag {
 	char *msg;
 };
 
+/* Where a name was defined: the position of its metadata.name value. */
+struct spec_def {
+	char *name;
+	char *file;
+	unsigned line;
+	unsigned col;
+};
+
 /*
  * The result of loading one or more files. A file with any error contributes
  * no specs at all (a half-valid file never changes its VMs); the names it
@@ -164,6 +184,8 @@ struct spec_set {
 	size_t n_failed_files;
 	char **failed_names;		/* sorted, unique */
 	size_t n_failed_names;
+	struct spec_def *failed_defs;	/* where each failed name was defined, in load */
+	size_t n_failed_defs;		/* order, so a clash can name both places */
 };
 
 void spec_set_init(struct spec_set *set);
@@ -172,7 +194,9 @@ void spec_set_release(struct spec_set *set);
 /*
  * Parse one YAML stream (one or more '---' documents) from memory. 'file' is
  * the name used in diagnostics and provenance. Returns the number of errors
- * this call added (0 when the buffer was valid).
+ * this call added (0 when the buffer was valid). Diagnostics of one stream
+ * come sorted by position; after SPEC_ERRORS_MAX (100) errors the file is
+ * given up with a last "too many errors" diagnostic.
  */
 int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len);
 
@@ -183,13 +207,23 @@ int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, 
  * ".#x", "#x#") and anything else; subdirectories deeper than 8 are skipped.
  * Returns the number of errors added (unreadable paths count).
  * Call spec_set_finish() after the last load.
+ *
+ * Within a walk each file is read once (a second symlink to it is ignored),
+ * entries are read in name order, only regular files are opened, and a file
+ * that disappears between readdir and open is skipped silently. stdin is
+ * named "<stdin>" in diagnostics and provenance. I/O errors and files over
+ * SPEC_FILE_MAX are diagnostics without a position (line 0).
  */
 int spec_load_path(struct spec_set *set, const char *path);
 
 /*
  * Finish a set after loading: detect names defined more than once (an error
- * naming both places), sort specs and failed names. Returns the number of
- * errors it added.
+ * at each later definition: "vm 'x' is also defined at FILE:LINE:COL"), sort
+ * specs and failed names. A name defined in a good file and also in a file
+ * that failed to load is treated the same way (its good spec is dropped too,
+ * the VM keeps its last good spec). Duplicates do not add files to
+ * failed_files: other VMs in those files are still used. Returns the number
+ * of errors it added.
  */
 int spec_set_finish(struct spec_set *set);
 
@@ -213,7 +247,10 @@ bool spec_is_spec_filename(const char *name);
 
 /*
  * Render a spec as a YAML document (apiVersion, kind, metadata, spec) with
- * defaults written out, as 'banger apply' stores it. Owned.
+ * defaults written out, as 'banger apply' stores it. Owned. Block style, two
+ * spaces, ending in a newline, without a '---' marker (prepend one when
+ * replacing a document whose range starts with '---'). Parsing the result
+ * gives the same canonical JSON.
  */
 char *spec_to_yaml(const struct vm_spec *spec);
 

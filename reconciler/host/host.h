@@ -85,14 +85,20 @@ struct host_ops {
 	int (*tap_ensure)(const struct host_net *net, const char *name, uid_t uid, gid_t gid,
 			  struct bg_err *err);
 	int (*tap_remove)(const char *name, struct bg_err *err);
-	/* Guest NAT (when net->nat): masquerade traffic from cidr leaving other interfaces. */
+	/*
+	 * Guest NAT (when net->nat): masquerade traffic from cidr leaving other
+	 * interfaces, in nftables table "ip banger-<bridge>", and turn on IPv4
+	 * forwarding. With net->nat false it removes that table (like nat_remove).
+	 */
 	int (*nat_ensure)(const struct host_net *net, struct bg_err *err);
 	int (*nat_remove)(const struct host_net *net, struct bg_err *err);
 
 	/* Which disk mode this host supports best for files under state_dir. */
 	int (*disk_mode_detect)(const char *state_dir, enum disk_mode *ret, struct bg_err *err);
 	/* Make (or find) the VM's root disk in 'mode'. Creation time does not grow with
-	 * the image size in dm and reflink modes. */
+	 * the image size in dm and reflink modes. In reflink mode ret->mode says
+	 * DISK_MODE_COPY when FICLONE could not be used (e.g. the image is on
+	 * another filesystem) and the file was copied instead. */
 	int (*rootdisk_ensure)(const struct host_vm *vm, enum disk_mode mode,
 			       struct host_disk *ret, struct bg_err *err);
 	/* Deactivate the root disk (dm device, loops) but keep the COW file: for stop/restart. */
@@ -105,7 +111,8 @@ struct host_ops {
 
 	/*
 	 * Find objects with banger's names under state_dir / on this host whose id
-	 * is not in known_ids. Returns an owned array.
+	 * is not in known_ids. Returns an owned array (free()), in an order that
+	 * is safe to remove one by one: dm devices, loops, taps, directories.
 	 */
 	int (*gc_scan)(const char *state_dir, const char *const *known_ids, size_t n_known,
 		       struct host_orphan **ret, size_t *ret_n, struct bg_err *err);

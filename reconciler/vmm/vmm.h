@@ -120,6 +120,8 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask,
  * Keep a console log under max_bytes by copy-truncate: when larger, its
  * content moves to <path>.1 (replacing the older one) and the file is
  * truncated in place (the VMM appends with O_APPEND and keeps writing).
+ * Returns 1 when it rotated, 0 when the log is missing or small enough,
+ * -errno on failure (a symlink or a non-regular file is refused).
  */
 int vmm_console_rotate(const char *path, uint64_t max_bytes, struct bg_err *err);
 

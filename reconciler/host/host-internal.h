@@ -1,0 +1,247 @@
+/*
+ * host-internal.h - what the files of reconciler/host/ share with each other
+ * and with their tests: name rules, the EBUSY backoff, and the building
+ * blocks behind struct host_ops (netlink links, loop devices, dm devices,
+ * the nftables ruleset). Nothing outside reconciler/host/ and tests/ includes
+ * this; converge.c uses host.h only.
+ */
+#ifndef BANGER_RECONCILER_HOST_HOST_INTERNAL_H
+#define BANGER_RECONCILER_HOST_HOST_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "reconciler/host/host.h"
+
+/* ---- names (host.c) --------------------------------------------------------- */
+
+#define HOST_ID_LEN 8 /* hex chars of a VM id */
+#define HOST_TAP_PREFIX "bg"
+#define HOST_DM_PREFIX "banger-"
+#define HOST_DM_UUID_PREFIX "BANGER-"
+#define HOST_DM_BASE_SUFFIX "-base"
+#define HOST_LOOP_DEV_MAX 32 /* "/dev/loop<N>" */
+
+/* true for exactly 8 lowercase hex chars. */
+bool host_valid_id(const char *id);
+
+/*
+ * true for a name we accept for a network interface we create or touch:
+ * 1..15 chars (IFNAMSIZ - 1) of [A-Za-z0-9_.-], not starting with '-' or
+ * '.', not "." or "..". Stricter than the kernel's dev_valid_name() so the
+ * name is safe in an nftables ruleset, a path and an argv.
+ */
+bool host_valid_ifname(const char *name);
+
+/* true for "bg" + 8 lowercase hex chars; the id (borrowed from name) in *ret_id if non-NULL. */
+bool host_parse_tap_name(const char *name, const char **ret_id);
+
+/* "bg<id>"; -EINVAL when id is not valid. */
+int host_tap_name(const char *id, char ret[16]);
+
+/*
+ * dm names for a VM: the device the VMM boots from is "banger-<id>" (UUID
+ * "BANGER-<id>"); when the root disk is larger than the image, its origin is
+ * "banger-<id>-base" (UUID "BANGER-<id>-base"): the image's loop padded with a
+ * 'zero' target. ret_* may be NULL. -EINVAL when id is not valid.
+ */
+int host_dm_names(const char *id, char ret_name[64], char ret_uuid[64], char ret_base_name[64],
+		  char ret_base_uuid[64]);
+
+/*
+ * The VM id a dm device belongs to, from its name ("banger-<id>" or
+ * "banger-<id>-base") or, failing that, its UUID ("BANGER-<id>..."). uuid
+ * may be NULL. false when it carries none of banger's prefixes.
+ */
+bool host_dm_parse_id(const char *name, const char *uuid, char ret_id[HOST_ID_LEN + 1]);
+
+/* ---- EBUSY backoff (host.c) ------------------------------------------------- */
+
+struct host_retry {
+	int tries;    /* attempts in all, >= 1 */
+	int first_ms; /* first wait */
+	int max_ms;   /* waits double up to this */
+};
+
+/* 20 tries, 50 ms doubling to 500 ms: about 8.8 s in all. */
+#define HOST_RETRY_DEFAULT                                 \
+	{                                                  \
+		.tries = 20, .first_ms = 50, .max_ms = 500 \
+	}
+
+/*
+ * Wait before attempt number 'attempt' + 1 (attempt counts from 0). Returns
+ * false without waiting when the attempts are used up. r may be NULL
+ * (HOST_RETRY_DEFAULT).
+ */
+bool host_retry_wait(const struct host_retry *r, int attempt);
+
+/*
+ * Absolute path of a tool (nft, mke2fs): PATH first, then /usr/sbin and
+ * /sbin, which a daemon's PATH may lack. Owned; NULL when not found.
+ */
+char *host_find_tool(const char *name);
+
+/* ---- network (net.c) -------------------------------------------------------- */
+
+/* What net.c sees of an interface. */
+struct host_link {
+	int index;
+	unsigned int flags; /* IFF_* */
+	int master;	    /* ifindex of the master, 0: none */
+	char name[16];
+	char kind[32];	/* IFLA_INFO_KIND: "bridge", "tun", ... or "" */
+	bool is_tap;	/* kind "tun" and IFLA_TUN_TYPE is a tap */
+	bool has_owner; /* owner/group below are known */
+	uid_t owner;	/* (uid_t)-1: none */
+	gid_t group;	/* (gid_t)-1: none */
+	bool persist;
+};
+
+/* The interface 'name' in this network namespace: 0, -ENODEV when missing, -errno. */
+int host_link_get(const char *name, struct host_link *ret, struct bg_err *err);
+
+/* Call cb for every interface; a negative return from cb stops and is returned. */
+int host_link_foreach(int (*cb)(const struct host_link *l, void *userdata), void *userdata,
+		      struct bg_err *err);
+
+/* Delete interface 'name' (RTM_DELLINK): missing is success; EBUSY retried with r. */
+int host_link_delete(const char *name, const struct host_retry *r, struct bg_err *err);
+
+/*
+ * Parse "a.b.c.d/len" (len 1..30). ret_addr is the address in network byte
+ * order, ret_network the address with host bits cleared. -EINVAL otherwise.
+ */
+int host_parse_cidr(const char *cidr, uint32_t *ret_addr, uint32_t *ret_network,
+		    unsigned int *ret_prefix, struct bg_err *err);
+
+/* Locally administered MAC for a bridge, stable for its name (02:62:67:xx:xx:xx). */
+void host_bridge_mac(const char *bridge, uint8_t ret[6]);
+
+int host_net_bridge_ensure(const struct host_net *net, struct bg_err *err);
+int host_net_tap_ensure(const struct host_net *net, const char *name, uid_t uid, gid_t gid,
+			struct bg_err *err);
+int host_net_tap_remove(const char *name, struct bg_err *err);
+
+/* ---- NAT (nat.c) ------------------------------------------------------------ */
+
+/* The nftables table banger owns for a bridge: "banger-<bridge>" (family ip). */
+int host_nat_table_name(const char *bridge, char ret[64], struct bg_err *err);
+
+/*
+ * The ruleset nat_ensure() feeds to 'nft -f -': (re)creates table ip
+ * banger-<bridge> atomically with a masquerade rule for the bridge's subnet
+ * and forward accepts. Owned string.
+ */
+int host_nat_ruleset(const struct host_net *net, char **ret, struct bg_err *err);
+
+int host_nat_ensure(const struct host_net *net, struct bg_err *err);
+int host_nat_remove(const struct host_net *net, struct bg_err *err);
+
+/* ---- loop devices (loop.c) -------------------------------------------------- */
+
+/*
+ * Attach 'path' to a free loop device (LOOP_CTL_GET_FREE + LOOP_CONFIGURE)
+ * with LO_FLAGS_AUTOCLEAR, plus LO_FLAGS_READ_ONLY when read_only. Returns an
+ * fd (O_CLOEXEC) open on the loop device: the loop detaches itself when the
+ * last opener closes, so keep the fd until something else (a dm table, a
+ * mount) holds the device. ret_dev gets "/dev/loopN".
+ */
+int host_loop_attach(const char *path, bool read_only, char ret_dev[HOST_LOOP_DEV_MAX],
+		     struct bg_err *err);
+
+/*
+ * Call cb for every attached loop device with its "/dev/loopN" and backing
+ * file (from /sys/block/loopN/loop/backing_file, a trailing " (deleted)"
+ * kept). A negative return from cb stops and is returned.
+ */
+int host_loop_foreach(int (*cb)(const char *dev, const char *backing, void *userdata),
+		      void *userdata, struct bg_err *err);
+
+/*
+ * The loop devices whose backing file is 'path' (compared after resolving
+ * both). Owned array of "/dev/loopN" strings in *ret (strv, NULL-terminated);
+ * ret_n may be NULL.
+ */
+int host_loop_find(const char *path, char ***ret, size_t *ret_n, struct bg_err *err);
+
+/* The backing file of "/dev/loopN" into ret (size bytes): 0, -ENXIO when detached. */
+int host_loop_backing(const char *dev, char *ret, size_t size);
+
+/*
+ * Detach "/dev/loopN" with LOOP_CLR_FD and check in sysfs that it is gone.
+ * A loop that someone holds open only gets AUTOCLEAR: that is retried with r
+ * and then fails with -EBUSY. When expect_backing is non-NULL, a loop now
+ * backed by another file (reused after we looked) is left alone and counts
+ * as detached. Already detached or missing is success.
+ */
+int host_loop_detach(const char *dev, const char *expect_backing, const struct host_retry *r,
+		     struct bg_err *err);
+
+/* ---- disks (overlay.c) ------------------------------------------------------ */
+
+/*
+ * The dm table line of the snapshot the VM boots from:
+ * "0 <sectors> snapshot <origin> <cow> P 8" (persistent, 8-sector chunks).
+ */
+int host_dm_snapshot_table(uint64_t sectors, const char *origin, const char *cow, char *ret,
+			   size_t size, struct bg_err *err);
+
+/*
+ * The two lines of the padded origin used when the root disk is larger than
+ * the image: "0 <image_sectors> linear <base_loop> 0" and
+ * "<image_sectors> <size_sectors - image_sectors> zero".
+ */
+int host_dm_base_table(uint64_t image_sectors, uint64_t size_sectors, const char *base_loop,
+		       char ret_linear[256], char ret_zero[256], struct bg_err *err);
+
+/*
+ * Size of the root disk in bytes for an image of image_bytes and a wanted
+ * size (0: the image's size). -EINVAL naming both sizes when size_mib is
+ * smaller than the image.
+ */
+int host_rootdisk_size(uint64_t image_bytes, uint64_t size_mib, const char *image,
+		       uint64_t *ret_bytes, struct bg_err *err);
+
+/* Size of a sparse COW store able to hold every chunk of a disk of disk_bytes. */
+uint64_t host_cow_store_size(uint64_t disk_bytes);
+
+/* true when /dev/mapper/control opens and answers a version ioctl. */
+bool host_dm_available(void);
+
+/* Call cb with the name and UUID ("" when none) of every dm device. */
+int host_dm_foreach(int (*cb)(const char *name, const char *uuid, void *userdata), void *userdata,
+		    struct bg_err *err);
+
+/* Remove dm device 'name': missing is success, EBUSY retried with r. */
+int host_dm_remove(const char *name, const struct host_retry *r, struct bg_err *err);
+
+/*
+ * Copy src to a new file dst_fd: FICLONE when 'reflink', else a sparse copy
+ * that copies only the data ranges (SEEK_DATA/SEEK_HOLE). *ret_cloned says
+ * whether FICLONE worked. With reflink, EXDEV/EOPNOTSUPP/EINVAL from FICLONE
+ * fall back to the copy.
+ */
+int host_copy_file(int src_fd, int dst_fd, bool reflink, bool *ret_cloned, struct bg_err *err);
+
+int host_disk_mode_detect(const char *state_dir, enum disk_mode *ret, struct bg_err *err);
+int host_rootdisk_ensure(const struct host_vm *vm, enum disk_mode mode, struct host_disk *ret,
+			 struct bg_err *err);
+int host_rootdisk_deactivate(const struct host_vm *vm, struct bg_err *err);
+int host_rootdisk_remove(const struct host_vm *vm, struct bg_err *err);
+
+/* ---- work disks (workdisk.c) ------------------------------------------------ */
+
+int host_workdisk_ensure(const struct host_vm *vm, struct bg_err *err);
+int host_workdisk_remove(const struct host_vm *vm, struct bg_err *err);
+
+/* ---- leak finder (gc.c) ----------------------------------------------------- */
+
+int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_known,
+		 struct host_orphan **ret, size_t *ret_n, struct bg_err *err);
+int host_gc_remove(const struct host_orphan *o, struct bg_err *err);
+
+#endif

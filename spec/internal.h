@@ -1,0 +1,176 @@
+/*
+ * internal.h - what the spec/ front ends share (not a public API).
+ *
+ * The YAML front end (spec.c, libyaml events) and the JSON front end
+ * (json.c, cJSON) walk the same schema table and feed one struct
+ * spec_builder, which type-checks and validates every value, fills in
+ * defaults and reports errors through a callback. So a field has exactly one
+ * set of rules whichever syntax it arrived in.
+ */
+#ifndef BANGER_SPEC_INTERNAL_H
+#define BANGER_SPEC_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spec/spec.h"
+
+/* Limits not in spec.h. */
+#define SPEC_PATH_MAX 4095	  /* bytes of a path */
+#define SPEC_ARGS_MAX 1024	  /* bytes of kernel.args */
+#define SPEC_USER_MAX 32	  /* bytes of ssh.user */
+#define SPEC_KEY_MAX 16384	  /* bytes of one authorizedKeys entry */
+#define SPEC_SIZE_MIB_MAX 1048576 /* rootfs.sizeMiB, workDisk.sizeMiB */
+#define SPEC_ERRORS_MAX 100	  /* diagnostics per stream before giving up */
+
+/* A position in the input, 1-based; line 0 when unknown (JSON). */
+struct spec_loc {
+	unsigned line;
+	unsigned col;
+};
+
+/* Every field of the language, parents before children. */
+enum spec_field {
+	SPEC_F_ROOT,
+	SPEC_F_API_VERSION,
+	SPEC_F_KIND,
+	SPEC_F_METADATA,
+	SPEC_F_NAME,
+	SPEC_F_LABELS,
+	SPEC_F_SPEC,
+	SPEC_F_STATE,
+	SPEC_F_VMM,
+	SPEC_F_VCPUS,
+	SPEC_F_MEMORY,
+	SPEC_F_KERNEL,
+	SPEC_F_KERNEL_PATH,
+	SPEC_F_KERNEL_INITRD,
+	SPEC_F_KERNEL_ARGS,
+	SPEC_F_ROOTFS,
+	SPEC_F_ROOTFS_IMAGE,
+	SPEC_F_ROOTFS_SIZE,
+	SPEC_F_WORK_DISK,
+	SPEC_F_WORK_DISK_SIZE,
+	SPEC_F_NETWORK,
+	SPEC_F_NETWORK_IP,
+	SPEC_F_SSH,
+	SPEC_F_SSH_USER,
+	SPEC_F_SSH_KEYS,
+	SPEC_F_RESTART,
+	SPEC_F_MAX
+};
+
+enum spec_field_type {
+	SPEC_FT_MAP,	/* a mapping of known fields */
+	SPEC_FT_STRING, /* a string */
+	SPEC_FT_INT,	/* an integer */
+	SPEC_FT_ENUM,	/* one of a fixed set of strings */
+	SPEC_FT_STRMAP, /* a mapping of free-form string keys to strings (labels) */
+	SPEC_FT_STRSEQ, /* a sequence of strings (authorizedKeys) */
+	SPEC_FT_MAX
+};
+
+/* What a value turned out to be. Plain YAML scalars resolve like YAML 1.2's core schema. */
+enum spec_kind {
+	SPEC_KIND_NULL,
+	SPEC_KIND_BOOL,
+	SPEC_KIND_INT,
+	SPEC_KIND_FLOAT,
+	SPEC_KIND_STRING,
+	SPEC_KIND_MAPPING,
+	SPEC_KIND_SEQUENCE,
+	SPEC_KIND_MAX
+};
+
+/* The field's type (SPEC_FT_MAP for SPEC_F_ROOT). */
+enum spec_field_type spec_field_type(enum spec_field f);
+/* Its key in the parent mapping ("memoryMiB") and full path ("spec.memoryMiB"). */
+const char *spec_field_key(enum spec_field f);
+const char *spec_field_path(enum spec_field f);
+
+/* "a string", "an integer", "a mapping", "null"... */
+const char *spec_kind_name(enum spec_kind k);
+
+/* Resolve a plain (unquoted) YAML scalar: null, bool, int, float or string. */
+enum spec_kind spec_resolve_plain(const char *s, size_t len);
+
+/* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+bool spec_utf8_valid(const char *s, size_t len);
+
+/* Diagnostic sink: a message about a position. */
+typedef void (*spec_report_fn)(void *ctx, struct spec_loc loc, const char *msg);
+
+/*
+ * Builds one struct vm_spec from the fields of one document. The front end
+ * walks the document and calls spec_builder_key() for every mapping key of a
+ * known mapping, then one of _begin/_scalar/_label/_item for the value.
+ */
+struct spec_builder {
+	struct vm_spec *spec; /* owned until spec_builder_finish() hands it over */
+	unsigned n_errors;    /* errors reported for this document */
+	spec_report_fn report;
+	void *ctx;
+	struct spec_loc doc_loc;	     /* where the document's root mapping starts */
+	bool seen[SPEC_F_MAX];		     /* the key was present */
+	bool bad[SPEC_F_MAX];		     /* its value had an error: skip dependent checks */
+	struct spec_loc key_loc[SPEC_F_MAX]; /* first occurrence of the key */
+	struct spec_loc val_loc[SPEC_F_MAX]; /* its value */
+	struct spec_loc *label_loc;	     /* key positions of spec->labels, unsorted */
+	size_t label_alloc;
+};
+
+void spec_builder_init(struct spec_builder *b, struct spec_loc doc_loc, spec_report_fn report,
+		       void *ctx);
+/* Free whatever the builder still owns. */
+void spec_builder_release(struct spec_builder *b);
+
+/* Report an error for this document: "<msg>" at loc. */
+void spec_builder_error(struct spec_builder *b, struct spec_loc loc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * A key of the mapping 'parent' (a SPEC_FT_MAP field). Returns its field, or
+ * -1 after reporting an unknown field. A duplicate key is reported; for a
+ * scalar field it still returns the field so the value is checked too, for a
+ * collection -1 (the front end skips the value).
+ */
+int spec_builder_key(struct spec_builder *b, enum spec_field parent, const char *key, size_t len,
+		     struct spec_loc loc);
+
+/*
+ * The value of f starts: 'kind' is what it is. Returns true when the kind
+ * fits the field (a mapping for MAP and STRMAP, a sequence for STRSEQ),
+ * false after reporting a type error; the front end then skips the value.
+ * text/len: the value when it is a scalar (for the message), else "" and 0.
+ * For scalar fields call spec_builder_scalar() instead.
+ */
+bool spec_builder_begin(struct spec_builder *b, enum spec_field f, enum spec_kind kind,
+			const char *text, size_t len, struct spec_loc loc);
+
+/*
+ * A scalar value (or a collection where a scalar was expected, kind tells)
+ * for a STRING, INT or ENUM field: type-check, validate, store.
+ */
+void spec_builder_scalar(struct spec_builder *b, enum spec_field f, enum spec_kind kind,
+			 const char *text, size_t len, struct spec_loc loc);
+
+/* One metadata.labels entry. */
+void spec_builder_label(struct spec_builder *b, enum spec_kind key_kind, const char *key,
+			size_t key_len, struct spec_loc key_loc, enum spec_kind kind,
+			const char *value, size_t len, struct spec_loc loc);
+
+/* Item 'index' of ssh.authorizedKeys. */
+void spec_builder_item(struct spec_builder *b, enum spec_field f, size_t index, enum spec_kind kind,
+		       const char *text, size_t len, struct spec_loc loc);
+
+/*
+ * Check required fields and cross-field rules, fill in defaults. Returns the
+ * spec (owned) when the document had no error at all, else NULL.
+ */
+struct vm_spec *spec_builder_finish(struct spec_builder *b);
+
+/* The document's metadata.name when it was read and is valid, else NULL. Borrowed. */
+const char *spec_builder_name(const struct spec_builder *b);
+
+#endif

@@ -1,0 +1,1046 @@
+/*
+ * spec.c - reading spec files: libyaml's event API -> struct vm_spec, with
+ * every error as FILE:LINE:COLUMN, and loading files, directories and stdin
+ * into a struct spec_set. The only includer of yaml.h.
+ *
+ * The event loop enforces what libyaml 0.2.5 does not: a nesting limit
+ * (SPEC_DEPTH_MAX; libyaml has none before 0.2.6), no anchors, aliases or
+ * tags (so no alias bombs), and a cap on errors per file. Values go to the
+ * schema-driven struct spec_builder (validate.c), shared with json.c.
+ *
+ * libyaml marks count characters, not bytes, so document ranges are
+ * converted to byte offsets by walking the UTF-8 input.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/xalloc.h"
+#include "spec/internal.h"
+
+#define SPEC_DIR_DEPTH_MAX 8
+#define STDIN_NAME "<stdin>"
+
+/* ---- spec_set ------------------------------------------------------------- */
+
+void spec_set_init(struct spec_set *set)
+{
+	memset(set, 0, sizeof(*set));
+}
+
+static void def_release(struct spec_def *d)
+{
+	free(d->name);
+	free(d->file);
+}
+
+void spec_set_release(struct spec_set *set)
+{
+	for (size_t i = 0; i < set->n_specs; i++)
+		vm_spec_free(set->specs[i]);
+	free(set->specs);
+	for (size_t i = 0; i < set->n_diags; i++) {
+		free(set->diags[i].file);
+		free(set->diags[i].msg);
+	}
+	free(set->diags);
+	for (size_t i = 0; i < set->n_failed_files; i++)
+		free(set->failed_files[i]);
+	free(set->failed_files);
+	for (size_t i = 0; i < set->n_failed_names; i++)
+		free(set->failed_names[i]);
+	free(set->failed_names);
+	for (size_t i = 0; i < set->n_failed_defs; i++)
+		def_release(&set->failed_defs[i]);
+	free(set->failed_defs);
+	memset(set, 0, sizeof(*set));
+}
+
+static void set_add_diag(struct spec_set *set, const char *file, struct spec_loc loc,
+			 const char *msg)
+{
+	struct spec_diag *d;
+
+	set->diags = xreallocarray(set->diags, set->n_diags + 1, sizeof(*set->diags));
+	d = &set->diags[set->n_diags++];
+	d->file = xstrdup(file);
+	d->line = loc.line;
+	d->col = loc.line ? loc.col : 0;
+	d->msg = xstrdup(msg);
+}
+
+static void set_add_diagf(struct spec_set *set, const char *file, struct spec_loc loc,
+			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void set_add_diagf(struct spec_set *set, const char *file, struct spec_loc loc,
+			  const char *fmt, ...)
+{
+	_cleanup_free_ char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	set_add_diag(set, file, loc, msg);
+}
+
+static void strv_push(char ***v, size_t *n, const char *s)
+{
+	*v = xreallocarray(*v, *n + 1, sizeof(**v));
+	(*v)[(*n)++] = xstrdup(s);
+}
+
+static void set_fail_file(struct spec_set *set, const char *file)
+{
+	if (!spec_set_file_failed(set, file))
+		strv_push(&set->failed_files, &set->n_failed_files, file);
+}
+
+static void set_fail_name(struct spec_set *set, const char *name, const char *file,
+			  struct spec_loc loc)
+{
+	struct spec_def *d;
+
+	strv_push(&set->failed_names, &set->n_failed_names, name);
+	set->failed_defs =
+		xreallocarray(set->failed_defs, set->n_failed_defs + 1, sizeof(*set->failed_defs));
+	d = &set->failed_defs[set->n_failed_defs++];
+	d->name = xstrdup(name);
+	d->file = xstrdup(file);
+	d->line = loc.line;
+	d->col = loc.col;
+}
+
+bool spec_set_name_failed(const struct spec_set *set, const char *name)
+{
+	for (size_t i = 0; i < set->n_failed_names; i++)
+		if (strcmp(set->failed_names[i], name) == 0)
+			return true;
+	return false;
+}
+
+bool spec_set_file_failed(const struct spec_set *set, const char *file)
+{
+	for (size_t i = 0; i < set->n_failed_files; i++)
+		if (strcmp(set->failed_files[i], file) == 0)
+			return true;
+	return false;
+}
+
+const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name)
+{
+	for (size_t i = 0; i < set->n_specs; i++)
+		if (strcmp(set->specs[i]->name, name) == 0)
+			return set->specs[i];
+	return NULL;
+}
+
+char *spec_diag_format(const struct spec_diag *d)
+{
+	if (d->line == 0)
+		return xasprintf("%s: %s", d->file, d->msg);
+	return xasprintf("%s:%u:%u: %s", d->file, d->line, d->col, d->msg);
+}
+
+static int strp_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void sort_unique(char **v, size_t *n)
+{
+	size_t out = 0;
+
+	if (*n == 0)
+		return;
+	qsort(v, *n, sizeof(*v), strp_cmp);
+	for (size_t i = 0; i < *n; i++) {
+		if (out > 0 && strcmp(v[out - 1], v[i]) == 0) {
+			free(v[i]);
+			continue;
+		}
+		v[out++] = v[i];
+	}
+	*n = out;
+}
+
+struct spec_ref {
+	struct vm_spec *spec;
+	size_t index; /* load order */
+};
+
+static int spec_ref_cmp(const void *a, const void *b)
+{
+	const struct spec_ref *x = a, *y = b;
+	int c = strcmp(x->spec->name, y->spec->name);
+
+	if (c)
+		return c;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static struct spec_loc name_loc(const struct vm_spec *s)
+{
+	return (struct spec_loc){ s->name_line, s->name_col };
+}
+
+static char *where(const char *file, unsigned line, unsigned col)
+{
+	if (!line)
+		return xstrdup(file ? file : "?");
+	return xasprintf("%s:%u:%u", file ? file : "?", line, col);
+}
+
+/* The first failed definition of name, or NULL. failed_names must be sorted. */
+static const struct spec_def *failed_def(const struct spec_set *set, const char *name)
+{
+	if (set->n_failed_names == 0 ||
+	    !bsearch(&name, set->failed_names, set->n_failed_names, sizeof(char *), strp_cmp))
+		return NULL;
+	for (size_t i = 0; i < set->n_failed_defs; i++)
+		if (strcmp(set->failed_defs[i].name, name) == 0)
+			return &set->failed_defs[i];
+	return NULL;
+}
+
+int spec_set_finish(struct spec_set *set)
+{
+	_cleanup_free_ struct spec_ref *refs = NULL;
+	size_t n = set->n_specs, kept = 0, n_dups = 0;
+	char **dups = NULL;
+	int errors = 0;
+
+	sort_unique(set->failed_names, &set->n_failed_names);
+	refs = xcalloc(n ? n : 1, sizeof(*refs));
+	for (size_t i = 0; i < n; i++)
+		refs[i] = (struct spec_ref){ set->specs[i], i };
+	qsort(refs, n, sizeof(*refs), spec_ref_cmp);
+	for (size_t i = 0; i < n;) {
+		const char *name = refs[i].spec->name;
+		const struct spec_def *bad = failed_def(set, name);
+		size_t j = i + 1;
+
+		while (j < n && strcmp(refs[j].spec->name, name) == 0)
+			j++;
+		if (!bad && j == i + 1) {
+			set->specs[kept++] = refs[i].spec;
+			i = j;
+			continue;
+		}
+		/*
+		 * Defined twice, or also in a file that failed to load: which one
+		 * is meant is unknown, so neither is used and the VM keeps its last
+		 * good spec.
+		 */
+		for (size_t k = bad ? i : i + 1; k < j; k++) {
+			const struct vm_spec *s = refs[k].spec;
+			_cleanup_free_ char *other =
+				bad ? where(bad->file, bad->line, bad->col)
+				    : where(refs[i].spec->source_file, refs[i].spec->name_line,
+					    refs[i].spec->name_col);
+
+			set_add_diagf(set, s->source_file ? s->source_file : "?", name_loc(s),
+				      "vm '%s' is also defined at %s%s", name, other,
+				      bad ? " (in a file with errors)" : "");
+			errors++;
+		}
+		if (!bad)
+			strv_push(&dups, &n_dups, name);
+		for (size_t k = i; k < j; k++)
+			vm_spec_free(refs[k].spec);
+		i = j;
+	}
+	set->n_specs = kept;
+	/* Added only now: failed_def() searches failed_names, which must stay sorted. */
+	for (size_t i = 0; i < n_dups; i++) {
+		strv_push(&set->failed_names, &set->n_failed_names, dups[i]);
+		free(dups[i]);
+	}
+	free(dups);
+	sort_unique(set->failed_names, &set->n_failed_names);
+	return errors;
+}
+
+/* ---- the YAML event front end ----------------------------------------------- */
+
+struct ydiag {
+	struct spec_loc loc;
+	size_t seq;
+	char *msg;
+};
+
+struct ydoc {
+	struct vm_spec *spec; /* NULL when the document had errors */
+	char *name;	      /* its name when readable */
+	struct spec_loc name_loc;
+};
+
+struct yp {
+	yaml_parser_t parser;
+	const char *file;
+	const char *data; /* what libyaml reads: the file after any UTF-8 BOM */
+	size_t len;
+	size_t bom;		    /* bytes of BOM skipped before 'data' */
+	size_t cur_index, cur_byte; /* char index -> byte offset cursor */
+	unsigned depth;
+	bool stop;     /* no more events: syntax error, too deep, too many errors */
+	bool too_many; /* stopped because of SPEC_ERRORS_MAX */
+	struct ydiag *diags;
+	size_t n_diags;
+	struct ydoc *docs;
+	size_t n_docs;
+	struct spec_builder *b; /* the current document's */
+};
+
+/* One event, copied out of libyaml so it can be freed at once. */
+struct yev {
+	yaml_event_type_t type;
+	struct spec_loc loc;
+	size_t start_index, end_index;
+	char *value; /* scalars; owned */
+	size_t len;
+	bool plain;
+	bool alias;
+	enum spec_kind kind;
+};
+
+static void yev_release(struct yev *ev)
+{
+	free(ev->value);
+	ev->value = NULL;
+}
+
+static struct spec_loc mark_loc(yaml_mark_t m)
+{
+	return (struct spec_loc){ (unsigned)m.line + 1, (unsigned)m.column + 1 };
+}
+
+static void yp_report(void *ctx, struct spec_loc loc, const char *msg)
+{
+	struct yp *p = ctx;
+	struct ydiag *d;
+
+	if (p->n_diags >= SPEC_ERRORS_MAX) {
+		p->stop = true;
+		p->too_many = true;
+		return;
+	}
+	p->diags = xreallocarray(p->diags, p->n_diags + 1, sizeof(*p->diags));
+	d = &p->diags[p->n_diags];
+	d->loc = loc;
+	d->seq = p->n_diags++;
+	d->msg = xstrdup(msg);
+}
+
+static void yp_error(struct yp *p, struct spec_loc loc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void yp_error(struct yp *p, struct spec_loc loc, const char *fmt, ...)
+{
+	_cleanup_free_ char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	yp_report(p, loc, msg);
+}
+
+/* Byte offset of the character 'index' (libyaml marks count characters). */
+static size_t byte_offset(struct yp *p, size_t index)
+{
+	if (index < p->cur_index) {
+		p->cur_index = 0;
+		p->cur_byte = 0;
+	}
+	while (p->cur_index < index && p->cur_byte < p->len) {
+		p->cur_byte++;
+		while (p->cur_byte < p->len && ((unsigned char)p->data[p->cur_byte] & 0xc0) == 0x80)
+			p->cur_byte++;
+		p->cur_index++;
+	}
+	return p->cur_byte;
+}
+
+/* Line and column (in characters) of a byte offset, for reader errors. */
+static struct spec_loc offset_loc(const struct yp *p, size_t offset)
+{
+	struct spec_loc loc = { 1, 1 };
+
+	for (size_t i = 0; i < offset && i < p->len; i++) {
+		unsigned char c = (unsigned char)p->data[i];
+
+		if (c == '\n' || (c == '\r' && (i + 1 >= p->len || p->data[i + 1] != '\n'))) {
+			loc.line++;
+			loc.col = 1;
+		} else if ((c & 0xc0) != 0x80) {
+			loc.col++;
+		}
+	}
+	return loc;
+}
+
+static void syntax_error(struct yp *p)
+{
+	yaml_parser_t *y = &p->parser;
+	const char *problem = y->problem ? y->problem : "unknown error";
+
+	switch (y->error) {
+	case YAML_READER_ERROR:
+		if (y->problem_value != -1)
+			yp_error(p, offset_loc(p, y->problem_offset), "%s (#x%02X)", problem,
+				 (unsigned)y->problem_value);
+		else
+			yp_error(p, offset_loc(p, y->problem_offset), "%s", problem);
+		break;
+	case YAML_SCANNER_ERROR:
+	case YAML_PARSER_ERROR:
+		if (y->context)
+			yp_error(p, mark_loc(y->problem_mark), "%s (%s at line %zu, column %zu)",
+				 problem, y->context, y->context_mark.line + 1,
+				 y->context_mark.column + 1);
+		else
+			yp_error(p, mark_loc(y->problem_mark), "%s", problem);
+		break;
+	default:
+		yp_error(p, mark_loc(y->mark), "YAML error: %s", problem);
+		break;
+	}
+}
+
+static void check_node_props(struct yp *p, struct spec_loc loc, const yaml_char_t *anchor,
+			     const yaml_char_t *tag)
+{
+	if (anchor)
+		yp_error(p, loc, "anchors are not allowed (found '&%.64s')", (const char *)anchor);
+	if (tag) {
+		const char *t = (const char *)tag;
+		bool core = strncmp(t, "tag:yaml.org,2002:", 18) == 0;
+
+		yp_error(p, loc, "tags are not allowed (found '%s%.64s')", core ? "!!" : "",
+			 core ? t + 18 : t);
+	}
+}
+
+/* The next event; false when the stream has stopped (the event is then empty). */
+static bool next(struct yp *p, struct yev *ev)
+{
+	yaml_event_t e;
+
+	memset(ev, 0, sizeof(*ev));
+	if (p->stop)
+		return false;
+	if (!yaml_parser_parse(&p->parser, &e)) {
+		syntax_error(p);
+		p->stop = true;
+		return false;
+	}
+	ev->type = e.type;
+	ev->loc = mark_loc(e.start_mark);
+	ev->start_index = e.start_mark.index;
+	ev->end_index = e.end_mark.index;
+	switch (e.type) {
+	case YAML_SCALAR_EVENT:
+		check_node_props(p, ev->loc, e.data.scalar.anchor, e.data.scalar.tag);
+		ev->len = e.data.scalar.length;
+		ev->value = xmalloc(ev->len + 1);
+		memcpy(ev->value, e.data.scalar.value, ev->len);
+		ev->value[ev->len] = '\0';
+		ev->plain = e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+		ev->kind = ev->plain ? spec_resolve_plain(ev->value, ev->len) : SPEC_KIND_STRING;
+		break;
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		if (e.type == YAML_SEQUENCE_START_EVENT) {
+			check_node_props(p, ev->loc, e.data.sequence_start.anchor,
+					 e.data.sequence_start.tag);
+			ev->kind = SPEC_KIND_SEQUENCE;
+		} else {
+			check_node_props(p, ev->loc, e.data.mapping_start.anchor,
+					 e.data.mapping_start.tag);
+			ev->kind = SPEC_KIND_MAPPING;
+		}
+		if (++p->depth > SPEC_DEPTH_MAX) {
+			/* libyaml 0.2.5 has no limit of its own: stop before it recurses. */
+			yp_error(p, ev->loc, "nesting deeper than %d levels", SPEC_DEPTH_MAX);
+			p->stop = true;
+			yaml_event_delete(&e);
+			return false;
+		}
+		break;
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT:
+		p->depth--;
+		break;
+	case YAML_ALIAS_EVENT:
+		yp_error(p, ev->loc, "aliases are not allowed (found '*%.64s')",
+			 (const char *)e.data.alias.anchor);
+		ev->alias = true;
+		break;
+	default:
+		break;
+	}
+	yaml_event_delete(&e);
+	/* An error report may have hit the error cap. */
+	if (p->stop) {
+		yev_release(ev);
+		return false;
+	}
+	return true;
+}
+
+static bool is_start(const struct yev *ev)
+{
+	return ev->type == YAML_MAPPING_START_EVENT || ev->type == YAML_SEQUENCE_START_EVENT;
+}
+
+/* Consume the rest of the node that 'ev' started (nothing for scalars and aliases). */
+static bool skip(struct yp *p, const struct yev *ev)
+{
+	size_t level = 1;
+
+	if (!is_start(ev))
+		return true;
+	while (level > 0) {
+		struct yev e;
+
+		if (!next(p, &e))
+			return false;
+		if (is_start(&e))
+			level++;
+		else if (e.type == YAML_MAPPING_END_EVENT || e.type == YAML_SEQUENCE_END_EVENT)
+			level--;
+		yev_release(&e);
+	}
+	return true;
+}
+
+static const char *ev_text(const struct yev *ev)
+{
+	return ev->value ? ev->value : "";
+}
+
+/*
+ * A mapping key that is not a scalar: report it and skip it and its value.
+ * Returns false when the stream stopped.
+ */
+static bool bad_key(struct yp *p, struct yev *key)
+{
+	struct yev val;
+	bool ok;
+
+	if (!key->alias)
+		yp_error(p, key->loc, "mapping keys must be strings, got %s",
+			 spec_kind_name(key->kind));
+	if (!skip(p, key) || !next(p, &val))
+		return false;
+	ok = skip(p, &val);
+	yev_release(&val);
+	return ok;
+}
+
+static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev);
+
+/* The entries of a known mapping, after its MAPPING-START. */
+static bool parse_map(struct yp *p, enum spec_field parent)
+{
+	for (;;) {
+		struct yev key, val;
+		bool ok;
+		int f;
+
+		if (!next(p, &key))
+			return false;
+		if (key.type == YAML_MAPPING_END_EVENT)
+			return true;
+		if (key.type != YAML_SCALAR_EVENT) {
+			ok = bad_key(p, &key);
+			yev_release(&key);
+			if (!ok)
+				return false;
+			continue;
+		}
+		f = spec_builder_key(p->b, parent, key.value, key.len, key.loc);
+		yev_release(&key);
+		if (!next(p, &val))
+			return false;
+		ok = f < 0 ? skip(p, &val) : parse_value(p, (enum spec_field)f, &val);
+		yev_release(&val);
+		if (!ok)
+			return false;
+	}
+}
+
+static bool parse_labels(struct yp *p)
+{
+	for (;;) {
+		struct yev key, val;
+		bool ok;
+
+		if (!next(p, &key))
+			return false;
+		if (key.type == YAML_MAPPING_END_EVENT)
+			return true;
+		if (key.type != YAML_SCALAR_EVENT) {
+			ok = bad_key(p, &key);
+			yev_release(&key);
+			if (!ok)
+				return false;
+			continue;
+		}
+		if (!next(p, &val)) {
+			yev_release(&key);
+			return false;
+		}
+		if (!val.alias)
+			spec_builder_label(p->b, key.kind, key.value, key.len, key.loc, val.kind,
+					   ev_text(&val), val.len, val.loc);
+		ok = skip(p, &val);
+		yev_release(&key);
+		yev_release(&val);
+		if (!ok)
+			return false;
+	}
+}
+
+static bool parse_seq(struct yp *p, enum spec_field f)
+{
+	for (size_t i = 0;; i++) {
+		struct yev item;
+		bool ok;
+
+		if (!next(p, &item))
+			return false;
+		if (item.type == YAML_SEQUENCE_END_EVENT)
+			return true;
+		if (!item.alias)
+			spec_builder_item(p->b, f, i, item.kind, ev_text(&item), item.len,
+					  item.loc);
+		ok = skip(p, &item);
+		yev_release(&item);
+		if (!ok)
+			return false;
+	}
+}
+
+static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev)
+{
+	if (ev->alias) {
+		/* Already reported; don't add a type error on top. */
+		p->b->bad[f] = true;
+		return true;
+	}
+	switch (spec_field_type(f)) {
+	case SPEC_FT_MAP:
+		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
+			return skip(p, ev);
+		return parse_map(p, f);
+	case SPEC_FT_STRMAP:
+		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
+			return skip(p, ev);
+		return parse_labels(p);
+	case SPEC_FT_STRSEQ:
+		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
+			return skip(p, ev);
+		return parse_seq(p, f);
+	default:
+		spec_builder_scalar(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc);
+		return skip(p, ev);
+	}
+}
+
+static void add_doc(struct yp *p, struct vm_spec *spec, const char *name, struct spec_loc loc)
+{
+	struct ydoc *d;
+
+	p->docs = xreallocarray(p->docs, p->n_docs + 1, sizeof(*p->docs));
+	d = &p->docs[p->n_docs++];
+	d->spec = spec;
+	d->name = xstrdup_null(name);
+	d->name_loc = loc;
+}
+
+/* One document, after its DOCUMENT-START event. */
+static void parse_document(struct yp *p, const struct yev *start)
+{
+	struct spec_builder b;
+	struct yev root, end;
+	struct vm_spec *spec;
+	bool ok;
+
+	if (!next(p, &root))
+		return;
+	if (root.type == YAML_SCALAR_EVENT && root.plain && root.kind == SPEC_KIND_NULL) {
+		/* An empty document (only comments, or a bare '---'). */
+		yev_release(&root);
+		if (next(p, &end))
+			yev_release(&end);
+		return;
+	}
+	spec_builder_init(&b, root.loc, yp_report, p);
+	p->b = &b;
+	if (root.type == YAML_MAPPING_START_EVENT) {
+		ok = parse_map(p, SPEC_F_ROOT);
+	} else {
+		b.bad[SPEC_F_ROOT] = true;
+		if (!root.alias)
+			yp_error(p, root.loc,
+				 "a VM document must be a mapping with apiVersion, kind, metadata "
+				 "and spec, got %s",
+				 spec_kind_name(root.kind));
+		ok = skip(p, &root);
+	}
+	yev_release(&root);
+	if (!ok || !next(p, &end)) {
+		/* Stopped inside the document: keep its name, skip the missing-field checks. */
+		add_doc(p, NULL, spec_builder_name(&b), b.val_loc[SPEC_F_NAME]);
+		goto out;
+	}
+	spec = spec_builder_finish(&b);
+	if (spec) {
+		spec->source_file = xstrdup(p->file);
+		spec->source_line = start->loc.line;
+		spec->source_start = p->bom + byte_offset(p, start->start_index);
+		spec->source_end = p->bom + byte_offset(p, end.end_index);
+		spec->name_line = b.val_loc[SPEC_F_NAME].line;
+		spec->name_col = b.val_loc[SPEC_F_NAME].col;
+		add_doc(p, spec, spec->name, b.val_loc[SPEC_F_NAME]);
+	} else {
+		add_doc(p, NULL, spec_builder_name(&b), b.val_loc[SPEC_F_NAME]);
+	}
+	yev_release(&end);
+out:
+	p->b = NULL;
+	spec_builder_release(&b);
+}
+
+static void parse_stream(struct yp *p)
+{
+	struct yev ev;
+
+	if (!next(p, &ev)) /* STREAM-START */
+		return;
+	for (;;) {
+		if (!next(p, &ev))
+			return;
+		if (ev.type == YAML_STREAM_END_EVENT)
+			return;
+		parse_document(p, &ev);
+		yev_release(&ev);
+	}
+}
+
+static int ydiag_cmp(const void *a, const void *b)
+{
+	const struct ydiag *x = a, *y = b;
+
+	if (x->loc.line != y->loc.line)
+		return x->loc.line < y->loc.line ? -1 : 1;
+	if (x->loc.col != y->loc.col)
+		return x->loc.col < y->loc.col ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len)
+{
+	struct yp p = { .file = file, .data = data, .len = len };
+	int errors;
+
+	if (len > SPEC_FILE_MAX) {
+		set_add_diagf(set, file, (struct spec_loc){ 0, 0 },
+			      "file is larger than %d bytes (1 MiB)", SPEC_FILE_MAX);
+		set_fail_file(set, file);
+		return 1;
+	}
+	/*
+	 * libyaml skips a BOM only when it detects the encoding itself, and
+	 * then its marks no longer match our bytes; with the encoding forced
+	 * it takes the BOM for a character of column 0. So drop it here.
+	 */
+	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) {
+		p.bom = 3;
+		p.data += 3;
+		p.len -= 3;
+	}
+	if (!yaml_parser_initialize(&p.parser))
+		abort();
+	/* Strict UTF-8 (no BOM sniffing), so character marks map onto bytes of 'data'. */
+	yaml_parser_set_encoding(&p.parser, YAML_UTF8_ENCODING);
+	yaml_parser_set_input_string(&p.parser, (const unsigned char *)p.data, p.len);
+	parse_stream(&p);
+	yaml_parser_delete(&p.parser);
+
+	if (p.n_diags > 1)
+		qsort(p.diags, p.n_diags, sizeof(*p.diags), ydiag_cmp);
+	for (size_t i = 0; i < p.n_diags; i++) {
+		set_add_diag(set, file, p.diags[i].loc, p.diags[i].msg);
+		free(p.diags[i].msg);
+	}
+	errors = (int)p.n_diags;
+	if (p.too_many) {
+		set_add_diagf(set, file, (struct spec_loc){ 0, 0 },
+			      "too many errors (%d), giving up on this file", SPEC_ERRORS_MAX);
+		errors++;
+	}
+	free(p.diags);
+
+	for (size_t i = 0; i < p.n_docs; i++) {
+		struct ydoc *d = &p.docs[i];
+
+		if (errors == 0) {
+			set->specs =
+				xreallocarray(set->specs, set->n_specs + 1, sizeof(*set->specs));
+			set->specs[set->n_specs++] = d->spec;
+		} else {
+			/* A file with any error contributes no specs; its VMs keep their last good one. */
+			if (d->name)
+				set_fail_name(set, d->name, file, d->name_loc);
+			vm_spec_free(d->spec);
+		}
+		free(d->name);
+	}
+	free(p.docs);
+	if (errors)
+		set_fail_file(set, file);
+	return errors;
+}
+
+/* ---- loading files and directories ------------------------------------------ */
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+bool spec_is_spec_filename(const char *name)
+{
+	size_t len;
+
+	if (!name || !*name)
+		return false;
+	len = strlen(name);
+	/* Hidden (.git, ..data, vim .x.swp, emacs .#x lock links) and emacs #x# autosaves. */
+	if (name[0] == '.' || name[0] == '#')
+		return false;
+	/* Backups (x~), vim's write probe "4913", swap files. */
+	if (name[len - 1] == '~' || strcmp(name, "4913") == 0 || has_suffix(name, ".swp") ||
+	    has_suffix(name, ".swx"))
+		return false;
+	return has_suffix(name, ".yaml") || has_suffix(name, ".yml");
+}
+
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+};
+
+struct loader {
+	struct spec_set *set;
+	struct file_id *seen; /* files read by this call: each is read once */
+	size_t n_seen;
+	struct file_id stack[SPEC_DIR_DEPTH_MAX + 1]; /* directories being walked */
+	size_t depth;
+	int errors;
+};
+
+static void load_error(struct loader *l, const char *path, int errnum, const char *what)
+{
+	set_add_diagf(l->set, path, (struct spec_loc){ 0, 0 }, "%s: %s", what, strerror(errnum));
+	set_fail_file(l->set, path);
+	l->errors++;
+}
+
+/* Read at most SPEC_FILE_MAX + 1 bytes from fd. Returns 0 or -errno. */
+static int read_capped(int fd, char **ret, size_t *ret_len)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0, alloc = 0;
+
+	for (;;) {
+		ssize_t n;
+
+		if (len == alloc) {
+			if (alloc > SPEC_FILE_MAX)
+				break;
+			alloc = alloc ? 2 * alloc : 16384;
+			if (alloc > SPEC_FILE_MAX + 1)
+				alloc = SPEC_FILE_MAX + 1;
+			data = xrealloc(data, alloc + 1);
+		}
+		n = read(fd, data + len, alloc - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (!data)
+		data = xmalloc(1);
+	data[len] = '\0';
+	*ret = TAKE_PTR(data);
+	*ret_len = len;
+	return 0;
+}
+
+/*
+ * Load one file. 'walked': found by a directory walk, where a file that
+ * vanished since readdir is not an error and only regular files are read
+ * (never block on a FIFO someone dropped in the spec directory).
+ */
+static void load_file(struct loader *l, const char *path, bool walked)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *data = NULL;
+	struct stat st;
+	size_t len;
+	int r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (walked ? O_NONBLOCK : 0));
+	if (fd < 0) {
+		if (walked && errno == ENOENT)
+			return;
+		load_error(l, path, errno, "cannot open");
+		return;
+	}
+	if (fstat(fd, &st) < 0) {
+		load_error(l, path, errno, "cannot stat");
+		return;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		load_error(l, path, EISDIR, "cannot read");
+		return;
+	}
+	if (walked && !S_ISREG(st.st_mode))
+		return;
+	for (size_t i = 0; i < l->n_seen; i++)
+		if (l->seen[i].dev == st.st_dev && l->seen[i].ino == st.st_ino)
+			return;
+	l->seen = xreallocarray(l->seen, l->n_seen + 1, sizeof(*l->seen));
+	l->seen[l->n_seen++] = (struct file_id){ st.st_dev, st.st_ino };
+	r = read_capped(fd, &data, &len);
+	if (r < 0) {
+		load_error(l, path, -r, "cannot read");
+		return;
+	}
+	l->errors += spec_parse_buffer(l->set, path, data, len);
+}
+
+static void load_dir(struct loader *l, const char *path, const struct stat *dst);
+
+static void load_entry(struct loader *l, const char *dir, const char *name)
+{
+	_cleanup_free_ char *path = fs_path_join(dir, name);
+	struct stat st;
+
+	if (name[0] == '.')
+		return;
+	if (stat(path, &st) < 0) {
+		/* Vanished, or a dangling symlink: nothing to read. */
+		if (errno == ENOENT)
+			return;
+		if (spec_is_spec_filename(name))
+			load_error(l, path, errno, "cannot stat");
+		return;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		/* l->depth is the level of this subdirectory: the top is 0. */
+		if (l->depth > SPEC_DIR_DEPTH_MAX)
+			return;
+		load_dir(l, path, &st);
+		return;
+	}
+	if (S_ISREG(st.st_mode) && spec_is_spec_filename(name))
+		load_file(l, path, true);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void load_dir(struct loader *l, const char *path, const struct stat *dst)
+{
+	_cleanup_close_ int fd = -1;
+	DIR *d;
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0;
+
+	/* A symlink back up the tree would otherwise be walked until the depth cap. */
+	for (size_t i = 0; i < l->depth; i++)
+		if (l->stack[i].dev == dst->st_dev && l->stack[i].ino == dst->st_ino)
+			return;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT && l->depth > 0)
+			return;
+		load_error(l, path, errno, "cannot open directory");
+		return;
+	}
+	d = fdopendir(fd);
+	if (!d) {
+		load_error(l, path, errno, "cannot open directory");
+		return;
+	}
+	TAKE_FD(fd);
+	while ((errno = 0, de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		names = xreallocarray(names, n + 1, sizeof(*names));
+		names[n++] = xstrdup(de->d_name);
+	}
+	if (errno)
+		load_error(l, path, errno, "cannot read directory");
+	closedir(d);
+	/* Sorted, so diagnostics and duplicate reports come in a stable order. */
+	if (n > 1)
+		qsort(names, n, sizeof(*names), name_cmp);
+	l->stack[l->depth++] = (struct file_id){ dst->st_dev, dst->st_ino };
+	for (size_t i = 0; i < n; i++) {
+		load_entry(l, path, names[i]);
+		free(names[i]);
+	}
+	l->depth--;
+	free(names);
+}
+
+int spec_load_path(struct spec_set *set, const char *path)
+{
+	struct loader l = { .set = set };
+	struct stat st;
+
+	if (strcmp(path, "-") == 0) {
+		_cleanup_free_ char *data = NULL;
+		size_t len;
+		int r = read_capped(STDIN_FILENO, &data, &len);
+
+		if (r < 0) {
+			load_error(&l, STDIN_NAME, -r, "cannot read");
+			return l.errors;
+		}
+		return spec_parse_buffer(set, STDIN_NAME, data, len);
+	}
+	if (stat(path, &st) < 0)
+		load_error(&l, path, errno, "cannot read");
+	else if (S_ISDIR(st.st_mode))
+		load_dir(&l, path, &st);
+	else
+		load_file(&l, path, false);
+	free(l.seen);
+	return l.errors;
+}
