@@ -1,11 +1,12 @@
 /*
  * cmd_ssh.c - banger ssh NAME [-l USER] [--wait DURATION] [-- CMD ARGS...]
  *
- * Looks the VM up in the state database (read-only), connects to its IP
- * with banger's client key and checks/pins the host key under the IP and
- * "<name>.vm" in banger's known_hosts (reconciler/guest/ssh.c). With a
- * command, each argument reaches the guest as one word and banger exits
- * with the command's status; without one, an interactive shell on a PTY.
+ * Looks the VM up in the state database (read-only), connects to its IP as
+ * the spec's ssh.user (or -l USER) with banger's client key, and checks/pins
+ * the host key under the IP and "<name>.vm" in banger's known_hosts
+ * (reconciler/guest/ssh.c). With a command, each argument reaches the guest
+ * as one word and banger exits with the command's status; without one, an
+ * interactive shell on a PTY.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@
 #include "reconciler/guest/ssh.h"
 #include "reconciler/store.h"
 #include "reconciler/vm.h"
+#include "spec/spec.h"
 
 #define SSH_CONNECT_TIMEOUT_MS 10000
 #define SSH_WAIT_RETRY_MS 500
@@ -35,7 +37,7 @@ static void ssh_usage(FILE *f)
 		   "expansion; use 'sh -c ...' for shell syntax) and exit with its status;\n"
 		   "otherwise open an interactive shell.\n\n"
 		   "Options:\n"
-		   "  -l, --user USER      remote user (default: root)\n"
+		   "  -l, --user USER      remote user (default: the spec's ssh.user, root)\n"
 		   "  -w, --wait DURATION  retry until the VM's SSH answers, up to DURATION\n"
 		   "                       (e.g. 30s, 2m)\n"
 		   "  -h, --help           this help\n");
@@ -74,6 +76,18 @@ static int lookup_vm(const char *state_dir, const char *name, struct vm_record *
 	return 0;
 }
 
+/* The spec's ssh.user from the record's last applied spec; NULL if unknown. Owned. */
+static char *spec_ssh_user(const struct vm_record *rec)
+{
+	struct vm_spec *spec = NULL;
+	char *user = NULL;
+
+	if (rec->spec_json && spec_from_json(rec->spec_json, &spec, NULL) == 0 && spec->ssh_user)
+		user = xstrdup(spec->ssh_user);
+	vm_spec_free(spec);
+	return user;
+}
+
 /* Worth another try while waiting for a VM to come up? */
 static bool retryable(int r)
 {
@@ -101,9 +115,10 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	_cleanup_free_ char *name = NULL, *kh = NULL, *key = NULL, *pin_name = NULL;
+	_cleanup_free_ char *spec_user = NULL;
 	struct vm_record rec = { 0 };
 	struct bg_err err = { 0 };
-	const char *user = "root";
+	const char *arg_user = NULL;
 	const char *pins[2];
 	struct ssh_target t;
 	int64_t wait_ms = 0, deadline;
@@ -112,7 +127,7 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "hl:w:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			user = optarg;
+			arg_user = optarg;
 			break;
 		case 'w':
 			if (parse_duration_ms(optarg, &wait_ms) < 0 || wait_ms < 0) {
@@ -128,15 +143,10 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (optind >= argc || !*user) {
+	if (optind >= argc || (arg_user && !*arg_user)) {
 		ssh_usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	/*
-	 * TODO(spec): default the user to the spec's ssh.user
-	 * (spec_from_json(rec.spec_json)) once spec/ is merged; until then "root",
-	 * which is also the spec's default.
-	 */
 	name = vm_name_of(argv[optind]);
 	kh = paths_known_hosts(ctx->state_dir);
 	key = paths_client_key(ctx->state_dir);
@@ -147,11 +157,15 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 
 		r = lookup_vm(ctx->state_dir, name, &rec, &err);
 		if (r == 0) {
+			free(spec_user);
+			spec_user = arg_user ? NULL : spec_ssh_user(&rec);
 			pins[0] = rec.ip;
 			pins[1] = pin_name;
 			t = (struct ssh_target){ .host = rec.ip,
 						 .port = 22,
-						 .user = user,
+						 .user = arg_user    ? arg_user
+							 : spec_user ? spec_user
+								     : "root",
 						 .known_hosts = kh,
 						 .pin_names = pins,
 						 .n_pin_names = 2,

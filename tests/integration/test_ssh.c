@@ -54,6 +54,7 @@
 #include "reconciler/guest/ssh.h"
 #include "reconciler/guest/ssh_config.h"
 #include "reconciler/store.h"
+#include "spec/spec.h"
 #include "tests/lib/testutil.h"
 
 #define NAME "web-1.vm"
@@ -896,6 +897,29 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 	rec = (struct vm_record){ .name = xstrdup("no-ip"), .last_exit = -1 };
 	assert_int_equal(store_vm_insert(s, &rec, &err), 0);
 	vm_record_release(&rec);
+	/* web-2's spec says ssh.user: nobody */
+	{
+		static const char yaml[] =
+			"apiVersion: banger/v1\nkind: VM\nmetadata: {name: web-2}\n"
+			"spec:\n  kernel: {path: /boot/vmlinuz}\n"
+			"  rootfs: {image: /srv/rootfs.ext4}\n"
+			"  ssh: {user: nobody}\n";
+		struct spec_set set;
+
+		spec_set_init(&set);
+		assert_int_equal(spec_parse_buffer(&set, "web-2.yaml", yaml, strlen(yaml)), 0);
+		assert_int_equal(spec_set_finish(&set), 0);
+		assert_int_equal(set.n_specs, 1);
+		rec = (struct vm_record){ .name = xstrdup("web-2"),
+					  .spec_json = spec_to_json(set.specs[0]),
+					  .phase = VM_PHASE_RUNNING,
+					  .ip = xstrdup(T.ip),
+					  .last_exit = -1 };
+		spec_set_release(&set);
+		if (store_vm_insert(s, &rec, &err) < 0)
+			fail_msg("%s", err.msg);
+		vm_record_release(&rec);
+	}
 	store_free(TAKE_PTR(s));
 
 	{
@@ -940,6 +964,24 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 		assert_int_equal(run_status(argv, &out), 1);
 		assert_non_null(strstr(out, "no IP address"));
 		assert_true(now_mono_ms() - start >= 900); /* it did wait */
+		free(out);
+	}
+	/* the user comes from the spec (sshd refuses nobody), -l overrides it */
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh", "web-2",
+				       "--",	 "id",		"-un",	 NULL };
+
+		assert_int_equal(run_status(argv, &out), 1);
+		if (!strstr(out, "nobody@"))
+			fail_msg("%s", out);
+		free(out);
+	}
+	{
+		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh", "-l", "root",
+				       "web-2",	 "--",		"id",	 "-un", NULL };
+
+		assert_int_equal(run_status(argv, &out), 0);
+		assert_string_equal(out, "root\n");
 		free(out);
 	}
 	/* OpenSSH through the block's own ProxyCommand: banger ssh-proxy %n */
