@@ -51,8 +51,10 @@ bg() {
 
 # start_daemon [bangerd options...]: start this test's bangerd and wait for its heartbeat.
 start_daemon() {
-	in_ns "$BANGERD_BIN" --bridge "$BRIDGE" --subnet "$SUBNET" --resync 5s --stop-timeout 20s -v \
-		"$@" >>"$WORK/bangerd.log" 2>&1 &
+	# 'ip netns exec' execs bangerd, so $! is bangerd's own pid. fd 3 is bats'
+	# output: a daemon must not hold it, or bats waits for it forever.
+	ip netns exec "$NS" "$BANGERD_BIN" --bridge "$BRIDGE" --subnet "$SUBNET" --resync 5s \
+		--stop-timeout 20s -v "$@" >>"$WORK/bangerd.log" 2>&1 3>&- &
 	DAEMON_PID=$!
 	wait_for 30 daemon_fresh || {
 		tail -n 30 "$WORK/bangerd.log"
@@ -156,11 +158,20 @@ kill_our_vmms() {
 	done
 }
 
-# Processes whose command line names this test's work dir.
+# Processes whose command line or environment names this test's work dir
+# (bangerd finds its dirs through BANGER_STATE_DIR; VMMs name files in argv).
 our_processes() {
 	local p
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$WORK" && echo "${p#/proc/}"
+		[ "${p#/proc/}" != "$$" ] || continue
+		# bats' own shells export BANGER_STATE_DIR too: match the environment only
+		# for banger's binaries.
+		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF "$WORK" ||
+			{ grep -qxE 'banger|bangerd' "$p/comm" 2>/dev/null &&
+				tr '\0' '\n' <"$p/environ" 2>/dev/null |
+				grep -qxF "BANGER_STATE_DIR=$WORK/state"; }; then
+			echo "${p#/proc/}"
+		fi
 	done
 	return 0
 }
