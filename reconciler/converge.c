@@ -167,6 +167,16 @@ void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec
 	ret->console_log = rec->console_log;
 }
 
+/* The binary the daemon was told to use for this driver, or NULL for its default. */
+static const char *binary_of(const struct conv *c, const struct vmm_driver *drv)
+{
+	int kind = vmm_kind_from_string(drv->name);
+
+	if (!c->env->binaries || kind < 0)
+		return NULL;
+	return c->env->binaries[kind];
+}
+
 /* The driver this VM runs (or will run) with. */
 static int driver_of(struct conv *c, const struct vmm_driver **ret, struct bg_err *err)
 {
@@ -401,6 +411,7 @@ static int step_launch(struct conv *c, struct bg_err *err)
 	converge_vmm_config(&c->rec, c->spec, c->tap, &cfg);
 	cfg.guest_args = args;
 	cfg.root_disk = c->disk.path;
+	cfg.binary = binary_of(c, drv);
 	r = drv->start(&cfg, &proc, err);
 	if (r < 0)
 		return bg_err_wrap(err, "start %s", drv->name);
@@ -448,6 +459,7 @@ static int step_stop_vmm(struct conv *c, struct bg_err *err)
 	if (r < 0)
 		return r;
 	converge_vmm_config(&c->rec, c->rec_spec, c->tap, &cfg);
+	cfg.binary = binary_of(c, drv);
 	proc.pid = h.pid;
 	proc.start_time = h.start_time;
 	r = drv->stop(&cfg, &proc, c->env->stop_grace_ms, err);

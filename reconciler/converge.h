@@ -42,6 +42,7 @@ struct converge_env {
 	const char *known_hosts;	/* pins are removed from here on delete */
 	const char *authorized_keys;	/* banger's public key line(s), given to every guest */
 	int stop_grace_ms;		/* graceful shutdown deadline before SIGTERM */
+	const char *const *binaries;	/* [enum vmm_kind]: VMM binary overrides, may be NULL */
 
 	/*
 	 * Choose the driver for a VM: 'kind' from its spec, 'recorded' the driver

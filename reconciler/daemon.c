@@ -140,6 +140,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.known_hosts = d->known_hosts;
 	d->env.authorized_keys = d->client_pubkey;
 	d->env.stop_grace_ms = cfg->stop_grace_ms;
+	d->env.binaries = d->cfg.binaries;
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
 
