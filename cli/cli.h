@@ -19,10 +19,10 @@ enum {
 
 /* Global settings, parsed by main before the verb runs. */
 struct cli_ctx {
-	const char *spec_dir;	/* resolved (flag, env or default) */
-	const char *state_dir;	/* resolved */
-	int verbosity;		/* count of -v */
-	bool color;		/* stdout is a TTY and NO_COLOR is unset */
+	const char *spec_dir;  /* resolved (flag, env or default) */
+	const char *state_dir; /* resolved */
+	int verbosity;	       /* count of -v */
+	bool color;	       /* stdout is a TTY and NO_COLOR is unset */
 };
 
 struct cli_command {

@@ -25,10 +25,11 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: banger apply -f PATH|DIR|- [-f ...] [--dry-run] [--wait [--timeout 5m]]\n\n"
-		   "Validate VM specs and write them into the spec directory, where bangerd\n"
-		   "picks them up. --wait follows each VM until it is Running (its guest\n"
-		   "answers SSH) or Stopped as its spec says, or fails.\n");
+	fprintf(f,
+		"Usage: banger apply -f PATH|DIR|- [-f ...] [--dry-run] [--wait [--timeout 5m]]\n\n"
+		"Validate VM specs and write them into the spec directory, where bangerd\n"
+		"picks them up. --wait follows each VM until it is Running (its guest\n"
+		"answers SSH) or Stopped as its spec says, or fails.\n");
 }
 
 /* The text of a document: from the stdin buffer or its file. Owned, or NULL. */
@@ -146,9 +147,10 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		spec_hash(s, h_new);
 		memcpy(targets[i].hash, h_new, sizeof(h_new));
 		if (spec_set_name_failed(&dir, s->name)) {
-			cli_error("vm '%s' is defined in a spec file that fails to load (see 'banger "
-				  "validate -f %s'); fix that file first",
-				  s->name, ctx->spec_dir);
+			cli_error(
+				"vm '%s' is defined in a spec file that fails to load (see 'banger "
+				"validate -f %s'); fix that file first",
+				s->name, ctx->spec_dir);
 			rc = CLI_EXIT_FAIL;
 			continue;
 		}
@@ -175,8 +177,9 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			paths[i] = xasprintf("%s/%s.yaml", ctx->spec_dir, s->name);
 			if (fs_exists(paths[i])) {
 				/* A <name>.yaml that defines no valid VM of that name. */
-				cli_error("'%s' exists but does not define vm '%s'; not overwriting it",
-					  paths[i], s->name);
+				cli_error(
+					"'%s' exists but does not define vm '%s'; not overwriting it",
+					paths[i], s->name);
 				rc = CLI_EXIT_FAIL;
 				continue;
 			}

@@ -56,7 +56,8 @@ static void check_dir(const char *what, const char *path)
 	char detail[4200];
 
 	if (stat(path, &st) < 0) {
-		snprintf(detail, sizeof(detail), "%s does not exist yet (bangerd creates it)", path);
+		snprintf(detail, sizeof(detail), "%s does not exist yet (bangerd creates it)",
+			 path);
 		info_line(what, detail);
 		return;
 	}
@@ -97,8 +98,8 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 
 	/* Firecracker: binary, version, KVM (its available() runs a real KVM probe). */
 	{
-		_cleanup_free_ char *bin =
-			proc_find_in_path(bins[VMM_FIRECRACKER] ? bins[VMM_FIRECRACKER] : "firecracker");
+		_cleanup_free_ char *bin = proc_find_in_path(
+			bins[VMM_FIRECRACKER] ? bins[VMM_FIRECRACKER] : "firecracker");
 		_cleanup_free_ char *version = NULL;
 
 		if (bin) {
@@ -122,8 +123,8 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 		close(fd);
 	/* QEMU: binary and the accelerator the driver will use (its own real probe). */
 	{
-		_cleanup_free_ char *bin = proc_find_in_path(
-			bins[VMM_QEMU] ? bins[VMM_QEMU] : "qemu-system-x86_64");
+		_cleanup_free_ char *bin =
+			proc_find_in_path(bins[VMM_QEMU] ? bins[VMM_QEMU] : "qemu-system-x86_64");
 		_cleanup_free_ char *version = NULL;
 
 		if (bin) {
@@ -142,8 +143,8 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 	if (vmm_select(VMM_AUTO, bins, &chosen, &why, &err) == 0) {
 		char detail[BG_ERR_MSG_MAX + 64];
 
-		snprintf(detail, sizeof(detail), "%s%s%s%s", chosen->name,
-			 why.msg[0] ? " (" : "", why.msg, why.msg[0] ? ")" : "");
+		snprintf(detail, sizeof(detail), "%s%s%s%s", chosen->name, why.msg[0] ? " (" : "",
+			 why.msg, why.msg[0] ? ")" : "");
 		info_line("vmm: auto picks", detail);
 	}
 
@@ -166,8 +167,9 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 				 disk_mode_to_string(mode), probe_dir);
 			info_line("root disk mode", detail);
 			check(mode != DISK_MODE_COPY, "copy-on-write disks",
-			      mode == DISK_MODE_COPY ? "no dm, no reflink: each VM gets a sparse copy"
-						     : "yes",
+			      mode == DISK_MODE_COPY
+				      ? "no dm, no reflink: each VM gets a sparse copy"
+				      : "yes",
 			      "put the state dir on a reflink filesystem (btrfs, xfs) or enable "
 			      "device-mapper");
 		} else {
@@ -175,8 +177,7 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 		}
 	}
 	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-	check(fd >= 0, "tun/tap", fd >= 0 ? "/dev/net/tun opens" : strerror(errno),
-	      "modprobe tun");
+	check(fd >= 0, "tun/tap", fd >= 0 ? "/dev/net/tun opens" : strerror(errno), "modprobe tun");
 	if (fd >= 0)
 		close(fd);
 	check(geteuid() == 0, "bridge/tap permissions",

@@ -40,8 +40,8 @@ static bool wanted(const char *name, char **names, int n)
 
 static void print_table(struct vm_view *views, size_t n, bool wide)
 {
-	static const char *const cols[] = { "NAME", "PHASE",	"DESIRED", "IP",
-					    "VMM",  "PID",	"AGE",	   "RESTARTS" };
+	static const char *const cols[] = { "NAME", "PHASE", "DESIRED", "IP",
+					    "VMM",  "PID",   "AGE",	"RESTARTS" };
 	static const char *const wide_cols[] = { "VCPUS", "MEMORY", "CPU%", "RSS",
 						 "DISK",  "TAP",    "ID" };
 	size_t nc = ARRAY_SIZE(cols) + (wide ? ARRAY_SIZE(wide_cols) : 0) + 1;
@@ -119,8 +119,9 @@ static void print_spec_errors(struct store *s)
 	if (!s || store_daemon_get(s, &info, NULL) < 0)
 		return;
 	if (info.spec_errors && *info.spec_errors)
-		fprintf(stderr, "\nSpec errors (these files are not applied; their VMs keep their "
-				"last good spec):\n%s\n",
+		fprintf(stderr,
+			"\nSpec errors (these files are not applied; their VMs keep their "
+			"last good spec):\n%s\n",
 			info.spec_errors);
 	daemon_info_release(&info);
 }

@@ -35,8 +35,8 @@ char *specfile_doc_body(const char *text, size_t len)
 
 	/* Drop a leading "---" line; "--- {inline}" keeps its content. */
 	nl = memchr(p, '\n', (size_t)(end - p));
-	if (len >= 3 && memcmp(p, "---", 3) == 0 && (len == 3 || p[3] == ' ' || p[3] == '\n' ||
-						    p[3] == '\t' || p[3] == '\r')) {
+	if (len >= 3 && memcmp(p, "---", 3) == 0 &&
+	    (len == 3 || p[3] == ' ' || p[3] == '\n' || p[3] == '\t' || p[3] == '\r')) {
 		if (line_is(p, nl ? (size_t)(nl - p) : (size_t)(end - p), "---"))
 			p = nl ? nl + 1 : end;
 		else

@@ -15,8 +15,8 @@ struct specfile_edit {
 	const char *file;
 	size_t start;
 	size_t end;
-	const char *text;	/* a document body (see specfile_doc_body), or NULL */
-	bool create;		/* the file is new: write text as its whole content */
+	const char *text; /* a document body (see specfile_doc_body), or NULL */
+	bool create;	  /* the file is new: write text as its whole content */
 };
 
 /*

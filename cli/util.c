@@ -97,7 +97,7 @@ void cli_print_json(FILE *f, const struct cJSON *v)
 /* YAML needs quotes for strings that would otherwise read as something else. */
 static bool yaml_needs_quotes(const char *s)
 {
-	static const char *const special[] = { "true",	"false", "yes", "no", "on", "off",
+	static const char *const special[] = { "true", "false", "yes",	"no",	 "on",	 "off",
 					       "null", "~",	"True", "False", "Null", "NULL" };
 	char *end;
 

@@ -54,7 +54,7 @@ void cli_print_yaml(FILE *f, const struct cJSON *v);
  */
 struct cli_table {
 	size_t n_cols;
-	char **cells;	/* row-major */
+	char **cells; /* row-major */
 	size_t n_rows;
 };
 

@@ -49,8 +49,7 @@ static long long cpu_ticks(pid_t pid)
 	if (!p)
 		return -1;
 	/* After ") ": state(3) ... utime(14) stime(15). */
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) !=
-	    2)
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
 		return -1;
 	return (long long)(ut + st);
 }

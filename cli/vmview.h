@@ -16,13 +16,13 @@
 struct cJSON;
 
 struct vm_view {
-	const struct vm_record *rec;	/* borrowed */
-	struct vm_spec *spec;		/* rec->spec_json parsed, owned; NULL if unparsable */
+	const struct vm_record *rec; /* borrowed */
+	struct vm_spec *spec;	     /* rec->spec_json parsed, owned; NULL if unparsable */
 	struct vm_handles handles;
 	enum vm_liveness liveness;
-	bool unconfirmed;		/* recorded up, but its VMM is not running */
-	double cpu_percent;		/* -1: not measured */
-	uint64_t rss_bytes;		/* 0: not measured */
+	bool unconfirmed;   /* recorded up, but its VMM is not running */
+	double cpu_percent; /* -1: not measured */
+	uint64_t rss_bytes; /* 0: not measured */
 };
 
 /* Fill a view of rec (handles read from its vm dir). */

@@ -17,7 +17,11 @@
 
 #define POLL_MS 250
 
-enum tstate { T_WAITING, T_DONE, T_FAILED };
+enum tstate {
+	T_WAITING,
+	T_DONE,
+	T_FAILED
+};
 
 int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_t n,
 	     int64_t timeout_ms)
@@ -41,7 +45,8 @@ int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_
 		if (s && !warned) {
 			struct daemon_info info = { 0 };
 
-			if (store_daemon_get(s, &info, NULL) < 0 || !cli_daemon_fresh(&info, NULL)) {
+			if (store_daemon_get(s, &info, NULL) < 0 ||
+			    !cli_daemon_fresh(&info, NULL)) {
 				fprintf(stderr, "banger: bangerd does not seem to be running; "
 						"waiting anyway\n");
 				warned = true;

@@ -12,16 +12,16 @@
 #include "spec/spec.h"
 
 enum wait_goal {
-	WAIT_APPLIED,	/* the VM runs (or is stopped) with exactly this spec */
-	WAIT_GONE,	/* the VM's record is gone */
+	WAIT_APPLIED, /* the VM runs (or is stopped) with exactly this spec */
+	WAIT_GONE,    /* the VM's record is gone */
 	WAIT_GOAL_MAX
 };
 
 struct wait_target {
 	const char *name;
 	enum wait_goal goal;
-	char hash[SPEC_HASH_LEN + 1];	/* WAIT_APPLIED: the spec's hash */
-	enum vm_desired_state state;	/* WAIT_APPLIED: running or stopped */
+	char hash[SPEC_HASH_LEN + 1]; /* WAIT_APPLIED: the spec's hash */
+	enum vm_desired_state state;  /* WAIT_APPLIED: running or stopped */
 };
 
 /*

@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 struct buf {
-	char *data;	/* NUL-terminated; never NULL after buf_init() */
-	size_t len;	/* bytes before the terminating NUL */
+	char *data; /* NUL-terminated; never NULL after buf_init() */
+	size_t len; /* bytes before the terminating NUL */
 	size_t alloc;
 };
 

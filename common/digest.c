@@ -31,8 +31,7 @@ void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
 	out[SHA256_HEX_LEN] = '\0';
 }
 
-void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len,
-	       uint8_t out[SHA1_LEN])
+void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[SHA1_LEN])
 {
 	unsigned int out_len = SHA1_LEN;
 

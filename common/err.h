@@ -17,8 +17,8 @@
 #define BG_ERR_MSG_MAX 2048
 
 struct bg_err {
-	int code;		    /* negative errno of the first failure, 0 when clear */
-	char msg[BG_ERR_MSG_MAX];   /* NUL-terminated message, "" when clear */
+	int code;		  /* negative errno of the first failure, 0 when clear */
+	char msg[BG_ERR_MSG_MAX]; /* NUL-terminated message, "" when clear */
 };
 
 /*

@@ -54,8 +54,7 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-		    struct bg_err *err)
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
 {
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
 	int fd, r;
@@ -126,8 +125,7 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
-		 struct bg_err *err)
+int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, struct bg_err *err)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *data = NULL;

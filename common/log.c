@@ -14,8 +14,8 @@ static enum log_level log_level = LOG_LEVEL_NOTICE;
 static const char *log_program = "banger";
 
 static const char *const level_names[LOG_LEVEL_MAX] = {
-	[LOG_LEVEL_ERR] = "err",       [LOG_LEVEL_WARN] = "warn",   [LOG_LEVEL_NOTICE] = "notice",
-	[LOG_LEVEL_INFO] = "info",     [LOG_LEVEL_DEBUG] = "debug",
+	[LOG_LEVEL_ERR] = "err",   [LOG_LEVEL_WARN] = "warn",	[LOG_LEVEL_NOTICE] = "notice",
+	[LOG_LEVEL_INFO] = "info", [LOG_LEVEL_DEBUG] = "debug",
 };
 
 void log_set_level(enum log_level level)
@@ -57,8 +57,8 @@ void log_setup(const char *program, int verbosity)
 		if (r >= 0)
 			level = r;
 		else
-			fprintf(stderr, "%s: invalid BANGER_LOG_LEVEL '%s', ignoring\n", log_program,
-				env);
+			fprintf(stderr, "%s: invalid BANGER_LOG_LEVEL '%s', ignoring\n",
+				log_program, env);
 	}
 	level += verbosity;
 	log_set_level(level >= LOG_LEVEL_MAX ? LOG_LEVEL_DEBUG : (enum log_level)level);

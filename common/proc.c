@@ -95,7 +95,7 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
 			pipefd[1] = 3;
 		}
 		execvpe(argv[0], (char *const *)argv, opts->envp ? opts->envp : environ);
-fail:
+	fail:
 		child_errno = errno;
 		(void)!write(pipefd[1], &child_errno, sizeof(child_errno));
 		_exit(127);
@@ -351,7 +351,8 @@ char *proc_find_in_path(const char *name)
 	if (strchr(name, '/'))
 		return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
 	env = getenv("PATH");
-	path = xstrdup(env && *env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	path = xstrdup(
+		env && *env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 	for (dir = strtok_r(path, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
 		char *full = fs_path_join(*dir ? dir : ".", name);
 

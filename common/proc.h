@@ -16,16 +16,19 @@
 #include "common/err.h"
 
 struct proc_spawn_opts {
-	bool new_session;	/* setsid() in the child: survives the parent's session */
-	int stdin_fd;		/* -1: /dev/null */
-	int stdout_fd;		/* -1: /dev/null */
-	int stderr_fd;		/* -1: /dev/null; may equal stdout_fd */
-	const char *cwd;	/* NULL: inherit */
-	char *const *envp;	/* NULL: inherit the environment */
+	bool new_session;  /* setsid() in the child: survives the parent's session */
+	int stdin_fd;	   /* -1: /dev/null */
+	int stdout_fd;	   /* -1: /dev/null */
+	int stderr_fd;	   /* -1: /dev/null; may equal stdout_fd */
+	const char *cwd;   /* NULL: inherit */
+	char *const *envp; /* NULL: inherit the environment */
 };
 
 /* Options with all fds set to -1 (i.e. /dev/null). */
-#define PROC_SPAWN_OPTS_INIT { .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 }
+#define PROC_SPAWN_OPTS_INIT                                     \
+	{                                                        \
+		.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 \
+	}
 
 /*
  * Start argv[0] (looked up in PATH when it has no '/') with argv. Every fd

@@ -45,35 +45,43 @@ enum step_id {
 };
 
 static const char *const step_names[S_MAX] = {
-	[S_RECORD] = "record",		 [S_PREPARE] = "prepare",
-	[S_LEASE_IP] = "lease-ip",	 [S_BRIDGE] = "bridge",
-	[S_TAP] = "tap",		 [S_ROOTDISK] = "rootdisk",
-	[S_WORKDISK] = "workdisk",	 [S_LAUNCH] = "launch",
-	[S_STOP_VMM] = "stop-vmm",	 [S_TEARDOWN] = "teardown",
-	[S_APPLY_SPEC] = "apply-spec",	 [S_TOMBSTONE] = "tombstone",
-	[S_REMOVE_DISKS] = "remove-disks", [S_REMOVE_FILES] = "remove-files",
-	[S_RELEASE_IP] = "release-ip",	 [S_UNPIN] = "unpin",
+	[S_RECORD] = "record",
+	[S_PREPARE] = "prepare",
+	[S_LEASE_IP] = "lease-ip",
+	[S_BRIDGE] = "bridge",
+	[S_TAP] = "tap",
+	[S_ROOTDISK] = "rootdisk",
+	[S_WORKDISK] = "workdisk",
+	[S_LAUNCH] = "launch",
+	[S_STOP_VMM] = "stop-vmm",
+	[S_TEARDOWN] = "teardown",
+	[S_APPLY_SPEC] = "apply-spec",
+	[S_TOMBSTONE] = "tombstone",
+	[S_REMOVE_DISKS] = "remove-disks",
+	[S_REMOVE_FILES] = "remove-files",
+	[S_RELEASE_IP] = "release-ip",
+	[S_UNPIN] = "unpin",
 	[S_FORGET] = "forget",
 };
 
 #define END S_MAX
 
-static const enum step_id steps_create[] = { S_RECORD, S_PREPARE,  S_LEASE_IP, S_BRIDGE, S_TAP,
-					     S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
+static const enum step_id steps_create[] = { S_RECORD,	 S_PREPARE,  S_LEASE_IP, S_BRIDGE, S_TAP,
+					     S_ROOTDISK, S_WORKDISK, S_LAUNCH,	 END };
 static const enum step_id steps_start[] = { S_PREPARE,	S_LEASE_IP, S_BRIDGE, S_TAP,
 					    S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
-static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE,
-					      S_LEASE_IP, S_BRIDGE,   S_TAP,
-					      S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
+static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE,  S_LEASE_IP,
+					      S_BRIDGE,	  S_TAP,      S_ROOTDISK, S_WORKDISK,
+					      S_LAUNCH,	  END };
 static const enum step_id steps_stop[] = { S_STOP_VMM, S_TEARDOWN, END };
 static const enum step_id steps_update[] = { S_APPLY_SPEC, END };
 static const enum step_id steps_demote[] = { S_TEARDOWN, END };
-static const enum step_id steps_delete[] = { S_TOMBSTONE,    S_STOP_VMM,   S_TEARDOWN,
+static const enum step_id steps_delete[] = { S_TOMBSTONE,    S_STOP_VMM,     S_TEARDOWN,
 					     S_REMOVE_DISKS, S_REMOVE_FILES, S_RELEASE_IP,
 					     S_UNPIN,	     S_FORGET,	     END };
 
 static const enum step_id *const action_steps[PLAN_ACTION_MAX] = {
-	[PLAN_CREATE] = steps_create, [PLAN_START] = steps_start, [PLAN_RESTART] = steps_restart,
+	[PLAN_CREATE] = steps_create, [PLAN_START] = steps_start,   [PLAN_RESTART] = steps_restart,
 	[PLAN_STOP] = steps_stop,     [PLAN_UPDATE] = steps_update, [PLAN_DEMOTE] = steps_demote,
 	[PLAN_DELETE] = steps_delete,
 };
@@ -99,13 +107,13 @@ const char *const converge_failpoints[] = {
 struct conv {
 	struct converge_env *env;
 	const struct plan_action *a;
-	enum plan_action_type type;	/* the action being run (RESUME mapped to its action) */
-	struct vm_record rec;		/* working copy of the row */
-	bool have_rec;			/* the row exists */
-	const struct vm_spec *spec;	/* the spec to converge to */
-	const char *hash;		/* its hash, NULL when it is the record's own */
-	struct vm_spec *rec_spec;	/* the record's spec, parsed (owned) */
-	struct host_disk disk;		/* root disk once made */
+	enum plan_action_type type; /* the action being run (RESUME mapped to its action) */
+	struct vm_record rec;	    /* working copy of the row */
+	bool have_rec;		    /* the row exists */
+	const struct vm_spec *spec; /* the spec to converge to */
+	const char *hash;	    /* its hash, NULL when it is the record's own */
+	struct vm_spec *rec_spec;   /* the record's spec, parsed (owned) */
+	struct host_disk disk;	    /* root disk once made */
 	bool have_disk;
 	char tap[16];
 };
@@ -396,8 +404,8 @@ static int step_launch(struct conv *c, struct bg_err *err)
 		return r;
 	if (vm_alive(&h)) {
 		/* Launched before a crash, or adopted: never start a second VMM. */
-		c->rec.phase = c->rec.phase == VM_PHASE_RUNNING ? VM_PHASE_RUNNING
-								: VM_PHASE_STARTING;
+		c->rec.phase =
+			c->rec.phase == VM_PHASE_RUNNING ? VM_PHASE_RUNNING : VM_PHASE_STARTING;
 		return save(c, err);
 	}
 	if (!c->have_disk)
@@ -576,14 +584,22 @@ static int step_forget(struct conv *c, struct bg_err *err)
 typedef int (*step_fn)(struct conv *c, struct bg_err *err);
 
 static const step_fn step_fns[S_MAX] = {
-	[S_RECORD] = step_record,	  [S_PREPARE] = step_prepare,
-	[S_LEASE_IP] = step_lease_ip,	  [S_BRIDGE] = step_bridge,
-	[S_TAP] = step_tap,		  [S_ROOTDISK] = step_rootdisk,
-	[S_WORKDISK] = step_workdisk,	  [S_LAUNCH] = step_launch,
-	[S_STOP_VMM] = step_stop_vmm,	  [S_TEARDOWN] = step_teardown,
-	[S_APPLY_SPEC] = step_apply_spec, [S_TOMBSTONE] = step_tombstone,
-	[S_REMOVE_DISKS] = step_remove_disks, [S_REMOVE_FILES] = step_remove_files,
-	[S_RELEASE_IP] = step_release_ip, [S_UNPIN] = step_unpin,
+	[S_RECORD] = step_record,
+	[S_PREPARE] = step_prepare,
+	[S_LEASE_IP] = step_lease_ip,
+	[S_BRIDGE] = step_bridge,
+	[S_TAP] = step_tap,
+	[S_ROOTDISK] = step_rootdisk,
+	[S_WORKDISK] = step_workdisk,
+	[S_LAUNCH] = step_launch,
+	[S_STOP_VMM] = step_stop_vmm,
+	[S_TEARDOWN] = step_teardown,
+	[S_APPLY_SPEC] = step_apply_spec,
+	[S_TOMBSTONE] = step_tombstone,
+	[S_REMOVE_DISKS] = step_remove_disks,
+	[S_REMOVE_FILES] = step_remove_files,
+	[S_RELEASE_IP] = step_release_ip,
+	[S_UNPIN] = step_unpin,
 	[S_FORGET] = step_forget,
 };
 
@@ -677,9 +693,8 @@ static char *done_message(const struct conv *c)
 				 strcmp(c->a->reason, "PidReused") == 0
 					 ? "is gone (its pid belongs to another process now)"
 					 : "died",
-				 c->rec.phase == VM_PHASE_FAILED
-					 ? "restarting after the backoff"
-					 : "not restarted (restartPolicy)");
+				 c->rec.phase == VM_PHASE_FAILED ? "restarting after the backoff"
+								 : "not restarted (restartPolicy)");
 	default:
 		return xstrdup(done_reason(c->type));
 	}
@@ -694,8 +709,8 @@ static int finish(struct conv *c, struct bg_err *err)
 	int r;
 
 	if (c->type == PLAN_DEMOTE) {
-		c->rec.phase = c->a->demote_to == VM_PHASE_STOPPED ? VM_PHASE_STOPPED
-								   : VM_PHASE_FAILED;
+		c->rec.phase =
+			c->a->demote_to == VM_PHASE_STOPPED ? VM_PHASE_STOPPED : VM_PHASE_FAILED;
 		if (c->rec.phase == VM_PHASE_FAILED) {
 			c->rec.failures++;
 			c->rec.restarts++;
@@ -780,8 +795,8 @@ int converge_action(struct converge_env *env, const struct plan_action *a, struc
 		log_debug("vm '%s': %s: step '%s'", a->name, plan_action_to_string(c.type), name);
 		r = step_fns[steps[i]](&c, err);
 		if (r < 0) {
-			bg_err_wrap(err, "vm '%s': %s: %s", a->name,
-				    plan_action_to_string(c.type), name);
+			bg_err_wrap(err, "vm '%s': %s: %s", a->name, plan_action_to_string(c.type),
+				    name);
 			record_failure(&c, name, err);
 			goto out;
 		}

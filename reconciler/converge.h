@@ -36,13 +36,13 @@ struct converge_env {
 	struct store *store;
 	struct handles_cache *handles;
 	const struct host_ops *host;
-	struct host_net net;		/* bridge, its CIDR, NAT */
-	enum disk_mode disk_mode;	/* how new VMs get their root disk */
+	struct host_net net;	  /* bridge, its CIDR, NAT */
+	enum disk_mode disk_mode; /* how new VMs get their root disk */
 	const char *state_dir;
-	const char *known_hosts;	/* pins are removed from here on delete */
-	const char *authorized_keys;	/* banger's public key line(s), given to every guest */
-	int stop_grace_ms;		/* graceful shutdown deadline before SIGTERM */
-	const char *const *binaries;	/* [enum vmm_kind]: VMM binary overrides, may be NULL */
+	const char *known_hosts;     /* pins are removed from here on delete */
+	const char *authorized_keys; /* banger's public key line(s), given to every guest */
+	int stop_grace_ms;	     /* graceful shutdown deadline before SIGTERM */
+	const char *const *binaries; /* [enum vmm_kind]: VMM binary overrides, may be NULL */
 
 	/*
 	 * Choose the driver for a VM: 'kind' from its spec, 'recorded' the driver
@@ -69,8 +69,8 @@ int converge_action(struct converge_env *env, const struct plan_action *a, struc
  * outside an action). Strings point into rec, spec and the caller's buffers
  * (tap). guest_args and root_disk are left NULL.
  */
-void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec,
-			 const char *tap, struct vmm_config *ret);
+void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec, const char *tap,
+			 struct vmm_config *ret);
 
 /* Every failpoint name, NULL-terminated. */
 extern const char *const converge_failpoints[];

@@ -32,9 +32,9 @@
 #define BANGER_VERSION "0.1.0"
 #endif
 
-#define PROBE_CONNECT_MS 250	/* is port 22 open yet */
-#define PROBE_SSH_MS 4000	/* the SSH handshake once it is */
-#define STARTING_POLL_MS 1000	/* how soon to look at a booting guest again */
+#define PROBE_CONNECT_MS 250  /* is port 22 open yet */
+#define PROBE_SSH_MS 4000     /* the SSH handshake once it is */
+#define STARTING_POLL_MS 1000 /* how soon to look at a booting guest again */
 
 /* ---- driver choice ------------------------------------------------------------------ */
 
@@ -96,6 +96,27 @@ static void report_leaks(struct daemon *d)
 	vm_record_array_free(recs, n);
 }
 
+/* Say which VMM 'vmm: auto' specs will get, and why Firecracker was passed over. */
+static void report_vmm_choice(const struct daemon *d)
+{
+	const struct vmm_driver *drv = NULL;
+	struct bg_err why = { 0 }, err = { 0 };
+
+	if (d->cfg.vmm != VMM_AUTO) {
+		log_notice("vmm: specs that say 'auto' use %s (--vmm)",
+			   vmm_kind_to_string(d->cfg.vmm));
+		return;
+	}
+	if (vmm_select(VMM_AUTO, d->cfg.binaries, &drv, &why, &err) < 0) {
+		log_warn("vmm: no VMM can run VMs on this host: %s", err.msg);
+		return;
+	}
+	if (why.msg[0])
+		log_notice("vmm: auto picks %s (%s)", drv->name, why.msg);
+	else
+		log_notice("vmm: auto picks %s", drv->name);
+}
+
 int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err)
 {
 	_cleanup_free_ char *db = NULL, *ssh_dir = NULL;
@@ -144,6 +165,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
 
+	report_vmm_choice(d);
 	report_leaks(d);
 	return 0;
 }
@@ -391,7 +413,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	struct vm_record *recs = NULL;
 	size_t n_recs = 0;
 	struct plan_desired *desired = NULL;
-	char (*hashes)[SPEC_HASH_LEN + 1] = NULL;
+	char(*hashes)[SPEC_HASH_LEN + 1] = NULL;
 	struct plan_record *prs = NULL;
 	struct vm_spec **rec_specs = NULL;
 	struct plan_action *acts = NULL;

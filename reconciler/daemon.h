@@ -32,14 +32,14 @@ struct daemon_config {
 	const char *spec_dir;
 	const char *state_dir;
 	const char *bridge;
-	const char *subnet;		/* bridge address/prefix, e.g. 172.30.0.1/24 */
+	const char *subnet; /* bridge address/prefix, e.g. 172.30.0.1/24 */
 	int64_t resync_ms;
-	enum vmm_kind vmm;		/* used for specs that say 'auto' */
+	enum vmm_kind vmm;		    /* used for specs that say 'auto' */
 	const char *binaries[VMM_KIND_MAX]; /* --firecracker PATH, --qemu PATH */
-	bool skip_kvm_check;		/* accept a firecracker binary without KVM (the stand-in) */
+	bool skip_kvm_check; /* accept a firecracker binary without KVM (the stand-in) */
 	bool nat;
 	int stop_grace_ms;
-	const struct host_ops *host;	/* NULL: host_ops_linux */
+	const struct host_ops *host; /* NULL: host_ops_linux */
 };
 
 /* An alive VMM the event loop may watch with a pidfd. */
@@ -60,14 +60,14 @@ struct daemon {
 	enum disk_mode disk_mode;
 	int64_t started_at;
 	int64_t last_resync;
-	char *spec_errors;		/* the last reported spec errors, to report changes once */
+	char *spec_errors; /* the last reported spec errors, to report changes once */
 	struct {
 		pid_t pid;
-		int status;		/* exit code, or 128 + signal */
+		int status; /* exit code, or 128 + signal */
 	} reaped[64];
 	size_t n_reaped;
-	int64_t next_wakeup;		/* epoch ms of the earliest requeue, 0: none */
-	struct daemon_vmm *alive;	/* VMMs alive after the last pass */
+	int64_t next_wakeup;	  /* epoch ms of the earliest requeue, 0: none */
+	struct daemon_vmm *alive; /* VMMs alive after the last pass */
 	size_t n_alive;
 };
 

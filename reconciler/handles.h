@@ -25,19 +25,19 @@
 #include "reconciler/vm.h"
 
 struct vm_handles {
-	pid_t pid;		/* VMM pid, 0: none */
-	uint64_t start_time;	/* its start time (clock ticks since boot), 0: unknown */
-	char tap[16];		/* "bg<id>" or "" */
-	char base_loop[32];	/* "/dev/loopN" holding the base image, or "" */
-	char cow_loop[32];	/* "/dev/loopN" holding the COW file, or "" */
-	char dm_name[64];	/* "banger-<id>" or "" */
-	char dm_dev[96];	/* "/dev/mapper/banger-<id>" or "" */
+	pid_t pid;	     /* VMM pid, 0: none */
+	uint64_t start_time; /* its start time (clock ticks since boot), 0: unknown */
+	char tap[16];	     /* "bg<id>" or "" */
+	char base_loop[32];  /* "/dev/loopN" holding the base image, or "" */
+	char cow_loop[32];   /* "/dev/loopN" holding the COW file, or "" */
+	char dm_name[64];    /* "banger-<id>" or "" */
+	char dm_dev[96];     /* "/dev/mapper/banger-<id>" or "" */
 };
 
 /* Deterministic names derived from the VM id (never from its name). */
-void handles_tap_name(const char *id, char ret[16]);     /* "bg<id>" */
-void handles_dm_name(const char *id, char ret[64]);      /* "banger-<id>" */
-void handles_dm_uuid(const char *id, char ret[64]);      /* "BANGER-<id>" */
+void handles_tap_name(const char *id, char ret[16]); /* "bg<id>" */
+void handles_dm_name(const char *id, char ret[64]);  /* "banger-<id>" */
+void handles_dm_uuid(const char *id, char ret[64]);  /* "BANGER-<id>" */
 
 /* Liveness of the recorded VMM: NONE without a pid, else ALIVE/DEAD/REUSED. */
 enum vm_liveness vm_liveness(const struct vm_handles *h);

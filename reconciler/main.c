@@ -46,7 +46,13 @@
 #define COALESCE_MS 50
 #define MAX_PIDFDS 256
 
-enum { TAG_INOTIFY = 1, TAG_RESYNC, TAG_WAKE, TAG_SIGNAL, TAG_PIDFD_BASE = 16 };
+enum {
+	TAG_INOTIFY = 1,
+	TAG_RESYNC,
+	TAG_WAKE,
+	TAG_SIGNAL,
+	TAG_PIDFD_BASE = 16
+};
 
 static void usage(FILE *f)
 {
@@ -151,7 +157,8 @@ static void sync_pidfds(int ep, struct pidwatch *w, size_t *n, const struct daem
 		bool keep = false;
 
 		for (size_t k = 0; k < d->n_alive; k++)
-			if (d->alive[k].pid == w[i].pid && d->alive[k].start_time == w[i].start_time)
+			if (d->alive[k].pid == w[i].pid &&
+			    d->alive[k].start_time == w[i].start_time)
 				keep = true;
 		if (keep) {
 			i++;
@@ -167,7 +174,8 @@ static void sync_pidfds(int ep, struct pidwatch *w, size_t *n, const struct daem
 		int fd;
 
 		for (size_t i = 0; i < *n; i++)
-			if (w[i].pid == d->alive[k].pid && w[i].start_time == d->alive[k].start_time)
+			if (w[i].pid == d->alive[k].pid &&
+			    w[i].start_time == d->alive[k].start_time)
 				have = true;
 		if (have)
 			continue;
@@ -423,7 +431,8 @@ int main(int argc, char **argv)
 		case 'm':
 			r = vmm_kind_from_string(optarg);
 			if (r < 0) {
-				fprintf(stderr, "bangerd: invalid --vmm '%s' (auto|firecracker|qemu)\n",
+				fprintf(stderr,
+					"bangerd: invalid --vmm '%s' (auto|firecracker|qemu)\n",
 					optarg);
 				return 2;
 			}

@@ -15,9 +15,9 @@
 #include "common/xalloc.h"
 
 static const char *const action_names[PLAN_ACTION_MAX] = {
-	[PLAN_NONE] = "none",	    [PLAN_CREATE] = "create", [PLAN_START] = "start",
-	[PLAN_STOP] = "stop",	    [PLAN_RESTART] = "restart", [PLAN_UPDATE] = "update",
-	[PLAN_DEMOTE] = "demote", [PLAN_DELETE] = "delete", [PLAN_RESUME] = "resume",
+	[PLAN_NONE] = "none",	  [PLAN_CREATE] = "create",   [PLAN_START] = "start",
+	[PLAN_STOP] = "stop",	  [PLAN_RESTART] = "restart", [PLAN_UPDATE] = "update",
+	[PLAN_DEMOTE] = "demote", [PLAN_DELETE] = "delete",   [PLAN_RESUME] = "resume",
 };
 
 const char *plan_action_to_string(enum plan_action_type t)
@@ -103,8 +103,8 @@ static void demote(struct plan_action *a, const struct plan_record *r,
 	enum restart_policy policy = policy_spec ? policy_spec->restart_policy : RESTART_NEVER;
 
 	set(a, PLAN_DEMOTE, r->liveness == VM_LIVENESS_REUSED ? "PidReused" : "ProcessDied");
-	a->demote_to = policy_restarts(policy, r->rec->last_exit) ? VM_PHASE_FAILED
-								  : VM_PHASE_STOPPED;
+	a->demote_to =
+		policy_restarts(policy, r->rec->last_exit) ? VM_PHASE_FAILED : VM_PHASE_STOPPED;
 }
 
 static void plan_broken(struct plan_action *a, const struct plan_record *r)

@@ -62,32 +62,32 @@ struct plan_desired {
 /* A durable record with what was observed about it. */
 struct plan_record {
 	const struct vm_record *rec;
-	const struct vm_spec *spec;	/* rec->spec_json parsed; NULL if unparsable */
+	const struct vm_spec *spec; /* rec->spec_json parsed; NULL if unparsable */
 	enum vm_liveness liveness;
 };
 
 struct plan_input {
 	const struct plan_desired *desired;
 	size_t n_desired;
-	const char *const *broken_names;	/* names defined in files that failed to load */
+	const char *const *broken_names; /* names defined in files that failed to load */
 	size_t n_broken_names;
-	const char *const *broken_files;	/* files that failed to load */
+	const char *const *broken_files; /* files that failed to load */
 	size_t n_broken_files;
 	const struct plan_record *records;
 	size_t n_records;
-	int64_t now;				/* epoch ms, for the backoff */
+	int64_t now; /* epoch ms, for the backoff */
 };
 
 struct plan_action {
 	enum plan_action_type type;
-	const char *name;			/* borrowed from the inputs */
-	const struct plan_record *record;	/* NULL for CREATE and for names without one */
-	const struct vm_spec *spec;		/* spec to converge to (desired, else the record's) */
-	const char *hash;			/* its hash, NULL when it is the record's */
-	const char *reason;			/* CamelCase, static: "SpecChanged", "ProcessDied"... */
-	enum vm_phase demote_to;		/* DEMOTE: VM_PHASE_FAILED or VM_PHASE_STOPPED */
-	enum plan_action_type resume;		/* RESUME: the action to resume */
-	int64_t retry_at;			/* NONE while backing off: when to look again */
+	const char *name;		  /* borrowed from the inputs */
+	const struct plan_record *record; /* NULL for CREATE and for names without one */
+	const struct vm_spec *spec;	  /* spec to converge to (desired, else the record's) */
+	const char *hash;		  /* its hash, NULL when it is the record's */
+	const char *reason;		  /* CamelCase, static: "SpecChanged", "ProcessDied"... */
+	enum vm_phase demote_to;	  /* DEMOTE: VM_PHASE_FAILED or VM_PHASE_STOPPED */
+	enum plan_action_type resume;	  /* RESUME: the action to resume */
+	int64_t retry_at;		  /* NONE while backing off: when to look again */
 };
 
 /*

@@ -116,10 +116,10 @@ int ipam_parse_subnet(const char *cidr, uint32_t *ret_gateway, uint32_t *ret_net
 /* ---- events ------------------------------------------------------------------ */
 
 struct vm_event {
-	int64_t time;	/* epoch ms */
-	char *vm;	/* VM name, or NULL for daemon-wide events */
-	char *type;	/* "Normal" | "Warning" */
-	char *reason;	/* CamelCase, e.g. "Created", "ProcessDied", "SpecError" */
+	int64_t time; /* epoch ms */
+	char *vm;     /* VM name, or NULL for daemon-wide events */
+	char *type;   /* "Normal" | "Warning" */
+	char *reason; /* CamelCase, e.g. "Created", "ProcessDied", "SpecError" */
 	char *message;
 };
 
@@ -144,12 +144,12 @@ struct daemon_info {
 	char *spec_dir;
 	char *bridge;
 	char *subnet;
-	char *disk_mode;	/* how root disks are made on this host */
-	int64_t started_at;	/* epoch ms */
-	int64_t heartbeat;	/* epoch ms of the last completed pass */
-	int64_t last_resync;	/* epoch ms of the last full resync */
-	int64_t resync_ms;	/* configured resync period */
-	char *spec_errors;	/* newline-separated "file:line:col: msg", or NULL */
+	char *disk_mode;     /* how root disks are made on this host */
+	int64_t started_at;  /* epoch ms */
+	int64_t heartbeat;   /* epoch ms of the last completed pass */
+	int64_t last_resync; /* epoch ms of the last full resync */
+	int64_t resync_ms;   /* configured resync period */
+	char *spec_errors;   /* newline-separated "file:line:col: msg", or NULL */
 };
 
 /* Replace the daemon row. */

@@ -45,35 +45,35 @@ const char *vm_liveness_to_string(enum vm_liveness l);
 
 /* One row of 'vms'. Strings are owned; NULL means unset. */
 struct vm_record {
-	char id[VM_ID_LEN + 1];		/* 8 hex chars; stable for the VM's life */
-	char *name;			/* unique */
-	char *source_file;		/* spec file the last applied spec came from */
-	char *spec_json;		/* last applied canonical spec (spec_to_json) */
+	char id[VM_ID_LEN + 1]; /* 8 hex chars; stable for the VM's life */
+	char *name;		/* unique */
+	char *source_file;	/* spec file the last applied spec came from */
+	char *spec_json;	/* last applied canonical spec (spec_to_json) */
 	char spec_hash[SPEC_HASH_LEN + 1];
-	int64_t generation;		/* bumped whenever spec_hash changes; starts at 1 */
-	int64_t observed_generation;	/* generation the running VM was started with */
+	int64_t generation;	     /* bumped whenever spec_hash changes; starts at 1 */
+	int64_t observed_generation; /* generation the running VM was started with */
 	enum vm_phase phase;
 	enum vm_desired_state desired_state;
-	char *ip;			/* guest IPv4 (leased or static) */
-	char mac[18];			/* derived from ip, "" until leased */
-	uint32_t cid;			/* vsock guest CID, >= 3, unique */
-	char *vmm;			/* driver actually used: "qemu" | "firecracker" */
-	char *disk_mode;		/* "dm-snapshot" | "reflink" | "copy" */
-	char *vm_dir;			/* <state>/vms/<id> */
-	char *api_sock;			/* VMM control socket (firecracker API / QMP) */
+	char *ip;	 /* guest IPv4 (leased or static) */
+	char mac[18];	 /* derived from ip, "" until leased */
+	uint32_t cid;	 /* vsock guest CID, >= 3, unique */
+	char *vmm;	 /* driver actually used: "qemu" | "firecracker" */
+	char *disk_mode; /* "dm-snapshot" | "reflink" | "copy" */
+	char *vm_dir;	 /* <state>/vms/<id> */
+	char *api_sock;	 /* VMM control socket (firecracker API / QMP) */
 	char *console_log;
-	char *cow_disk;			/* per-VM root disk layer */
-	char *work_disk;		/* NULL when the spec has none */
+	char *cow_disk;	 /* per-VM root disk layer */
+	char *work_disk; /* NULL when the spec has none */
 	char *last_error;
-	int restarts;			/* times the VMM was restarted after dying */
-	int failures;			/* consecutive failures; drives the backoff */
-	int64_t backoff_until;		/* epoch ms; no new attempt before this; 0: none */
-	int64_t running_since;		/* epoch ms the VM was last seen Running; 0: not */
-	int last_exit;			/* exit status of the VMM if known, else -1 */
-	char *action;			/* converge action in progress (intent log), or NULL */
-	char *step;			/* its step in progress, or NULL */
-	int64_t created_at;		/* epoch ms */
-	int64_t updated_at;		/* epoch ms */
+	int restarts;	       /* times the VMM was restarted after dying */
+	int failures;	       /* consecutive failures; drives the backoff */
+	int64_t backoff_until; /* epoch ms; no new attempt before this; 0: none */
+	int64_t running_since; /* epoch ms the VM was last seen Running; 0: not */
+	int last_exit;	       /* exit status of the VMM if known, else -1 */
+	char *action;	       /* converge action in progress (intent log), or NULL */
+	char *step;	       /* its step in progress, or NULL */
+	int64_t created_at;    /* epoch ms */
+	int64_t updated_at;    /* epoch ms */
 };
 
 /* Free what a record owns and zero it. */

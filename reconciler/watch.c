@@ -18,8 +18,8 @@
 #include "common/xalloc.h"
 
 #define WATCH_DEPTH_MAX 8
-#define WATCH_MASK                                                                                \
-	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF |  \
+#define WATCH_MASK                                                                               \
+	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF | \
 	 IN_MOVE_SELF | IN_ATTRIB)
 
 struct watched {

@@ -72,22 +72,22 @@ struct spec_label {
 };
 
 struct vm_spec {
-	char *name;			/* RFC 1123 label, <= 63 chars */
-	struct spec_label *labels;	/* sorted by key, keys unique */
+	char *name;		   /* RFC 1123 label, <= 63 chars */
+	struct spec_label *labels; /* sorted by key, keys unique */
 	size_t n_labels;
 	enum vm_desired_state state;
 	enum vmm_kind vmm;
 	unsigned vcpus;
 	unsigned memory_mib;
-	char *kernel_path;		/* absolute */
-	char *kernel_initrd;		/* absolute, or NULL */
-	char *kernel_args;		/* extra kernel arguments, or NULL */
-	char *rootfs_image;		/* absolute; read-only base shared by VMs */
-	uint64_t rootfs_size_mib;	/* capacity of the COW disk; 0: the image's size */
-	uint64_t work_disk_mib;		/* 0: no work disk */
-	char *ip;			/* static IPv4, or NULL to lease one */
-	char *ssh_user;			/* never NULL after parsing ("root" by default) */
-	char **ssh_keys;		/* authorized_keys lines, n_ssh_keys of them */
+	char *kernel_path;	  /* absolute */
+	char *kernel_initrd;	  /* absolute, or NULL */
+	char *kernel_args;	  /* extra kernel arguments, or NULL */
+	char *rootfs_image;	  /* absolute; read-only base shared by VMs */
+	uint64_t rootfs_size_mib; /* capacity of the COW disk; 0: the image's size */
+	uint64_t work_disk_mib;	  /* 0: no work disk */
+	char *ip;		  /* static IPv4, or NULL to lease one */
+	char *ssh_user;		  /* never NULL after parsing ("root" by default) */
+	char **ssh_keys;	  /* authorized_keys lines, n_ssh_keys of them */
 	size_t n_ssh_keys;
 	enum restart_policy restart_policy;
 
@@ -102,12 +102,12 @@ struct vm_spec {
 	 * comments after a document belong to its range. A leading UTF-8 BOM
 	 * is counted in the offsets.
 	 */
-	char *source_file;		/* the file the document came from, or NULL */
-	unsigned source_line;		/* line of the document's start, 1-based */
-	size_t source_start;		/* byte range of the document's text in the file, */
-	size_t source_end;		/* so 'banger apply' can replace it in place */
-	unsigned name_line;		/* where metadata.name's value is, 1-based; */
-	unsigned name_col;		/* 0 when unknown (parsed from JSON) */
+	char *source_file;    /* the file the document came from, or NULL */
+	unsigned source_line; /* line of the document's start, 1-based */
+	size_t source_start;  /* byte range of the document's text in the file, */
+	size_t source_end;    /* so 'banger apply' can replace it in place */
+	unsigned name_line;   /* where metadata.name's value is, 1-based; */
+	unsigned name_col;    /* 0 when unknown (parsed from JSON) */
 };
 
 /* Free a spec and everything it owns. NULL is fine. */
@@ -139,9 +139,9 @@ int spec_from_json(const char *json, struct vm_spec **ret, struct bg_err *err);
 
 /* How two versions of one VM's spec differ. */
 enum spec_change {
-	SPEC_SAME,	/* nothing that matters changed (the desired state is compared apart) */
-	SPEC_UPDATE,	/* metadata only: labels, restartPolicy; applied without a reboot */
-	SPEC_REBOOT,	/* anything the guest sees at boot: vcpus, memory, kernel, disks,
+	SPEC_SAME,   /* nothing that matters changed (the desired state is compared apart) */
+	SPEC_UPDATE, /* metadata only: labels, restartPolicy; applied without a reboot */
+	SPEC_REBOOT, /* anything the guest sees at boot: vcpus, memory, kernel, disks,
 			 * network, ssh, vmm; needs a restart to take effect */
 	SPEC_CHANGE_MAX
 };
@@ -176,16 +176,16 @@ struct spec_def {
  * definition is used.
  */
 struct spec_set {
-	struct vm_spec **specs;		/* sorted by name, names unique */
+	struct vm_spec **specs; /* sorted by name, names unique */
 	size_t n_specs;
-	struct spec_diag *diags;	/* in load order */
+	struct spec_diag *diags; /* in load order */
 	size_t n_diags;
-	char **failed_files;		/* files that had errors */
+	char **failed_files; /* files that had errors */
 	size_t n_failed_files;
-	char **failed_names;		/* sorted, unique */
+	char **failed_names; /* sorted, unique */
 	size_t n_failed_names;
-	struct spec_def *failed_defs;	/* where each failed name was defined, in load */
-	size_t n_failed_defs;		/* order, so a clash can name both places */
+	struct spec_def *failed_defs; /* where each failed name was defined, in load */
+	size_t n_failed_defs;	      /* order, so a clash can name both places */
 };
 
 void spec_set_init(struct spec_set *set);

@@ -24,10 +24,10 @@
 #include "common/err.h"
 
 enum kh_verdict {
-	KH_NEW,		/* no line for the host */
-	KH_OK,		/* the same key is pinned */
-	KH_CHANGED,	/* another key (of any type) is pinned */
-	KH_REVOKED,	/* the key is marked @revoked */
+	KH_NEW,	    /* no line for the host */
+	KH_OK,	    /* the same key is pinned */
+	KH_CHANGED, /* another key (of any type) is pinned */
+	KH_REVOKED, /* the key is marked @revoked */
 	KH_VERDICT_MAX
 };
 
@@ -35,9 +35,9 @@ const char *kh_verdict_to_string(enum kh_verdict v);
 
 /* Where a verdict came from (the first relevant line). */
 struct kh_match {
-	unsigned line;		/* 1-based line number, 0 for NEW */
-	char pinned_fp[128];	/* "SHA256:..." of the pinned key, "" for NEW/OK */
-	char pinned_type[64];	/* its key type */
+	unsigned line;	      /* 1-based line number, 0 for NEW */
+	char pinned_fp[128];  /* "SHA256:..." of the pinned key, "" for NEW/OK */
+	char pinned_type[64]; /* its key type */
 };
 
 /*
@@ -45,8 +45,8 @@ struct kh_match {
  * returns it) for host/port against the file at path. A missing file is
  * NEW. Returns the verdict (>= 0) or -errno when the file cannot be read.
  */
-int known_hosts_check(const char *path, const char *host, int port, const uint8_t *blob,
-		      size_t len, struct kh_match *ret_match, struct bg_err *err);
+int known_hosts_check(const char *path, const char *host, int port, const uint8_t *blob, size_t len,
+		      struct kh_match *ret_match, struct bg_err *err);
 
 /*
  * Check and pin: NEW appends one line "<names> <type> <base64>" (names are

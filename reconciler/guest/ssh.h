@@ -11,14 +11,14 @@
 #include "common/err.h"
 
 struct ssh_target {
-	const char *host;		/* IPv4 address to connect to */
-	int port;			/* 22 by default */
+	const char *host; /* IPv4 address to connect to */
+	int port;	  /* 22 by default */
 	const char *user;
-	const char *known_hosts;	/* banger's known_hosts path */
-	const char *const *pin_names;	/* names to check/pin the key under: IP and <name>.vm */
+	const char *known_hosts;      /* banger's known_hosts path */
+	const char *const *pin_names; /* names to check/pin the key under: IP and <name>.vm */
 	size_t n_pin_names;
-	const char *identity;		/* private key path (banger's own ed25519 key) */
-	int connect_timeout_ms;		/* TCP connect + handshake deadline */
+	const char *identity;	/* private key path (banger's own ed25519 key) */
+	int connect_timeout_ms; /* TCP connect + handshake deadline */
 };
 
 /*

@@ -24,7 +24,7 @@
 enum disk_mode {
 	DISK_MODE_DM_SNAPSHOT, /* base loop (ro) + sparse COW loop -> dm 'snapshot' target */
 	DISK_MODE_REFLINK,     /* FICLONE of the base image, grown to size */
-	DISK_MODE_COPY,        /* sparse copy (SEEK_DATA/SEEK_HOLE), grown to size */
+	DISK_MODE_COPY,	       /* sparse copy (SEEK_DATA/SEEK_HOLE), grown to size */
 	DISK_MODE_MAX
 };
 
@@ -34,31 +34,31 @@ int disk_mode_from_string(const char *s);
 
 /* Daemon-wide network settings. */
 struct host_net {
-	const char *bridge;	/* default "banger0" */
-	const char *cidr;	/* bridge address and prefix, default "172.30.0.1/24" */
-	bool nat;		/* masquerade guest traffic (nftables), default off */
+	const char *bridge; /* default "banger0" */
+	const char *cidr;   /* bridge address and prefix, default "172.30.0.1/24" */
+	bool nat;	    /* masquerade guest traffic (nftables), default off */
 };
 
 /* What the host layer needs to know about one VM. */
 struct host_vm {
-	const char *id;		 /* 8 hex chars */
-	const char *vm_dir;	 /* <state>/vms/<id>, exists */
+	const char *id;		  /* 8 hex chars */
+	const char *vm_dir;	  /* <state>/vms/<id>, exists */
 	const char *rootfs_image; /* read-only base image */
 	uint64_t rootfs_size_mib; /* 0: the image's size */
-	const char *cow_disk;	 /* per-VM file: dm COW store, or the root disk copy */
-	const char *work_disk;	 /* NULL: none */
+	const char *cow_disk;	  /* per-VM file: dm COW store, or the root disk copy */
+	const char *work_disk;	  /* NULL: none */
 	uint64_t work_disk_mib;
-	uid_t owner_uid;	 /* owner of the tap (the VMM's user) */
+	uid_t owner_uid; /* owner of the tap (the VMM's user) */
 	gid_t owner_gid;
 };
 
 /* The root disk the VMM should boot from, as made by rootdisk_ensure(). */
 struct host_disk {
 	enum disk_mode mode;
-	char path[4096];	/* /dev/mapper/banger-<id> or the cow_disk file */
-	char base_loop[32];	/* dm mode only */
-	char cow_loop[32];	/* dm mode only */
-	char dm_name[64];	/* dm mode only */
+	char path[4096];    /* /dev/mapper/banger-<id> or the cow_disk file */
+	char base_loop[32]; /* dm mode only */
+	char cow_loop[32];  /* dm mode only */
+	char dm_name[64];   /* dm mode only */
 };
 
 /* A kernel object or file that carries banger's prefixes but belongs to no VM. */
@@ -72,8 +72,8 @@ enum host_orphan_kind {
 
 struct host_orphan {
 	enum host_orphan_kind kind;
-	char name[4096];	/* tap name, dm name, /dev/loopN (+ backing file), dir path */
-	char detail[4096];	/* e.g. the loop's backing file; may be "" */
+	char name[4096];   /* tap name, dm name, /dev/loopN (+ backing file), dir path */
+	char detail[4096]; /* e.g. the loop's backing file; may be "" */
 };
 
 const char *host_orphan_kind_to_string(enum host_orphan_kind k);
@@ -99,8 +99,8 @@ struct host_ops {
 	 * the image size in dm and reflink modes. In reflink mode ret->mode says
 	 * DISK_MODE_COPY when FICLONE could not be used (e.g. the image is on
 	 * another filesystem) and the file was copied instead. */
-	int (*rootdisk_ensure)(const struct host_vm *vm, enum disk_mode mode,
-			       struct host_disk *ret, struct bg_err *err);
+	int (*rootdisk_ensure)(const struct host_vm *vm, enum disk_mode mode, struct host_disk *ret,
+			       struct bg_err *err);
 	/* Deactivate the root disk (dm device, loops) but keep the COW file: for stop/restart. */
 	int (*rootdisk_deactivate)(const struct host_vm *vm, struct bg_err *err);
 	/* Deactivate and delete the COW file: for delete. */

@@ -26,13 +26,13 @@
 
 /* Everything a driver needs to boot one VM. All strings are borrowed. */
 struct vmm_config {
-	const char *id;		/* VM id (8 hex) */
-	const char *name;	/* VM name (hostname) */
+	const char *id;	  /* VM id (8 hex) */
+	const char *name; /* VM name (hostname) */
 	unsigned vcpus;
 	unsigned memory_mib;
 	const char *kernel;	/* vmlinux (uncompressed ELF) */
 	const char *initrd;	/* NULL: none */
-	const char *guest_args;	/* the guest-contract arguments (vmm_guest_args()) plus the
+	const char *guest_args; /* the guest-contract arguments (vmm_guest_args()) plus the
 				 * user's kernel.args; the driver adds its own (console...) */
 	const char *root_disk;	/* block device or file: /dev/vda in the guest */
 	const char *work_disk;	/* NULL: none; /dev/vdb in the guest */
@@ -42,7 +42,7 @@ struct vmm_config {
 	const char *vm_dir;	/* the driver may keep files here (logs, metrics, vsock) */
 	const char *ctl_sock;	/* control socket: firecracker API / qemu QMP */
 	const char *console_log;
-	const char *binary;	/* VMM binary; NULL: the driver's default name in PATH */
+	const char *binary; /* VMM binary; NULL: the driver's default name in PATH */
 };
 
 /* What start() returns: the identity of the launched VMM process. */
@@ -53,11 +53,11 @@ struct vmm_process {
 
 /* What the VMM says about the guest. */
 enum vmm_guest_state {
-	VMM_GUEST_UNKNOWN,	/* the VMM did not answer */
-	VMM_GUEST_CONFIGURING,	/* launched, not started yet */
+	VMM_GUEST_UNKNOWN,     /* the VMM did not answer */
+	VMM_GUEST_CONFIGURING, /* launched, not started yet */
 	VMM_GUEST_RUNNING,
 	VMM_GUEST_PAUSED,
-	VMM_GUEST_SHUTDOWN,	/* the guest is gone, the process may linger */
+	VMM_GUEST_SHUTDOWN, /* the guest is gone, the process may linger */
 	VMM_GUEST_STATE_MAX
 };
 
@@ -112,9 +112,9 @@ const struct vmm_driver *vmm_driver_by_name(const char *name);
  * -E2BIG when the result would not fit a kernel command line with room for
  * the driver's own arguments. Owned result.
  */
-int vmm_guest_args(const char *ip, const char *gateway, const char *netmask,
-		   const char *hostname, const char *user, const char *authorized_keys,
-		   const char *extra_args, char **ret, struct bg_err *err);
+int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, const char *hostname,
+		   const char *user, const char *authorized_keys, const char *extra_args,
+		   char **ret, struct bg_err *err);
 
 /*
  * Keep a console log under max_bytes by copy-truncate: when larger, its

@@ -164,12 +164,13 @@ our_processes() {
 	local p
 	for p in /proc/[0-9]*; do
 		[ "${p#/proc/}" != "$$" ] || continue
+		[ -r "$p/cmdline" ] || continue
 		# bats' own shells export BANGER_STATE_DIR too: match the environment only
 		# for banger's binaries.
-		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF "$WORK" ||
-			{ grep -qxE 'banger|bangerd' "$p/comm" 2>/dev/null &&
-				tr '\0' '\n' <"$p/environ" 2>/dev/null |
-				grep -qxF "BANGER_STATE_DIR=$WORK/state"; }; then
+		if { tr '\0' '\n' <"$p/cmdline" | grep -qF "$WORK"; } 2>/dev/null ||
+			{ grep -qxE 'banger|bangerd' "$p/comm" &&
+				tr '\0' '\n' <"$p/environ" |
+				grep -qxF "BANGER_STATE_DIR=$WORK/state"; } 2>/dev/null; then
 			echo "${p#/proc/}"
 		fi
 	done

@@ -190,8 +190,12 @@ static void test_proc_find_in_path(void **state)
 
 static void test_base64(void **state)
 {
-	const char *vec[][2] = { { "", "" },	     { "f", "Zg==" },	  { "fo", "Zm8=" },
-				 { "foo", "Zm9v" },  { "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" },
+	const char *vec[][2] = { { "", "" },
+				 { "f", "Zg==" },
+				 { "fo", "Zm8=" },
+				 { "foo", "Zm9v" },
+				 { "foob", "Zm9vYg==" },
+				 { "fooba", "Zm9vYmE=" },
 				 { "foobar", "Zm9vYmFy" } };
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(vec); i++) {
@@ -221,7 +225,8 @@ static void test_sha256(void **state)
 
 	(void)state;
 	sha256_hex("abc", 3, hex);
-	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_string_equal(hex,
+			    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 static void test_duration(void **state)
@@ -265,12 +270,12 @@ static void test_buf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_err_wrap),	   cmocka_unit_test(test_err_wrap_truncates),
-		cmocka_unit_test(test_atomic_write),	   cmocka_unit_test(test_read_file_cap),
-		cmocka_unit_test(test_mkdir_p),		   cmocka_unit_test(test_proc_run),
-		cmocka_unit_test(test_proc_identity),	   cmocka_unit_test(test_proc_find_in_path),
-		cmocka_unit_test(test_base64),		   cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_duration),	   cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_err_wrap),      cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),  cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),	      cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_identity), cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),	      cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),      cmocka_unit_test(test_buf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -243,7 +243,8 @@ static int setup(void **state)
 	f->env.disk_mode = DISK_MODE_COPY;
 	f->env.state_dir = f->dir;
 	f->env.known_hosts = f->known_hosts;
-	f->env.authorized_keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyDummyDummyDummyDummyDummyDummyDum banger";
+	f->env.authorized_keys =
+		"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyDummyDummyDummyDummyDummyDummyDum banger";
 	f->env.stop_grace_ms = 1000;
 	f->env.driver_for = fake_driver_for;
 	f->env.now = fixed_now;
@@ -370,7 +371,8 @@ static void test_create_runs_every_step(void **state)
 	assert_string_equal(rec.disk_mode, "copy");
 	assert_non_null(strstr(rec.api_sock, rec.id));
 	/* The guest is told its address, its user and the keys (banger's first). */
-	assert_non_null(strstr(last_args, "ip=172.31.250.2::172.31.250.1:255.255.255.0:web:eth0:off"));
+	assert_non_null(
+		strstr(last_args, "ip=172.31.250.2::172.31.250.1:255.255.255.0:web:eth0:off"));
 	assert_non_null(strstr(last_args, "banger.sshkeys="));
 	/* Handles were written and describe a live process. */
 	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
@@ -467,8 +469,9 @@ static void test_reboot_change_restarts(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(calls.data,
-			    "stop tap-remove rootdisk-deactivate bridge tap rootdisk workdisk launch ");
+	assert_string_equal(
+		calls.data,
+		"stop tap-remove rootdisk-deactivate bridge tap rootdisk workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);

@@ -21,7 +21,15 @@
 #include "common/xalloc.h"
 #include "reconciler/plan.h"
 
-enum d_kind { D_NONE, D_RUNNING, D_STOPPED, D_REBOOT, D_META, D_BROKEN, D_KIND_MAX };
+enum d_kind {
+	D_NONE,
+	D_RUNNING,
+	D_STOPPED,
+	D_REBOOT,
+	D_META,
+	D_BROKEN,
+	D_KIND_MAX
+};
 enum r_kind {
 	R_NONE,
 	R_PENDING,
@@ -35,7 +43,13 @@ enum r_kind {
 	R_STEP,
 	R_KIND_MAX
 };
-enum o_kind { O_NA, O_ALIVE, O_DEAD, O_REUSED, O_KIND_MAX };
+enum o_kind {
+	O_NA,
+	O_ALIVE,
+	O_DEAD,
+	O_REUSED,
+	O_KIND_MAX
+};
 
 /* Expected result of one row. X: no action at all (the name exists nowhere). */
 #define X PLAN_ACTION_MAX
@@ -345,7 +359,7 @@ static void fixture_release(struct fixture *f)
 }
 
 static const char *const d_names[] = { "none", "running", "stopped", "reboot", "meta", "broken" };
-static const char *const r_names[] = { "none",	  "Pending", "Creating", "Starting", "Running",
+static const char *const r_names[] = { "none",	   "Pending", "Creating", "Starting", "Running",
 				       "Stopping", "Stopped", "Failed",	  "Deleting", "step" };
 static const char *const o_names[] = { "n/a", "alive", "dead", "reused" };
 
@@ -376,8 +390,8 @@ static void test_table_covers_every_combination(void **state)
 						 d_names[d], r_names[r], o_names[o]);
 			}
 	assert_int_equal(ARRAY_SIZE(table), expected);
-	printf("plan table: %zu rows (%d desired x (1 + %d records x 3 observations))\n",
-	       expected, D_KIND_MAX, R_KIND_MAX - 1);
+	printf("plan table: %zu rows (%d desired x (1 + %d records x 3 observations))\n", expected,
+	       D_KIND_MAX, R_KIND_MAX - 1);
 }
 
 static void test_table(void **state)
@@ -477,10 +491,14 @@ static void test_restart_policies(void **state)
 		int last_exit;
 		enum vm_phase want;
 	} cases[] = {
-		{ RESTART_ALWAYS, -1, VM_PHASE_FAILED },     { RESTART_ALWAYS, 0, VM_PHASE_FAILED },
-		{ RESTART_ALWAYS, 1, VM_PHASE_FAILED },	     { RESTART_ON_FAILURE, -1, VM_PHASE_FAILED },
-		{ RESTART_ON_FAILURE, 0, VM_PHASE_STOPPED }, { RESTART_ON_FAILURE, 137, VM_PHASE_FAILED },
-		{ RESTART_NEVER, -1, VM_PHASE_STOPPED },     { RESTART_NEVER, 0, VM_PHASE_STOPPED },
+		{ RESTART_ALWAYS, -1, VM_PHASE_FAILED },
+		{ RESTART_ALWAYS, 0, VM_PHASE_FAILED },
+		{ RESTART_ALWAYS, 1, VM_PHASE_FAILED },
+		{ RESTART_ON_FAILURE, -1, VM_PHASE_FAILED },
+		{ RESTART_ON_FAILURE, 0, VM_PHASE_STOPPED },
+		{ RESTART_ON_FAILURE, 137, VM_PHASE_FAILED },
+		{ RESTART_NEVER, -1, VM_PHASE_STOPPED },
+		{ RESTART_NEVER, 0, VM_PHASE_STOPPED },
 		{ RESTART_NEVER, 1, VM_PHASE_STOPPED },
 	};
 	(void)state;
