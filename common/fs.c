@@ -56,6 +56,12 @@ static int write_all(int fd, const void *data, size_t len)
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
 {
+	return fs_write_atomic_owned(path, data, len, mode, geteuid(), getegid(), err);
+}
+
+int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			  gid_t gid, struct bg_err *err)
+{
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
 	int fd, r;
 
@@ -64,6 +70,10 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 		return bg_error(err, errno, "create temp file for '%s'", path);
 	if (fchmod(fd, mode) < 0) {
 		r = bg_error(err, errno, "chmod '%s'", tmp);
+		goto fail;
+	}
+	if ((uid != geteuid() || gid != getegid()) && fchown(fd, uid, gid) < 0) {
+		r = bg_error(err, errno, "chown '%s'", tmp);
 		goto fail;
 	}
 	r = write_all(fd, data, len);

@@ -20,6 +20,14 @@
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 		    struct bg_err *err);
 
+/*
+ * fs_write_atomic() that also gives the new file owner uid/gid (when they
+ * differ from the caller's), so replacing a file in someone's home keeps it
+ * theirs.
+ */
+int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			  gid_t gid, struct bg_err *err);
+
 /* fsync the directory that contains 'path' (for a rename or unlink to be durable). */
 int fs_fsync_parent(const char *path, struct bg_err *err);
 

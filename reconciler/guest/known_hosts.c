@@ -1112,54 +1112,10 @@ static int remove_line(const struct kh_line *l, void *arg)
 static int kh_replace(const char *path, const struct stat *orig, const char *data, size_t len,
 		      struct bg_err *err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
-	int fd, r;
-	size_t off = 0;
+	int r = fs_write_atomic_owned(path, data, len, orig->st_mode & 07777, orig->st_uid,
+				      orig->st_gid, err);
 
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return bg_error(err, errno, "known_hosts: create temp file for '%s'", path);
-	if (fchmod(fd, orig->st_mode & 07777) < 0) {
-		r = bg_error(err, errno, "known_hosts: chmod '%s'", tmp);
-		goto fail;
-	}
-	if ((orig->st_uid != geteuid() || orig->st_gid != getegid()) &&
-	    fchown(fd, orig->st_uid, orig->st_gid) < 0) {
-		r = bg_error(err, errno, "known_hosts: chown '%s'", tmp);
-		goto fail;
-	}
-	while (off < len) {
-		ssize_t n = write(fd, data + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = bg_error(err, errno, "known_hosts: write '%s'", tmp);
-			goto fail;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0) {
-		/* never retry a failed fsync: keep the old file */
-		r = bg_error(err, errno, "known_hosts: fsync '%s'", tmp);
-		goto fail;
-	}
-	r = close(fd);
-	fd = -1;
-	if (r < 0) {
-		r = bg_error(err, errno, "known_hosts: close '%s'", tmp);
-		goto fail;
-	}
-	if (rename(tmp, path) < 0) {
-		r = bg_error(err, errno, "known_hosts: rename '%s' to '%s'", tmp, path);
-		goto fail;
-	}
-	return fs_fsync_parent(path, err);
-fail:
-	if (fd >= 0)
-		(void)close(fd);
-	(void)unlink(tmp);
-	return r;
+	return r < 0 ? bg_err_wrap(err, "known_hosts") : 0;
 }
 
 int known_hosts_remove(const char *path, const char *const *hosts, size_t n_hosts, int port,

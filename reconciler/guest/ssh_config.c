@@ -160,52 +160,7 @@ char *ssh_config_splice(const char *text, size_t len, const char *block)
 static int replace_file(const char *path, const char *data, size_t len, mode_t mode, uid_t uid,
 			gid_t gid, struct bg_err *err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
-	size_t off = 0;
-	int fd, r;
-
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return bg_error(err, errno, "create a temp file next to '%s'", path);
-	if (fchmod(fd, mode) < 0) {
-		r = bg_error(err, errno, "chmod '%s'", tmp);
-		goto fail;
-	}
-	if ((uid != geteuid() || gid != getegid()) && fchown(fd, uid, gid) < 0) {
-		r = bg_error(err, errno, "chown '%s'", tmp);
-		goto fail;
-	}
-	while (off < len) {
-		ssize_t n = write(fd, data + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = bg_error(err, errno, "write '%s'", tmp);
-			goto fail;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0) {
-		r = bg_error(err, errno, "fsync '%s'", tmp);
-		goto fail;
-	}
-	r = close(fd);
-	fd = -1;
-	if (r < 0) {
-		r = bg_error(err, errno, "close '%s'", tmp);
-		goto fail;
-	}
-	if (rename(tmp, path) < 0) {
-		r = bg_error(err, errno, "rename '%s' to '%s'", tmp, path);
-		goto fail;
-	}
-	return fs_fsync_parent(path, err);
-fail:
-	if (fd >= 0)
-		(void)close(fd);
-	(void)unlink(tmp);
-	return r;
+	return fs_write_atomic_owned(path, data, len, mode, uid, gid, err);
 }
 
 /* Create dir with mode when missing; an existing directory is left as it is. */
