@@ -5,8 +5,8 @@
  * the spec's ssh.user (or -l USER) with banger's client key, and checks/pins
  * the host key under the IP and "<name>.vm" in banger's known_hosts
  * (reconciler/guest/ssh.c). With a command, each argument reaches the guest
- * as one word and banger exits with the command's status; without one, an
- * interactive shell on a PTY.
+ * as one word and banger exits with the command's status (255 when banger
+ * itself fails, as OpenSSH does); without one, an interactive shell on a PTY.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +26,8 @@
 #include "spec/spec.h"
 
 #define SSH_CONNECT_TIMEOUT_MS 10000
+/* Like OpenSSH: banger's own failure is 255, so it never reads as the remote command's status. */
+#define SSH_EXIT_ERROR 255
 #define SSH_WAIT_RETRY_MS 500
 
 static void ssh_usage(FILE *f)
@@ -183,7 +185,7 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 		}
 		if (wait_ms == 0 || !retryable(r) || now_mono_ms() >= deadline) {
 			cli_error("ssh: %s", err.msg);
-			return CLI_EXIT_FAIL;
+			return SSH_EXIT_ERROR;
 		}
 		bg_err_clear(&err);
 		sleep_ms(SSH_WAIT_RETRY_MS);
@@ -195,7 +197,7 @@ int cmd_ssh(const struct cli_ctx *ctx, int argc, char **argv)
 	vm_record_release(&rec);
 	if (r < 0) {
 		cli_error("ssh: %s", err.msg);
-		return CLI_EXIT_FAIL;
+		return SSH_EXIT_ERROR;
 	}
-	return status >= 0 && status <= 255 ? status : CLI_EXIT_FAIL;
+	return status >= 0 && status <= 255 ? status : SSH_EXIT_ERROR;
 }

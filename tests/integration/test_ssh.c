@@ -952,7 +952,7 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh",
 				       "nosuch", "--",		"true",	 NULL };
 
-		assert_int_equal(run_status(argv, &out), 1);
+		assert_int_equal(run_status(argv, &out), 255);
 		assert_non_null(strstr(out, "no VM named 'nosuch'"));
 		free(out);
 	}
@@ -961,7 +961,7 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 				       "--wait", "1s",		"--",	 "true", NULL };
 		int64_t start = now_mono_ms();
 
-		assert_int_equal(run_status(argv, &out), 1);
+		assert_int_equal(run_status(argv, &out), 255);
 		assert_non_null(strstr(out, "no IP address"));
 		assert_true(now_mono_ms() - start >= 900); /* it did wait */
 		free(out);
@@ -971,7 +971,7 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 		const char *argv[] = { T.banger, "--state-dir", T.state, "ssh", "web-2",
 				       "--",	 "id",		"-un",	 NULL };
 
-		assert_int_equal(run_status(argv, &out), 1);
+		assert_int_equal(run_status(argv, &out), 255);
 		if (!strstr(out, "nobody@"))
 			fail_msg("%s", out);
 		free(out);
