@@ -1,0 +1,25 @@
+# mk/bench.mk - benchmarks (bench/): each bench/bench_<name>.c is one program,
+# linked like the tests (tests/lib, the CLI and core archives, every pkg-config
+# lib), that runs its variants side by side in one run and prints a table.
+#
+#   make bench                       build and run every benchmark (as root)
+#   make bench BENCH_ARGS="-r 9"     pass options to the benchmarks
+#
+# bench_rootdisk makes XFS filesystems (mkfs.xfs from xfsprogs) on loop devices.
+DEB_EXTRA += xfsprogs util-linux
+
+BENCH_SRCS := $(wildcard bench/bench_*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+BENCH_ARGS ?=
+
+.PHONY: bench bench-build
+
+bench-build: $(BENCH_BINS)
+
+bench: $(BENCH_BINS)
+	@set -e; for b in $(BENCH_BINS); do echo "== $$b $(BENCH_ARGS)"; $$b $(BENCH_ARGS); done
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TESTLIB) $(CLI_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(TESTLIB) $(CLI_LIB) $(LIB) $(DEP_LIBS) $(TEST_LIBS)
