@@ -632,7 +632,9 @@ static void test_ordering_and_determinism(void **state)
 		const char *rn[] = { "echo", "alpha", "bravo" };
 		const int si[] = { 2, 1, 3 };
 
-		snprintf(recs[i].id, sizeof(recs[i].id), "0000000%d", i);
+		memcpy(recs[i].id, "0000000", 7);
+		recs[i].id[7] = (char)('0' + i);
+		recs[i].id[8] = '\0';
 		recs[i].name = (char *)rn[i];
 		strcpy(recs[i].spec_hash, hashes[si[i]]);
 		recs[i].generation = recs[i].observed_generation = 1;
