@@ -194,6 +194,33 @@ static int driver_of(struct conv *c, const struct vmm_driver **ret, struct bg_er
 	return c->env->driver_for(c->env->driver_ctx, kind, c->rec.vmm, ret, err);
 }
 
+/* The driver the VM's VMM was started with: stops and probes must use it, even
+ * when the spec now names another VMM. */
+static int driver_recorded(struct conv *c, const struct vmm_driver **ret, struct bg_err *err)
+{
+	return c->env->driver_for(c->env->driver_ctx, VMM_AUTO, c->rec.vmm, ret, err);
+}
+
+/* Remove the known_hosts pins of an address and/or of <name>.vm. */
+static int unpin(struct conv *c, const char *ip, bool name_too, struct bg_err *err)
+{
+	_cleanup_free_ char *dns = xasprintf("%s.vm", c->rec.name);
+	const char *hosts[2];
+	size_t n = 0;
+	int r;
+
+	if (!c->env->known_hosts)
+		return 0;
+	if (ip)
+		hosts[n++] = ip;
+	if (name_too)
+		hosts[n++] = dns;
+	if (n == 0)
+		return 0;
+	r = known_hosts_remove(c->env->known_hosts, hosts, n, 22, err);
+	return r < 0 ? r : 0;
+}
+
 /* ---- steps ------------------------------------------------------------------------- */
 
 /* Copy the target spec into the row: the last-applied spec and its generation. */
@@ -295,6 +322,10 @@ static int step_lease_ip(struct conv *c, struct bg_err *err)
 	if (r < 0)
 		return r;
 	if (!c->rec.ip || strcmp(c->rec.ip, ip) != 0) {
+		/* The old address may go to another VM: its pin must not outlive the move. */
+		r = unpin(c, c->rec.ip, false, err);
+		if (r < 0)
+			return r;
 		set_str(&c->rec.ip, ip);
 		r = ipam_mac_from_ip(ip, c->rec.mac);
 		if (r < 0)
@@ -340,6 +371,10 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 		r = c->env->host->rootdisk_remove(&hv, err);
 		if (r < 0)
 			return bg_err_wrap(err, "replace root disk made from '%s'", old);
+		/* A fresh root disk means a fresh guest host key: forget the old pins. */
+		r = unpin(c, c->rec.ip, true, err);
+		if (r < 0)
+			return r;
 	}
 	r = c->env->host->rootdisk_ensure(&hv, (enum disk_mode)mode, &c->disk, err);
 	if (r < 0)
@@ -385,6 +420,38 @@ static int guest_args(struct conv *c, char **ret, struct bg_err *err)
 			      c->spec->kernel_args, ret, err);
 }
 
+/*
+ * An alive VMM found at launch: adopt it (returns 0) unless its driver says
+ * the guest was never started, in which case stop it (returns 1: launch anew).
+ */
+static int adopt_or_replace(struct conv *c, const struct vm_handles *h, struct bg_err *err)
+{
+	const struct vmm_driver *drv;
+	struct vmm_config cfg;
+	struct vmm_process proc = { .pid = h->pid, .start_time = h->start_time };
+	enum vmm_guest_state gs = VMM_GUEST_UNKNOWN;
+	struct bg_err perr = { 0 };
+	int r;
+
+	r = driver_recorded(c, &drv, err);
+	if (r < 0)
+		return r;
+	converge_vmm_config(&c->rec, c->spec, c->tap, &cfg);
+	cfg.binary = binary_of(c, drv);
+	if (drv->probe(&cfg, &proc, &gs, &perr) == 0 && gs == VMM_GUEST_CONFIGURING) {
+		log_notice("vm '%s': VMM pid %d was never told to boot; replacing it", c->rec.name,
+			   (int)h->pid);
+		r = drv->stop(&cfg, &proc, 0, err);
+		if (r < 0)
+			return bg_err_wrap(err, "stop unconfigured %s pid %d", drv->name,
+					   (int)h->pid);
+		return 1;
+	}
+	c->rec.phase = c->rec.phase == VM_PHASE_RUNNING ? VM_PHASE_RUNNING : VM_PHASE_STARTING;
+	c->rec.observed_generation = c->rec.generation;
+	return save(c, err);
+}
+
 static int step_launch(struct conv *c, struct bg_err *err)
 {
 	_cleanup_free_ char *args = NULL;
@@ -403,13 +470,21 @@ static int step_launch(struct conv *c, struct bg_err *err)
 	if (r < 0)
 		return r;
 	if (vm_alive(&h)) {
-		/* Launched before a crash, or adopted: never start a second VMM. */
-		c->rec.phase =
-			c->rec.phase == VM_PHASE_RUNNING ? VM_PHASE_RUNNING : VM_PHASE_STARTING;
-		return save(c, err);
+		/*
+		 * Launched before a crash, or adopted: never start a second VMM. One
+		 * that never got to boot its guest (a crash between spawning and
+		 * configuring it) is replaced instead of being waited on forever.
+		 */
+		r = adopt_or_replace(c, &h, err);
+		if (r <= 0)
+			return r;
 	}
-	if (!c->have_disk)
-		return bg_errorf(err, EINVAL, "launch without a root disk");
+	if (!c->have_disk) {
+		/* Resumed at this step: the disk exists; ensure is idempotent and says where. */
+		r = step_rootdisk(c, err);
+		if (r < 0)
+			return r;
+	}
 	r = driver_of(c, &drv, err);
 	if (r < 0)
 		return r;
@@ -463,7 +538,7 @@ static int step_stop_vmm(struct conv *c, struct bg_err *err)
 		if (r < 0)
 			return r;
 	}
-	r = driver_of(c, &drv, err);
+	r = driver_recorded(c, &drv, err);
 	if (r < 0)
 		return r;
 	converge_vmm_config(&c->rec, c->rec_spec, c->tap, &cfg);
@@ -557,18 +632,7 @@ static int step_release_ip(struct conv *c, struct bg_err *err)
 
 static int step_unpin(struct conv *c, struct bg_err *err)
 {
-	_cleanup_free_ char *dns = xasprintf("%s.vm", c->rec.name);
-	const char *hosts[2];
-	size_t n = 0;
-	int r;
-
-	if (!c->env->known_hosts)
-		return 0;
-	if (c->rec.ip)
-		hosts[n++] = c->rec.ip;
-	hosts[n++] = dns;
-	r = known_hosts_remove(c->env->known_hosts, hosts, n, 22, err);
-	return r < 0 ? r : 0;
+	return unpin(c, c->rec.ip, true, err);
 }
 
 static int step_forget(struct conv *c, struct bg_err *err)
@@ -642,7 +706,10 @@ static void record_failure(struct conv *c, const char *step, const struct bg_err
 				      "CreateFailed", msg, &err);
 		return;
 	}
-	if (c->rec.phase != VM_PHASE_DELETING)
+	/* A failed delete stays a tombstone; a failed demote keeps the phase that made it
+	 * a demote, so it is retried as one (a restart is the policy's call, not the
+	 * failure's). Everything else is Failed. */
+	if (c->rec.phase != VM_PHASE_DELETING && c->type != PLAN_DEMOTE)
 		c->rec.phase = VM_PHASE_FAILED;
 	set_str(&c->rec.last_error, msg);
 	c->rec.failures++;
@@ -721,7 +788,14 @@ static int finish(struct conv *c, struct bg_err *err)
 	if (c->type == PLAN_STOP) {
 		c->rec.phase = VM_PHASE_STOPPED;
 		c->rec.running_since = 0;
-		apply_spec(c);
+		/*
+		 * Record the state actually reached. A stop resumed after a crash may
+		 * find the spec says running again: then the spec is not applied, and
+		 * the next pass starts the VM (it was stopped on purpose, not by policy).
+		 */
+		if (c->spec && c->spec->state == VM_DESIRED_STOPPED)
+			apply_spec(c);
+		c->rec.desired_state = VM_DESIRED_STOPPED;
 	}
 	msg = done_message(c);
 	if (c->type == PLAN_DEMOTE)

@@ -4,6 +4,7 @@
 #include "reconciler/daemon.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -180,6 +181,9 @@ void daemon_fini(struct daemon *d)
 	free(d->client_pubkey);
 	free(d->spec_errors);
 	free(d->alive);
+	for (size_t i = 0; i < d->n_absent; i++)
+		free(d->absent[i].name);
+	free(d->absent);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -248,6 +252,12 @@ static void report_spec_errors(struct daemon *d, const struct spec_set *set)
 }
 
 /* ---- observing guests ----------------------------------------------------------------- */
+
+static void wake_at(struct daemon *d, int64_t when)
+{
+	if (when > 0 && (d->next_wakeup == 0 || when < d->next_wakeup))
+		d->next_wakeup = when;
+}
 
 static bool tcp_port_open(const char *ip, int port, int timeout_ms)
 {
@@ -344,6 +354,10 @@ static void observe(struct daemon *d)
 		_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
 		struct vm_handles h;
 
+		/* A failure or a demote set a backoff: look again when it ends. */
+		if (rec->backoff_until > now && rec->phase != VM_PHASE_STARTING &&
+		    rec->phase != VM_PHASE_RUNNING)
+			wake_at(d, rec->backoff_until);
 		if (rec->phase != VM_PHASE_STARTING && rec->phase != VM_PHASE_RUNNING)
 			continue;
 		if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h)) {
@@ -362,9 +376,8 @@ static void observe(struct daemon *d)
 		if (rec->phase == VM_PHASE_STARTING) {
 			(void)spec_from_json(rec->spec_json, &spec, NULL);
 			probe_starting(d, rec, spec);
-			if (rec->phase == VM_PHASE_STARTING &&
-			    (d->next_wakeup == 0 || d->next_wakeup > now + STARTING_POLL_MS))
-				d->next_wakeup = now + STARTING_POLL_MS;
+			if (rec->phase == VM_PHASE_STARTING)
+				wake_at(d, now + STARTING_POLL_MS);
 			continue;
 		}
 		/* A stable run forgives earlier failures. */
@@ -373,13 +386,101 @@ static void observe(struct daemon *d)
 			rec->failures = 0;
 			rec->backoff_until = 0;
 			(void)store_vm_update(d->store, rec, NULL);
-		} else if (rec->failures > 0 && rec->running_since &&
-			   (d->next_wakeup == 0 ||
-			    d->next_wakeup > rec->running_since + PLAN_STABLE_RUN_MS)) {
-			d->next_wakeup = rec->running_since + PLAN_STABLE_RUN_MS;
+		} else if (rec->failures > 0 && rec->running_since) {
+			wake_at(d, rec->running_since + PLAN_STABLE_RUN_MS);
 		}
 	}
 	vm_record_array_free(recs, n);
+}
+
+/* ---- guards ---------------------------------------------------------------------------- */
+
+/*
+ * May a VM whose spec is gone be deleted now? Only after the spec has stayed
+ * gone for DAEMON_DELETE_GRACE_MS; until then the pass schedules a look again.
+ * (prune_absent() forgets VMs whose spec came back.)
+ */
+static bool delete_grace_passed(struct daemon *d, const char *name, int64_t now)
+{
+	for (size_t i = 0; i < d->n_absent; i++) {
+		if (strcmp(d->absent[i].name, name) != 0)
+			continue;
+		if (now - d->absent[i].since >= DAEMON_DELETE_GRACE_MS)
+			return true;
+		wake_at(d, d->absent[i].since + DAEMON_DELETE_GRACE_MS);
+		return false;
+	}
+	d->absent = xreallocarray(d->absent, d->n_absent + 1, sizeof(*d->absent));
+	d->absent[d->n_absent].name = xstrdup(name);
+	d->absent[d->n_absent].since = now;
+	d->n_absent++;
+	log_info("vm '%s': its spec is gone; deleting it if it stays gone for %d ms", name,
+		 DAEMON_DELETE_GRACE_MS);
+	wake_at(d, now + DAEMON_DELETE_GRACE_MS);
+	return false;
+}
+
+/* Forget absence records of names that are not waiting for a delete any more. */
+static void prune_absent(struct daemon *d, const struct plan_action *acts, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->n_absent; i++) {
+		bool pending = false;
+
+		for (size_t a = 0; a < n && !pending; a++)
+			pending = acts[a].type == PLAN_DELETE &&
+				  strcmp(acts[a].reason, "SpecRemoved") == 0 &&
+				  strcmp(acts[a].name, d->absent[i].name) == 0;
+		if (pending)
+			d->absent[k++] = d->absent[i];
+		else
+			free(d->absent[i].name);
+	}
+	d->n_absent = k;
+}
+
+/* The spec directory itself must be readable: an unreadable or missing one is not
+ * "no VMs wanted" (that would delete them all) but an error that stops the pass. */
+static int check_spec_dir(struct daemon *d, struct spec_set *set)
+{
+	DIR *dir = opendir(d->cfg.spec_dir);
+	int e;
+
+	if (dir) {
+		closedir(dir);
+		return 0;
+	}
+	e = errno;
+	set->diags = xreallocarray(set->diags, set->n_diags + 1, sizeof(*set->diags));
+	set->diags[set->n_diags].file = xstrdup(d->cfg.spec_dir);
+	set->diags[set->n_diags].line = 0;
+	set->diags[set->n_diags].col = 0;
+	set->diags[set->n_diags].msg =
+		xasprintf("cannot read the spec directory: %s; no VM is changed until it can be "
+			  "read again",
+			  strerror(e));
+	set->n_diags++;
+	return -e;
+}
+
+/* A VM whose document moved to another file keeps its record pointing at the new file,
+ * so a later failure of that file is attributed to it (even when nothing else changed). */
+static void follow_moves(struct daemon *d, struct vm_record *recs, size_t n,
+			 const struct spec_set *set)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct vm_spec *s = spec_set_find(set, recs[i].name);
+		struct bg_err err = { 0 };
+
+		if (!s || !s->source_file || str_eq(s->source_file, recs[i].source_file) ||
+		    recs[i].phase == VM_PHASE_DELETING)
+			continue;
+		free(recs[i].source_file);
+		recs[i].source_file = xstrdup(s->source_file);
+		if (store_vm_update(d->store, &recs[i], &err) < 0)
+			log_warn("vm '%s': record its spec file: %s", recs[i].name, err.msg);
+	}
 }
 
 /* ---- the pass ---------------------------------------------------------------------------- */
@@ -424,6 +525,13 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 
 	d->next_wakeup = 0;
 	spec_set_init(&set);
+	if (check_spec_dir(d, &set) < 0) {
+		report_spec_errors(d, &set);
+		observe(d);
+		heartbeat(d, full);
+		r = 0;
+		goto out;
+	}
 	(void)spec_load_path(&set, d->cfg.spec_dir);
 	(void)spec_set_finish(&set);
 	report_spec_errors(d, &set);
@@ -431,6 +539,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	r = store_vm_list(d->store, &recs, &n_recs, err);
 	if (r < 0)
 		goto out;
+	follow_moves(d, recs, n_recs, &set);
 
 	desired = xcalloc(set.n_specs + 1, sizeof(*desired));
 	hashes = xcalloc(set.n_specs + 1, sizeof(*hashes));
@@ -442,10 +551,13 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	prs = xcalloc(n_recs + 1, sizeof(*prs));
 	rec_specs = xcalloc(n_recs + 1, sizeof(*rec_specs));
 	for (size_t i = 0; i < n_recs; i++) {
-		struct vm_handles h;
+		struct vm_handles h, last = { 0 };
 		bool corrupt = false;
 		struct bg_err herr = { 0 };
 
+		/* The pid the VMM had, before rediscovery can replace a dead one with none. */
+		if (recs[i].vm_dir && handles_load(recs[i].vm_dir, &last, NULL) < 0)
+			memset(&last, 0, sizeof(last));
 		if (recs[i].spec_json)
 			(void)spec_from_json(recs[i].spec_json, &rec_specs[i], NULL);
 		prs[i].rec = &recs[i];
@@ -459,9 +571,11 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 				 recs[i].name);
 		prs[i].liveness = vm_liveness(&h);
 		/* The daemon reaped this VMM: its exit status decides on-failure restarts. */
-		if (prs[i].liveness != VM_LIVENESS_ALIVE && h.pid) {
-			int status = reaped_status(d, h.pid);
+		if (prs[i].liveness != VM_LIVENESS_ALIVE && (h.pid || last.pid)) {
+			int status = reaped_status(d, h.pid ? h.pid : last.pid);
 
+			if (status < 0 && last.pid && last.pid != h.pid)
+				status = reaped_status(d, last.pid);
 			if (status >= 0)
 				recs[i].last_exit = status;
 		}
@@ -477,21 +591,19 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	in.now = now;
 	plan(&in, &acts, &n_acts);
 
+	prune_absent(d, acts, n_acts);
 	for (size_t i = 0; i < n_acts; i++) {
 		struct bg_err cerr = { 0 };
 
 		if (acts[i].type == PLAN_NONE) {
-			if (acts[i].retry_at &&
-			    (d->next_wakeup == 0 || acts[i].retry_at < d->next_wakeup))
-				d->next_wakeup = acts[i].retry_at;
+			wake_at(d, acts[i].retry_at);
 			continue;
 		}
-		if (converge_action(&d->env, &acts[i], &cerr) < 0) {
+		if (acts[i].type == PLAN_DELETE && strcmp(acts[i].reason, "SpecRemoved") == 0 &&
+		    !delete_grace_passed(d, acts[i].name, now))
+			continue;
+		if (converge_action(&d->env, &acts[i], &cerr) < 0)
 			log_err("%s", cerr.msg);
-			/* Retry after the backoff the failure recorded. */
-			if (d->next_wakeup == 0 || d->next_wakeup > now + 1000)
-				d->next_wakeup = now + 1000;
-		}
 	}
 	observe(d);
 	heartbeat(d, full);

@@ -27,6 +27,12 @@
 #define DAEMON_DEFAULT_SUBNET "172.30.0.1/24"
 #define DAEMON_DEFAULT_RESYNC_MS (30 * 1000)
 #define DAEMON_DEFAULT_STOP_GRACE_MS (10 * 1000)
+/*
+ * A VM whose spec disappeared is deleted only once the spec has stayed gone
+ * this long, over at least two passes: an editor's save (rename dance) or a
+ * truncating copy never deletes a VM.
+ */
+#define DAEMON_DELETE_GRACE_MS 2000
 
 struct daemon_config {
 	const char *spec_dir;
@@ -69,6 +75,11 @@ struct daemon {
 	int64_t next_wakeup;	  /* epoch ms of the earliest requeue, 0: none */
 	struct daemon_vmm *alive; /* VMMs alive after the last pass */
 	size_t n_alive;
+	struct {
+		char *name;
+		int64_t since; /* epoch ms the spec was first seen gone */
+	} * absent;	       /* VMs whose spec is gone, waiting out the delete grace */
+	size_t n_absent;
 };
 
 /*

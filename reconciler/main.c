@@ -43,7 +43,9 @@
 #define BANGER_VERSION "0.1.0"
 #endif
 
-#define COALESCE_MS 50
+#define COALESCE_MS 50	     /* quiet time after the last spec dir event before a pass */
+#define COALESCE_MAX_MS 1000 /* ... but never later than this after the first one */
+#define STOP_TIMEOUT_MAX_MS (60 * 60 * 1000)
 #define MAX_PIDFDS 256
 
 enum {
@@ -290,6 +292,7 @@ static void run_pass(struct daemon *d, struct loop *l, bool full)
 static int run_loop(struct daemon *d, struct loop *l)
 {
 	int64_t coalesce_until = -1; /* monotonic ms; -1: nothing pending */
+	int64_t coalesce_first = -1; /* when the pending burst of events began */
 	char status[128];
 
 	run_pass(d, l, true);
@@ -318,10 +321,21 @@ static int run_loop(struct daemon *d, struct loop *l)
 			uint64_t tag = evs[i].data.u64;
 
 			if (tag == TAG_INOTIFY) {
-				if (spec_watch_drain(l->watch) && coalesce_until < 0)
-					coalesce_until = now_mono_ms() + COALESCE_MS;
+				/* Debounce: an editor's save or a git checkout is a burst of
+				 * events; wait until it has been quiet for a moment. */
+				if (spec_watch_drain(l->watch)) {
+					int64_t now = now_mono_ms();
+
+					if (coalesce_first < 0)
+						coalesce_first = now;
+					coalesce_until = now + COALESCE_MS;
+					if (coalesce_until > coalesce_first + COALESCE_MAX_MS)
+						coalesce_until = coalesce_first + COALESCE_MAX_MS;
+				}
 			} else if (tag == TAG_RESYNC) {
 				drain_fd(l->resync_fd);
+				/* Also catch a spec dir that was removed and made again. */
+				spec_watch_resync(l->watch);
 				pass = full = true;
 			} else if (tag == TAG_WAKE) {
 				drain_fd(l->wake_fd);
@@ -351,7 +365,7 @@ static int run_loop(struct daemon *d, struct loop *l)
 			}
 		}
 		if (coalesce_until >= 0 && now_mono_ms() >= coalesce_until) {
-			coalesce_until = -1;
+			coalesce_until = coalesce_first = -1;
 			pass = true;
 		}
 		if (pass)
@@ -418,7 +432,8 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 		case 't':
-			if (parse_duration_ms(optarg, &ms) < 0 || ms < (c == 'r' ? 1000 : 0)) {
+			if (parse_duration_ms(optarg, &ms) < 0 || ms < (c == 'r' ? 1000 : 0) ||
+			    (c == 't' && ms > STOP_TIMEOUT_MAX_MS)) {
 				fprintf(stderr, "bangerd: invalid %s '%s'\n",
 					c == 'r' ? "--resync" : "--stop-timeout", optarg);
 				return 2;

@@ -54,6 +54,26 @@ static bool str_in(const char *s, const char *const *list, size_t n)
 	return false;
 }
 
+/* path is failed itself, or lies under the failed directory. */
+static bool under(const char *path, const char *failed)
+{
+	size_t n = strlen(failed);
+
+	while (n > 1 && failed[n - 1] == '/')
+		n--;
+	return strncmp(path, failed, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+static bool path_in(const char *path, const char *const *list, size_t n)
+{
+	if (!path)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (list[i] && under(path, list[i]))
+			return true;
+	return false;
+}
+
 static const struct plan_desired *find_desired(const struct plan_input *in, const char *name)
 {
 	for (size_t i = 0; i < in->n_desired; i++)
@@ -191,8 +211,10 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 	a->demote_to = VM_PHASE_MAX;
 	a->resume = PLAN_NONE;
 
+	/* A failed "file" may be a directory that could not be read: everything
+	 * recorded from below it counts as broken, never as gone. */
 	broken = str_in(name, in->broken_names, in->n_broken_names) ||
-		 (!d && rec && str_in(rec->source_file, in->broken_files, in->n_broken_files));
+		 (!d && rec && path_in(rec->source_file, in->broken_files, in->n_broken_files));
 	if (d && !broken) {
 		a->spec = d->spec;
 		a->hash = d->hash;
@@ -208,6 +230,12 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 	if (rec->phase == VM_PHASE_DELETING) {
 		a->spec = r->spec;
 		a->hash = NULL;
+		if (in->now < rec->backoff_until && !rec->step) {
+			/* A delete that failed waits out its backoff like anything else. */
+			set(a, PLAN_NONE, "BackOff");
+			a->retry_at = rec->backoff_until;
+			return;
+		}
 		set(a, PLAN_DELETE, "Deleting");
 		return;
 	}
@@ -225,11 +253,17 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 
 		set(a, PLAN_RESUME, "ResumeAfterCrash");
 		a->resume = resume > PLAN_NONE ? (enum plan_action_type)resume : PLAN_START;
+		if (a->resume == PLAN_DEMOTE) {
+			/* Where a demote lands depends on the restart policy, as when planned. */
+			demote(a, r, d->spec);
+			set(a, PLAN_RESUME, "ResumeAfterCrash");
+		}
 		return;
 	}
 
 	changed = strcmp(rec->spec_hash, d->hash) != 0;
-	cmp = r->spec ? spec_compare(r->spec, d->spec) : SPEC_REBOOT;
+	/* A stored spec this build cannot read back: only a changed hash means a change. */
+	cmp = r->spec ? spec_compare(r->spec, d->spec) : changed ? SPEC_REBOOT : SPEC_SAME;
 	if (d->spec->state == VM_DESIRED_RUNNING)
 		plan_running(a, r, changed, cmp, in->now);
 	else

@@ -43,35 +43,42 @@ static void forget_all(struct spec_watch *w)
 	w->n = 0;
 }
 
-static bool watched_wd(const struct spec_watch *w, int wd)
+static ssize_t find_wd(const struct watched *dirs, size_t n, int wd)
 {
-	for (size_t i = 0; i < w->n; i++)
-		if (w->dirs[i].wd == wd)
-			return true;
-	return false;
+	for (size_t i = 0; i < n; i++)
+		if (dirs[i].wd == wd)
+			return (ssize_t)i;
+	return -1;
 }
 
-static void add_dir(struct spec_watch *w, const char *path, int depth)
+static void push(struct watched **dirs, size_t *n, size_t *cap, int wd, const char *path)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 8;
+		*dirs = xreallocarray(*dirs, *cap, sizeof(**dirs));
+	}
+	(*dirs)[*n].wd = wd;
+	(*dirs)[*n].path = xstrdup(path);
+	(*n)++;
+}
+
+/* Add (or find: inotify returns the existing wd for a watched inode) watches for path and
+ * its non-hidden subdirectories, collecting them into dirs. */
+static void collect(int fd, const char *path, int depth, struct watched **dirs, size_t *n,
+		    size_t *cap)
 {
 	DIR *d;
 	struct dirent *de;
 	int wd;
 
-	wd = inotify_add_watch(w->fd, path, WATCH_MASK | IN_ONLYDIR);
+	wd = inotify_add_watch(fd, path, WATCH_MASK | IN_ONLYDIR);
 	if (wd < 0) {
 		log_debug("inotify_add_watch '%s': %s", path, strerror(errno));
 		return;
 	}
-	/* inotify returns the same wd for the same inode (e.g. via a symlink). */
-	if (!watched_wd(w, wd)) {
-		if (w->n == w->cap) {
-			w->cap = w->cap ? w->cap * 2 : 8;
-			w->dirs = xreallocarray(w->dirs, w->cap, sizeof(*w->dirs));
-		}
-		w->dirs[w->n].wd = wd;
-		w->dirs[w->n].path = xstrdup(path);
-		w->n++;
-	}
+	if (find_wd(*dirs, *n, wd) >= 0)
+		return; /* the same directory through another path (a symlink) */
+	push(dirs, n, cap, wd, path);
 	if (depth >= WATCH_DEPTH_MAX)
 		return;
 	d = opendir(path);
@@ -86,16 +93,32 @@ static void add_dir(struct spec_watch *w, const char *path, int depth)
 		sub = fs_path_join(path, de->d_name);
 		if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
 			continue;
-		add_dir(w, sub, depth + 1);
+		collect(fd, sub, depth + 1, dirs, n, cap);
 	}
 	closedir(d);
 }
 
-/* Drop every watch and add them again from the tree as it is now. */
+/*
+ * Bring the watch set in line with the tree as it is now. Watches that stay
+ * are kept as they are (re-adding one is a no-op for the kernel), so an
+ * unchanged tree causes no events; only watches of directories that left the
+ * tree are removed (their IN_IGNORED is then ignored: the wd is gone from the set).
+ */
 static void resync(struct spec_watch *w)
 {
-	forget_all(w);
-	add_dir(w, w->root, 0);
+	struct watched *next = NULL;
+	size_t n = 0, cap = 0;
+
+	collect(w->fd, w->root, 0, &next, &n, &cap);
+	for (size_t i = 0; i < w->n; i++) {
+		if (find_wd(next, n, w->dirs[i].wd) < 0)
+			(void)inotify_rm_watch(w->fd, w->dirs[i].wd);
+		free(w->dirs[i].path);
+	}
+	free(w->dirs);
+	w->dirs = next;
+	w->n = n;
+	w->cap = cap;
 }
 
 int spec_watch_new(const char *dir, struct spec_watch **ret, struct bg_err *err)
@@ -159,18 +182,34 @@ bool spec_watch_drain(struct spec_watch *w)
 			break;
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
+			ssize_t i;
 
 			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_IGNORED) {
+				/* The kernel dropped a watch (its directory is gone, or we removed
+				 * it). Forget it; a directory that went away also sent an event to
+				 * its parent, which asks for a rescan. */
+				i = find_wd(w->dirs, w->n, ev->wd);
+				if (i >= 0) {
+					free(w->dirs[i].path);
+					w->dirs[i] = w->dirs[--w->n];
+					rescan = changed = true;
+				}
+				continue;
+			}
 			changed = true;
-			if (ev->mask & (IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF))
-				rescan = true;
-			else if (ev->mask & IN_ISDIR)
-				rescan = true; /* a folder came or went */
-			else if (ev->len && ev->name[0] == '.' && ev->name[1] == '.')
-				rescan = true; /* a "..data" style symlink swap */
+			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_CREATE |
+					IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE))
+				rescan =
+					true; /* a folder or a symlink to one may have come or gone */
 		}
 	}
 	if (rescan)
 		resync(w);
 	return changed;
+}
+
+void spec_watch_resync(struct spec_watch *w)
+{
+	resync(w);
 }

@@ -31,6 +31,13 @@ int spec_watch_fd(const struct spec_watch *w);
  */
 bool spec_watch_drain(struct spec_watch *w);
 
+/*
+ * Re-read the tree and fix the watch set (the periodic resync calls this, so
+ * a spec dir that was removed and created again is watched again). Causes no
+ * events when nothing changed.
+ */
+void spec_watch_resync(struct spec_watch *w);
+
 /* Number of directories watched (for tests and debug logs). */
 int spec_watch_count(const struct spec_watch *w);
 

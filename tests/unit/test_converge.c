@@ -27,185 +27,8 @@
 #include "reconciler/converge.h"
 #include "reconciler/guest/known_hosts.h"
 #include "reconciler/plan.h"
+#include "tests/lib/fakes.h"
 #include "tests/lib/testutil.h"
-
-/* ---- a fake host layer that records the calls it gets ------------------------------ */
-
-static struct buf calls;
-static const char *fail_op; /* make this op fail once with -EIO */
-
-static int record(const char *op)
-{
-	buf_addf(&calls, "%s ", op);
-	if (fail_op && strcmp(fail_op, op) == 0) {
-		fail_op = NULL;
-		return -EIO;
-	}
-	return 0;
-}
-
-static int f_bridge(const struct host_net *n, struct bg_err *e)
-{
-	(void)n;
-	return record("bridge") < 0 ? bg_errorf(e, EIO, "bridge failed") : 0;
-}
-
-static int f_tap(const struct host_net *n, const char *name, uid_t u, gid_t g, struct bg_err *e)
-{
-	(void)n, (void)u, (void)g;
-	assert_int_equal(strncmp(name, "bg", 2), 0);
-	assert_int_equal(strlen(name), 10);
-	return record("tap") < 0 ? bg_errorf(e, EIO, "tap failed") : 0;
-}
-
-static int f_tap_remove(const char *name, struct bg_err *e)
-{
-	(void)name, (void)e;
-	return record("tap-remove");
-}
-
-static int f_nat(const struct host_net *n, struct bg_err *e)
-{
-	(void)n, (void)e;
-	return record("nat");
-}
-
-static int f_detect(const char *dir, enum disk_mode *ret, struct bg_err *e)
-{
-	(void)dir, (void)e;
-	*ret = DISK_MODE_COPY;
-	return 0;
-}
-
-static int f_rootdisk(const struct host_vm *vm, enum disk_mode mode, struct host_disk *ret,
-		      struct bg_err *e)
-{
-	(void)e;
-	memset(ret, 0, sizeof(*ret));
-	ret->mode = mode;
-	snprintf(ret->path, sizeof(ret->path), "%s", vm->cow_disk);
-	if (record("rootdisk") < 0)
-		return bg_errorf(e, EIO, "rootdisk failed");
-	test_write_file(vm->cow_disk, "disk");
-	return 0;
-}
-
-static int f_rootdisk_deactivate(const struct host_vm *vm, struct bg_err *e)
-{
-	(void)vm, (void)e;
-	return record("rootdisk-deactivate");
-}
-
-static int f_rootdisk_remove(const struct host_vm *vm, struct bg_err *e)
-{
-	(void)e;
-	(void)unlink(vm->cow_disk);
-	return record("rootdisk-remove");
-}
-
-static int f_workdisk(const struct host_vm *vm, struct bg_err *e)
-{
-	(void)vm, (void)e;
-	return record("workdisk");
-}
-
-static int f_workdisk_remove(const struct host_vm *vm, struct bg_err *e)
-{
-	(void)vm, (void)e;
-	return record("workdisk-remove");
-}
-
-static int f_gc_scan(const char *d, const char *const *ids, size_t n, struct host_orphan **ret,
-		     size_t *ret_n, struct bg_err *e)
-{
-	(void)d, (void)ids, (void)n, (void)e;
-	*ret = NULL;
-	*ret_n = 0;
-	return 0;
-}
-
-static int f_gc_remove(const struct host_orphan *o, struct bg_err *e)
-{
-	(void)o, (void)e;
-	return 0;
-}
-
-static const struct host_ops fake_host = {
-	.bridge_ensure = f_bridge,
-	.tap_ensure = f_tap,
-	.tap_remove = f_tap_remove,
-	.nat_ensure = f_nat,
-	.nat_remove = f_nat,
-	.disk_mode_detect = f_detect,
-	.rootdisk_ensure = f_rootdisk,
-	.rootdisk_deactivate = f_rootdisk_deactivate,
-	.rootdisk_remove = f_rootdisk_remove,
-	.workdisk_ensure = f_workdisk,
-	.workdisk_remove = f_workdisk_remove,
-	.gc_scan = f_gc_scan,
-	.gc_remove = f_gc_remove,
-};
-
-/* ---- a fake VMM: a real 'sleep' process, so liveness checks are real ------------------ */
-
-static char last_args[4096];
-
-static bool fake_available(const char *bin, struct bg_err *why)
-{
-	(void)bin, (void)why;
-	return true;
-}
-
-static int fake_start(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err)
-{
-	/* The control socket path is in argv, so rediscovery could find it. */
-	const char *argv[] = { "sh", "-c", "exec sleep 600", "fake-vmm", cfg->ctl_sock, NULL };
-	pid_t pid;
-	int r;
-
-	if (record("launch") < 0)
-		return bg_errorf(err, EIO, "launch failed");
-	snprintf(last_args, sizeof(last_args), "%s", cfg->guest_args);
-	r = proc_spawn(argv, NULL, &pid, err);
-	if (r < 0)
-		return r;
-	ret->pid = pid;
-	return proc_start_time(pid, &ret->start_time, err);
-}
-
-static int fake_probe(const struct vmm_config *cfg, const struct vmm_process *p,
-		      enum vmm_guest_state *ret, struct bg_err *err)
-{
-	(void)cfg, (void)p, (void)err;
-	*ret = VMM_GUEST_RUNNING;
-	return 0;
-}
-
-static int fake_stop(const struct vmm_config *cfg, const struct vmm_process *p, int grace_ms,
-		     struct bg_err *err)
-{
-	(void)cfg, (void)grace_ms;
-	record("stop");
-	if (proc_signal(p->pid, p->start_time, SIGKILL, err) < 0 && err->code != -ESRCH)
-		return err->code;
-	return proc_wait_gone(p->pid, p->start_time, 5000);
-}
-
-static const struct vmm_driver fake_driver = {
-	.name = "qemu",
-	.available = fake_available,
-	.start = fake_start,
-	.probe = fake_probe,
-	.stop = fake_stop,
-};
-
-static int fake_driver_for(void *ctx, enum vmm_kind kind, const char *recorded,
-			   const struct vmm_driver **ret, struct bg_err *err)
-{
-	(void)ctx, (void)kind, (void)recorded, (void)err;
-	*ret = &fake_driver;
-	return 0;
-}
 
 /* ---- fixture ------------------------------------------------------------------------- */
 
@@ -261,8 +84,7 @@ static int setup(void **state)
 	f->spec->restart_policy = RESTART_ALWAYS;
 	f->spec->source_file = xstrdup("/specs/web.yaml");
 	spec_hash(f->spec, f->hash);
-	buf_init(&calls);
-	fail_op = NULL;
+	fakes_reset();
 	*state = f;
 	return 0;
 }
@@ -296,7 +118,7 @@ static int teardown(void **state)
 	free(f->dir);
 	free(f->known_hosts);
 	vm_spec_free(f->spec);
-	buf_release(&calls);
+	fakes_release();
 	free(f);
 	return 0;
 }
@@ -358,7 +180,7 @@ static void test_create_runs_every_step(void **state)
 	struct vm_handles h;
 
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -372,15 +194,15 @@ static void test_create_runs_every_step(void **state)
 	assert_non_null(strstr(rec.api_sock, rec.id));
 	/* The guest is told its address, its user and the keys (banger's first). */
 	assert_non_null(
-		strstr(last_args, "ip=172.31.250.2::172.31.250.1:255.255.255.0:web:eth0:off"));
-	assert_non_null(strstr(last_args, "banger.sshkeys="));
+		strstr(fake_last_args, "ip=172.31.250.2::172.31.250.1:255.255.255.0:web:eth0:off"));
+	assert_non_null(strstr(fake_last_args, "banger.sshkeys="));
 	/* Handles were written and describe a live process. */
 	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
 	assert_true(vm_alive(&h));
 	/* A second pass does nothing. */
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "");
+	assert_string_equal(fake_calls.data, "");
 	vm_record_release(&rec);
 }
 
@@ -391,7 +213,7 @@ static void test_failure_records_error_and_backoff(void **state)
 	struct vm_event *ev = NULL;
 	size_t n_ev = 0;
 
-	fail_op = "rootdisk";
+	fake_fail_op = "rootdisk";
 	assert_int_equal(pass(f, f->spec, f->hash), -1);
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_FAILED);
@@ -407,9 +229,9 @@ static void test_failure_records_error_and_backoff(void **state)
 	vm_record_release(&rec);
 
 	/* Within the backoff nothing happens (the fixed clock has not moved). */
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "");
+	assert_string_equal(fake_calls.data, "");
 }
 
 static void test_resume_from_recorded_step(void **state)
@@ -418,16 +240,16 @@ static void test_resume_from_recorded_step(void **state)
 	struct vm_record rec = { 0 };
 
 	/* A crash right after "tap": the row still says create/tap. */
-	fail_op = "rootdisk";
+	fake_fail_op = "rootdisk";
 	assert_int_equal(pass(f, f->spec, f->hash), -1);
 	get_rec(f, &rec);
 	assert_int_equal(store_vm_set_step(f->store, rec.id, "create", "rootdisk", NULL), 0);
 	vm_record_release(&rec);
 
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	/* Resumed at the recorded step: nothing before it ran again. */
-	assert_string_equal(calls.data, "rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "rootdisk workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -445,9 +267,9 @@ static void test_launch_never_starts_a_second_vmm(void **state)
 	assert_int_equal(handles_load(rec.vm_dir, &h1, NULL), 0);
 	/* A crash after launch but before the step was cleared: resume at launch. */
 	assert_int_equal(store_vm_set_step(f->store, rec.id, "create", "launch", NULL), 0);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, ""); /* adopted, not relaunched */
+	assert_string_equal(fake_calls.data, ""); /* adopted, not relaunched */
 	assert_int_equal(handles_load(rec.vm_dir, &h2, NULL), 0);
 	assert_int_equal(h1.pid, h2.pid);
 	vm_record_release(&rec);
@@ -467,10 +289,10 @@ static void test_reboot_change_restarts(void **state)
 
 	f->spec->memory_mib = 512;
 	spec_hash(f->spec, hash);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
-		calls.data,
+		fake_calls.data,
 		"stop tap-remove rootdisk-deactivate bridge tap rootdisk workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
@@ -486,10 +308,10 @@ static void test_reboot_change_restarts(void **state)
 	free(f->spec->rootfs_image);
 	f->spec->rootfs_image = xstrdup("/i/other.ext4");
 	spec_hash(f->spec, hash);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(calls.data, "stop tap-remove rootdisk-deactivate bridge tap "
-					"rootdisk-remove rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "stop tap-remove rootdisk-deactivate bridge tap "
+					     "rootdisk-remove rootdisk workdisk launch ");
 }
 
 static void test_metadata_change_does_not_restart(void **state)
@@ -501,9 +323,9 @@ static void test_metadata_change_does_not_restart(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	f->spec->restart_policy = RESTART_NEVER;
 	spec_hash(f->spec, hash);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(calls.data, "");
+	assert_string_equal(fake_calls.data, "");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -524,9 +346,9 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	assert_int_equal(proc_wait_gone(h.pid, h.start_time, 5000), 0);
 	vm_record_release(&rec);
 
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "tap-remove rootdisk-deactivate ");
+	assert_string_equal(fake_calls.data, "tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_FAILED);
 	assert_int_equal(rec.restarts, 1);
@@ -538,9 +360,9 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	rec.backoff_until = 0;
 	assert_int_equal(store_vm_update(f->store, &rec, NULL), 0);
 	vm_record_release(&rec);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
 }
 
 static void test_stop_then_start(void **state)
@@ -552,18 +374,18 @@ static void test_stop_then_start(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	f->spec->state = VM_DESIRED_STOPPED;
 	spec_hash(f->spec, hash);
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(calls.data, "stop tap-remove rootdisk-deactivate ");
+	assert_string_equal(fake_calls.data, "stop tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
 	vm_record_release(&rec);
 
 	f->spec->state = VM_DESIRED_RUNNING;
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -594,9 +416,9 @@ static void test_delete_leaves_nothing(void **state)
 	assert_int_equal(fs_write_atomic(f->known_hosts, lines, strlen(lines), 0600, NULL), 0);
 	vm_record_release(&rec);
 
-	buf_reset(&calls);
+	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, NULL, NULL), 0);
-	assert_string_equal(calls.data,
+	assert_string_equal(fake_calls.data,
 			    "stop tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
 	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
 	assert_false(proc_identity_matches(h.pid, h.start_time));
@@ -632,6 +454,112 @@ static void test_delete_resumes_after_crash(void **state)
 	vm_record_release(&rec);
 }
 
+static void test_resumed_stop_with_running_spec_restarts(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+
+	/* Running, then "stop" crashed mid-way; meanwhile the spec says running again. */
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(store_vm_set_step(f->store, rec.id, "stop", "stop-vmm", NULL), 0);
+	vm_record_release(&rec);
+	assert_int_equal(pass(f, f->spec, f->hash), 0); /* the resumed stop */
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
+	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
+	vm_record_release(&rec);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0); /* ... and it starts again */
+	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	vm_record_release(&rec);
+}
+
+static void test_failed_demote_is_retried_as_demote(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h;
+	char hash[SPEC_HASH_LEN + 1];
+
+	f->spec->restart_policy = RESTART_NEVER;
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(handles_load(rec.vm_dir, &h, NULL), 0);
+	assert_int_equal(proc_signal(h.pid, h.start_time, SIGKILL, NULL), 0);
+	assert_int_equal(proc_wait_gone(h.pid, h.start_time, 5000), 0);
+	vm_record_release(&rec);
+	fake_fail_op = "tap-remove";
+	assert_int_equal(pass(f, f->spec, hash), -1);
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING); /* not Failed: no restart under 'never' */
+	rec.backoff_until = 0;
+	assert_int_equal(store_vm_update(f->store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_calls.data,
+			    "tap-remove rootdisk-deactivate "); /* demoted, not launched */
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
+	vm_record_release(&rec);
+}
+
+static void test_new_image_clears_pins(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *ssh_dir = paths_ssh_dir(f->dir);
+	_cleanup_free_ char *kh = NULL;
+	const char *key = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+	_cleanup_free_ char *lines = NULL;
+	char hash[SPEC_HASH_LEN + 1];
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_int_equal(fs_mkdir_p(ssh_dir, 0700, NULL), 0);
+	lines = xasprintf("172.31.250.2 ssh-ed25519 %s\nweb.vm ssh-ed25519 %s\n", key, key);
+	assert_int_equal(fs_write_atomic(f->known_hosts, lines, strlen(lines), 0600, NULL), 0);
+	/* Same image, other change: the guest keeps its disk and key, the pins stay. */
+	f->spec->memory_mib = 384;
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_non_null(strstr(kh, "web.vm"));
+	free(kh);
+	kh = NULL;
+	/* A new base image: a fresh disk, a fresh host key, so the pins go. */
+	free(f->spec->rootfs_image);
+	f->spec->rootfs_image = xstrdup("/i/other.ext4");
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_null(strstr(kh, "web.vm"));
+	assert_null(strstr(kh, "172.31.250.2"));
+}
+
+static void test_unconfigured_vmm_is_replaced(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	struct vm_handles h1, h2;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(handles_load(rec.vm_dir, &h1, NULL), 0);
+	/* A crash after spawning, before the VMM was told to boot. */
+	assert_int_equal(store_vm_set_step(f->store, rec.id, "create", "launch", NULL), 0);
+	fake_probe_says = VMM_GUEST_CONFIGURING;
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(fake_calls.data, "stop rootdisk launch ");
+	assert_int_equal(handles_load(rec.vm_dir, &h2, NULL), 0);
+	assert_int_not_equal(h1.pid, h2.pid);
+	assert_false(proc_identity_matches(h1.pid, h1.start_time));
+	vm_record_release(&rec);
+}
+
 static void test_failpoint_names(void **state)
 {
 	size_t n = 0;
@@ -661,6 +589,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stop_then_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_resumes_after_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resumed_stop_with_running_spec_restarts, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_failed_demote_is_retried_as_demote, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_new_image_clears_pins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unconfigured_vmm_is_replaced, setup, teardown),
 		cmocka_unit_test(test_failpoint_names),
 	};
 

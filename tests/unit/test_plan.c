@@ -591,6 +591,74 @@ static void test_broken_source_file_keeps_vm(void **state)
 	fixture_release(&f);
 }
 
+static void test_broken_directory_keeps_vms(void **state)
+{
+	const char *dirs[] = { "/specs/" };
+	const char *other[] = { "/spec" };
+	struct fixture f;
+	struct plan_action a;
+
+	(void)state;
+	/* A subdirectory (or the whole spec dir) could not be read: its VMs are kept. */
+	fixture_build(&f, D_NONE, R_RUNNING, O_ALIVE);
+	f.in.broken_files = dirs;
+	f.in.n_broken_files = 1;
+	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
+	assert_string_equal(a.reason, "SpecError");
+	/* A failed path that only shares a prefix ("/spec" vs "/specs/...") is not a parent. */
+	f.in.broken_files = other;
+	assert_int_equal(plan_single(&f, &a), PLAN_DELETE);
+	fixture_release(&f);
+}
+
+static void test_unreadable_stored_spec_same_hash(void **state)
+{
+	struct fixture f;
+	struct plan_action a;
+
+	(void)state;
+	/* The stored spec no longer parses (a stricter rule after an upgrade), but the hash
+	 * says the spec did not change: nothing to do, and certainly no restart loop. */
+	fixture_build(&f, D_RUNNING, R_RUNNING, O_ALIVE);
+	f.pr.spec = NULL;
+	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
+	assert_string_equal(a.reason, "UpToDate");
+	fixture_release(&f);
+}
+
+static void test_resume_demote_keeps_policy(void **state)
+{
+	struct fixture f;
+	struct plan_action a;
+
+	(void)state;
+	fixture_build(&f, D_RUNNING, R_RUNNING, O_DEAD);
+	f.desired->restart_policy = RESTART_NEVER;
+	spec_hash(f.desired, f.desired_hash);
+	f.rec.action = xstrdup("demote");
+	f.rec.step = xstrdup("teardown");
+	assert_int_equal(plan_single(&f, &a), PLAN_RESUME);
+	assert_int_equal(a.resume, PLAN_DEMOTE);
+	assert_int_equal(a.demote_to, VM_PHASE_STOPPED);
+	fixture_release(&f);
+}
+
+static void test_failed_delete_backs_off(void **state)
+{
+	struct fixture f;
+	struct plan_action a;
+
+	(void)state;
+	fixture_build(&f, D_NONE, R_DELETING, O_DEAD);
+	f.rec.backoff_until = NOW + 8000;
+	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
+	assert_string_equal(a.reason, "BackOff");
+	assert_int_equal(a.retry_at, NOW + 8000);
+	f.in.now = NOW + 8000;
+	assert_int_equal(plan_single(&f, &a), PLAN_DELETE);
+	fixture_release(&f);
+}
+
 static void test_resume_unknown_action_starts(void **state)
 {
 	struct fixture f;
@@ -712,6 +780,10 @@ int main(void)
 		cmocka_unit_test(test_unparsable_record_spec_restarts),
 		cmocka_unit_test(test_broken_source_file_keeps_vm),
 		cmocka_unit_test(test_resume_unknown_action_starts),
+		cmocka_unit_test(test_broken_directory_keeps_vms),
+		cmocka_unit_test(test_unreadable_stored_spec_same_hash),
+		cmocka_unit_test(test_resume_demote_keeps_policy),
+		cmocka_unit_test(test_failed_delete_backs_off),
 		cmocka_unit_test(test_ordering_and_determinism),
 		cmocka_unit_test(test_action_names),
 	};

@@ -1,0 +1,207 @@
+/*
+ * fakes.c - a recording fake host layer and a fake VMM; see fakes.h.
+ */
+#include "tests/lib/fakes.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/proc.h"
+#include "tests/lib/testutil.h"
+
+struct buf fake_calls;
+const char *fake_fail_op;
+enum vmm_guest_state fake_probe_says = VMM_GUEST_RUNNING;
+const char *fake_vmm_script = "exec sleep 600";
+pid_t fake_last_pid;
+char fake_last_args[4096];
+
+void fakes_reset(void)
+{
+	buf_release(&fake_calls);
+	buf_init(&fake_calls);
+	fake_fail_op = NULL;
+	fake_probe_says = VMM_GUEST_RUNNING;
+	fake_vmm_script = "exec sleep 600";
+	fake_last_pid = 0;
+	fake_last_args[0] = '\0';
+}
+
+void fakes_release(void)
+{
+	buf_release(&fake_calls);
+}
+
+static int call(const char *op, struct bg_err *err)
+{
+	buf_addf(&fake_calls, "%s ", op);
+	if (fake_fail_op && strcmp(fake_fail_op, op) == 0) {
+		fake_fail_op = NULL;
+		return bg_errorf(err, EIO, "%s failed (injected)", op);
+	}
+	return 0;
+}
+
+static int f_bridge(const struct host_net *n, struct bg_err *e)
+{
+	(void)n;
+	return call("bridge", e);
+}
+
+static int f_tap(const struct host_net *n, const char *name, uid_t u, gid_t g, struct bg_err *e)
+{
+	(void)n, (void)u, (void)g;
+	if (strncmp(name, "bg", 2) != 0 || strlen(name) != 10)
+		return bg_errorf(e, EINVAL, "bad tap name '%s'", name);
+	return call("tap", e);
+}
+
+static int f_tap_remove(const char *name, struct bg_err *e)
+{
+	(void)name;
+	return call("tap-remove", e);
+}
+
+static int f_nat(const struct host_net *n, struct bg_err *e)
+{
+	(void)n;
+	return call("nat", e);
+}
+
+static int f_detect(const char *dir, enum disk_mode *ret, struct bg_err *e)
+{
+	(void)dir, (void)e;
+	*ret = DISK_MODE_COPY;
+	return 0;
+}
+
+static int f_rootdisk(const struct host_vm *vm, enum disk_mode mode, struct host_disk *ret,
+		      struct bg_err *e)
+{
+	int r = call("rootdisk", e);
+
+	if (r < 0)
+		return r;
+	memset(ret, 0, sizeof(*ret));
+	ret->mode = mode;
+	snprintf(ret->path, sizeof(ret->path), "%s", vm->cow_disk);
+	test_write_file(vm->cow_disk, "disk");
+	return 0;
+}
+
+static int f_rootdisk_deactivate(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm;
+	return call("rootdisk-deactivate", e);
+}
+
+static int f_rootdisk_remove(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)unlink(vm->cow_disk);
+	return call("rootdisk-remove", e);
+}
+
+static int f_workdisk(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm;
+	return call("workdisk", e);
+}
+
+static int f_workdisk_remove(const struct host_vm *vm, struct bg_err *e)
+{
+	(void)vm;
+	return call("workdisk-remove", e);
+}
+
+static int f_gc_scan(const char *d, const char *const *ids, size_t n, struct host_orphan **ret,
+		     size_t *ret_n, struct bg_err *e)
+{
+	(void)d, (void)ids, (void)n, (void)e;
+	*ret = NULL;
+	*ret_n = 0;
+	return 0;
+}
+
+static int f_gc_remove(const struct host_orphan *o, struct bg_err *e)
+{
+	(void)o, (void)e;
+	return 0;
+}
+
+const struct host_ops fake_host = {
+	.bridge_ensure = f_bridge,
+	.tap_ensure = f_tap,
+	.tap_remove = f_tap_remove,
+	.nat_ensure = f_nat,
+	.nat_remove = f_nat,
+	.disk_mode_detect = f_detect,
+	.rootdisk_ensure = f_rootdisk,
+	.rootdisk_deactivate = f_rootdisk_deactivate,
+	.rootdisk_remove = f_rootdisk_remove,
+	.workdisk_ensure = f_workdisk,
+	.workdisk_remove = f_workdisk_remove,
+	.gc_scan = f_gc_scan,
+	.gc_remove = f_gc_remove,
+};
+
+static bool v_available(const char *bin, struct bg_err *why)
+{
+	(void)bin, (void)why;
+	return true;
+}
+
+static int v_start(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err)
+{
+	/* The control socket path is in argv, so rediscovery could find the process. */
+	const char *argv[] = { "sh", "-c", fake_vmm_script, "fake-vmm", cfg->ctl_sock, NULL };
+	pid_t pid;
+	int r;
+
+	r = call("launch", err);
+	if (r < 0)
+		return r;
+	snprintf(fake_last_args, sizeof(fake_last_args), "%s", cfg->guest_args);
+	r = proc_spawn(argv, NULL, &pid, err);
+	if (r < 0)
+		return r;
+	fake_last_pid = pid;
+	ret->pid = pid;
+	return proc_start_time(pid, &ret->start_time, err);
+}
+
+static int v_probe(const struct vmm_config *cfg, const struct vmm_process *p,
+		   enum vmm_guest_state *ret, struct bg_err *err)
+{
+	(void)cfg, (void)p, (void)err;
+	*ret = fake_probe_says;
+	return 0;
+}
+
+static int v_stop(const struct vmm_config *cfg, const struct vmm_process *p, int grace_ms,
+		  struct bg_err *err)
+{
+	(void)cfg, (void)grace_ms;
+	(void)call("stop", NULL);
+	if (proc_signal(p->pid, p->start_time, SIGKILL, err) < 0 && err->code != -ESRCH)
+		return err->code;
+	return proc_wait_gone(p->pid, p->start_time, 5000);
+}
+
+const struct vmm_driver fake_driver = {
+	.name = "qemu",
+	.available = v_available,
+	.start = v_start,
+	.probe = v_probe,
+	.stop = v_stop,
+};
+
+int fake_driver_for(void *ctx, enum vmm_kind kind, const char *recorded,
+		    const struct vmm_driver **ret, struct bg_err *err)
+{
+	(void)ctx, (void)kind, (void)recorded, (void)err;
+	*ret = &fake_driver;
+	return 0;
+}
