@@ -111,6 +111,9 @@ uint64_t host_cow_store_size(uint64_t disk_bytes)
 static char dm_last_error[512];
 
 static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class, const char *f,
+		      ...) __attribute__((format(printf, 5, 6)));
+
+static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class, const char *f,
 		      ...)
 {
 	va_list ap;
