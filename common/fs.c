@@ -128,8 +128,14 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)
 			return bg_error(err, errno, "stat '%s'", copy);
 		if (!S_ISDIR(st.st_mode))
 			return bg_errorf(err, ENOTDIR, "'%s' exists and is not a directory", copy);
+		/* Someone's existing directory: its mode is theirs to choose. */
+		return 0;
 	}
-	/* mkdir() applies the umask; the caller asked for exactly 'mode'. */
+	/*
+	 * mkdir() applies the umask; the caller asked for exactly 'mode'. The
+	 * umask only removes bits, so the directory is never more open than
+	 * 'mode' in between.
+	 */
 	if (chmod(copy, mode) < 0)
 		return bg_error(err, errno, "chmod '%s'", copy);
 	return 0;

@@ -32,9 +32,12 @@ int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t
 int fs_fsync_parent(const char *path, struct bg_err *err);
 
 /*
- * mkdir -p: create 'path' and missing parents with 'mode' (missing parents
- * get 0755 | mode). An existing directory is fine and keeps its mode, except
- * the last component, which is chmod'ed to 'mode'. Returns 0 or -errno.
+ * mkdir -p: create 'path' and missing parents. A last component it creates
+ * gets exactly 'mode' (not filtered by umask); missing parents get
+ * 0755 | mode, filtered by umask. Any directory that already exists,
+ * including 'path' itself, is fine and keeps its mode: a caller that needs an
+ * existing directory to be private must check it. -ENOTDIR when 'path'
+ * exists and is not a directory. Returns 0 or -errno.
  */
 int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err);
 

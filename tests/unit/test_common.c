@@ -114,18 +114,33 @@ static void test_mkdir_p(void **state)
 {
 	_cleanup_free_ char *dir = test_tmpdir("bg-common");
 	_cleanup_free_ char *deep = fs_path_join(dir, "a/b/c");
+	_cleanup_free_ char *deep2 = fs_path_join(dir, "a/b/c/d");
 	_cleanup_free_ char *file = fs_path_join(dir, "file");
 	struct bg_err err = { 0 };
 	struct stat st;
+	mode_t old_umask = umask(0077);
 
 	(void)state;
-	assert_int_equal(fs_mkdir_p(deep, 0700, &err), 0);
-	assert_int_equal(stat(deep, &st), 0);
-	assert_true(S_ISDIR(st.st_mode));
-	assert_int_equal(st.st_mode & 07777, 0700);
+	/* A directory it creates gets exactly 'mode', whatever the umask. */
 	assert_int_equal(fs_mkdir_p(deep, 0750, &err), 0);
 	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0750);
+	/* An existing directory keeps its mode: an admin's choice persists. */
+	assert_int_equal(chmod(deep, 0710), 0);
+	assert_int_equal(fs_mkdir_p(deep, 0700, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	assert_int_equal(fs_mkdir_p(deep, 0755, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	/* ...and so does an existing parent, while a new last component gets 'mode'. */
+	assert_int_equal(fs_mkdir_p(deep2, 0700, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	assert_int_equal(stat(deep2, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	umask(old_umask);
 	test_write_file(file, "x");
 	assert_int_equal(fs_mkdir_p(file, 0700, &err), -ENOTDIR);
 	test_rmtree(dir);
