@@ -3,6 +3,7 @@
  * identity, base64, durations.
  */
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +170,55 @@ static void test_proc_run(void **state)
 	assert_non_null(strstr(err.msg, "exec '/nonexistent/banger-test'"));
 }
 
+static void test_proc_run_status(void **state)
+{
+	const char *ok[] = { "sh", "-c", "echo same", NULL };
+	const char *one[] = { "sh", "-c", "echo differs; exit 1", NULL };
+	const char *two[] = { "sh", "-c", "echo 'diff: x: No such file' >&2; exit 2", NULL };
+	const char *killed[] = { "sh", "-c", "kill -TERM $$", NULL };
+	const char *slow[] = { "sleep", "10", NULL };
+	const char *missing[] = { "/nonexistent/banger-test", NULL };
+	struct bg_err err = { 0 };
+	int status = -1;
+	int64_t t0;
+
+	(void)state;
+	{
+		_cleanup_free_ char *out = NULL;
+
+		assert_int_equal(proc_run_status(ok, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 0);
+		assert_string_equal(out, "same\n");
+	}
+	{
+		_cleanup_free_ char *out = NULL;
+
+		/* A non-zero exit is not an error of proc_run_status: it ran. */
+		assert_int_equal(proc_run_status(one, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 1);
+		assert_string_equal(out, "differs\n");
+	}
+	{
+		_cleanup_free_ char *out = NULL;
+
+		assert_int_equal(proc_run_status(two, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 2);
+		assert_string_equal(out, "diff: x: No such file\n");
+	}
+	/* Killed by a signal: 128 + the signal, as a shell reports it. */
+	assert_int_equal(proc_run_status(killed, 5000, NULL, &status, &err), 0);
+	assert_int_equal(status, 128 + SIGTERM);
+	/* Could not run, or did not finish: an error, and *ret_status is left alone. */
+	status = -1;
+	assert_int_equal(proc_run_status(missing, 1000, NULL, &status, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "exec '/nonexistent/banger-test'"));
+	assert_int_equal(status, -1);
+	t0 = now_mono_ms();
+	assert_int_equal(proc_run_status(slow, 200, NULL, &status, &err), -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < 5000);
+	assert_int_equal(status, -1);
+}
+
 static void test_proc_identity(void **state)
 {
 	const char *argv[] = { "sleep", "30", NULL };
@@ -285,12 +335,19 @@ static void test_buf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_err_wrap),      cmocka_unit_test(test_err_wrap_truncates),
-		cmocka_unit_test(test_atomic_write),  cmocka_unit_test(test_read_file_cap),
-		cmocka_unit_test(test_mkdir_p),	      cmocka_unit_test(test_proc_run),
-		cmocka_unit_test(test_proc_identity), cmocka_unit_test(test_proc_find_in_path),
-		cmocka_unit_test(test_base64),	      cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_duration),      cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_err_wrap),
+		cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),
+		cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_run_status),
+		cmocka_unit_test(test_proc_identity),
+		cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),
+		cmocka_unit_test(test_buf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
