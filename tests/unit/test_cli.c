@@ -221,10 +221,92 @@ static void test_diff_exit_codes(void **state)
 	unsetenv("BANGER_EXTERNAL_DIFF");
 }
 
+/* ---- a store standing in for bangerd ---------------------------------------------------- */
+
+static struct store *store_rw(const struct fixture *f)
+{
+	_cleanup_free_ char *db = paths_db(f->state_dir);
+	struct bg_err err = { 0 };
+	struct store *s = NULL;
+
+	if (store_open(db, STORE_READ_WRITE, &s, &err) < 0)
+		fail_msg("%s", err.msg);
+	return s;
+}
+
+/* Insert a record for 'name' (phase as given) and return it in *rec (owned). */
+static void record_add(struct store *s, const char *name, enum vm_phase phase,
+		       struct vm_record *rec)
+{
+	struct bg_err err = { 0 };
+
+	memset(rec, 0, sizeof(*rec));
+	rec->name = xstrdup(name);
+	rec->phase = phase;
+	rec->desired_state = VM_DESIRED_RUNNING;
+	rec->generation = 1;
+	rec->last_exit = -1;
+	if (store_vm_insert(s, rec, &err) < 0)
+		fail_msg("%s", err.msg);
+}
+
+static void record_update(struct store *s, const struct vm_record *rec)
+{
+	struct bg_err err = { 0 };
+
+	if (store_vm_update(s, rec, &err) < 0)
+		fail_msg("%s", err.msg);
+}
+
+/* ---- logs ------------------------------------------------------------------------------ */
+
+static void test_logs_tail(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = store_rw(f);
+	_cleanup_free_ char *log = fs_path_join(f->dir, "console.log");
+	struct vm_record rec;
+	struct run r;
+
+	test_write_file(log, "one\ntwo\nthree\n");
+	record_add(s, "web", VM_PHASE_RUNNING, &rec);
+	rec.console_log = xstrdup(log);
+	record_update(s, &rec);
+	vm_record_release(&rec);
+
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "one\ntwo\nthree\n");
+	run_release(&r);
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", "--tail", "2", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "two\nthree\n");
+	run_release(&r);
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", "--tail", "5", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "one\ntwo\nthree\n");
+	run_release(&r);
+	/* --tail 0: nothing at all (with -f, only what comes next). */
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", "--tail", "0", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "");
+	assert_string_equal(r.err, "");
+	run_release(&r);
+	/* A last line without a newline is a line. */
+	test_write_file(log, "one\ntwo");
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", "--tail", "1", NULL);
+	assert_string_equal(r.out, "two");
+	run_release(&r);
+	r = run_verb(f, cmd_logs, NULL, "logs", "web", "--tail", "0", NULL);
+	assert_string_equal(r.out, "");
+	run_release(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_diff_exit_codes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
