@@ -28,6 +28,7 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "reconciler/handles.h"
 #include "reconciler/store.h"
 #include "spec/spec.h"
 #include "tests/lib/testutil.h"
@@ -302,11 +303,62 @@ static void test_logs_tail(void **state)
 	run_release(&r);
 }
 
+/* ---- status ---------------------------------------------------------------------------- */
+
+/* status -o json|yaml|wide samples every running VM's CPU over one 200 ms window. */
+static void test_status_samples_once(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = store_rw(f);
+	struct vm_handles h = { .pid = getpid() };
+	struct bg_err err = { 0 };
+	const char *outputs[] = { "json", "yaml", "wide" };
+	struct run r;
+
+	assert_int_equal(proc_start_time(h.pid, &h.start_time, &err), 0);
+	for (int i = 0; i < 5; i++) {
+		_cleanup_free_ char *name = xasprintf("vm-%d", i);
+		struct vm_record rec;
+
+		record_add(s, name, VM_PHASE_RUNNING, &rec);
+		rec.vm_dir = fs_path_join(f->state_dir, rec.id);
+		assert_int_equal(mkdir(rec.vm_dir, 0700), 0);
+		assert_int_equal(handles_save(rec.vm_dir, &h, &err), 0);
+		record_update(s, &rec);
+		vm_record_release(&rec);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(outputs); i++) {
+		int64_t t0 = now_mono_ms(), took;
+
+		r = run_verb(f, cmd_status, NULL, "status", "-o", outputs[i], NULL);
+		took = now_mono_ms() - t0;
+		assert_int_equal(r.rc, 0);
+		/* One 200 ms sample for all five, not five in a row (>= 1 s). */
+		print_message("status -o %s with 5 running VMs: %lld ms\n", outputs[i],
+			      (long long)took);
+		assert_true(took >= 200);
+		assert_true(took < 900);
+		if (i == 0) {
+			const char *p = r.out;
+			int n = 0;
+
+			while ((p = strstr(p, "\"cpuPercent\""))) {
+				n++;
+				p++;
+			}
+			assert_int_equal(n, 5);
+			assert_non_null(strstr(r.out, "\"rssBytes\""));
+		}
+		run_release(&r);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_diff_exit_codes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status_samples_once, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
