@@ -73,7 +73,7 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 	struct wait_target *targets = NULL;
 	size_t n_edits = 0;
 	struct bg_err err = { 0 };
-	int c, rc = CLI_EXIT_OK;
+	int c, r, rc = CLI_EXIT_OK;
 
 	while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -112,7 +112,11 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 	}
 
 	spec_set_init(&in);
-	cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	r = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	if (r < 0) {
+		rc = r == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+		goto out_in;
+	}
 	if (in.n_diags > 0) {
 		cli_print_diags(&in);
 		cli_error("nothing applied: %zu error(s)", in.n_diags);

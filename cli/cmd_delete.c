@@ -4,6 +4,7 @@
  * Remove VMs' documents from the spec directory (the file itself when it held
  * only that VM); bangerd then tears the VMs down and removes their pins.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,12 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 	for (int i = optind; i < argc; i++)
 		names[n_names++] = argv[i];
 	if (n_inputs > 0) {
-		cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+		int r = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+
+		if (r < 0) {
+			rc = r == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+			goto out_in;
+		}
 		if (in.n_diags > 0) {
 			cli_print_diags(&in);
 			rc = CLI_EXIT_FAIL;

@@ -122,8 +122,12 @@ int cmd_diff(const struct cli_ctx *ctx, int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	spec_set_init(&in);
-	cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	c = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
 	free(inputs);
+	if (c < 0) {
+		spec_set_release(&in);
+		return EXIT_ERROR;
+	}
 	if (in.n_diags > 0) {
 		cli_print_diags(&in);
 		spec_set_release(&in);

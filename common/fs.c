@@ -141,22 +141,19 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, struct bg_err *err)
+int fs_read_fd(int fd, size_t max, const char *name, char **ret_data, size_t *ret_len,
+	       struct bg_err *err)
 {
-	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0, alloc = 4096;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return bg_error(err, errno, "open '%s'", path);
 	data = xmalloc(alloc);
 	for (;;) {
 		ssize_t n;
 
 		if (len + 1 >= alloc) {
 			if (alloc > max + 1)
-				return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", path,
+				return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", name,
 						 max);
 			alloc *= 2;
 			data = xrealloc(data, alloc);
@@ -165,19 +162,29 @@ int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return bg_error(err, errno, "read '%s'", path);
+			return bg_error(err, errno, "read '%s'", name);
 		}
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > max)
-			return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", path, max);
+			return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", name, max);
 	}
 	data[len] = '\0';
 	*ret_data = TAKE_PTR(data);
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+}
+
+int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return bg_error(err, errno, "open '%s'", path);
+	return fs_read_fd(fd, max, path, ret_data, ret_len, err);
 }
 
 static int remove_at(int dfd, const char *name, dev_t dev, struct bg_err *err)

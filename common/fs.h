@@ -48,6 +48,14 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err);
 int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 struct bg_err *err);
 
+/*
+ * fs_read_file() for an open fd, read from its current offset to EOF; 'name'
+ * is used in messages. On -EFBIG, bytes past the cap may have been consumed
+ * (a pipe cannot give them back): the caller must not read on from fd.
+ */
+int fs_read_fd(int fd, size_t max, const char *name, char **ret_data, size_t *ret_len,
+	       struct bg_err *err);
+
 /* rm -rf that never follows symlinks and never crosses into another filesystem.
  * A missing path counts as done. */
 int fs_remove_tree(const char *path, struct bg_err *err);

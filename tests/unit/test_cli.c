@@ -105,29 +105,44 @@ static void run_release(struct run *r)
 
 typedef int (*verb_fn)(const struct cli_ctx *ctx, int argc, char **argv);
 
-/* Run a verb with ARGS... (NULL-terminated; argv[0] is the verb), stdin from stdin_path. */
-static struct run run_verb(const struct fixture *f, verb_fn fn, const char *stdin_path, ...)
+/*
+ * Run a verb with ARGS... (argv[0] is the verb) with stdin from stdin_path,
+ * or through a pipe from that file when 'piped' (as in 'cat f | banger ...').
+ */
+static struct run run_verb_v(const struct fixture *f, verb_fn fn, const char *stdin_path,
+			     bool piped, va_list ap)
 {
 	_cleanup_free_ char *out_path = fs_path_join(f->dir, "out");
 	_cleanup_free_ char *err_path = fs_path_join(f->dir, "err");
 	char *argv[64];
 	int argc = 0, saved[3], fd;
+	pid_t cat = 0;
 	struct run r;
-	va_list ap;
 
-	va_start(ap, stdin_path);
 	for (const char *a; (a = va_arg(ap, const char *));) {
 		assert_true(argc < 63);
 		argv[argc++] = (char *)a;
 	}
-	va_end(ap);
 	argv[argc] = NULL;
 
 	fflush(stdout);
 	fflush(stderr);
 	for (int i = 0; i < 3; i++)
 		saved[i] = dup(i);
-	fd = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
+	if (piped) {
+		const char *cat_argv[] = { "cat", stdin_path, NULL };
+		struct proc_spawn_opts o = PROC_SPAWN_OPTS_INIT;
+		int p[2];
+
+		assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+		o.stdout_fd = p[1];
+		o.stderr_fd = saved[2];
+		assert_int_equal(proc_spawn(cat_argv, &o, &cat, NULL), 0);
+		close(p[1]);
+		fd = p[0];
+	} else {
+		fd = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
+	}
 	assert_true(fd >= 0);
 	dup2(fd, 0);
 	close(fd);
@@ -147,8 +162,32 @@ static struct run run_verb(const struct fixture *f, verb_fn fn, const char *stdi
 		dup2(saved[i], i);
 		close(saved[i]);
 	}
+	if (cat > 0) /* the pipe's last reader is gone: cat ends (EPIPE) if it has not */
+		assert_int_equal(proc_wait_gone(cat, 0, 10000), 0);
 	r.out = slurp(out_path);
 	r.err = slurp(err_path);
+	return r;
+}
+
+static struct run run_verb(const struct fixture *f, verb_fn fn, const char *stdin_path, ...)
+{
+	struct run r;
+	va_list ap;
+
+	va_start(ap, stdin_path);
+	r = run_verb_v(f, fn, stdin_path, false, ap);
+	va_end(ap);
+	return r;
+}
+
+static struct run run_verb_piped(const struct fixture *f, verb_fn fn, const char *stdin_path, ...)
+{
+	struct run r;
+	va_list ap;
+
+	va_start(ap, stdin_path);
+	r = run_verb_v(f, fn, stdin_path, true, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -220,6 +259,94 @@ static void test_diff_exit_codes(void **state)
 	assert_int_equal(r.rc, 1);
 	run_release(&r);
 	unsetenv("BANGER_EXTERNAL_DIFF");
+}
+
+/* ---- -f - ------------------------------------------------------------------------------- */
+
+static bool file_has(const char *path, const char *needle)
+{
+	_cleanup_free_ char *data = NULL;
+
+	if (fs_read_file(path, 4 << 20, &data, NULL, NULL) < 0)
+		return false;
+	return strstr(data, needle) != NULL;
+}
+
+static void test_stdin_twice(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *doc = vm_doc("web", 256);
+	_cleanup_free_ char *in = write_in(f, "in.yaml", doc);
+	_cleanup_free_ char *target = fs_path_join(f->spec_dir, "web.yaml");
+	struct run r;
+
+	/* A usage error (exit 2) before anything is read or written. */
+	r = run_verb(f, cmd_apply, in, "apply", "-f", "-", "-f", "-", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "'-' (stdin) can be given only once"));
+	assert_string_equal(r.out, "");
+	assert_false(fs_exists(target));
+	run_release(&r);
+
+	r = run_verb(f, cmd_diff, in, "diff", "-f", "-", "-f", "-", NULL);
+	assert_int_equal(r.rc, 2);
+	run_release(&r);
+
+	r = run_verb(f, cmd_validate, in, "validate", "-f", "-", "-f", "-", NULL);
+	assert_int_equal(r.rc, 2);
+	run_release(&r);
+
+	test_write_file(target, doc);
+	r = run_verb(f, cmd_delete, in, "delete", "-f", "-", "-f", "-", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_true(fs_exists(target));
+	run_release(&r);
+
+	/* Once is fine. */
+	r = run_verb(f, cmd_delete, in, "delete", "-f", "-", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "vm/web deleted\n");
+	assert_false(fs_exists(target));
+	run_release(&r);
+}
+
+/*
+ * stdin over 1 MiB is an error, and nothing of it is parsed: not even the
+ * tail that is left unread after the cap (here a valid document naming a VM
+ * of the spec dir, which 'delete -f -' must not delete).
+ */
+static void test_stdin_too_big(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *victim = vm_doc("victim", 256);
+	_cleanup_free_ char *in = fs_path_join(f->dir, "big.yaml");
+	_cleanup_free_ char *target = fs_path_join(f->spec_dir, "victim.yaml");
+	size_t pad = SPEC_FILE_MAX + SPEC_FILE_MAX / 2;
+	char *big = xmalloc(pad + strlen(victim) + 8);
+	struct run r;
+
+	memset(big, '\n', pad);
+	snprintf(big + pad, strlen(victim) + 8, "---\n%s", victim);
+	test_write_file(in, big);
+	free(big);
+	test_write_file(target, victim);
+
+	r = run_verb_piped(f, cmd_delete, in, "delete", "-f", "-", NULL);
+	assert_int_equal(r.rc, 1);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "larger than"));
+	assert_true(file_has(target, "name: victim"));
+	run_release(&r);
+
+	r = run_verb_piped(f, cmd_apply, in, "apply", "-f", "-", NULL);
+	assert_int_equal(r.rc, 1);
+	assert_string_equal(r.out, "");
+	run_release(&r);
+
+	r = run_verb_piped(f, cmd_validate, in, "validate", "-f", "-", NULL);
+	assert_int_equal(r.rc, 1);
+	assert_string_equal(r.out, "");
+	run_release(&r);
 }
 
 /* ---- a store standing in for bangerd ---------------------------------------------------- */
@@ -358,6 +485,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_diff_exit_codes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stdin_twice, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stdin_too_big, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_samples_once, setup, teardown),
 	};
 
