@@ -56,11 +56,19 @@ static int write_all(int fd, const void *data, size_t len)
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
 {
-	return fs_write_atomic_owned(path, data, len, mode, geteuid(), getegid(), err);
+	return fs_write_atomic_checked(path, data, len, mode, geteuid(), getegid(), NULL, NULL,
+				       err);
 }
 
 int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
 			  gid_t gid, struct bg_err *err)
+{
+	return fs_write_atomic_checked(path, data, len, mode, uid, gid, NULL, NULL, err);
+}
+
+/* A temp file next to 'path' with the data, mode and owner, fsynced and closed. */
+static int write_temp(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+		      gid_t gid, char **ret_tmp, struct bg_err *err)
 {
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
 	int fd, r;
@@ -91,17 +99,61 @@ int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t
 		r = bg_error(err, errno, "close '%s'", tmp);
 		goto fail;
 	}
-	fd = -1;
+	*ret_tmp = TAKE_PTR(tmp);
+	return 0;
+fail:
+	if (fd >= 0)
+		(void)close(fd);
+	(void)unlink(tmp);
+	return r;
+}
+
+int fs_write_atomic_checked(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			    gid_t gid,
+			    int (*check)(const char *path, void *userdata, struct bg_err *err),
+			    void *userdata, struct bg_err *err)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int r;
+
+	r = write_temp(path, data, len, mode, uid, gid, &tmp, err);
+	if (r < 0)
+		return r;
+	if (check) {
+		r = check(path, userdata, err);
+		if (r < 0)
+			goto fail;
+	}
 	if (rename(tmp, path) < 0) {
 		r = bg_error(err, errno, "rename '%s' to '%s'", tmp, path);
 		goto fail;
 	}
 	return fsync_dir_of(path, err);
 fail:
-	if (fd >= 0)
-		(void)close(fd);
 	(void)unlink(tmp);
 	return r;
+}
+
+int fs_write_new(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int r, e;
+
+	r = write_temp(path, data, len, mode, geteuid(), getegid(), &tmp, err);
+	if (r < 0)
+		return r;
+	/* Both put the complete file in place, or fail with EEXIST when 'path' exists. */
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return fsync_dir_of(path, err);
+	e = errno;
+	if (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP)
+		e = link(tmp, path) == 0 ? 0 : errno; /* a filesystem without the flag */
+	(void)unlink(tmp);
+	if (e == EEXIST)
+		return bg_errorf(err, EEXIST, "'%s' exists", path);
+	if (e)
+		return bg_error(err, e, "create '%s'", path);
+	return fsync_dir_of(path, err);
 }
 
 int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)

@@ -28,6 +28,27 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
 			  gid_t gid, struct bg_err *err);
 
+/*
+ * fs_write_atomic_owned() that calls check(path, userdata, err) after the
+ * temp file is complete and right before the rename; a negative return
+ * aborts the write (the temp file is removed, 'path' untouched) and is
+ * returned. check may be NULL. For "replace only if nobody changed it since
+ * I read it" (compare a stat of 'path' with one taken when it was read).
+ */
+int fs_write_atomic_checked(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			    gid_t gid,
+			    int (*check)(const char *path, void *userdata, struct bg_err *err),
+			    void *userdata, struct bg_err *err);
+
+/*
+ * Create 'path' with 'len' bytes of 'data' and 'mode', atomically and
+ * exclusively: a temp file written and fsynced, then moved into place only if
+ * 'path' does not exist (renameat2 RENAME_NOREPLACE, else link()), then the
+ * directory fsynced. -EEXIST (nothing changed) when 'path' exists, even if
+ * it appeared meanwhile.
+ */
+int fs_write_new(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err);
+
 /* fsync the directory that contains 'path' (for a rename or unlink to be durable). */
 int fs_fsync_parent(const char *path, struct bg_err *err);
 

@@ -3,6 +3,7 @@
  * identity, base64, durations.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -93,6 +94,113 @@ static void test_atomic_write(void **state)
 		assert_int_equal(fs_write_atomic(bad, "x", 1, 0600, &err), -ENOENT);
 		assert_non_null(strstr(err.msg, "nope/f"));
 	}
+	test_rmtree(dir);
+}
+
+static int refuse(const char *path, void *userdata, struct bg_err *err)
+{
+	int *calls = userdata;
+
+	(*calls)++;
+	return bg_errorf(err, EAGAIN, "'%s' changed", path);
+}
+
+static int allow(const char *path, void *userdata, struct bg_err *err)
+{
+	int *calls = userdata;
+
+	(void)path;
+	(void)err;
+	(*calls)++;
+	return 0;
+}
+
+static void test_atomic_write_checked(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	struct bg_err err = { 0 };
+	int calls = 0;
+
+	(void)state;
+	test_write_file(path, "old");
+	/* The check runs once, right before the rename; a refusal leaves the file alone. */
+	assert_int_equal(fs_write_atomic_checked(path, "new", 3, 0600, geteuid(), getegid(), refuse,
+						 &calls, &err),
+			 -EAGAIN);
+	assert_int_equal(calls, 1);
+	assert_non_null(strstr(err.msg, "changed"));
+	{
+		_cleanup_free_ char *data = NULL;
+
+		assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+		assert_string_equal(data, "old");
+	}
+	assert_int_equal(fs_write_atomic_checked(path, "new", 3, 0600, geteuid(), getegid(), allow,
+						 &calls, &err),
+			 0);
+	assert_int_equal(calls, 2);
+	{
+		_cleanup_free_ char *data = NULL, *out = NULL;
+		const char *argv[] = { "ls", "-A", dir, NULL };
+
+		assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+		assert_string_equal(data, "new");
+		/* No temp files left behind by either. */
+		assert_int_equal(proc_run(argv, 5000, &out, &err), 0);
+		assert_string_equal(out, "f\n");
+	}
+	test_rmtree(dir);
+}
+
+static void test_write_new(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL, *out = NULL;
+	const char *argv[] = { "ls", "-A", dir, NULL };
+	struct bg_err err = { 0 };
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(fs_write_new(path, "first", 5, 0640, &err), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	/* Never over an existing file, and nothing left behind. */
+	assert_int_equal(fs_write_new(path, "second", 6, 0600, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "exists"));
+	assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+	assert_string_equal(data, "first");
+	assert_int_equal(proc_run(argv, 5000, &out, &err), 0);
+	assert_string_equal(out, "f\n");
+	test_rmtree(dir);
+}
+
+static void test_read_fd(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL;
+	struct bg_err err = { 0 };
+	size_t len = 0;
+	int fd;
+
+	(void)state;
+	test_write_file(path, "0123456789");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	/* From the current offset. */
+	assert_int_equal(lseek(fd, 4, SEEK_SET), 4);
+	assert_int_equal(fs_read_fd(fd, 6, "thing", &data, &len, &err), 0);
+	assert_string_equal(data, "456789");
+	assert_int_equal(len, 6);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	free(data);
+	data = NULL;
+	assert_int_equal(fs_read_fd(fd, 9, "thing", &data, &len, &err), -EFBIG);
+	assert_string_equal(err.msg, "'thing' is larger than 9 bytes");
+	assert_null(data);
+	close(fd);
 	test_rmtree(dir);
 }
 
@@ -335,19 +443,14 @@ static void test_buf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_err_wrap),
-		cmocka_unit_test(test_err_wrap_truncates),
-		cmocka_unit_test(test_atomic_write),
-		cmocka_unit_test(test_read_file_cap),
-		cmocka_unit_test(test_mkdir_p),
-		cmocka_unit_test(test_proc_run),
-		cmocka_unit_test(test_proc_run_status),
-		cmocka_unit_test(test_proc_identity),
-		cmocka_unit_test(test_proc_find_in_path),
-		cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_duration),
-		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_err_wrap),	cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),	cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),		cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_run_status), cmocka_unit_test(test_atomic_write_checked),
+		cmocka_unit_test(test_write_new),	cmocka_unit_test(test_read_fd),
+		cmocka_unit_test(test_proc_identity),	cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
