@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/specfile.h"
@@ -73,6 +74,7 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 	struct wait_target *targets = NULL;
 	size_t n_edits = 0;
 	struct bg_err err = { 0 };
+	int lock_fd = -1;
 	int c, r, rc = CLI_EXIT_OK;
 
 	while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
@@ -128,10 +130,14 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		rc = CLI_EXIT_FAIL;
 		goto out_in;
 	}
-	if (!dry_run && fs_mkdir_p(ctx->spec_dir, 0755, &err) < 0 && !fs_exists(ctx->spec_dir)) {
-		cli_error("%s", err.msg);
-		rc = CLI_EXIT_FAIL;
-		goto out_in;
+	if (!dry_run) {
+		/* Held from before the spec dir is read until the edits are written. */
+		if (fs_mkdir_p(ctx->spec_dir, 0755, &err) < 0 ||
+		    (lock_fd = specfile_lock(ctx->spec_dir, SPECFILE_LOCK_TIMEOUT_MS, &err)) < 0) {
+			cli_error("%s", err.msg);
+			rc = CLI_EXIT_FAIL;
+			goto out_in;
+		}
 	}
 	cli_load_spec_dir(ctx, &dir);
 
@@ -172,10 +178,10 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 			continue;
 		}
+		edits[n_edits].name = s->name;
+		edits[n_edits].hash = targets[i].hash;
 		if (cur) {
 			edits[n_edits].file = cur->source_file;
-			edits[n_edits].start = cur->source_start;
-			edits[n_edits].end = cur->source_end;
 			verdict[i] = "configured";
 		} else {
 			paths[i] = xasprintf("%s/%s.yaml", ctx->spec_dir, s->name);
@@ -198,10 +204,14 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		cli_error("nothing applied");
 		goto out;
 	}
-	if (!dry_run && specfile_apply(edits, n_edits, &err) < 0) {
+	if (!dry_run && specfile_apply(lock_fd, edits, n_edits, &err) < 0) {
 		cli_error("%s", err.msg);
 		rc = CLI_EXIT_FAIL;
 		goto out;
+	}
+	if (lock_fd >= 0) {
+		(void)close(lock_fd); /* written: let the next banger in while we --wait */
+		lock_fd = -1;
 	}
 	for (size_t i = 0; i < in.n_specs; i++)
 		printf("vm/%s %s%s\n", in.specs[i]->name, verdict[i], dry_run ? " (dry run)" : "");
@@ -220,6 +230,8 @@ out:
 	free(edits);
 	spec_set_release(&dir);
 out_in:
+	if (lock_fd >= 0)
+		(void)close(lock_fd);
 	spec_set_release(&in);
 	free(inputs);
 	return rc;

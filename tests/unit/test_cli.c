@@ -349,6 +349,147 @@ static void test_stdin_too_big(void **state)
 	run_release(&r);
 }
 
+/* ---- apply / delete ---------------------------------------------------------------------- */
+
+/* Load a file and return the VM names it defines, "a,b,c" (owned), or "ERR" on errors. */
+static char *names_in(const char *path)
+{
+	struct spec_set set;
+	char s[1024] = "";
+
+	spec_set_init(&set);
+	if (spec_load_path(&set, path) > 0 || spec_set_finish(&set) > 0) {
+		spec_set_release(&set);
+		return xstrdup("ERR");
+	}
+	for (size_t i = 0; i < set.n_specs; i++) {
+		size_t len = strlen(s);
+
+		snprintf(s + len, sizeof(s) - len, "%s%s", len ? "," : "", set.specs[i]->name);
+	}
+	spec_set_release(&set);
+	return xstrdup(s);
+}
+
+/* A multi-document file of VMs named by the NULL-terminated list. Owned text. */
+static char *fleet(const char *first, ...)
+{
+	char *text = xstrdup("");
+	va_list ap;
+
+	va_start(ap, first);
+	for (const char *n = first; n; n = va_arg(ap, const char *)) {
+		_cleanup_free_ char *doc = vm_doc(n, 256);
+		char *next = xasprintf("%s%s%s", text, n == first ? "" : "---\n", doc);
+
+		free(text);
+		text = next;
+	}
+	va_end(ap);
+	return text;
+}
+
+/* delete -f FILE with many documents: more names than arguments (a heap overflow once). */
+static void test_delete_many_from_file(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *text = fleet("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", NULL);
+	_cleanup_free_ char *live = fs_path_join(f->spec_dir, "fleet.yaml");
+	_cleanup_free_ char *keep = fs_path_join(f->spec_dir, "keep.yaml");
+	_cleanup_free_ char *keep_doc = vm_doc("keep", 256);
+	_cleanup_free_ char *in = write_in(f, "in.yaml", text);
+	struct run r;
+
+	test_write_file(live, text);
+	test_write_file(keep, keep_doc);
+	r = run_verb(f, cmd_delete, NULL, "delete", "-f", in, NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "vm/a deleted\nvm/b deleted\nvm/c deleted\nvm/d deleted\n"
+				   "vm/e deleted\nvm/f deleted\nvm/g deleted\nvm/h deleted\n"
+				   "vm/i deleted\nvm/j deleted\n");
+	assert_false(fs_exists(live));
+	assert_true(fs_exists(keep));
+	run_release(&r);
+}
+
+/* The same name twice (or on the command line and in -f) deletes that VM once, and only it. */
+static void test_delete_repeated_name(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *text = fleet("a", "b", "c", NULL);
+	_cleanup_free_ char *live = fs_path_join(f->spec_dir, "abc.yaml");
+	_cleanup_free_ char *doc_a = vm_doc("a", 256);
+	_cleanup_free_ char *in = write_in(f, "a.yaml", doc_a);
+	char *names;
+	struct run r;
+
+	test_write_file(live, text);
+	r = run_verb(f, cmd_delete, NULL, "delete", "a", "a", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "vm/a deleted\n");
+	names = names_in(live);
+	assert_string_equal(names, "b,c");
+	free(names);
+	run_release(&r);
+
+	test_write_file(live, text);
+	r = run_verb(f, cmd_delete, NULL, "delete", "a", "-f", in, NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "vm/a deleted\n");
+	names = names_in(live);
+	assert_string_equal(names, "b,c");
+	free(names);
+	run_release(&r);
+
+	/* The middle one. */
+	test_write_file(live, text);
+	r = run_verb(f, cmd_delete, NULL, "delete", "b", "b", "b", NULL);
+	assert_int_equal(r.rc, 0);
+	names = names_in(live);
+	assert_string_equal(names, "a,c");
+	free(names);
+	run_release(&r);
+}
+
+/* A spec file that is a symlink is edited through: the link stays, its target changes. */
+static void test_apply_through_symlink(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *text = fleet("a", "b", NULL);
+	_cleanup_free_ char *real_dir = fs_path_join(f->dir, "repo");
+	_cleanup_free_ char *real = fs_path_join(real_dir, "ab.yaml");
+	_cleanup_free_ char *link = fs_path_join(f->spec_dir, "ab.yaml");
+	_cleanup_free_ char *doc_b = vm_doc("b", 1024);
+	_cleanup_free_ char *in = write_in(f, "b.yaml", doc_b);
+	char *names;
+	struct stat st;
+	struct run r;
+
+	assert_int_equal(mkdir(real_dir, 0755), 0);
+	test_write_file(real, text);
+	assert_int_equal(chmod(real, 0640), 0);
+	assert_int_equal(symlink(real, link), 0);
+
+	r = run_verb(f, cmd_apply, NULL, "apply", "-f", in, NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "vm/b configured\n");
+	run_release(&r);
+	assert_int_equal(lstat(link, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(stat(real, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_true(file_has(real, "memoryMiB: 1024"));
+	names = names_in(real);
+	assert_string_equal(names, "a,b");
+	free(names);
+
+	/* Deleting every VM of the file removes the target; the dangling link is left. */
+	r = run_verb(f, cmd_delete, NULL, "delete", "a", "b", NULL);
+	assert_int_equal(r.rc, 0);
+	run_release(&r);
+	assert_false(fs_exists(real));
+}
+
 /* ---- a store standing in for bangerd ---------------------------------------------------- */
 
 static struct store *store_rw(const struct fixture *f)
@@ -487,6 +628,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stdin_twice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stdin_too_big, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_many_from_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_repeated_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apply_through_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_samples_once, setup, teardown),
 	};
 
