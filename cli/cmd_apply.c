@@ -51,6 +51,37 @@ static char *doc_text(const struct vm_spec *s, const char *stdin_data, size_t st
 	return specfile_doc_body(data + s->source_start, s->source_end - s->source_start);
 }
 
+/*
+ * For --wait: each VM's failure count BEFORE its spec is written (-1: no
+ * record), so an old failure is not taken for the new spec's.
+ */
+static int read_failures(const struct cli_ctx *ctx, struct wait_target *targets, size_t n)
+{
+	_cleanup_(store_freep) struct store *s = NULL;
+
+	if (cli_store_open(ctx, &s) < 0)
+		return -EIO;
+	for (size_t i = 0; i < n; i++) {
+		struct vm_record rec = { 0 };
+		struct bg_err err = { 0 };
+		int r;
+
+		targets[i].failures_before = -1;
+		if (!s)
+			continue;
+		r = store_vm_get_by_name(s, targets[i].name, &rec, &err);
+		if (r == -ENOENT)
+			continue;
+		if (r < 0) {
+			cli_error("vm '%s': %s", targets[i].name, err.msg);
+			return r;
+		}
+		targets[i].failures_before = rec.failures;
+		vm_record_release(&rec);
+	}
+	return 0;
+}
+
 int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -200,6 +231,8 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		edits[n_edits].text = texts[i];
 		n_edits++;
 	}
+	if (rc == CLI_EXIT_OK && wait && !dry_run && read_failures(ctx, targets, in.n_specs) < 0)
+		rc = CLI_EXIT_FAIL;
 	if (rc != CLI_EXIT_OK) {
 		cli_error("nothing applied");
 		goto out;

@@ -571,6 +571,41 @@ static void test_logs_tail(void **state)
 	run_release(&r);
 }
 
+/*
+ * apply --wait reads each VM's failure count before it writes: a VM that is
+ * Failed with this very spec and no newer failure is waited for, not
+ * reported with its old error.
+ */
+static void test_apply_wait_old_failure(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = store_rw(f);
+	_cleanup_free_ char *doc = vm_doc("web", 256);
+	_cleanup_free_ char *live = fs_path_join(f->spec_dir, "web.yaml");
+	_cleanup_free_ char *in = write_in(f, "in.yaml", doc);
+	struct spec_set set;
+	struct vm_record rec;
+	struct run r;
+
+	test_write_file(live, doc);
+	spec_set_init(&set);
+	assert_int_equal(spec_load_path(&set, in), 0);
+	record_add(s, "web", VM_PHASE_FAILED, &rec);
+	spec_hash(set.specs[0], rec.spec_hash);
+	spec_set_release(&set);
+	rec.failures = 2;
+	rec.last_error = xstrdup("old error");
+	record_update(s, &rec);
+	vm_record_release(&rec);
+
+	r = run_verb(f, cmd_apply, NULL, "apply", "-f", in, "--wait", "--timeout", "1s", NULL);
+	assert_int_equal(r.rc, 1);
+	assert_null(strstr(r.out, "old error"));
+	assert_non_null(strstr(r.out, "vm/web unchanged\nvm/web Failed (0.0s)\n"));
+	assert_non_null(strstr(r.err, "timed out after 1s waiting for vm/web (Failed)"));
+	run_release(&r);
+}
+
 /* ---- status ---------------------------------------------------------------------------- */
 
 /* status -o json|yaml|wide samples every running VM's CPU over one 200 ms window. */
@@ -631,6 +666,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_many_from_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_repeated_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_through_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apply_wait_old_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_samples_once, setup, teardown),
 	};
 
