@@ -87,13 +87,14 @@ static bool dm_kname(const char *name, char ret[64])
 		return false;
 	while (!found && (de = readdir(d))) {
 		_cleanup_free_ char *attr = NULL;
+		size_t len = strlen(de->d_name);
 		char got[256];
 
-		if (strncmp(de->d_name, "dm-", 3) != 0 || strlen(de->d_name) >= 64)
+		if (strncmp(de->d_name, "dm-", 3) != 0 || len >= 64)
 			continue;
 		attr = xasprintf("%s/%s/dm/name", block, de->d_name);
 		if (sys_read(attr, got, sizeof(got)) && strcmp(got, name) == 0) {
-			snprintf(ret, 64, "%s", de->d_name);
+			memcpy(ret, de->d_name, len + 1);
 			found = true;
 		}
 	}
