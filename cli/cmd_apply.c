@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/specfile.h"
@@ -50,6 +51,37 @@ static char *doc_text(const struct vm_spec *s, const char *stdin_data, size_t st
 	return specfile_doc_body(data + s->source_start, s->source_end - s->source_start);
 }
 
+/*
+ * For --wait: each VM's failure count BEFORE its spec is written (-1: no
+ * record), so an old failure is not taken for the new spec's.
+ */
+static int read_failures(const struct cli_ctx *ctx, struct wait_target *targets, size_t n)
+{
+	_cleanup_(store_freep) struct store *s = NULL;
+
+	if (cli_store_open(ctx, &s) < 0)
+		return -EIO;
+	for (size_t i = 0; i < n; i++) {
+		struct vm_record rec = { 0 };
+		struct bg_err err = { 0 };
+		int r;
+
+		targets[i].failures_before = -1;
+		if (!s)
+			continue;
+		r = store_vm_get_by_name(s, targets[i].name, &rec, &err);
+		if (r == -ENOENT)
+			continue;
+		if (r < 0) {
+			cli_error("vm '%s': %s", targets[i].name, err.msg);
+			return r;
+		}
+		targets[i].failures_before = rec.failures;
+		vm_record_release(&rec);
+	}
+	return 0;
+}
+
 int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -73,7 +105,8 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 	struct wait_target *targets = NULL;
 	size_t n_edits = 0;
 	struct bg_err err = { 0 };
-	int c, rc = CLI_EXIT_OK;
+	int lock_fd = -1;
+	int c, r, rc = CLI_EXIT_OK;
 
 	while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -112,7 +145,11 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 	}
 
 	spec_set_init(&in);
-	cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	r = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	if (r < 0) {
+		rc = r == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+		goto out_in;
+	}
 	if (in.n_diags > 0) {
 		cli_print_diags(&in);
 		cli_error("nothing applied: %zu error(s)", in.n_diags);
@@ -124,10 +161,14 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		rc = CLI_EXIT_FAIL;
 		goto out_in;
 	}
-	if (!dry_run && fs_mkdir_p(ctx->spec_dir, 0755, &err) < 0 && !fs_exists(ctx->spec_dir)) {
-		cli_error("%s", err.msg);
-		rc = CLI_EXIT_FAIL;
-		goto out_in;
+	if (!dry_run) {
+		/* Held from before the spec dir is read until the edits are written. */
+		if (fs_mkdir_p(ctx->spec_dir, 0755, &err) < 0 ||
+		    (lock_fd = specfile_lock(ctx->spec_dir, SPECFILE_LOCK_TIMEOUT_MS, &err)) < 0) {
+			cli_error("%s", err.msg);
+			rc = CLI_EXIT_FAIL;
+			goto out_in;
+		}
 	}
 	cli_load_spec_dir(ctx, &dir);
 
@@ -168,10 +209,10 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 			continue;
 		}
+		edits[n_edits].name = s->name;
+		edits[n_edits].hash = targets[i].hash;
 		if (cur) {
 			edits[n_edits].file = cur->source_file;
-			edits[n_edits].start = cur->source_start;
-			edits[n_edits].end = cur->source_end;
 			verdict[i] = "configured";
 		} else {
 			paths[i] = xasprintf("%s/%s.yaml", ctx->spec_dir, s->name);
@@ -190,14 +231,20 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		edits[n_edits].text = texts[i];
 		n_edits++;
 	}
+	if (rc == CLI_EXIT_OK && wait && !dry_run && read_failures(ctx, targets, in.n_specs) < 0)
+		rc = CLI_EXIT_FAIL;
 	if (rc != CLI_EXIT_OK) {
 		cli_error("nothing applied");
 		goto out;
 	}
-	if (!dry_run && specfile_apply(edits, n_edits, &err) < 0) {
+	if (!dry_run && specfile_apply(lock_fd, edits, n_edits, &err) < 0) {
 		cli_error("%s", err.msg);
 		rc = CLI_EXIT_FAIL;
 		goto out;
+	}
+	if (lock_fd >= 0) {
+		(void)close(lock_fd); /* written: let the next banger in while we --wait */
+		lock_fd = -1;
 	}
 	for (size_t i = 0; i < in.n_specs; i++)
 		printf("vm/%s %s%s\n", in.specs[i]->name, verdict[i], dry_run ? " (dry run)" : "");
@@ -216,6 +263,8 @@ out:
 	free(edits);
 	spec_set_release(&dir);
 out_in:
+	if (lock_fd >= 0)
+		(void)close(lock_fd);
 	spec_set_release(&in);
 	free(inputs);
 	return rc;

@@ -4,16 +4,19 @@
  * Remove VMs' documents from the spec directory (the file itself when it held
  * only that VM); bangerd then tears the VMs down and removes their pins.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/specfile.h"
 #include "cli/util.h"
 #include "cli/wait.h"
 #include "common/cleanup.h"
+#include "common/fs.h"
 #include "common/xalloc.h"
 
 #define DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
@@ -26,6 +29,15 @@ static void usage(FILE *f)
 		   "are gone.\n");
 }
 
+/* Add name to names unless it is there already (a VM is deleted once). */
+static void add_name(const char **names, size_t *n, const char *name)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(names[i], name) == 0)
+			return;
+	names[(*n)++] = name;
+}
+
 int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -36,7 +48,7 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 		{ 0 },
 	};
 	char **inputs = xcalloc((size_t)argc + 1, sizeof(*inputs));
-	const char **names = xcalloc((size_t)argc + 1, sizeof(*names));
+	const char **names = NULL;
 	size_t n_inputs = 0, n_names = 0;
 	bool wait = false;
 	int64_t timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -47,10 +59,12 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 	struct wait_target *targets = NULL;
 	bool *found = NULL;
 	size_t n_edits = 0;
+	int lock_fd = -1;
 	struct bg_err err = { 0 };
 	int c, rc = CLI_EXIT_OK;
 
 	spec_set_init(&in);
+	spec_set_init(&dir);
 	while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -63,37 +77,54 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 			if (cli_parse_timeout(optarg, &timeout_ms) < 0 || timeout_ms <= 0) {
 				cli_error("invalid --timeout '%s'", optarg);
 				rc = CLI_EXIT_USAGE;
-				goto out_in;
+				goto out;
 			}
 			break;
 		case 'h':
 			usage(stdout);
-			goto out_in;
+			goto out;
 		default:
 			usage(stderr);
 			rc = CLI_EXIT_USAGE;
-			goto out_in;
+			goto out;
 		}
 	}
-	for (int i = optind; i < argc; i++)
-		names[n_names++] = argv[i];
 	if (n_inputs > 0) {
-		cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+		int r = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+
+		if (r < 0) {
+			rc = r == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+			goto out;
+		}
 		if (in.n_diags > 0) {
 			cli_print_diags(&in);
 			rc = CLI_EXIT_FAIL;
-			goto out_in;
+			goto out;
 		}
-		for (size_t i = 0; i < in.n_specs; i++)
-			names[n_names++] = in.specs[i]->name;
 	}
+	/* One slot per name given, however many documents each -f file holds. */
+	names = xcalloc((size_t)(argc - optind) + in.n_specs + 1, sizeof(*names));
+	for (int i = optind; i < argc; i++)
+		add_name(names, &n_names, argv[i]);
+	for (size_t i = 0; i < in.n_specs; i++)
+		add_name(names, &n_names, in.specs[i]->name);
 	if (n_names == 0) {
 		cli_error("delete needs VM names or -f PATH");
 		usage(stderr);
 		rc = CLI_EXIT_USAGE;
-		goto out_in;
+		goto out;
 	}
 
+	/* Held from before the spec dir is read until the edits are written. */
+	if (fs_exists(ctx->spec_dir)) {
+		lock_fd = specfile_lock(ctx->spec_dir, SPECFILE_LOCK_TIMEOUT_MS, &err);
+		if (lock_fd < 0) {
+			cli_error("%s", err.msg);
+			rc = CLI_EXIT_FAIL;
+			goto out;
+		}
+	}
+	spec_set_release(&dir);
 	cli_load_spec_dir(ctx, &dir);
 	edits = xcalloc(n_names, sizeof(*edits));
 	targets = xcalloc(n_names, sizeof(*targets));
@@ -115,17 +146,20 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 			continue;
 		}
+		edits[n_edits].name = names[i];
 		edits[n_edits].file = cur->source_file;
-		edits[n_edits].start = cur->source_start;
-		edits[n_edits].end = cur->source_end;
 		edits[n_edits].text = NULL;
 		n_edits++;
 		found[i] = true;
 	}
-	if (n_edits > 0 && specfile_apply(edits, n_edits, &err) < 0) {
+	if (n_edits > 0 && specfile_apply(lock_fd, edits, n_edits, &err) < 0) {
 		cli_error("%s", err.msg);
 		rc = CLI_EXIT_FAIL;
 		goto out;
+	}
+	if (lock_fd >= 0) {
+		(void)close(lock_fd); /* written: let the next banger in while we --wait */
+		lock_fd = -1;
 	}
 	for (size_t i = 0; i < n_names; i++)
 		if (found[i])
@@ -134,11 +168,12 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 	if (wait && rc == CLI_EXIT_OK)
 		rc = cli_wait(ctx, targets, n_names, timeout_ms);
 out:
+	if (lock_fd >= 0)
+		(void)close(lock_fd);
 	free(found);
 	free(targets);
 	free(edits);
 	spec_set_release(&dir);
-out_in:
 	spec_set_release(&in);
 	free(names);
 	free(inputs);

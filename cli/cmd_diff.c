@@ -52,8 +52,9 @@ static int diff_one(const char *tmpdir, const char *name, const struct vm_spec *
 	_cleanup_free_ char *b_text = spec_to_yaml(next);
 	_cleanup_free_ char *a = NULL, *b = NULL, *la = NULL, *lb = NULL, *out = NULL;
 	const char *ext = getenv("BANGER_EXTERNAL_DIFF");
+	const char *prog = ext && *ext ? ext : "diff";
 	struct bg_err err = { 0 };
-	int r;
+	int status = 0, r;
 
 	if (strcmp(a_text, b_text) == 0)
 		return 0;
@@ -65,20 +66,26 @@ static int diff_one(const char *tmpdir, const char *name, const struct vm_spec *
 	if (ext && *ext) {
 		const char *argv[] = { ext, a, b, NULL };
 
-		r = proc_run(argv, 30000, &out, &err);
+		r = proc_run_status(argv, 30000, &out, &status, &err);
 	} else {
 		const char *argv[] = { "diff", "-u", "-N", la, lb, a, b, NULL };
 
-		r = proc_run(argv, 30000, &out, &err);
+		r = proc_run_status(argv, 30000, &out, &status, &err);
 	}
-	/* diff exits 1 when files differ: that is the expected case here. */
-	if (out)
-		fputs(out, stdout);
-	if (r < 0 && !(out && *out)) {
-		cli_error("%s", err.msg);
+	if (r < 0) {
+		cli_error("vm '%s': %s", name, err.msg);
 		return -EIO;
 	}
-	return 1;
+	/* diff(1): 0 same, 1 different, anything else trouble (its message is the output). */
+	if (status > 1) {
+		if (out && *out)
+			fputs(out, stderr);
+		cli_error("vm '%s': '%s' failed with status %d", name, prog, status);
+		return -EIO;
+	}
+	if (out)
+		fputs(out, stdout);
+	return status == 1 ? 1 : 0;
 }
 
 int cmd_diff(const struct cli_ctx *ctx, int argc, char **argv)
@@ -115,8 +122,12 @@ int cmd_diff(const struct cli_ctx *ctx, int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	spec_set_init(&in);
-	cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
+	c = cli_load_inputs(&in, inputs, n_inputs, &stdin_data, &stdin_len);
 	free(inputs);
+	if (c < 0) {
+		spec_set_release(&in);
+		return EXIT_ERROR;
+	}
 	if (in.n_diags > 0) {
 		cli_print_diags(&in);
 		spec_set_release(&in);

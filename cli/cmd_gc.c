@@ -6,6 +6,12 @@
  * belong to no VM in the store, and removes them unless --dry-run. The host
  * is scanned BEFORE the store is read, so an object created by a VM that
  * bangerd records meanwhile is never taken for a leak.
+ *
+ * Taps and dm devices are named host-wide, and other banger instances (other
+ * state dirs) make the same kind of names: only what is tied to this
+ * instance is removed (a tap on no bridge or on the bridge bangerd recorded
+ * in this state dir; a dm device over files of this state dir). Others are
+ * listed as skipped.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -30,6 +36,22 @@ static bool orphan_has_id(const struct host_orphan *o, const char *id)
 	return strstr(o->name, id) || strstr(o->detail, id);
 }
 
+/* Why o is left alone, on stdout with the list. */
+static void print_skipped(const struct host_orphan *o, const char *bridge, const char *state_dir)
+{
+	const char *kind = host_orphan_kind_to_string(o->kind);
+
+	if (o->kind == HOST_ORPHAN_TAP && bridge)
+		printf("skipped %s %s: enslaved to bridge '%s', not to this instance's '%s'\n",
+		       kind, o->name, o->master, bridge);
+	else if (o->kind == HOST_ORPHAN_TAP)
+		printf("skipped %s %s: enslaved to bridge '%s', and no bangerd has recorded "
+		       "its bridge in '%s'\n",
+		       kind, o->name, o->master, state_dir);
+	else
+		printf("skipped %s %s: nothing ties it to '%s'\n", kind, o->name, state_dir);
+}
+
 int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -40,7 +62,8 @@ int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv)
 	_cleanup_(store_freep) struct store *s = NULL;
 	struct host_orphan *orphans = NULL;
 	struct vm_record *recs = NULL;
-	size_t n_orphans = 0, n_recs = 0, found = 0, removed = 0;
+	struct daemon_info info = { 0 };
+	size_t n_orphans = 0, n_recs = 0, found = 0, removed = 0, skipped = 0;
 	bool dry_run = false;
 	struct bg_err err = { 0 };
 	int c, rc = CLI_EXIT_OK;
@@ -69,6 +92,9 @@ int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv)
 		free(orphans);
 		return CLI_EXIT_FAIL;
 	}
+	/* The bridge this instance's taps are on; none when no bangerd ran here. */
+	if (s && store_daemon_get(s, &info, NULL) < 0)
+		memset(&info, 0, sizeof(info));
 	for (size_t i = 0; i < n_orphans; i++) {
 		const struct host_orphan *o = &orphans[i];
 		bool known = false;
@@ -77,6 +103,11 @@ int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv)
 			known = orphan_has_id(o, recs[k].id);
 		if (known)
 			continue;
+		if (!host_orphan_is_ours(o, info.bridge)) {
+			skipped++;
+			print_skipped(o, info.bridge, ctx->state_dir);
+			continue;
+		}
 		found++;
 		printf("%s %s%s%s%s\n", host_orphan_kind_to_string(o->kind), o->name,
 		       o->detail[0] ? " (" : "", o->detail, o->detail[0] ? ")" : "");
@@ -91,9 +122,13 @@ int cmd_gc(const struct cli_ctx *ctx, int argc, char **argv)
 		}
 	}
 	if (dry_run)
-		printf("%zu leaked object(s) found (dry run: nothing removed)\n", found);
+		printf("%zu leaked object(s) found (dry run: nothing removed)", found);
 	else
-		printf("%zu leaked object(s) found, %zu removed\n", found, removed);
+		printf("%zu leaked object(s) found, %zu removed", found, removed);
+	if (skipped)
+		printf("; %zu skipped (another banger instance's?)", skipped);
+	printf("\n");
+	daemon_info_release(&info);
 	vm_record_array_free(recs, n_recs);
 	free(orphans);
 	return rc;

@@ -43,14 +43,14 @@ static int copy_out(int fd)
 	}
 }
 
-/* Seek fd to the start of the last n lines. */
+/* Seek fd to the start of the last n lines (n == 0: to the end, so nothing is printed). */
 static void seek_tail(int fd, long n)
 {
 	char buf[4096];
 	off_t end = lseek(fd, 0, SEEK_END), pos = end;
 	long lines = 0;
 
-	if (end <= 0)
+	if (end <= 0 || n == 0)
 		return;
 	while (pos > 0) {
 		size_t chunk = pos > (off_t)sizeof(buf) ? sizeof(buf) : (size_t)pos;

@@ -185,8 +185,7 @@ static int run(const struct cli_ctx *ctx, int argc, char **argv)
 		}
 	}
 	if (out == CLI_OUTPUT_WIDE || out == CLI_OUTPUT_JSON || out == CLI_OUTPUT_YAML)
-		for (size_t i = 0; i < nv; i++)
-			vm_view_measure(&views[i], 200);
+		vm_view_measure_all(views, nv, 200);
 
 	if (out == CLI_OUTPUT_JSON || out == CLI_OUTPUT_YAML) {
 		cJSON *doc;

@@ -6,11 +6,13 @@
  * same rules, names unique across all paths) and prints every diagnostic as
  * "FILE:LINE:COL: message" on stderr, so editors and CI can jump to it.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "cli/cli.h"
+#include "cli/util.h"
 #include "common/cleanup.h"
 #include "common/xalloc.h"
 #include "spec/spec.h"
@@ -35,10 +37,12 @@ int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	_cleanup_free_ const char **paths = NULL;
+	_cleanup_free_ char **paths = NULL;
+	_cleanup_free_ char *stdin_data = NULL;
+	size_t stdin_len = 0;
 	struct spec_set set;
 	size_t n_paths = 0;
-	int c;
+	int c, r;
 
 	(void)ctx;
 	while ((c = getopt_long(argc, argv, "f:h", options, NULL)) != -1) {
@@ -65,9 +69,11 @@ int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv)
 	}
 
 	spec_set_init(&set);
-	for (size_t i = 0; i < n_paths; i++)
-		spec_load_path(&set, paths[i]);
-	spec_set_finish(&set);
+	r = cli_load_inputs(&set, paths, n_paths, &stdin_data, &stdin_len);
+	if (r < 0) {
+		spec_set_release(&set);
+		return r == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+	}
 	if (set.n_diags > 0) {
 		for (size_t i = 0; i < set.n_diags; i++) {
 			_cleanup_free_ char *line = spec_diag_format(&set.diags[i]);

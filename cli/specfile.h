@@ -1,6 +1,21 @@
 /*
- * specfile.h - editing spec files in place: replace or remove one document of
- * a (possibly multi-document) YAML file, atomically.
+ * specfile.h - editing the spec directory in place, by VM name: replace or
+ * remove one VM's document in a (possibly multi-document) YAML file, or add
+ * a new file for a new VM, atomically.
+ *
+ * Other writers may edit the same files at any time: another 'banger
+ * apply', an editor, a 'git pull'. So:
+ *  - bangers serialise on an exclusive flock of <spec dir>/.banger.lock
+ *    (hidden, so the spec loader ignores it), held from before the spec dir
+ *    is read until the edits are written (specfile_lock());
+ *  - an edit names a VM, never a byte range: each file is read once, and
+ *    the document's range is found by parsing THAT content;
+ *  - the result is parsed again before it is written: every other VM of the
+ *    file must be unchanged, a replaced VM must be the new spec, a removed
+ *    one gone;
+ *  - right before a file is replaced (or removed), its inode, size and
+ *    mtime are compared with what was read; if another program changed it
+ *    meanwhile, it is left alone and the edit fails with -EAGAIN.
  */
 #ifndef BANGER_CLI_SPECFILE_H
 #define BANGER_CLI_SPECFILE_H
@@ -10,14 +25,32 @@
 
 #include "common/err.h"
 
-/* Replace bytes [start, end) of 'file' with 'text' (NULL: remove them). */
+/* The lock file in the spec dir. Hidden: the loader skips names starting with '.'. */
+#define SPECFILE_LOCK_NAME ".banger.lock"
+
+/* How long specfile_lock() waits for another banger that edits the spec dir. */
+#define SPECFILE_LOCK_TIMEOUT_MS (30 * 1000)
+
+/* One edit of the spec dir, by VM name. */
 struct specfile_edit {
+	const char *name; /* the VM */
+	/*
+	 * Replace or remove: the file that defines the VM, as the spec dir was
+	 * loaded under the lock (a symlink is followed: its target is written).
+	 * Create: the new file, <spec dir>/<name>.yaml.
+	 */
 	const char *file;
-	size_t start;
-	size_t end;
-	const char *text; /* a document body (see specfile_doc_body), or NULL */
-	bool create;	  /* the file is new: write text as its whole content */
+	const char *text; /* the new document body (specfile_doc_body), or NULL: remove */
+	const char *hash; /* optional: spec_hash() that 'text' must parse to */
+	bool create;	  /* the VM is new: create 'file' (never overwriting) with 'text' */
 };
+
+/*
+ * Create (if needed) and lock <spec_dir>/.banger.lock exclusively (flock),
+ * waiting up to timeout_ms for another holder. Returns the lock's fd
+ * (O_CLOEXEC; close it to unlock) or -errno (-EWOULDBLOCK on timeout).
+ */
+int specfile_lock(const char *spec_dir, int timeout_ms, struct bg_err *err);
 
 /*
  * The body of a YAML document as written in a file: without a leading "---"
@@ -26,12 +59,18 @@ struct specfile_edit {
 char *specfile_doc_body(const char *text, size_t len);
 
 /*
- * Apply edits, grouped per file, each file rewritten once with temp + fsync +
- * rename (its mode kept; new files 0644). A replaced document that started
- * with a "---" marker keeps it, so neighbouring documents stay apart. A file
- * left with no content but comments and markers is removed. Returns 0 or
- * -errno at the first file that fails (earlier files stay written).
+ * Apply edits while holding the lock (lock_fd from specfile_lock()). A VM
+ * may be named by at most one edit (-EINVAL otherwise). Each file is read
+ * once; its VMs' documents are found by name in that content (a VM no longer
+ * there: -EAGAIN); a replaced document that started with a "---" marker keeps
+ * it, as does a trailing "..." line; a file left with nothing but comments
+ * and markers is removed; others keep their mode and owner. Every file is
+ * prepared and checked first, so an error found then writes nothing; then
+ * each file is replaced atomically (temp + fsync + rename + directory fsync,
+ * common/fs.h) unless it changed since it was read (-EAGAIN, that file left
+ * alone: "changed while banger was editing it; run the command again"). Files
+ * replaced before a later one fails stay replaced. Returns 0 or -errno.
  */
-int specfile_apply(struct specfile_edit *edits, size_t n, struct bg_err *err);
+int specfile_apply(int lock_fd, const struct specfile_edit *edits, size_t n, struct bg_err *err);
 
 #endif

@@ -270,39 +270,52 @@ void cli_table_release(struct cli_table *t)
 
 int cli_read_input(const char *path, char **ret, size_t *ret_len, struct bg_err *err)
 {
-	if (strcmp(path, "-") == 0)
-		return fs_read_file("/dev/stdin", SPEC_FILE_MAX, ret, ret_len, err);
-	return fs_read_file(path, SPEC_FILE_MAX, ret, ret_len, err);
+	int r;
+
+	if (strcmp(path, "-") != 0)
+		return fs_read_file(path, SPEC_FILE_MAX, ret, ret_len, err);
+	r = fs_read_fd(STDIN_FILENO, SPEC_FILE_MAX, "<stdin>", ret, ret_len, err);
+	if (r == -EFBIG)
+		return bg_errorf(err, EFBIG,
+				 "<stdin>: larger than %d bytes (1 MiB); none of it was used",
+				 SPEC_FILE_MAX);
+	return r;
 }
 
-void cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **ret_stdin,
-		     size_t *ret_stdin_len)
+int cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **ret_stdin,
+		    size_t *ret_stdin_len)
 {
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0, n_stdin = 0;
+	struct bg_err err = { 0 };
+
 	*ret_stdin = NULL;
 	*ret_stdin_len = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(paths[i], "-") == 0) {
-			struct bg_err err = { 0 };
-			char *data = NULL;
-			size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		n_stdin += strcmp(paths[i], "-") == 0;
+	if (n_stdin > 1) {
+		cli_error("'-' (stdin) can be given only once");
+		return -EINVAL;
+	}
+	/* Read stdin first and whole: when it cannot be, nothing at all is parsed. */
+	if (n_stdin == 1) {
+		int r = cli_read_input("-", &data, &len, &err);
 
-			if (*ret_stdin) {
-				cli_error("'-' (stdin) can be given only once");
-				continue;
-			}
-			if (cli_read_input("-", &data, &len, &err) < 0) {
-				/* Let the loader report it the same way as any unreadable path. */
-				(void)spec_load_path(set, "-");
-				continue;
-			}
-			(void)spec_parse_buffer(set, "<stdin>", data, len);
-			*ret_stdin = data;
-			*ret_stdin_len = len;
-			continue;
+		if (r < 0) {
+			cli_error("%s", err.msg);
+			return r;
 		}
-		(void)spec_load_path(set, paths[i]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(paths[i], "-") == 0)
+			(void)spec_parse_buffer(set, "<stdin>", data, len);
+		else
+			(void)spec_load_path(set, paths[i]);
 	}
 	(void)spec_set_finish(set);
+	*ret_stdin = TAKE_PTR(data);
+	*ret_stdin_len = len;
+	return 0;
 }
 
 void cli_print_diags(const struct spec_set *set)

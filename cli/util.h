@@ -64,18 +64,20 @@ void cli_table_print(FILE *f, const struct cli_table *t);
 void cli_table_release(struct cli_table *t);
 
 /*
- * Read the whole input named by -f ("-" is stdin) into memory (capped at
- * SPEC_FILE_MAX). Owned buffer.
+ * Read the whole input named by -f ("-" is stdin, read from fd 0) into memory
+ * (capped at SPEC_FILE_MAX; larger is -EFBIG). Owned buffer.
  */
 int cli_read_input(const char *path, char **ret, size_t *ret_len, struct bg_err *err);
 
 /*
- * Load -f inputs: files, directories or "-". Diagnostics go into the set.
- * For "-", the text is kept in *ret_stdin (owned) so documents can be
- * copied from it.
+ * Load -f inputs: files, directories or "-", then spec_set_finish().
+ * Diagnostics go into the set. For "-", the text is kept in *ret_stdin
+ * (owned) so documents can be copied from it. "-" given more than once is a
+ * usage error (-EINVAL); stdin that cannot be read whole (e.g. over 1 MiB)
+ * fails with its -errno. Either is printed, and then nothing is parsed at all.
  */
-void cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **ret_stdin,
-		     size_t *ret_stdin_len);
+int cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **ret_stdin,
+		    size_t *ret_stdin_len);
 
 /* Print every diagnostic of the set to stderr as FILE:LINE:COL: msg. */
 void cli_print_diags(const struct spec_set *set);

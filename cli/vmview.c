@@ -54,25 +54,61 @@ static long long cpu_ticks(pid_t pid)
 	return (long long)(ut + st);
 }
 
-void vm_view_measure(struct vm_view *v, int sample_ms)
+static uint64_t rss_bytes(pid_t pid)
 {
 	char path[64];
 	_cleanup_free_ char *statm = NULL;
-	long long t0, t1;
 	unsigned long long pages_total, pages_rss;
 
-	if (v->liveness != VM_LIVENESS_ALIVE)
-		return;
-	t0 = cpu_ticks(v->handles.pid);
-	sleep_ms(sample_ms);
-	t1 = cpu_ticks(v->handles.pid);
-	if (t0 >= 0 && t1 >= t0 && sample_ms > 0)
-		v->cpu_percent = (double)(t1 - t0) * 100.0 / (double)sysconf(_SC_CLK_TCK) /
-				 ((double)sample_ms / 1000.0);
-	snprintf(path, sizeof(path), "/proc/%d/statm", (int)v->handles.pid);
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
 	if (fs_read_file(path, 4096, &statm, NULL, NULL) == 0 &&
 	    sscanf(statm, "%llu %llu", &pages_total, &pages_rss) == 2)
-		v->rss_bytes = pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
+		return pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
+	return 0;
+}
+
+void vm_view_measure_all(struct vm_view *views, size_t n, int sample_ms)
+{
+	long long *t0 = xcalloc(n + 1, sizeof(*t0));
+	bool any = false;
+	int64_t start = 0, took;
+
+	for (size_t i = 0; i < n; i++) {
+		t0[i] = -1;
+		if (views[i].liveness != VM_LIVENESS_ALIVE)
+			continue;
+		if (!any)
+			start = now_mono_ms();
+		any = true;
+		t0[i] = cpu_ticks(views[i].handles.pid);
+	}
+	if (!any) {
+		free(t0);
+		return;
+	}
+	sleep_ms(sample_ms);
+	/* The window actually measured (reading /proc for many VMs takes time too). */
+	took = now_mono_ms() - start;
+	if (took < sample_ms)
+		took = sample_ms;
+	for (size_t i = 0; i < n; i++) {
+		struct vm_view *v = &views[i];
+		long long t1;
+
+		if (v->liveness != VM_LIVENESS_ALIVE)
+			continue;
+		t1 = cpu_ticks(v->handles.pid);
+		if (t0[i] >= 0 && t1 >= t0[i] && took > 0)
+			v->cpu_percent = (double)(t1 - t0[i]) * 100.0 /
+					 (double)sysconf(_SC_CLK_TCK) / ((double)took / 1000.0);
+		v->rss_bytes = rss_bytes(v->handles.pid);
+	}
+	free(t0);
+}
+
+void vm_view_measure(struct vm_view *v, int sample_ms)
+{
+	vm_view_measure_all(v, 1, sample_ms);
 }
 
 char *vm_view_phase(const struct vm_view *v)

@@ -29,7 +29,15 @@ struct vm_view {
 void vm_view_init(struct vm_view *v, const struct vm_record *rec);
 void vm_view_release(struct vm_view *v);
 
-/* Measure the VMM's CPU% over sample_ms, and its RSS (for -o wide). */
+/*
+ * Measure each running VMM's CPU% over one common window of sample_ms (one
+ * sleep for all n views, not one per VM), and its RSS (for -o wide/json/yaml).
+ * Views whose VMM is not alive are left unmeasured. Sleeps only when at least
+ * one is alive.
+ */
+void vm_view_measure_all(struct vm_view *views, size_t n, int sample_ms);
+
+/* vm_view_measure_all() for one view. */
 void vm_view_measure(struct vm_view *v, int sample_ms);
 
 /* The stable JSON object for one VM (documented in README "JSON output"). Owned. */

@@ -3,6 +3,7 @@
  */
 #include "cli/wait.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,17 +24,46 @@ enum tstate {
 	T_FAILED
 };
 
+/*
+ * What one look at a WAIT_APPLIED target's record says. *base is the
+ * failures count a new failure must exceed; it follows the record while the
+ * record is not yet about this spec (an old spec may fail again meanwhile),
+ * and drops when bangerd forgives failures after a stable run.
+ */
+static enum tstate judge_applied(const struct wait_target *t, const struct vm_record *rec,
+				 int *base)
+{
+	bool ours = strcmp(rec->spec_hash, t->hash) == 0;
+
+	if (!ours) {
+		*base = rec->failures;
+		return T_WAITING;
+	}
+	if (rec->failures < *base)
+		*base = rec->failures;
+	if (t->state == VM_DESIRED_RUNNING && rec->phase == VM_PHASE_RUNNING &&
+	    rec->observed_generation == rec->generation)
+		return T_DONE;
+	if (t->state == VM_DESIRED_STOPPED && rec->phase == VM_PHASE_STOPPED)
+		return T_DONE;
+	if (rec->phase == VM_PHASE_FAILED && !rec->action && !rec->step && rec->failures > *base)
+		return T_FAILED;
+	return T_WAITING;
+}
+
 int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_t n,
 	     int64_t timeout_ms)
 {
 	int64_t t0 = now_mono_ms();
-	int64_t started = now_real_ms();
 	enum tstate *st = xcalloc(n + 1, sizeof(*st));
 	char **last = xcalloc(n + 1, sizeof(*last));
+	int *base = xcalloc(n + 1, sizeof(*base));
 	bool warned = false;
 	size_t left = n;
 	int rc = CLI_EXIT_OK;
 
+	for (size_t i = 0; i < n; i++)
+		base[i] = targets[i].failures_before;
 	while (left > 0) {
 		_cleanup_(store_freep) struct store *s = NULL;
 		double secs = (double)(now_mono_ms() - t0) / 1000.0;
@@ -57,13 +87,21 @@ int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_
 			const struct wait_target *t = &targets[i];
 			struct vm_record rec = { 0 };
 			_cleanup_free_ char *phase = NULL;
+			struct bg_err err = { 0 };
 			int r;
 
 			if (st[i] != T_WAITING)
 				continue;
-			r = store_vm_get_by_name(s, t->name, &rec, NULL);
+			r = store_vm_get_by_name(s, t->name, &rec, &err);
+			if (r < 0 && r != -ENOENT) {
+				cli_error("vm/%s: %s", t->name, err.msg);
+				st[i] = T_FAILED;
+				left--;
+				rc = CLI_EXIT_FAIL;
+				continue;
+			}
 			if (t->goal == WAIT_GONE) {
-				if (r < 0) {
+				if (r == -ENOENT) {
 					printf("vm/%s deleted (%.1fs)\n", t->name, secs);
 					st[i] = T_DONE;
 					left--;
@@ -71,25 +109,14 @@ int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_
 					phase = xstrdup(vm_phase_to_string(rec.phase));
 				}
 			} else if (r == 0) {
-				bool ours = strcmp(rec.spec_hash, t->hash) == 0;
-
 				phase = xstrdup(vm_phase_to_string(rec.phase));
-				if (ours && t->state == VM_DESIRED_RUNNING &&
-				    rec.phase == VM_PHASE_RUNNING &&
-				    rec.observed_generation == rec.generation) {
-					printf("vm/%s Running (%.1fs)\n", t->name, secs);
-					st[i] = T_DONE;
+				st[i] = judge_applied(t, &rec, &base[i]);
+				if (st[i] == T_DONE) {
+					printf("vm/%s %s (%.1fs)\n", t->name, phase, secs);
 					left--;
-				} else if (ours && t->state == VM_DESIRED_STOPPED &&
-					   rec.phase == VM_PHASE_STOPPED) {
-					printf("vm/%s Stopped (%.1fs)\n", t->name, secs);
-					st[i] = T_DONE;
-					left--;
-				} else if (ours && rec.phase == VM_PHASE_FAILED &&
-					   rec.updated_at >= started) {
+				} else if (st[i] == T_FAILED) {
 					printf("vm/%s Failed (%.1fs): %s\n", t->name, secs,
 					       rec.last_error ? rec.last_error : "unknown error");
-					st[i] = T_FAILED;
 					left--;
 					rc = CLI_EXIT_FAIL;
 				}
@@ -120,6 +147,7 @@ int cli_wait(const struct cli_ctx *ctx, const struct wait_target *targets, size_
 	for (size_t i = 0; i < n; i++)
 		free(last[i]);
 	free(last);
+	free(base);
 	free(st);
 	return rc;
 }

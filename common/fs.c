@@ -56,11 +56,19 @@ static int write_all(int fd, const void *data, size_t len)
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
 {
-	return fs_write_atomic_owned(path, data, len, mode, geteuid(), getegid(), err);
+	return fs_write_atomic_checked(path, data, len, mode, geteuid(), getegid(), NULL, NULL,
+				       err);
 }
 
 int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
 			  gid_t gid, struct bg_err *err)
+{
+	return fs_write_atomic_checked(path, data, len, mode, uid, gid, NULL, NULL, err);
+}
+
+/* A temp file next to 'path' with the data, mode and owner, fsynced and closed. */
+static int write_temp(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+		      gid_t gid, char **ret_tmp, struct bg_err *err)
 {
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
 	int fd, r;
@@ -91,17 +99,61 @@ int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t
 		r = bg_error(err, errno, "close '%s'", tmp);
 		goto fail;
 	}
-	fd = -1;
+	*ret_tmp = TAKE_PTR(tmp);
+	return 0;
+fail:
+	if (fd >= 0)
+		(void)close(fd);
+	(void)unlink(tmp);
+	return r;
+}
+
+int fs_write_atomic_checked(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			    gid_t gid,
+			    int (*check)(const char *path, void *userdata, struct bg_err *err),
+			    void *userdata, struct bg_err *err)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int r;
+
+	r = write_temp(path, data, len, mode, uid, gid, &tmp, err);
+	if (r < 0)
+		return r;
+	if (check) {
+		r = check(path, userdata, err);
+		if (r < 0)
+			goto fail;
+	}
 	if (rename(tmp, path) < 0) {
 		r = bg_error(err, errno, "rename '%s' to '%s'", tmp, path);
 		goto fail;
 	}
 	return fsync_dir_of(path, err);
 fail:
-	if (fd >= 0)
-		(void)close(fd);
 	(void)unlink(tmp);
 	return r;
+}
+
+int fs_write_new(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int r, e;
+
+	r = write_temp(path, data, len, mode, geteuid(), getegid(), &tmp, err);
+	if (r < 0)
+		return r;
+	/* Both put the complete file in place, or fail with EEXIST when 'path' exists. */
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return fsync_dir_of(path, err);
+	e = errno;
+	if (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP)
+		e = link(tmp, path) == 0 ? 0 : errno; /* a filesystem without the flag */
+	(void)unlink(tmp);
+	if (e == EEXIST)
+		return bg_errorf(err, EEXIST, "'%s' exists", path);
+	if (e)
+		return bg_error(err, e, "create '%s'", path);
+	return fsync_dir_of(path, err);
 }
 
 int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)
@@ -128,29 +180,32 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err)
 			return bg_error(err, errno, "stat '%s'", copy);
 		if (!S_ISDIR(st.st_mode))
 			return bg_errorf(err, ENOTDIR, "'%s' exists and is not a directory", copy);
+		/* Someone's existing directory: its mode is theirs to choose. */
+		return 0;
 	}
-	/* mkdir() applies the umask; the caller asked for exactly 'mode'. */
+	/*
+	 * mkdir() applies the umask; the caller asked for exactly 'mode'. The
+	 * umask only removes bits, so the directory is never more open than
+	 * 'mode' in between.
+	 */
 	if (chmod(copy, mode) < 0)
 		return bg_error(err, errno, "chmod '%s'", copy);
 	return 0;
 }
 
-int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, struct bg_err *err)
+int fs_read_fd(int fd, size_t max, const char *name, char **ret_data, size_t *ret_len,
+	       struct bg_err *err)
 {
-	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0, alloc = 4096;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return bg_error(err, errno, "open '%s'", path);
 	data = xmalloc(alloc);
 	for (;;) {
 		ssize_t n;
 
 		if (len + 1 >= alloc) {
 			if (alloc > max + 1)
-				return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", path,
+				return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", name,
 						 max);
 			alloc *= 2;
 			data = xrealloc(data, alloc);
@@ -159,19 +214,29 @@ int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return bg_error(err, errno, "read '%s'", path);
+			return bg_error(err, errno, "read '%s'", name);
 		}
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > max)
-			return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", path, max);
+			return bg_errorf(err, EFBIG, "'%s' is larger than %zu bytes", name, max);
 	}
 	data[len] = '\0';
 	*ret_data = TAKE_PTR(data);
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+}
+
+int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return bg_error(err, errno, "open '%s'", path);
+	return fs_read_fd(fd, max, path, ret_data, ret_len, err);
 }
 
 static int remove_at(int dfd, const char *name, dev_t dev, struct bg_err *err)

@@ -28,13 +28,37 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 int fs_write_atomic_owned(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
 			  gid_t gid, struct bg_err *err);
 
+/*
+ * fs_write_atomic_owned() that calls check(path, userdata, err) after the
+ * temp file is complete and right before the rename; a negative return
+ * aborts the write (the temp file is removed, 'path' untouched) and is
+ * returned. check may be NULL. For "replace only if nobody changed it since
+ * I read it" (compare a stat of 'path' with one taken when it was read).
+ */
+int fs_write_atomic_checked(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
+			    gid_t gid,
+			    int (*check)(const char *path, void *userdata, struct bg_err *err),
+			    void *userdata, struct bg_err *err);
+
+/*
+ * Create 'path' with 'len' bytes of 'data' and 'mode', atomically and
+ * exclusively: a temp file written and fsynced, then moved into place only if
+ * 'path' does not exist (renameat2 RENAME_NOREPLACE, else link()), then the
+ * directory fsynced. -EEXIST (nothing changed) when 'path' exists, even if
+ * it appeared meanwhile.
+ */
+int fs_write_new(const char *path, const void *data, size_t len, mode_t mode, struct bg_err *err);
+
 /* fsync the directory that contains 'path' (for a rename or unlink to be durable). */
 int fs_fsync_parent(const char *path, struct bg_err *err);
 
 /*
- * mkdir -p: create 'path' and missing parents with 'mode' (missing parents
- * get 0755 | mode). An existing directory is fine and keeps its mode, except
- * the last component, which is chmod'ed to 'mode'. Returns 0 or -errno.
+ * mkdir -p: create 'path' and missing parents. A last component it creates
+ * gets exactly 'mode' (not filtered by umask); missing parents get
+ * 0755 | mode, filtered by umask. Any directory that already exists,
+ * including 'path' itself, is fine and keeps its mode: a caller that needs an
+ * existing directory to be private must check it. -ENOTDIR when 'path'
+ * exists and is not a directory. Returns 0 or -errno.
  */
 int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err);
 
@@ -44,6 +68,14 @@ int fs_mkdir_p(const char *path, mode_t mode, struct bg_err *err);
  */
 int fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 struct bg_err *err);
+
+/*
+ * fs_read_file() for an open fd, read from its current offset to EOF; 'name'
+ * is used in messages. On -EFBIG, bytes past the cap may have been consumed
+ * (a pipe cannot give them back): the caller must not read on from fd.
+ */
+int fs_read_fd(int fd, size_t max, const char *name, char **ret_data, size_t *ret_len,
+	       struct bg_err *err);
 
 /* rm -rf that never follows symlinks and never crosses into another filesystem.
  * A missing path counts as done. */

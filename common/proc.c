@@ -125,7 +125,12 @@ static const char *last_line(char *out)
 	return p ? p + 1 : out;
 }
 
-int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct bg_err *err)
+/*
+ * Run argv to its end with stdout and stderr captured together into *ret_out
+ * (owned, always set on success). *ret_wstatus gets waitpid()'s status.
+ */
+static int run_capture(const char *const argv[], int timeout_ms, struct buf *ret_out,
+		       int *ret_wstatus, struct bg_err *err)
 {
 	struct proc_spawn_opts opts = PROC_SPAWN_OPTS_INIT;
 	_cleanup_buf_ struct buf out = { 0 };
@@ -180,6 +185,20 @@ int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct
 			return bg_error(err, errno, "waitpid '%s'", argv[0]);
 	if (timed_out)
 		return bg_errorf(err, ETIMEDOUT, "'%s' timed out after %d ms", argv[0], timeout_ms);
+	*ret_out = out;
+	memset(&out, 0, sizeof(out)); /* handed over */
+	*ret_wstatus = status;
+	return 0;
+}
+
+int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct bg_err *err)
+{
+	_cleanup_buf_ struct buf out = { 0 };
+	int status, r;
+
+	r = run_capture(argv, timeout_ms, &out, &status, err);
+	if (r < 0)
+		return r;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		_cleanup_free_ char *copy = xstrdup(out.data);
 		const char *line = last_line(copy);
@@ -194,6 +213,21 @@ int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct
 			*ret_output = buf_detach(&out, NULL);
 		return r;
 	}
+	if (ret_output)
+		*ret_output = buf_detach(&out, NULL);
+	return 0;
+}
+
+int proc_run_status(const char *const argv[], int timeout_ms, char **ret_output, int *ret_status,
+		    struct bg_err *err)
+{
+	_cleanup_buf_ struct buf out = { 0 };
+	int status, r;
+
+	r = run_capture(argv, timeout_ms, &out, &status, err);
+	if (r < 0)
+		return r;
+	*ret_status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 	if (ret_output)
 		*ret_output = buf_detach(&out, NULL);
 	return 0;

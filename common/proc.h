@@ -47,6 +47,18 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
  */
 int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct bg_err *err);
 
+/*
+ * Like proc_run(), for programs whose exit status is an answer (diff, grep):
+ * a program that ran to its end is a success whatever its status. Returns 0
+ * with *ret_status set to its exit status (0..255), or 128 + the signal
+ * number when a signal killed it (as a shell reports it); the output, as with
+ * proc_run(), in *ret_output when non-NULL (owned). Returns -errno only when
+ * it could not be run (e.g. -ENOENT from exec) or timed out (-ETIMEDOUT; it is
+ * killed and reaped); *ret_status and *ret_output are then left alone.
+ */
+int proc_run_status(const char *const argv[], int timeout_ms, char **ret_output, int *ret_status,
+		    struct bg_err *err);
+
 /* Start time of pid in clock ticks since boot. -ENOENT if there is no such process. */
 int proc_start_time(pid_t pid, uint64_t *ret_start, struct bg_err *err);
 

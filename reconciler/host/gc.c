@@ -4,11 +4,18 @@
  * taps "bg<8 hex>" (and only real taps), dm devices "banger-<8 hex>[-base]" or
  * with a UUID starting "BANGER-", loop devices backed by a file under
  * <state>/vms/<id>/, and directories <state>/vms/<id>.
+ *
+ * "Known" means known to THIS state dir, but taps and dm devices are named
+ * host-wide, so another banger instance's running VMs carry the same kind of
+ * names. gc_scan records what ties each to an instance (a tap's bridge; for
+ * a dm device, loops over files of this state dir, read from sysfs) and
+ * host_orphan_is_ours() keeps gc to its own.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +26,12 @@
 #include "common/fs.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
+
+/* Where sysfs is; the unit test points it at a fake tree. */
+static const char *gc_sysfs = "/sys";
+
+/* How deep dm devices may stack over the loops (snapshot over "-base" over a loop). */
+#define DM_STACK_MAX 4
 
 struct scan {
 	const char *const *known;
@@ -48,13 +61,118 @@ static void add(struct scan *s, enum host_orphan_kind kind, const char *name, co
 	snprintf(o->detail, sizeof(o->detail), "%s", detail ? detail : "");
 }
 
+/* A one-line sysfs attribute without its newline; false when it cannot be read. */
+static bool sys_read(const char *path, char *ret, size_t size)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+
+	if (fs_read_file(path, 8192, &data, &len, NULL) < 0)
+		return false;
+	while (len > 0 && data[len - 1] == '\n')
+		data[--len] = '\0';
+	snprintf(ret, size, "%s", data);
+	return true;
+}
+
+/* The kernel name ("dm-N") of the dm device called 'name', from <sys>/block/dm-N/dm/name. */
+static bool dm_kname(const char *name, char ret[64])
+{
+	_cleanup_free_ char *block = fs_path_join(gc_sysfs, "block");
+	DIR *d = opendir(block);
+	struct dirent *de;
+	bool found = false;
+
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		_cleanup_free_ char *attr = NULL;
+		size_t len = strlen(de->d_name);
+		char got[256];
+
+		if (strncmp(de->d_name, "dm-", 3) != 0 || len >= 64)
+			continue;
+		attr = xasprintf("%s/%s/dm/name", block, de->d_name);
+		if (sys_read(attr, got, sizeof(got)) && strcmp(got, name) == 0) {
+			memcpy(ret, de->d_name, len + 1);
+			found = true;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * true when a loop device below block device 'kname' (its slaves, through
+ * stacked dm devices) is backed by a file whose path starts with prefix.
+ */
+static bool backed_under(const char *kname, const char *prefix, int depth)
+{
+	_cleanup_free_ char *slaves = xasprintf("%s/block/%s/slaves", gc_sysfs, kname);
+	DIR *d = opendir(slaves);
+	struct dirent *de;
+	bool found = false;
+
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		if (strncmp(de->d_name, "loop", 4) == 0) {
+			_cleanup_free_ char *attr =
+				xasprintf("%s/block/%s/loop/backing_file", gc_sysfs, de->d_name);
+			char backing[4096];
+
+			found = sys_read(attr, backing, sizeof(backing)) &&
+				strncmp(backing, prefix, strlen(prefix)) == 0;
+		} else if (strncmp(de->d_name, "dm-", 3) == 0 && depth > 0) {
+			found = backed_under(de->d_name, prefix, depth - 1);
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * Whether dm device 'name' (VM id 'id') is this state dir's: the VM's
+ * directory <state>/vms/<id> exists, or its COW loop is over a file under
+ * <state>/vms/ -- looked for below the device, and for a "-base" device
+ * (whose only loop is the shared image) below the devices that hold it.
+ */
+static bool dm_is_ours(const struct scan *s, const char *name, const char *id)
+{
+	_cleanup_free_ char *vm_dir = xasprintf("%s%s", s->vms_prefix, id);
+	_cleanup_free_ char *holders = NULL;
+	char kname[64];
+	struct stat st;
+	DIR *d;
+	struct dirent *de;
+	bool found = false;
+
+	if (lstat(vm_dir, &st) == 0 && S_ISDIR(st.st_mode))
+		return true;
+	if (!dm_kname(name, kname))
+		return false;
+	if (backed_under(kname, s->vms_prefix, DM_STACK_MAX))
+		return true;
+	holders = xasprintf("%s/block/%s/holders", gc_sysfs, kname);
+	d = opendir(holders);
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d)))
+		if (strncmp(de->d_name, "dm-", 3) == 0)
+			found = backed_under(de->d_name, s->vms_prefix, DM_STACK_MAX);
+	closedir(d);
+	return found;
+}
+
 static int dm_cb(const char *name, const char *uuid, void *userdata)
 {
 	struct scan *s = userdata;
 	char id[HOST_ID_LEN + 1];
 
-	if (host_dm_parse_id(name, uuid, id) && !is_known(s, id))
+	if (host_dm_parse_id(name, uuid, id) && !is_known(s, id)) {
 		add(s, HOST_ORPHAN_DM, name, uuid);
+		s->v[s->n - 1].unowned = !dm_is_ours(s, name, id);
+	}
 	return 0;
 }
 
@@ -76,14 +194,45 @@ static int loop_cb(const char *dev, const char *backing, void *userdata)
 	return 0;
 }
 
+/* The name of a link's master (its bridge) into ret; "" when none, "?" when unknown. */
+static void master_name(int master, char ret[16])
+{
+	char name[IF_NAMESIZE];
+
+	if (master <= 0)
+		ret[0] = '\0';
+	else if (if_indextoname((unsigned)master, name))
+		snprintf(ret, 16, "%s", name);
+	else
+		snprintf(ret, 16, "?");
+}
+
 static int tap_cb(const struct host_link *l, void *userdata)
 {
 	struct scan *s = userdata;
 	const char *id;
 
-	if (l->is_tap && host_parse_tap_name(l->name, &id) && !is_known(s, id))
+	if (l->is_tap && host_parse_tap_name(l->name, &id) && !is_known(s, id)) {
 		add(s, HOST_ORPHAN_TAP, l->name, "");
+		master_name(l->master, s->v[s->n - 1].master);
+	}
 	return 0;
+}
+
+bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge)
+{
+	switch (o->kind) {
+	case HOST_ORPHAN_TAP:
+		return !o->master[0] || (bridge && strcmp(o->master, bridge) == 0);
+	case HOST_ORPHAN_DM:
+		return !o->unowned;
+	case HOST_ORPHAN_LOOP:
+	case HOST_ORPHAN_VM_DIR:
+		return true;
+	case HOST_ORPHAN_KIND_MAX:
+		break;
+	}
+	return false;
 }
 
 static int scan_vm_dirs(struct scan *s, const char *vms, struct bg_err *err)
@@ -187,11 +336,32 @@ int host_gc_remove(const struct host_orphan *o, struct bg_err *err)
 	if (!o)
 		return bg_errorf(err, EINVAL, "gc: no object");
 	switch (o->kind) {
-	case HOST_ORPHAN_TAP:
+	case HOST_ORPHAN_TAP: {
+		struct host_link l;
+		char master[16];
+		int r;
+
+		/* A tap enslaved elsewhere since the scan is someone's now: leave it. */
+		r = host_parse_tap_name(o->name, NULL) ? host_link_get(o->name, &l, NULL) : -EINVAL;
+		if (r == 0) {
+			master_name(l.master, master);
+			if (strcmp(master, o->master) != 0)
+				return bg_errorf(
+					err, EBUSY,
+					"gc: tap '%s' is enslaved to '%s' now; not removing "
+					"it",
+					o->name, master[0] ? master : "no bridge");
+		}
 		return host_net_tap_remove(o->name, err);
+	}
 	case HOST_ORPHAN_DM:
 		if (!host_dm_parse_id(o->name, o->detail, id))
 			return bg_errorf(err, EINVAL, "gc: '%s' is not a banger dm device",
+					 o->name);
+		if (o->unowned)
+			return bg_errorf(err, EPERM,
+					 "gc: '%s' may be another banger instance's; not removing "
+					 "it",
 					 o->name);
 		return host_dm_remove(o->name, NULL, err);
 	case HOST_ORPHAN_LOOP:

@@ -74,9 +74,27 @@ struct host_orphan {
 	enum host_orphan_kind kind;
 	char name[4096];   /* tap name, dm name, /dev/loopN (+ backing file), dir path */
 	char detail[4096]; /* e.g. the loop's backing file; may be "" */
+	/*
+	 * Tap names are host-wide and every banger instance (state dir) makes
+	 * "bg<id>" taps and "banger-<id>" dm devices: an id unknown to this
+	 * state dir may be another instance's running VM. gc_scan says what it
+	 * saw; host_orphan_is_ours() decides.
+	 */
+	char master[16]; /* HOST_ORPHAN_TAP: the bridge it is enslaved to, "" when none */
+	bool unowned;	 /* HOST_ORPHAN_DM: nothing ties it to this state dir (no loop
+			  * under it is over a file in <state>/vms/, no <state>/vms/<id>) */
 };
 
 const char *host_orphan_kind_to_string(enum host_orphan_kind k);
+
+/*
+ * Whether gc may take o for a leak of the banger instance whose bridge is
+ * 'bridge' (daemon_info.bridge; NULL when no bangerd has recorded one): a
+ * tap only when it is enslaved to no bridge or to that one, a dm device only
+ * when it is not 'unowned'. Loops and VM dirs are found under the state dir,
+ * so they are always this instance's.
+ */
+bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge);
 
 struct host_ops {
 	/* The bridge exists, has cidr's address and is up. */

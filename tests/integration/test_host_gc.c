@@ -20,9 +20,11 @@
 
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/proc.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
 #include "reconciler/host/host.h"
+#include "reconciler/store.h"
 #include "tests/lib/hosttest.h"
 #include "tests/lib/testutil.h"
 
@@ -171,6 +173,141 @@ static void test_gc(void **state)
 	assert_int_equal(hosttest_count_links("bg"), 0);
 }
 
+static struct host_orphan *find_orphan(struct host_orphan *o, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(o[i].name, name) == 0)
+			return &o[i];
+	return NULL;
+}
+
+/* 'banger --state-dir DIR gc': its exit status, its output in *ret_out (owned). */
+static int banger_gc(const char *state_dir, char **ret_out)
+{
+	const char *build = getenv("BUILD");
+	_cleanup_free_ char *banger = xasprintf("%s/banger", build && *build ? build : "build");
+	const char *argv[] = { banger, "--state-dir", state_dir, "gc", NULL };
+	struct bg_err err = { 0 };
+	int status = -1;
+
+	if (proc_run_status(argv, 60000, ret_out, &status, &err) < 0)
+		fail_msg("%s", err.msg);
+	printf("banger gc (%s) -> %d:\n%s", state_dir, status, *ret_out);
+	return status;
+}
+
+/*
+ * Tap names are host-wide: another banger instance's VMs have taps 'bg<id>'
+ * that this state dir does not know. gc takes a tap for its own leak only
+ * when it is on no bridge or on this instance's bridge (recorded by bangerd
+ * in the store); others are skipped with a note and left alone.
+ */
+static void test_gc_other_instance(void **state)
+{
+	struct host_net ours = { .cidr = "10.77.4.1/24" }, other = { .cidr = "10.77.5.1/24" };
+	struct bg_err err = { 0 };
+	char sfx[7], br_ours[16], br_other[16], id_ours[9], id_other[9], id_free[9];
+	char tap_ours[16], tap_other[16], tap_free[16];
+	_cleanup_free_ char *state_dir = NULL, *bare_dir = NULL, *db = NULL, *out = NULL;
+	struct daemon_info info = { .pid = 1, .version = (char *)"test" };
+	struct store *s = NULL;
+	struct host_orphan *o = NULL, *x;
+	size_t n = 0;
+
+	(void)state;
+	if (skip_reason)
+		skip();
+	test_unique_suffix(sfx, 6);
+	snprintf(br_ours, sizeof(br_ours), "bgt%s", sfx);
+	snprintf(br_other, sizeof(br_other), "bgo%s", sfx);
+	ours.bridge = br_ours;
+	other.bridge = br_other;
+	test_unique_suffix(id_ours, 8);
+	test_unique_suffix(id_other, 8);
+	test_unique_suffix(id_free, 8);
+	assert_int_equal(host_tap_name(id_ours, tap_ours), 0);
+	assert_int_equal(host_tap_name(id_other, tap_other), 0);
+	assert_int_equal(host_tap_name(id_free, tap_free), 0);
+	assert_int_equal(host_ops_linux.bridge_ensure(&ours, &err), 0);
+	assert_int_equal(host_ops_linux.bridge_ensure(&other, &err), 0);
+	assert_int_equal(host_ops_linux.tap_ensure(&ours, tap_ours, 0, 0, &err), 0);
+	assert_int_equal(host_ops_linux.tap_ensure(&other, tap_other, 0, 0, &err), 0);
+	assert_int_equal(host_ops_linux.tap_ensure(&ours, tap_free, 0, 0, &err), 0);
+	assert_int_equal(hosttest_sh("ip link set %s nomaster", tap_free), 0);
+
+	/* This instance: a state dir whose bangerd recorded bridge br_ours. */
+	state_dir = test_tmpdir("banger-host-gc");
+	db = fs_path_join(state_dir, "banger.db");
+	assert_int_equal(store_open(db, STORE_READ_WRITE, &s, &err), 0);
+	info.bridge = br_ours;
+	assert_int_equal(store_daemon_put(s, &info, &err), 0);
+	store_free(s);
+
+	/* The scan says which bridge each tap is on. */
+	assert_int_equal(host_ops_linux.gc_scan(state_dir, NULL, 0, &o, &n, &err), 0);
+	assert_int_equal(n, 3);
+	x = find_orphan(o, n, tap_ours);
+	assert_non_null(x);
+	assert_string_equal(x->master, br_ours);
+	assert_true(host_orphan_is_ours(x, br_ours));
+	assert_false(host_orphan_is_ours(x, NULL));
+	x = find_orphan(o, n, tap_other);
+	assert_non_null(x);
+	assert_string_equal(x->master, br_other);
+	assert_false(host_orphan_is_ours(x, br_ours));
+	assert_false(host_orphan_is_ours(x, NULL));
+	x = find_orphan(o, n, tap_free);
+	assert_non_null(x);
+	assert_string_equal(x->master, "");
+	assert_true(host_orphan_is_ours(x, br_ours));
+	assert_true(host_orphan_is_ours(x, NULL));
+	/* A tap enslaved since the scan is someone's now: gc_remove leaves it. */
+	assert_int_equal(hosttest_sh("ip link set %s master %s", tap_free, br_other), 0);
+	assert_int_equal(host_ops_linux.gc_remove(x, &err), -EBUSY);
+	assert_int_equal(hosttest_count_links(tap_free), 1);
+	assert_int_equal(hosttest_sh("ip link set %s nomaster", tap_free), 0);
+	free(o);
+	o = NULL;
+
+	/* banger gc removes its own two and leaves the other instance's tap. */
+	assert_int_equal(banger_gc(state_dir, &out), 0);
+	{
+		_cleanup_free_ char *note = xasprintf("skipped tap %s: enslaved to bridge '%s', "
+						      "not to this instance's '%s'\n",
+						      tap_other, br_other, br_ours);
+		_cleanup_free_ char *l1 = xasprintf("tap %s\n", tap_ours);
+		_cleanup_free_ char *l2 = xasprintf("tap %s\n", tap_free);
+
+		assert_non_null(strstr(out, note));
+		assert_non_null(strstr(out, l1));
+		assert_non_null(strstr(out, l2));
+		assert_non_null(strstr(out, "2 leaked object(s) found, 2 removed; 1 skipped"));
+	}
+	assert_int_equal(hosttest_count_links(tap_other), 1);
+	assert_int_equal(hosttest_count_links(tap_ours), 0);
+	assert_int_equal(hosttest_count_links(tap_free), 0);
+	free(out);
+	out = NULL;
+
+	/* Without a daemon row, only taps on no bridge count. */
+	bare_dir = test_tmpdir("banger-host-gc");
+	assert_int_equal(host_ops_linux.tap_ensure(&ours, tap_ours, 0, 0, &err), 0);
+	assert_int_equal(banger_gc(bare_dir, &out), 0);
+	assert_non_null(strstr(out, "and no bangerd has recorded its bridge"));
+	assert_non_null(strstr(out, "0 leaked object(s) found, 0 removed; 2 skipped"));
+	assert_int_equal(hosttest_count_links(tap_ours), 1);
+	assert_int_equal(hosttest_count_links(tap_other), 1);
+
+	/* Clean up and check nothing is left. */
+	assert_int_equal(host_net_tap_remove(tap_ours, &err), 0);
+	assert_int_equal(host_net_tap_remove(tap_other, &err), 0);
+	assert_int_equal(host_link_delete(br_ours, NULL, &err), 0);
+	assert_int_equal(host_link_delete(br_other, NULL, &err), 0);
+	test_rmtree(state_dir);
+	test_rmtree(bare_dir);
+	assert_int_equal(hosttest_count_links("bg"), 0);
+}
+
 static void test_gc_refuses(void **state)
 {
 	struct bg_err err = { 0 };
@@ -210,6 +347,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gc),
+		cmocka_unit_test(test_gc_other_instance),
 		cmocka_unit_test(test_gc_refuses),
 	};
 

@@ -3,6 +3,8 @@
  * identity, base64, durations.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -95,6 +97,113 @@ static void test_atomic_write(void **state)
 	test_rmtree(dir);
 }
 
+static int refuse(const char *path, void *userdata, struct bg_err *err)
+{
+	int *calls = userdata;
+
+	(*calls)++;
+	return bg_errorf(err, EAGAIN, "'%s' changed", path);
+}
+
+static int allow(const char *path, void *userdata, struct bg_err *err)
+{
+	int *calls = userdata;
+
+	(void)path;
+	(void)err;
+	(*calls)++;
+	return 0;
+}
+
+static void test_atomic_write_checked(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	struct bg_err err = { 0 };
+	int calls = 0;
+
+	(void)state;
+	test_write_file(path, "old");
+	/* The check runs once, right before the rename; a refusal leaves the file alone. */
+	assert_int_equal(fs_write_atomic_checked(path, "new", 3, 0600, geteuid(), getegid(), refuse,
+						 &calls, &err),
+			 -EAGAIN);
+	assert_int_equal(calls, 1);
+	assert_non_null(strstr(err.msg, "changed"));
+	{
+		_cleanup_free_ char *data = NULL;
+
+		assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+		assert_string_equal(data, "old");
+	}
+	assert_int_equal(fs_write_atomic_checked(path, "new", 3, 0600, geteuid(), getegid(), allow,
+						 &calls, &err),
+			 0);
+	assert_int_equal(calls, 2);
+	{
+		_cleanup_free_ char *data = NULL, *out = NULL;
+		const char *argv[] = { "ls", "-A", dir, NULL };
+
+		assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+		assert_string_equal(data, "new");
+		/* No temp files left behind by either. */
+		assert_int_equal(proc_run(argv, 5000, &out, &err), 0);
+		assert_string_equal(out, "f\n");
+	}
+	test_rmtree(dir);
+}
+
+static void test_write_new(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL, *out = NULL;
+	const char *argv[] = { "ls", "-A", dir, NULL };
+	struct bg_err err = { 0 };
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(fs_write_new(path, "first", 5, 0640, &err), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	/* Never over an existing file, and nothing left behind. */
+	assert_int_equal(fs_write_new(path, "second", 6, 0600, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "exists"));
+	assert_int_equal(fs_read_file(path, 100, &data, NULL, &err), 0);
+	assert_string_equal(data, "first");
+	assert_int_equal(proc_run(argv, 5000, &out, &err), 0);
+	assert_string_equal(out, "f\n");
+	test_rmtree(dir);
+}
+
+static void test_read_fd(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "f");
+	_cleanup_free_ char *data = NULL;
+	struct bg_err err = { 0 };
+	size_t len = 0;
+	int fd;
+
+	(void)state;
+	test_write_file(path, "0123456789");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	/* From the current offset. */
+	assert_int_equal(lseek(fd, 4, SEEK_SET), 4);
+	assert_int_equal(fs_read_fd(fd, 6, "thing", &data, &len, &err), 0);
+	assert_string_equal(data, "456789");
+	assert_int_equal(len, 6);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	free(data);
+	data = NULL;
+	assert_int_equal(fs_read_fd(fd, 9, "thing", &data, &len, &err), -EFBIG);
+	assert_string_equal(err.msg, "'thing' is larger than 9 bytes");
+	assert_null(data);
+	close(fd);
+	test_rmtree(dir);
+}
+
 static void test_read_file_cap(void **state)
 {
 	_cleanup_free_ char *dir = test_tmpdir("bg-common");
@@ -114,18 +223,33 @@ static void test_mkdir_p(void **state)
 {
 	_cleanup_free_ char *dir = test_tmpdir("bg-common");
 	_cleanup_free_ char *deep = fs_path_join(dir, "a/b/c");
+	_cleanup_free_ char *deep2 = fs_path_join(dir, "a/b/c/d");
 	_cleanup_free_ char *file = fs_path_join(dir, "file");
 	struct bg_err err = { 0 };
 	struct stat st;
+	mode_t old_umask = umask(0077);
 
 	(void)state;
-	assert_int_equal(fs_mkdir_p(deep, 0700, &err), 0);
-	assert_int_equal(stat(deep, &st), 0);
-	assert_true(S_ISDIR(st.st_mode));
-	assert_int_equal(st.st_mode & 07777, 0700);
+	/* A directory it creates gets exactly 'mode', whatever the umask. */
 	assert_int_equal(fs_mkdir_p(deep, 0750, &err), 0);
 	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0750);
+	/* An existing directory keeps its mode: an admin's choice persists. */
+	assert_int_equal(chmod(deep, 0710), 0);
+	assert_int_equal(fs_mkdir_p(deep, 0700, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	assert_int_equal(fs_mkdir_p(deep, 0755, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	/* ...and so does an existing parent, while a new last component gets 'mode'. */
+	assert_int_equal(fs_mkdir_p(deep2, 0700, &err), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0710);
+	assert_int_equal(stat(deep2, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	umask(old_umask);
 	test_write_file(file, "x");
 	assert_int_equal(fs_mkdir_p(file, 0700, &err), -ENOTDIR);
 	test_rmtree(dir);
@@ -152,6 +276,55 @@ static void test_proc_run(void **state)
 	assert_true(now_mono_ms() - t0 < 5000);
 	assert_int_equal(proc_run(missing, 1000, NULL, &err), -ENOENT);
 	assert_non_null(strstr(err.msg, "exec '/nonexistent/banger-test'"));
+}
+
+static void test_proc_run_status(void **state)
+{
+	const char *ok[] = { "sh", "-c", "echo same", NULL };
+	const char *one[] = { "sh", "-c", "echo differs; exit 1", NULL };
+	const char *two[] = { "sh", "-c", "echo 'diff: x: No such file' >&2; exit 2", NULL };
+	const char *killed[] = { "sh", "-c", "kill -TERM $$", NULL };
+	const char *slow[] = { "sleep", "10", NULL };
+	const char *missing[] = { "/nonexistent/banger-test", NULL };
+	struct bg_err err = { 0 };
+	int status = -1;
+	int64_t t0;
+
+	(void)state;
+	{
+		_cleanup_free_ char *out = NULL;
+
+		assert_int_equal(proc_run_status(ok, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 0);
+		assert_string_equal(out, "same\n");
+	}
+	{
+		_cleanup_free_ char *out = NULL;
+
+		/* A non-zero exit is not an error of proc_run_status: it ran. */
+		assert_int_equal(proc_run_status(one, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 1);
+		assert_string_equal(out, "differs\n");
+	}
+	{
+		_cleanup_free_ char *out = NULL;
+
+		assert_int_equal(proc_run_status(two, 5000, &out, &status, &err), 0);
+		assert_int_equal(status, 2);
+		assert_string_equal(out, "diff: x: No such file\n");
+	}
+	/* Killed by a signal: 128 + the signal, as a shell reports it. */
+	assert_int_equal(proc_run_status(killed, 5000, NULL, &status, &err), 0);
+	assert_int_equal(status, 128 + SIGTERM);
+	/* Could not run, or did not finish: an error, and *ret_status is left alone. */
+	status = -1;
+	assert_int_equal(proc_run_status(missing, 1000, NULL, &status, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "exec '/nonexistent/banger-test'"));
+	assert_int_equal(status, -1);
+	t0 = now_mono_ms();
+	assert_int_equal(proc_run_status(slow, 200, NULL, &status, &err), -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < 5000);
+	assert_int_equal(status, -1);
 }
 
 static void test_proc_identity(void **state)
@@ -270,12 +443,14 @@ static void test_buf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_err_wrap),      cmocka_unit_test(test_err_wrap_truncates),
-		cmocka_unit_test(test_atomic_write),  cmocka_unit_test(test_read_file_cap),
-		cmocka_unit_test(test_mkdir_p),	      cmocka_unit_test(test_proc_run),
-		cmocka_unit_test(test_proc_identity), cmocka_unit_test(test_proc_find_in_path),
-		cmocka_unit_test(test_base64),	      cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_duration),      cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_err_wrap),	cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),	cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),		cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_run_status), cmocka_unit_test(test_atomic_write_checked),
+		cmocka_unit_test(test_write_new),	cmocka_unit_test(test_read_fd),
+		cmocka_unit_test(test_proc_identity),	cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
