@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,10 +89,14 @@ static void report_leaks(struct daemon *d)
 		ids[i] = recs[i].id;
 	if (d->env.host->gc_scan(d->cfg.state_dir, ids, n, &orphans, &n_orphans, &err) < 0)
 		log_warn("leak check: %s, skipping", err.msg);
-	for (size_t i = 0; i < n_orphans; i++)
+	for (size_t i = 0; i < n_orphans; i++) {
+		/* Taps on another bridge, dm devices of another state dir: another instance's. */
+		if (!host_orphan_is_ours(&orphans[i], d->cfg.bridge))
+			continue;
 		log_warn("leaked %s '%s'%s%s belongs to no VM; 'banger gc' removes it",
 			 host_orphan_kind_to_string(orphans[i].kind), orphans[i].name,
 			 orphans[i].detail[0] ? " " : "", orphans[i].detail);
+	}
 	free(orphans);
 	free(ids);
 	vm_record_array_free(recs, n);
@@ -118,6 +123,18 @@ static void report_vmm_choice(const struct daemon *d)
 		log_notice("vmm: auto picks %s", drv->name);
 }
 
+/* An existing directory keeps its mode (an admin may share it with a group); one that
+ * others can write to is worth a warning: its contents steer VMs and SSH trust. */
+static void warn_if_open(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) == 0 && (st.st_mode & 0022))
+		log_warn("'%s' is writable by group or others (mode %04o); it should be 0700 or "
+			 "0750",
+			 dir, (unsigned)(st.st_mode & 07777));
+}
+
 int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err)
 {
 	_cleanup_free_ char *db = NULL, *ssh_dir = NULL;
@@ -136,6 +153,8 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	r = fs_mkdir_p(ssh_dir, 0700, err);
 	if (r < 0)
 		return r;
+	warn_if_open(cfg->state_dir);
+	warn_if_open(ssh_dir);
 	db = paths_db(cfg->state_dir);
 	r = store_open(db, STORE_READ_WRITE, &d->store, err);
 	if (r < 0)

@@ -197,6 +197,12 @@ bool spec_watch_drain(struct spec_watch *w)
 				}
 				continue;
 			}
+			/* Writes to hidden files (the CLI's .banger.lock, editor swap files)
+			 * change no spec; creating, moving or deleting one still counts
+			 * (Kubernetes' "..data" swap is a rename of hidden names). */
+			if (ev->len && ev->name[0] == '.' &&
+			    !(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)))
+				continue;
 			changed = true;
 			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_CREATE |
 					IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE))

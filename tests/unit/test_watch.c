@@ -154,6 +154,20 @@ static void test_root_recreated(void **state)
 	assert_settles(f);
 }
 
+static void test_hidden_file_writes_are_quiet(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *lock = at(f, ".banger.lock");
+
+	test_write_file(lock, "");
+	assert_true(spec_watch_drain(f->w)); /* its creation counts once */
+	assert_settles(f);
+	for (int i = 0; i < 3; i++) {
+		test_write_file(lock, "x"); /* later writes (close-after-write) do not */
+		assert_false(spec_watch_drain(f->w));
+	}
+}
+
 static void test_resync_is_quiet(void **state)
 {
 	struct fx *f = *state;
@@ -176,6 +190,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_subfolder_no_spin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_swap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_root_recreated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hidden_file_writes_are_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_is_quiet, setup, teardown),
 	};
 
