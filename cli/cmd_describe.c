@@ -53,12 +53,8 @@ int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
 		usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	if (cli_store_open(ctx, &s) < 0)
+	if (cli_vm_get(ctx, argv[optind], &s, &rec) < 0)
 		return CLI_EXIT_FAIL;
-	if (!s || store_vm_get_by_name(s, argv[optind], &rec, &err) < 0) {
-		cli_error("vm '%s' not found", argv[optind]);
-		return CLI_EXIT_FAIL;
-	}
 	cli_daemon_banner(s);
 	vm_view_init(&v, &rec);
 	vm_view_measure(&v, 200);

@@ -84,7 +84,6 @@ int cmd_logs(const struct cli_ctx *ctx, int argc, char **argv)
 	_cleanup_close_ int fd = -1;
 	bool follow = false;
 	long tail = -1;
-	struct bg_err err = { 0 };
 	int c;
 
 	while ((c = getopt_long(argc, argv, "ft:h", opts, NULL)) != -1) {
@@ -114,12 +113,8 @@ int cmd_logs(const struct cli_ctx *ctx, int argc, char **argv)
 		usage(stderr);
 		return CLI_EXIT_USAGE;
 	}
-	if (cli_store_open(ctx, &s) < 0)
+	if (cli_vm_get(ctx, argv[optind], &s, &rec) < 0)
 		return CLI_EXIT_FAIL;
-	if (!s || store_vm_get_by_name(s, argv[optind], &rec, &err) < 0) {
-		cli_error("vm '%s' not found", argv[optind]);
-		return CLI_EXIT_FAIL;
-	}
 	if (!rec.console_log) {
 		cli_error("vm '%s' has no console log yet", rec.name);
 		vm_record_release(&rec);

@@ -33,6 +33,34 @@ int cli_store_open(const struct cli_ctx *ctx, struct store **ret)
 	return 0;
 }
 
+int cli_vm_get(const struct cli_ctx *ctx, const char *name, struct store **ret_store,
+	       struct vm_record *ret)
+{
+	struct store *s = NULL;
+	struct bg_err err = { 0 };
+	int r;
+
+	r = cli_store_open(ctx, &s);
+	if (r < 0)
+		return r;
+	if (!s) {
+		cli_error("vm '%s' not found (bangerd has not run with state dir '%s')", name,
+			  ctx->state_dir);
+		return -ENOENT;
+	}
+	r = store_vm_get_by_name(s, name, ret, &err);
+	if (r < 0) {
+		if (r == -ENOENT)
+			cli_error("vm '%s' not found", name);
+		else
+			cli_error("%s", err.msg);
+		store_free(s);
+		return r;
+	}
+	*ret_store = s;
+	return 0;
+}
+
 bool cli_daemon_fresh(const struct daemon_info *info, int64_t *ret_age_ms)
 {
 	int64_t age, limit;

@@ -23,6 +23,15 @@ struct cJSON;
  */
 int cli_store_open(const struct cli_ctx *ctx, struct store **ret);
 
+/*
+ * Open the store read-only and read the VM named 'name' into *ret (owned:
+ * vm_record_release). On success *ret_store is the open store (owned). On
+ * failure prints the error ("vm 'x' not found", or what the store said) and
+ * returns -errno.
+ */
+int cli_vm_get(const struct cli_ctx *ctx, const char *name, struct store **ret_store,
+	       struct vm_record *ret);
+
 /* Whether the daemon's heartbeat is recent. *ret_age_ms gets its age (-1: never ran). */
 bool cli_daemon_fresh(const struct daemon_info *info, int64_t *ret_age_ms);
 
