@@ -18,17 +18,23 @@ void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN])
 	SHA256(data, len, out);
 }
 
-void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
+void hex_encode(const uint8_t *data, size_t len, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = hex[data[i] >> 4];
+		out[2 * i + 1] = hex[data[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
+{
 	uint8_t md[SHA256_LEN];
 
 	sha256(data, len, md);
-	for (int i = 0; i < SHA256_LEN; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[SHA256_HEX_LEN] = '\0';
+	hex_encode(md, sizeof(md), out);
 }
 
 void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[SHA1_LEN])

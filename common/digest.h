@@ -12,6 +12,9 @@
 #define SHA1_LEN 20
 #define SHA256_LEN 32
 
+/* Lowercase hex of len bytes into out (2 * len chars plus NUL). */
+void hex_encode(const uint8_t *data, size_t len, char *out);
+
 /* SHA-256 of data as 64 lowercase hex chars plus NUL in out. */
 void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1]);
 

@@ -144,29 +144,6 @@ int store_schema_version(void)
 	return (int)n_migrations;
 }
 
-/*
- * How desired_state is spelled in the vms table: the words of the spec
- * language (spec.h: "running" | "stopped"). Kept here because the column
- * format belongs to the store and must never change with a rename elsewhere.
- */
-static const char *const desired_names[VM_DESIRED_MAX] = {
-	[VM_DESIRED_RUNNING] = "running",
-	[VM_DESIRED_STOPPED] = "stopped",
-};
-
-static const char *desired_to_db(enum vm_desired_state d)
-{
-	return (unsigned)d < VM_DESIRED_MAX ? desired_names[d] : NULL;
-}
-
-static int desired_from_db(const char *s)
-{
-	for (int i = 0; s && i < VM_DESIRED_MAX; i++)
-		if (strcmp(s, desired_names[i]) == 0)
-			return i;
-	return -EINVAL;
-}
-
 /* ---- errors and statements -------------------------------------------------------- */
 
 static int rc_to_errno(int rc)
@@ -717,7 +694,7 @@ static int check_record(const struct vm_record *rec, struct bg_err *err)
 	if (!vm_phase_to_string(rec->phase))
 		return bg_errorf(err, EINVAL, "vm '%s': invalid phase %d", rec->name,
 				 (int)rec->phase);
-	if (!desired_to_db(rec->desired_state))
+	if (!vm_desired_state_to_string(rec->desired_state))
 		return bg_errorf(err, EINVAL, "vm '%s': invalid desired state %d", rec->name,
 				 (int)rec->desired_state);
 	if (rec->cid != 0 && (rec->cid < 3 || rec->cid == UINT32_MAX))
@@ -738,7 +715,7 @@ static void bind_vm(struct binder *b, const struct vm_record *rec, int64_t creat
 	bind_int(b, rec->generation);
 	bind_int(b, rec->observed_generation);
 	bind_text(b, vm_phase_to_string(rec->phase));
-	bind_text(b, desired_to_db(rec->desired_state));
+	bind_text(b, vm_desired_state_to_string(rec->desired_state));
 	bind_text(b, rec->ip);
 	bind_text(b, rec->mac);
 	bind_int(b, rec->cid);
@@ -775,7 +752,7 @@ static int read_vm(sqlite3_stmt *st, struct vm_record *ret, struct bg_err *err)
 	if (p < 0)
 		return bg_errorf(err, EBADMSG, "corrupt VM row %s: unknown phase '%s'", rec.id,
 				 phase ? phase : "");
-	d = desired_from_db((const char *)sqlite3_column_text(st, COL_DESIRED_STATE));
+	d = vm_desired_state_from_string((const char *)sqlite3_column_text(st, COL_DESIRED_STATE));
 	if (d < 0)
 		return bg_errorf(err, EBADMSG, "corrupt VM row %s: unknown desired state", rec.id);
 	if (cid < 3 || cid >= UINT32_MAX)
@@ -937,16 +914,11 @@ static int free_cid(struct store *s, uint32_t *ret, struct bg_err *err)
 
 static void random_id(char out[VM_ID_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	uint8_t raw[VM_ID_LEN / 2];
 
 	if (random_bytes(raw, sizeof(raw)) < 0)
 		abort(); /* getrandom() only fails for programming errors */
-	for (size_t i = 0; i < sizeof(raw); i++) {
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
-	out[VM_ID_LEN] = '\0';
+	hex_encode(raw, sizeof(raw), out);
 }
 
 struct insert_arg {

@@ -73,14 +73,14 @@ bool test_wait_for(bool (*pred)(void *arg), void *arg, int timeout_ms)
 
 void test_unique_suffix(char *buf, int n)
 {
-	static const char hex[] = "0123456789abcdef";
 	uint8_t raw[8];
+	char hex[2 * sizeof(raw) + 1];
 
 	if (n > 16)
 		n = 16;
 	if (random_bytes(raw, sizeof(raw)) < 0)
 		abort();
-	for (int i = 0; i < n; i++)
-		buf[i] = hex[(raw[i / 2] >> ((i % 2) * 4)) & 15];
+	hex_encode(raw, sizeof(raw), hex);
+	memcpy(buf, hex, (size_t)n);
 	buf[n] = '\0';
 }
