@@ -20,6 +20,7 @@
 #include "cli/wait.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 
 #define DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
@@ -120,7 +121,7 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			wait = true;
 			break;
 		case 't':
-			if (cli_parse_timeout(optarg, &timeout_ms) < 0 || timeout_ms <= 0) {
+			if (parse_duration_ms(optarg, &timeout_ms) < 0 || timeout_ms <= 0) {
 				cli_error("invalid --timeout '%s' (e.g. 90s, 5m)", optarg);
 				free(inputs);
 				return CLI_EXIT_USAGE;

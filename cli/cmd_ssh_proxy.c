@@ -6,7 +6,6 @@
  * stdout to <ip>:22, like `nc`, with poll(). Host keys are checked by ssh
  * itself against banger's known_hosts (UserKnownHostsFile in the block).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -21,6 +20,7 @@
 
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "common/net.h"
 #include "common/err.h"
 #include "common/paths.h"
 #include "common/timeutil.h"
@@ -73,40 +73,13 @@ static char *proxy_vm_name(const char *arg)
 
 static int connect_ip(const char *ip, int port, int *ret_fd, struct bg_err *err)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct pollfd p = { .events = POLLOUT };
 	_cleanup_close_ int fd = -1;
-	int r, soerr = 0, one = 1;
+	int r, one = 1;
 	unsigned user_timeout = 45000;
-	socklen_t sl = sizeof(soerr);
-	int64_t deadline = now_mono_ms() + PROXY_CONNECT_TIMEOUT_MS;
 
-	if (inet_pton(AF_INET, ip, &a.sin_addr) != 1)
-		return bg_errorf(err, EINVAL, "'%s' is not an IPv4 address", ip);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return bg_error(err, errno, "socket");
-	r = connect(fd, (struct sockaddr *)&a, sizeof(a));
-	if (r < 0 && errno != EINPROGRESS)
-		return bg_error(err, errno, "connect %s:%d", ip, port);
-	p.fd = fd;
-	while (r < 0) {
-		int64_t left = deadline - now_mono_ms();
-
-		if (left <= 0)
-			return bg_errorf(err, ETIMEDOUT, "connect %s:%d: timed out", ip, port);
-		r = poll(&p, 1, (int)left);
-		if (r < 0 && errno != EINTR)
-			return bg_error(err, errno, "poll");
-		if (r > 0) {
-			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-				return bg_error(err, errno, "connect %s:%d", ip, port);
-			if (soerr)
-				return bg_error(err, soerr, "connect %s:%d", ip, port);
-			break;
-		}
-		r = -1;
-	}
+	r = net_connect_tcp(ip, port, PROXY_CONNECT_TIMEOUT_MS, &fd, err);
+	if (r < 0)
+		return r;
 	/* a dead VM ends the relay instead of hanging it */
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));

@@ -354,8 +354,3 @@ void cli_print_diags(const struct spec_set *set)
 		fprintf(stderr, "%s\n", line);
 	}
 }
-
-int cli_parse_timeout(const char *s, int64_t *ret_ms)
-{
-	return parse_duration_ms(s, ret_ms);
-}

@@ -91,7 +91,4 @@ int cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **r
 /* Print every diagnostic of the set to stderr as FILE:LINE:COL: msg. */
 void cli_print_diags(const struct spec_set *set);
 
-/* Wait for a condition with a deadline; used by --wait. Parses "5m" etc. */
-int cli_parse_timeout(const char *s, int64_t *ret_ms);
-
 #endif

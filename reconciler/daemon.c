@@ -3,16 +3,12 @@
  */
 #include "reconciler/daemon.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/paths.h"
 #include "common/proc.h"
 #include "common/str.h"
@@ -280,29 +277,12 @@ static void wake_at(struct daemon *d, int64_t when)
 
 static bool tcp_port_open(const char *ip, int port, int timeout_ms)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	struct pollfd pfd;
-	int fd, r, soerr = 0;
-	socklen_t len = sizeof(soerr);
-	bool open = false;
+	int fd;
 
-	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+	if (net_connect_tcp(ip, port, timeout_ms, &fd, NULL) < 0)
 		return false;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r == 0) {
-		open = true;
-	} else if (errno == EINPROGRESS) {
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, timeout_ms) == 1 &&
-		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0)
-			open = true;
-	}
 	close(fd);
-	return open;
+	return true;
 }
 
 /* A Starting VM whose guest answers SSH with banger's key becomes Running. */

@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <libssh2.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -39,6 +38,7 @@
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -138,48 +138,14 @@ static int remaining_ms(const struct ssh_conn *c)
 
 static int tcp_connect(struct ssh_conn *c, const char *host, int port, struct bg_err *err)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
 	_cleanup_close_ int fd = -1;
-	char portstr[16];
-	int r, one = 1, soerr = 0;
+	int r, one = 1;
 	unsigned user_timeout = SSH_TCP_USER_TIMEOUT_MS;
 	int idle = SSH_KEEPALIVE_S, intvl = 5, cnt = 3;
-	socklen_t sl = sizeof(soerr);
 
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	r = getaddrinfo(host, portstr, &hints, &ai);
-	if (r != 0)
-		return bg_errorf(err, EINVAL, "ssh %s: '%s' is not an IP address (%s)", c->where,
-				 host, gai_strerror(r));
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		freeaddrinfo(ai);
-		return bg_error(err, errno, "ssh %s: socket", c->where);
-	}
-	r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (r < 0 && errno != EINPROGRESS)
-		return bg_error(err, errno, "ssh %s: connect", c->where);
-	if (r < 0) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-
-		for (;;) {
-			r = poll(&p, 1, remaining_ms(c));
-			if (r < 0 && errno == EINTR)
-				continue;
-			break;
-		}
-		if (r < 0)
-			return bg_error(err, errno, "ssh %s: poll", c->where);
-		if (r == 0)
-			return bg_errorf(err, ETIMEDOUT, "ssh %s: connect: timed out", c->where);
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-			return bg_error(err, errno, "ssh %s: connect", c->where);
-		if (soerr != 0)
-			return bg_error(err, soerr, "ssh %s: connect", c->where);
-	}
+	r = net_connect_tcp(host, port, remaining_ms(c), &fd, err);
+	if (r < 0)
+		return bg_err_wrap(err, "ssh %s", c->where);
 	/* Unacknowledged data (our keep-alives) fails the socket instead of hanging. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include "common/digest.h"
 #include "common/err.h"
 #include "common/fs.h"
+#include "common/net.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -440,6 +443,40 @@ static void test_buf(void **state)
 	buf_release(&b);
 }
 
+/* A loopback listener on an ephemeral port; its port in *ret_port. */
+static int listener(int *ret_port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 1), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*ret_port = ntohs(a.sin_port);
+	return fd;
+}
+
+static void test_net_connect(void **state)
+{
+	struct bg_err err = { 0 };
+	int port, lfd, fd = -1;
+
+	(void)state;
+	lfd = listener(&port);
+	assert_int_equal(net_connect_tcp("127.0.0.1", port, 2000, &fd, &err), 0);
+	assert_true(fd >= 0);
+	close(fd);
+	close(lfd); /* nothing listens there any more */
+	assert_int_equal(net_connect_tcp("127.0.0.1", port, 2000, &fd, &err), -ECONNREFUSED);
+	assert_non_null(strstr(err.msg, "127.0.0.1"));
+	assert_int_equal(net_connect_tcp("::1", port, 2000, &fd, &err) < 0, 1); /* IPv6 parses */
+	assert_int_equal(net_connect_tcp("web.vm", 22, 2000, &fd, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not an IP address"));
+	assert_int_equal(net_connect_tcp(NULL, 22, 2000, &fd, &err), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -451,6 +488,7 @@ int main(void)
 		cmocka_unit_test(test_proc_identity),	cmocka_unit_test(test_proc_find_in_path),
 		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
 		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_net_connect),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
