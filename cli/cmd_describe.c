@@ -1,7 +1,6 @@
 /*
  * cmd_describe.c - banger describe NAME: spec, status and recent events.
  */
-#include <cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -24,22 +24,6 @@ int str_copy(char *dst, size_t size, const char *src)
 	return 0;
 }
 
-bool str_starts_with(const char *s, const char *prefix)
-{
-	return s && prefix && strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-bool str_ends_with(const char *s, const char *suffix)
-{
-	size_t ls, lf;
-
-	if (!s || !suffix)
-		return false;
-	ls = strlen(s);
-	lf = strlen(suffix);
-	return ls >= lf && memcmp(s + ls - lf, suffix, lf) == 0;
-}
-
 bool str_eq(const char *a, const char *b)
 {
 	if (!a || !b)

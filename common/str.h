@@ -13,9 +13,6 @@
  */
 int str_copy(char *dst, size_t size, const char *src);
 
-bool str_starts_with(const char *s, const char *prefix);
-bool str_ends_with(const char *s, const char *suffix);
-
 /* NULL-safe equality: two NULLs are equal. */
 bool str_eq(const char *a, const char *b);
 

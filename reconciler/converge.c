@@ -154,8 +154,9 @@ static void host_vm_of(const struct conv *c, struct host_vm *hv)
 	hv->owner_gid = 0;
 }
 
-void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec, const char *tap,
-			 struct vmm_config *ret)
+/* The driver configuration of a recorded VM (strings borrowed from rec, spec, tap). */
+static void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec,
+				const char *tap, struct vmm_config *ret)
 {
 	memset(ret, 0, sizeof(*ret));
 	ret->id = rec->id;

@@ -64,14 +64,6 @@ struct converge_env {
  */
 int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err);
 
-/*
- * Build the driver configuration of a recorded VM (for probing and stopping
- * outside an action). Strings point into rec, spec and the caller's buffers
- * (tap). guest_args and root_disk are left NULL.
- */
-void converge_vmm_config(const struct vm_record *rec, const struct vm_spec *spec, const char *tap,
-			 struct vmm_config *ret);
-
 /* Every failpoint name, NULL-terminated. */
 extern const char *const converge_failpoints[];
 
