@@ -67,7 +67,7 @@ DEB_BUILD := build-essential pkg-config libyaml-dev libssh2-1-dev libsqlite3-dev
 DEB_TEST := libcmocka-dev bats bats-assert bats-support clang clang-format \
 	libclang-rt-14-dev python3 python3-yaml iproute2 openssh-client openssh-server \
 	e2fsprogs util-linux procps kmod jq sqlite3 bc diffutils
-DEB_RUN := qemu-system-x86 openssh-client e2fsprogs
+DEB_RUN := qemu-system-x86 qemu-utils openssh-client e2fsprogs genisoimage
 
 # V=1 shows full command lines.
 V ?= 0
