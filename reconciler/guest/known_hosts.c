@@ -1118,26 +1118,33 @@ static int kh_replace(const char *path, const struct stat *orig, const char *dat
 	return r < 0 ? bg_err_wrap(err, "known_hosts") : 0;
 }
 
-int known_hosts_remove(const char *path, const char *const *hosts, size_t n_hosts, int port,
-		       struct bg_err *err)
+/*
+ * Under the lock: drop every plain line naming one of the queries and, when
+ * 'append' is not NULL, add that line at the end; write the result atomically
+ * when it differs. A missing file is created (0600) only when there is a line
+ * to add. Returns the number of lines removed.
+ */
+static int kh_rewrite(const char *path, char *const *queries, size_t nq, const char *append,
+		      struct bg_err *err)
 {
-	char *queries[KH_MAX_QUERIES] = { 0 };
 	_cleanup_free_ char *copy = NULL;
 	_cleanup_free_ char *data = NULL;
 	_cleanup_close_ int lock = -1;
 	struct remove_ctx c = { .removed = 0 };
-	struct stat st;
+	struct stat st = { .st_mode = 0600, .st_uid = geteuid(), .st_gid = getegid() };
 	size_t len = 0;
 	int r;
 
-	r = queries_make(hosts, n_hosts, port, queries, err);
-	if (r < 0)
-		return r;
 	buf_init(&c.out);
 	copy = xstrdup(path);
-	if (stat(dirname(copy), &st) < 0 && errno == ENOENT) {
+	if (!append && stat(dirname(copy), &st) < 0 && errno == ENOENT) {
 		r = 0; /* no directory, no file, nothing pinned */
 		goto out;
+	}
+	if (append) {
+		r = kh_ensure_dir(path, err);
+		if (r < 0)
+			goto out;
 	}
 	lock = kh_lock(path, LOCK_EX, err);
 	if (lock < 0) {
@@ -1146,29 +1153,85 @@ int known_hosts_remove(const char *path, const char *const *hosts, size_t n_host
 	}
 	/* Re-read under the lock: what we rename over must include every append. */
 	r = kh_read(path, &data, &len, err);
-	if (r != 0) {
+	if (r < 0 || (r == 1 && !append)) {
 		r = r == 1 ? 0 : r;
 		goto out;
 	}
-	if (stat(path, &st) < 0) {
+	if (r == 1) {
+		data = xstrdup("");
+		len = 0;
+		st.st_mode = 0600;
+		st.st_uid = geteuid();
+		st.st_gid = getegid();
+	} else if (stat(path, &st) < 0) {
 		r = bg_error(err, errno, "known_hosts: stat '%s'", path);
 		goto out;
 	}
-	r = kh_foreach(data, len, queries, n_hosts, remove_line, &c);
+	r = kh_foreach(data, len, queries, nq, remove_line, &c);
 	if (r < 0) {
 		r = bg_errorf(err, r, "known_hosts: '%s': parse failed", path);
 		goto out;
 	}
-	if (c.removed > 0) {
-		r = kh_replace(path, &st, c.out.data, c.out.len, err);
+	if (append) {
+		if (c.out.len > 0 && c.out.data[c.out.len - 1] != '\n')
+			buf_addch(&c.out, '\n');
+		buf_adds(&c.out, append);
+	}
+	if (c.out.len != len || memcmp(c.out.data ? c.out.data : "", data, len) != 0) {
+		r = kh_replace(path, &st, c.out.data ? c.out.data : "", c.out.len, err);
 		if (r < 0)
 			goto out;
 	}
 	r = c.removed;
 out:
 	buf_release(&c.out);
+	return r;
+}
+
+int known_hosts_remove(const char *path, const char *const *hosts, size_t n_hosts, int port,
+		       struct bg_err *err)
+{
+	char *queries[KH_MAX_QUERIES] = { 0 };
+	int r;
+
+	r = queries_make(hosts, n_hosts, port, queries, err);
+	if (r < 0)
+		return r;
+	r = kh_rewrite(path, queries, n_hosts, NULL, err);
 	queries_free(queries, n_hosts);
 	return r;
+}
+
+int known_hosts_set_pin(const char *path, const char *const *hosts, size_t n_hosts, int port,
+			const uint8_t *blob, size_t len, struct bg_err *err)
+{
+	char *queries[KH_MAX_QUERIES] = { 0 };
+	_cleanup_free_ char *b64 = NULL;
+	struct kh_key key;
+	struct buf line;
+	int r;
+
+	r = queries_make(hosts, n_hosts, port, queries, err);
+	if (r < 0)
+		return r;
+	kh_key_init(&key);
+	buf_init(&line);
+	r = offered_parse(blob, len, &key, err);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < n_hosts; i++) {
+		if (i > 0)
+			buf_addch(&line, ',');
+		buf_adds(&line, queries[i]);
+	}
+	b64 = base64_encode(key.blob.data, key.blob.len);
+	buf_addf(&line, " %s %s\n", key.type, b64);
+	r = kh_rewrite(path, queries, n_hosts, line.data, err);
+out:
+	buf_release(&line);
+	kh_key_release(&key);
+	queries_free(queries, n_hosts);
+	return r < 0 ? r : 0;
 }
 
 /* ---- pinned types ---------------------------------------------------------------------- */

@@ -68,6 +68,18 @@ int known_hosts_verify_pin(const char *path, const char *const *hosts, size_t n_
 int known_hosts_remove(const char *path, const char *const *hosts, size_t n_hosts, int port,
 		       struct bg_err *err);
 
+/*
+ * Pin 'blob' for hosts on port, replacing whatever was pinned for them: every
+ * plain line naming one of the hosts is removed and one line
+ * "<names> <type> <base64>" is appended, in one atomic rewrite under the
+ * lock (the file is never seen without a pin for them). Used when banger
+ * made the guest's host key itself, before the guest first boots. Nothing is
+ * written when the file already holds exactly that. Creates the file (0600)
+ * and its directory (0700) when missing. Returns 0 or -errno.
+ */
+int known_hosts_set_pin(const char *path, const char *const *hosts, size_t n_hosts, int port,
+			const uint8_t *blob, size_t len, struct bg_err *err);
+
 /* "SHA256:<base64 without padding>" of a key blob, as OpenSSH prints it. */
 void known_hosts_fingerprint(const uint8_t *blob, size_t len, char out[128]);
 

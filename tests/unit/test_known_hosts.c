@@ -733,6 +733,66 @@ static void test_pinned_types(void **state)
 
 /* ---- removal ---------------------------------------------------------------------------- */
 
+/* set_pin replaces every pin of the hosts with one line, keeps others, and is a no-op when set. */
+static void test_set_pin_replaces(void **state)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/setpin/sub", tmpdir);
+	_cleanup_free_ char *path = xasprintf("%s/known_hosts", dir);
+	_cleanup_free_ char *data = NULL;
+	_cleanup_free_ char *want = NULL;
+	_cleanup_free_ char *other = xasprintf("# keep me\n10.0.0.9 %s\n", key_line[2]);
+	const char *hosts[] = { "172.30.0.10", "web-1.vm" };
+	struct bg_err err = { 0 };
+	struct stat st1, st2;
+
+	(void)state;
+	/* Missing file and directory: created 0700/0600 with the pin. */
+	assert_int_equal(
+		known_hosts_set_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err), 0);
+	assert_int_equal(stat(dir, &st1), 0);
+	assert_int_equal(st1.st_mode & 07777, 0700);
+	assert_int_equal(stat(path, &st1), 0);
+	assert_int_equal(st1.st_mode & 07777, 0600);
+	data = read_all(path, NULL);
+	want = xasprintf("172.30.0.10,web-1.vm %s\n", key_line[0]);
+	assert_string_equal(data, want);
+
+	/* The same pin again: the file is not rewritten (same inode). */
+	assert_int_equal(
+		known_hosts_set_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err), 0);
+	assert_int_equal(stat(path, &st2), 0);
+	assert_int_equal(st1.st_ino, st2.st_ino);
+
+	/* Another VM's pin and a comment stay; an old pin of one host (TOFU line) goes. */
+	free(data);
+	data = xasprintf("%s%s web-1.vm %s\n", other, want, key_line[1]);
+	write_bytes(path, data, strlen(data));
+	assert_int_equal(
+		known_hosts_set_pin(path, hosts, 2, 22, key_blob[3], key_blob_len[3], &err), 0);
+	free(data);
+	data = read_all(path, NULL);
+	free(want);
+	want = xasprintf("%s172.30.0.10,web-1.vm %s\n", other, key_line[3]);
+	assert_string_equal(data, want);
+
+	/* Strict from then on: the old key is a possible MITM, the new one is OK. */
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[0], key_blob_len[0], &err),
+		-EKEYREJECTED);
+	assert_non_null(strstr(err.msg, "possible MITM"));
+	bg_err_clear(&err);
+	assert_int_equal(
+		known_hosts_verify_pin(path, hosts, 2, 22, key_blob[3], key_blob_len[3], &err), 0);
+	assert_ssh_keygen_finds(path, "web-1.vm", true);
+	assert_ssh_keygen_finds(path, "10.0.0.9", true);
+
+	/* Not a key: refused, file untouched. */
+	assert_true(known_hosts_set_pin(path, hosts, 2, 22, (const uint8_t *)"junk", 4, &err) < 0);
+	free(data);
+	data = read_all(path, NULL);
+	assert_string_equal(data, want);
+}
+
 static void test_remove_keeps_everything_else(void **state)
 {
 	_cleanup_free_ char *path = xasprintf("%s/remove", tmpdir);
@@ -927,6 +987,7 @@ int main(void)
 		cmocka_unit_test(test_pin_unreadable_is_not_new),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_pinned_types),
+		cmocka_unit_test(test_set_pin_replaces),
 		cmocka_unit_test(test_remove_keeps_everything_else),
 		cmocka_unit_test(test_remove_same_as_ssh_keygen_R),
 		cmocka_unit_test(test_remove_missing),
