@@ -373,14 +373,14 @@ static cJSON *fc_body_boot(const char *kernel, const char *initrd, const char *b
 }
 
 /* Drive: drive_id, is_root_device (required); path_on_host, is_read_only (virtio-block). */
-static cJSON *fc_body_drive(const char *id, const char *path, bool root)
+static cJSON *fc_body_drive(const char *id, const char *path, bool root, bool read_only)
 {
 	cJSON *o = fc_obj();
 
 	fc_add_str(o, "drive_id", id);
 	fc_add_str(o, "path_on_host", path);
 	fc_add_bool(o, "is_root_device", root);
-	fc_add_bool(o, "is_read_only", false);
+	fc_add_bool(o, "is_read_only", read_only);
 	return o;
 }
 
@@ -654,10 +654,14 @@ static int fc_configure(const struct vmm_config *cfg, const char *log_path,
 		r = fc_put(&api, "/boot-source", fc_body_boot(cfg->kernel, cfg->initrd, boot_args),
 			   err);
 	if (r >= 0)
-		r = fc_put(&api, "/drives/rootfs", fc_body_drive("rootfs", cfg->root_disk, true),
-			   err);
+		r = fc_put(&api, "/drives/rootfs",
+			   fc_body_drive("rootfs", cfg->root_disk, true, false), err);
 	if (r >= 0 && cfg->work_disk)
-		r = fc_put(&api, "/drives/work", fc_body_drive("work", cfg->work_disk, false), err);
+		r = fc_put(&api, "/drives/work",
+			   fc_body_drive("work", cfg->work_disk, false, false), err);
+	if (r >= 0 && cfg->seed_disk)
+		r = fc_put(&api, "/drives/seed", fc_body_drive("seed", cfg->seed_disk, false, true),
+			   err);
 	if (r >= 0 && cfg->tap)
 		r = fc_put(&api, "/network-interfaces/eth0",
 			   fc_body_net("eth0", cfg->tap, cfg->mac), err);

@@ -651,7 +651,7 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	ARG("-append");
 	ARG(append);
 
-	/* Root disk first (/dev/vda), work disk second (/dev/vdb). */
+	/* Root disk first (/dev/vda), work disk second (/dev/vdb), seed last. */
 	buf_adds(&b, "id=root,format=raw,if=none,discard=unmap,file=");
 	add_opt_value(&b, cfg->root_disk);
 	ARG("-drive");
@@ -665,6 +665,15 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 		ARG(OWNED(buf_detach(&b, NULL)));
 		ARG("-device");
 		ARG("virtio-blk-device,drive=work");
+	}
+	if (cfg->seed_disk && *cfg->seed_disk) {
+		/* The NoCloud seed last, read-only: the guest finds it by its label. */
+		buf_adds(&b, "id=seed,format=raw,if=none,readonly=on,file=");
+		add_opt_value(&b, cfg->seed_disk);
+		ARG("-drive");
+		ARG(OWNED(buf_detach(&b, NULL)));
+		ARG("-device");
+		ARG("virtio-blk-device,drive=seed");
 	}
 
 	buf_adds(&b, "tap,id=net0,script=no,downscript=no,ifname=");

@@ -137,6 +137,18 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, con
 	return 0;
 }
 
+int vmm_guest_root_args(const char *extra_args, char **ret, struct bg_err *err)
+{
+	if (extra_args && has_control_chars(extra_args))
+		return bg_errorf(err, EINVAL, "kernel arguments contain control characters");
+	if (extra_args && strlen(extra_args) > GUEST_ARGS_MAX - 16)
+		return bg_errorf(err, E2BIG, "kernel arguments are %zu bytes; at most %d fit",
+				 strlen(extra_args), GUEST_ARGS_MAX - 16);
+	*ret = extra_args && *extra_args ? xasprintf("root=/dev/vda rw %s", extra_args)
+					 : xstrdup("root=/dev/vda rw");
+	return 0;
+}
+
 /* Copy [0, len) of in_fd into out_fd. */
 static int copy_range(int in_fd, int out_fd, off_t len)
 {

@@ -11,7 +11,9 @@
  *   banger.sshkeys=<base64 of authorized_keys>    keys allowed to log in as ssh.user
  *   banger.user=<user>                            that user
  * plus root=/dev/vda rw (the root disk is the first virtio block device; the
- * work disk, when present, the second: /dev/vdb).
+ * work disk, when present, the second: /dev/vdb; the read-only NoCloud seed,
+ * when present, the last one). With spec.guest.config 'cloudinit' only
+ * root=/dev/vda rw is passed and the guest reads the rest from the seed.
  */
 #ifndef BANGER_RECONCILER_VMM_VMM_H
 #define BANGER_RECONCILER_VMM_VMM_H
@@ -36,6 +38,9 @@ struct vmm_config {
 				 * user's kernel.args; the driver adds its own (console...) */
 	const char *root_disk;	/* block device or file: /dev/vda in the guest */
 	const char *work_disk;	/* NULL: none; /dev/vdb in the guest */
+	const char *seed_disk;	/* NULL: none; the NoCloud seed (ISO 9660 'cidata'), attached
+				 * read-only as the last virtio disk: /dev/vdb, or /dev/vdc
+				 * after a work disk */
 	const char *tap;	/* host tap device */
 	const char *mac;	/* guest MAC */
 	uint32_t cid;		/* vsock guest CID (firecracker) */
@@ -115,6 +120,13 @@ const struct vmm_driver *vmm_driver_by_name(const char *name);
 int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, const char *hostname,
 		   const char *user, const char *authorized_keys, const char *extra_args,
 		   char **ret, struct bg_err *err);
+
+/*
+ * The kernel arguments of a guest configured from its seed alone
+ * (spec.guest.config 'cloudinit'): "root=/dev/vda rw" followed by
+ * extra_args (may be NULL). Owned result; -EINVAL for control characters.
+ */
+int vmm_guest_root_args(const char *extra_args, char **ret, struct bg_err *err);
 
 /*
  * Keep a console log under max_bytes by copy-truncate: when larger, its

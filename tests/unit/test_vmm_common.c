@@ -99,6 +99,20 @@ static void test_guest_args_keys_roundtrip(void **state)
 	assert_memory_equal(decoded, keys, len);
 }
 
+static void test_guest_root_args(void **state)
+{
+	_cleanup_free_ char *a = NULL;
+	_cleanup_free_ char *b = NULL;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	assert_int_equal(vmm_guest_root_args(NULL, &a, &err), 0);
+	assert_string_equal(a, "root=/dev/vda rw");
+	assert_int_equal(vmm_guest_root_args("quiet loglevel=3", &b, &err), 0);
+	assert_string_equal(b, "root=/dev/vda rw quiet loglevel=3");
+	assert_int_equal(vmm_guest_root_args("a\nb", &b, &err), -EINVAL);
+}
+
 static void test_guest_args_invalid(void **state)
 {
 	char *args = NULL;
@@ -325,6 +339,7 @@ int main(void)
 		cmocka_unit_test(test_guest_args_exact),
 		cmocka_unit_test(test_guest_args_user_and_extra),
 		cmocka_unit_test(test_guest_args_keys_roundtrip),
+		cmocka_unit_test(test_guest_root_args),
 		cmocka_unit_test(test_guest_args_invalid),
 		cmocka_unit_test(test_guest_args_e2big_boundary),
 		cmocka_unit_test(test_guest_args_e2big_keys_and_args),

@@ -40,6 +40,7 @@ struct fx {
 	char *initrd;
 	char *root;
 	char *work;
+	char *seed;
 	char id[9];
 	char tap[16];
 	char guest_args[256];
@@ -73,10 +74,12 @@ static int setup(void **state)
 	fx->initrd = fs_path_join(fx->dir, "initrd");
 	fx->root = fs_path_join(fx->dir, "root.ext4");
 	fx->work = fs_path_join(fx->dir, "work.ext4");
+	fx->seed = fs_path_join(fx->dir, "seed.iso");
 	test_write_file(fx->kernel, "not really a kernel\n");
 	test_write_file(fx->initrd, "not really an initrd\n");
 	test_write_file(fx->root, "");
 	test_write_file(fx->work, "");
+	test_write_file(fx->seed, "");
 	test_unique_suffix(fx->id, 8);
 	test_unique_suffix(suffix, 6);
 	snprintf(fx->tap, sizeof(fx->tap), "bg%s", suffix);
@@ -92,6 +95,7 @@ static int setup(void **state)
 		.guest_args = fx->guest_args,
 		.root_disk = fx->root,
 		.work_disk = fx->work,
+		.seed_disk = fx->seed,
 		.tap = fx->tap,
 		.mac = "02:fc:ac:10:4d:02",
 		.cid = 1234,
@@ -165,6 +169,7 @@ static int teardown(void **state)
 	free(fx->initrd);
 	free(fx->root);
 	free(fx->work);
+	free(fx->seed);
 	free(fx);
 	return 0;
 }
@@ -349,6 +354,7 @@ static void test_start_probe_stop(void **state)
 		"PUT /boot-source",
 		"PUT /drives/rootfs",
 		"PUT /drives/work",
+		"PUT /drives/seed",
 		"PUT /network-interfaces/eth0",
 		"PUT /vsock",
 		"PUT /actions",
@@ -422,6 +428,7 @@ static void test_start_probe_stop(void **state)
 		const cJSON *b = log_body(&l, "PUT /boot-source");
 		const cJSON *rd = log_body(&l, "PUT /drives/rootfs");
 		const cJSON *wd = log_body(&l, "PUT /drives/work");
+		const cJSON *sd = log_body(&l, "PUT /drives/seed");
 		const cJSON *net = log_body(&l, "PUT /network-interfaces/eth0");
 		const cJSON *vs = log_body(&l, "PUT /vsock");
 		const cJSON *lg = log_body(&l, "PUT /logger");
@@ -437,6 +444,10 @@ static void test_start_probe_stop(void **state)
 		assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(rd, "is_read_only")));
 		assert_string_equal(body_str(wd, "path_on_host"), fx->work);
 		assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(wd, "is_root_device")));
+		assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(wd, "is_read_only")));
+		assert_string_equal(body_str(sd, "path_on_host"), fx->seed);
+		assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(sd, "is_root_device")));
+		assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sd, "is_read_only")));
 		assert_string_equal(body_str(net, "host_dev_name"), fx->tap);
 		assert_string_equal(body_str(net, "guest_mac"), "02:fc:ac:10:4d:02");
 		assert_int_equal((int)body_num(vs, "guest_cid"), 1234);
@@ -487,6 +498,7 @@ static void test_minimal_config(void **state)
 	struct bg_err err = { 0 };
 
 	fx->cfg.work_disk = NULL;
+	fx->cfg.seed_disk = NULL;
 	fx->cfg.tap = NULL;
 	fx->cfg.cid = 0;
 	fx->cfg.initrd = fx->initrd;

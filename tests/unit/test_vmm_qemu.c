@@ -329,6 +329,7 @@ static void test_argv(void **state)
 		.initrd = "/img/initrd.gz",
 		.root_disk = "/vms/0a1b2c3d/root,cow",
 		.work_disk = "/vms/0a1b2c3d/work.ext4",
+		.seed_disk = "/vms/0a1b2c3d/seed.iso",
 		.tap = "bg0a1b2c3d",
 		.mac = "52:54:00:00:00:05",
 		.ctl_sock = "/vms/0a1b2c3d/qmp.sock",
@@ -362,17 +363,22 @@ static void test_argv(void **state)
 		"id=work,format=raw,if=none,discard=unmap,file=/vms/0a1b2c3d/work.ext4");
 	assert_string_equal(argv_after(argv, "-device", 0), "virtio-blk-device,drive=root");
 	assert_string_equal(argv_after(argv, "-device", 1), "virtio-blk-device,drive=work");
+	/* The seed last and read-only. */
+	assert_string_equal(argv_after(argv, "-drive", 2),
+			    "id=seed,format=raw,if=none,readonly=on,file=/vms/0a1b2c3d/seed.iso");
+	assert_string_equal(argv_after(argv, "-device", 2), "virtio-blk-device,drive=seed");
 	assert_string_equal(argv_after(argv, "-netdev", 0),
 			    "tap,id=net0,script=no,downscript=no,ifname=bg0a1b2c3d");
-	assert_string_equal(argv_after(argv, "-device", 2),
+	assert_string_equal(argv_after(argv, "-device", 3),
 			    "virtio-net-device,netdev=net0,mac=52:54:00:00:00:05");
-	assert_string_equal(argv_after(argv, "-device", 3), "i8042");
+	assert_string_equal(argv_after(argv, "-device", 4), "i8042");
 	assert_string_equal(argv_after(argv, "-qmp", 0),
 			    "unix:/vms/0a1b2c3d/qmp.sock,server=on,wait=off");
 	assert_true(has_arg(argv, "-no-reboot"));
 	assert_true(has_arg(argv, "-nodefaults"));
 
 	cfg.work_disk = NULL;
+	cfg.seed_disk = NULL;
 	cfg.initrd = NULL;
 	build_argv(&cfg, "qemu", true, "a", &argv_kvm, &strings_kvm);
 	assert_string_equal(argv_after(argv_kvm, "-accel", 0), "kvm");
