@@ -3,17 +3,22 @@
  */
 #include "common/net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fs.h"
 #include "common/timeutil.h"
+#include "common/xalloc.h"
 
 int net_connect_tcp(const char *ip, int port, int timeout_ms, int *ret_fd, struct bg_err *err)
 {
@@ -65,4 +70,37 @@ int net_connect_tcp(const char *ip, int port, int timeout_ms, int *ret_fd, struc
 	}
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+int net_resolv_nameservers(const char *path, char ***ret, struct bg_err *err)
+{
+	_cleanup_free_ char *data = NULL;
+	char **out = xcalloc(NET_MAX_NAMESERVERS + 1, sizeof(*out));
+	size_t n = 0;
+	char *line, *save = NULL;
+	int r;
+
+	r = fs_read_file(path, 64 * 1024, &data, NULL, err);
+	if (r == -ENOENT) {
+		bg_err_clear(err);
+		*ret = out;
+		return 0;
+	}
+	if (r < 0) {
+		free(out);
+		return r;
+	}
+	for (line = strtok_r(data, "\n", &save); line && n < NET_MAX_NAMESERVERS;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char addr[64];
+		struct in_addr a;
+
+		if (sscanf(line, " nameserver %63s", addr) != 1)
+			continue;
+		if (inet_pton(AF_INET, addr, &a) != 1 || (ntohl(a.s_addr) >> 24) == 127)
+			continue;
+		out[n++] = xstrdup(addr);
+	}
+	*ret = out;
+	return (int)n;
 }

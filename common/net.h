@@ -1,5 +1,5 @@
 /*
- * net.h - TCP connections with a deadline.
+ * net.h - TCP connections with a deadline; the host's DNS resolvers.
  */
 #ifndef BANGER_COMMON_NET_H
 #define BANGER_COMMON_NET_H
@@ -13,5 +13,15 @@
  * connect error otherwise (e.g. -ECONNREFUSED). Messages name ip:port.
  */
 int net_connect_tcp(const char *ip, int port, int timeout_ms, int *ret_fd, struct bg_err *err);
+
+/*
+ * The IPv4 nameservers of a resolv.conf file (at most NET_MAX_NAMESERVERS,
+ * in file order), leaving out loopback addresses (a local stub such as
+ * systemd-resolved's 127.0.0.53 is not reachable from a guest). *ret is an
+ * owned NULL-terminated array (strv_free), empty when there is none. A
+ * missing file gives an empty array. Returns the count or -errno.
+ */
+#define NET_MAX_NAMESERVERS 3
+int net_resolv_nameservers(const char *path, char ***ret, struct bg_err *err);
 
 #endif

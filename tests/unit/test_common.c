@@ -477,6 +477,30 @@ static void test_net_connect(void **state)
 	assert_int_equal(net_connect_tcp(NULL, 22, 2000, &fd, &err), -EINVAL);
 }
 
+static void test_resolv_nameservers(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-common");
+	_cleanup_free_ char *path = fs_path_join(dir, "resolv.conf");
+	_cleanup_free_ char *missing = fs_path_join(dir, "none");
+	_cleanup_strv_free_ char **ns = NULL;
+	_cleanup_strv_free_ char **none = NULL;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	test_write_file(path, "# comment\nsearch example.org\nnameserver 127.0.0.53\n"
+			      "nameserver 192.0.2.1\n  nameserver\t198.51.100.7 # x\n"
+			      "nameserver 2001:db8::1\nnameserver bogus\nnameserver 192.0.2.2\n"
+			      "nameserver 192.0.2.3\n");
+	assert_int_equal(net_resolv_nameservers(path, &ns, &err), 3);
+	assert_string_equal(ns[0], "192.0.2.1");
+	assert_string_equal(ns[1], "198.51.100.7");
+	assert_string_equal(ns[2], "192.0.2.2");
+	assert_null(ns[3]);
+	assert_int_equal(net_resolv_nameservers(missing, &none, &err), 0);
+	assert_null(none[0]);
+	test_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -488,7 +512,7 @@ int main(void)
 		cmocka_unit_test(test_proc_identity),	cmocka_unit_test(test_proc_find_in_path),
 		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
 		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
-		cmocka_unit_test(test_net_connect),
+		cmocka_unit_test(test_net_connect),	cmocka_unit_test(test_resolv_nameservers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
