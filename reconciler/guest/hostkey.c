@@ -96,6 +96,27 @@ static int generate(const char *dir, const char *priv, const char *pub, const ch
 	return fs_fsync_parent(priv, err);
 }
 
+int hostkey_read_public(const char *dir, struct hostkey *ret, struct bg_err *err)
+{
+	_cleanup_free_ char *pub = xasprintf("%s/%s.pub", dir, HOSTKEY_FILE);
+	_cleanup_free_ char *text = NULL;
+	struct hostkey k = { 0 };
+	int r;
+
+	r = read_half(pub, &text, err);
+	if (r == -ENOENT)
+		return bg_error(err, ENOENT, "host key: no '%s'", pub);
+	if (r < 0)
+		return r;
+	r = parse_public(pub, text, &k, err);
+	if (r < 0) {
+		hostkey_release(&k);
+		return r;
+	}
+	*ret = k;
+	return 0;
+}
+
 int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, struct bg_err *err)
 {
 	_cleanup_free_ char *priv = fs_path_join(dir, HOSTKEY_FILE);

@@ -42,6 +42,12 @@ struct hostkey {
  */
 int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, struct bg_err *err);
 
+/*
+ * Load only the public half of <dir>/ssh_host_ed25519_key.pub (for display:
+ * private_key stays NULL). -ENOENT when banger made no key for this VM.
+ */
+int hostkey_read_public(const char *dir, struct hostkey *ret, struct bg_err *err);
+
 /* Free what hostkey_ensure() filled in; the struct may be reused. */
 void hostkey_release(struct hostkey *k);
 

@@ -86,6 +86,18 @@ static void test_made_once_then_loaded(void **state)
 		assert_true(strncmp(out, a.public_line, strlen("ssh-ed25519 ") + 68) == 0);
 	}
 
+	/* The public half alone, for display. */
+	{
+		struct hostkey p = { 0 };
+
+		assert_int_equal(hostkey_read_public(dir, &p, &err), 0);
+		assert_null(p.private_key);
+		assert_string_equal(p.fingerprint, a.fingerprint);
+		hostkey_release(&p);
+		assert_int_equal(hostkey_read_public(tmpdir, &p, &err), -ENOENT);
+		bg_err_clear(&err);
+	}
+
 	/* Second call: the same key, nothing generated. */
 	assert_int_equal(hostkey_ensure(dir, "ignored", &b, &err), 0);
 	assert_string_equal(a.fingerprint, b.fingerprint);
