@@ -982,7 +982,7 @@ struct file_id {
 
 struct loader {
 	struct spec_set *set;
-	const char *top; /* the directory being loaded, or NULL for a single file */
+	const char *top;      /* the directory being loaded, or NULL for a single file */
 	struct file_id *seen; /* files read by this call: each is read once */
 	size_t n_seen;
 	struct file_id stack[SPEC_DIR_DEPTH_MAX + 1]; /* directories being walked */
@@ -1195,8 +1195,7 @@ int spec_load_path(struct spec_set *set, const char *path)
 	else if (S_ISDIR(st.st_mode)) {
 		l.top = path;
 		load_dir(&l, path, &st);
-	}
-	else
+	} else
 		load_file(&l, path, false);
 	free(l.seen);
 	return l.errors;
@@ -1224,7 +1223,8 @@ enum spec_userdata_kind spec_userdata_kind(const char *text, size_t len)
 		return SPEC_USERDATA_CLOUD_CONFIG;
 	if (len >= 2 && text[0] == '#' && text[1] == '!')
 		return SPEC_USERDATA_SCRIPT;
-	if (starts_with_ci(text, len, "content-type:") || starts_with_ci(text, len, "mime-version:"))
+	if (starts_with_ci(text, len, "content-type:") ||
+	    starts_with_ci(text, len, "mime-version:"))
 		return SPEC_USERDATA_MIME;
 	return SPEC_USERDATA_UNKNOWN;
 }
@@ -1247,10 +1247,10 @@ static struct spec_loc text_loc(const char *text, size_t len, size_t offset)
 	return loc;
 }
 
-static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg,
-		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg,
-		      const char *fmt, ...)
+static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg, const char *fmt,
+		      ...) __attribute__((format(printf, 4, 5)));
+static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg, const char *fmt,
+		      ...)
 {
 	char *msg = NULL;
 	va_list ap;
@@ -1460,9 +1460,9 @@ int spec_userdata_problem(const char *text, size_t len, struct spec_loc *ret_loc
 		return ud_problem(none, ret_loc, ret_msg, "must be at most %d bytes (256 KiB)",
 				  SPEC_USERDATA_MAX);
 	if (memchr(text, '\0', len))
-		return ud_problem(text_loc(text, len, (size_t)((const char *)memchr(text, '\0', len) -
-							      text)),
-				  ret_loc, ret_msg, "must not contain NUL bytes");
+		return ud_problem(
+			text_loc(text, len, (size_t)((const char *)memchr(text, '\0', len) - text)),
+			ret_loc, ret_msg, "must not contain NUL bytes");
 	if (!spec_utf8_valid(text, len))
 		return ud_problem(none, ret_loc, ret_msg, "must be valid UTF-8");
 	switch (spec_userdata_kind(text, len)) {
@@ -1477,16 +1477,18 @@ int spec_userdata_problem(const char *text, size_t len, struct spec_loc *ret_loc
 		size_t n = 0;
 
 		for (size_t i = 0; i < len && n < 40 && text[i] != '\n' && text[i] != '\r'; i++)
-			first[n++] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+			first[n++] =
+				(unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
 		/* Cut on a character boundary. */
 		while (n > 0 && n < len && ((unsigned char)text[n] & 0xc0) == 0x80)
 			n--;
 		first[n] = '\0';
-		return ud_problem((struct spec_loc){ 1, 1 }, ret_loc, ret_msg,
-				  "user-data must start with '#cloud-config' (a cloud-config), "
-				  "'#!' (a script) or MIME headers ('MIME-Version:', 'Content-Type: "
-				  "multipart/...'); got '%s'",
-				  first);
+		return ud_problem(
+			(struct spec_loc){ 1, 1 }, ret_loc, ret_msg,
+			"user-data must start with '#cloud-config' (a cloud-config), "
+			"'#!' (a script) or MIME headers ('MIME-Version:', 'Content-Type: "
+			"multipart/...'); got '%s'",
+			first);
 	}
 	}
 }

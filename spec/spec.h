@@ -37,7 +37,7 @@
 #define SPEC_NAME_MAX 63
 #define SPEC_FILE_MAX (1024 * 1024) /* bytes */
 #define SPEC_DEPTH_MAX 32
-#define SPEC_HASH_LEN 64 /* hex chars of SHA-256 */
+#define SPEC_HASH_LEN 64	       /* hex chars of SHA-256 */
 #define SPEC_USERDATA_MAX (256 * 1024) /* bytes of spec.cloudInit user-data */
 
 enum vm_desired_state {

@@ -922,10 +922,9 @@ static bool check_user_data(struct spec_builder *b, const char *what, const char
 		spec_builder_error(b, loc, "%s: %s", what, msg);
 	} else if (body.line) {
 		/* A literal block: line k of the text is line body.line + k - 1 of the file. */
-		spec_builder_error(b,
-				   (struct spec_loc){ body.line + at.line - 1,
-						      body.col + at.col - 1 },
-				   "%s: %s", what, msg);
+		spec_builder_error(
+			b, (struct spec_loc){ body.line + at.line - 1, body.col + at.col - 1 },
+			"%s: %s", what, msg);
 	} else if (loc.line) {
 		spec_builder_error(b, loc, "%s: at line %u, column %u of the user-data: %s", what,
 				   at.line, at.col, msg);
@@ -950,17 +949,18 @@ static void finish_user_data(struct spec_builder *b)
 	if (!b->read_file) {
 		/* The canonical JSON carries the content next to the name. */
 		if (!b->seen[fu])
-			spec_builder_error(b, b->val_loc[fd], "%s: its content (userData) is missing",
+			spec_builder_error(b, b->val_loc[fd],
+					   "%s: its content (userData) is missing",
 					   fields[fd].path);
 		return;
 	}
 	if (b->seen[fu]) {
-		spec_builder_error(b, b->key_loc[fd],
-				   "spec.cloudInit: give either userData or userDataFile, not both");
+		spec_builder_error(
+			b, b->key_loc[fd],
+			"spec.cloudInit: give either userData or userDataFile, not both");
 		return;
 	}
-	if (b->read_file(b->read_ctx, s->cloudinit_user_data_file, &data, &len, &shown, &err) <
-	    0) {
+	if (b->read_file(b->read_ctx, s->cloudinit_user_data_file, &data, &len, &shown, &err) < 0) {
 		spec_builder_error(b, b->val_loc[fd], "%s: %s", fields[fd].path, err.msg);
 		return;
 	}

@@ -158,7 +158,9 @@ static void add_text(struct buf *b, int indent, const char *key, const char *val
 		trailing++;
 	/* The explicit indentation indicator keeps text whose first line is indented. */
 	buf_addf(b, "%*s%s: |2%s\n", indent, "", key,
-		 trailing == 0 ? "-" : trailing == 1 ? "" : "+");
+		 trailing == 0	 ? "-"
+		 : trailing == 1 ? ""
+				 : "+");
 	while (*p) {
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
