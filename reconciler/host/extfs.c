@@ -84,18 +84,40 @@ static int disk_size(int fd, const char *path, uint64_t *ret, struct bg_err *err
 	return bg_errorf(err, EINVAL, "'%s' is neither a file nor a block device", path);
 }
 
-/* The last non-empty line of a tool's output, for an error message. */
-static const char *last_line(char *out)
+/*
+ * A tool's output on one line for an error message (owned): lines joined
+ * with " | ", blank ones dropped, runs of spaces squeezed, at most
+ * OUTPUT_SHOWN chars from the start, where e2fsck says what is wrong.
+ */
+#define OUTPUT_SHOWN 1024
+static char *one_line(const char *out)
 {
-	char *end, *start;
+	char *ret = xmalloc(OUTPUT_SHOWN + 4);
+	bool space = false, newline = false;
+	size_t o = 0;
 
-	if (!out)
-		return "";
-	end = out + strlen(out);
-	while (end > out && (end[-1] == '\n' || end[-1] == ' '))
-		*--end = '\0';
-	start = strrchr(out, '\n');
-	return start ? start + 1 : out;
+	for (size_t i = 0; out && out[i] && o < OUTPUT_SHOWN; i++) {
+		char c = out[i];
+
+		if (c == '\n') {
+			newline = o > 0;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\r') {
+			space = o > 0;
+			continue;
+		}
+		if (newline) {
+			memcpy(ret + o, " | ", 3);
+			o += 3;
+		} else if (space) {
+			ret[o++] = ' ';
+		}
+		newline = space = false;
+		ret[o++] = c;
+	}
+	ret[o] = '\0';
+	return ret;
 }
 
 int host_ext_grow(const char *path, struct bg_err *err)
@@ -139,11 +161,14 @@ int host_ext_grow(const char *path, struct bg_err *err)
 		r = proc_run_status(argv, TOOL_TIMEOUT_MS, &out, &status, err);
 		if (r < 0)
 			return bg_err_wrap(err, "grow '%s': e2fsck", path);
-		if (status > E2FSCK_WORST_OK)
+		if (status > E2FSCK_WORST_OK) {
+			_cleanup_free_ char *shown = one_line(out);
+
 			return bg_errorf(err, EIO,
 					 "grow '%s': 'e2fsck -fy' exited with status %d, the "
 					 "filesystem is left as it is: %s",
-					 path, status, last_line(out));
+					 path, status, shown);
+		}
 	}
 	{
 		const char *argv[] = { resize2fs, path, NULL };
