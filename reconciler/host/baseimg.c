@@ -503,6 +503,7 @@ out:
 int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path[4096],
 			 struct bg_err *err)
 {
+	_cleanup_free_ char *abs_state = NULL;
 	_cleanup_close_ int fd = -1;
 	uint8_t hdr[HOST_QCOW2_HEADER_MAX];
 	struct stat st;
@@ -512,8 +513,8 @@ int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path
 	if (!image || image[0] != '/')
 		return bg_errorf(err, EINVAL, "rootfs image '%s': the path must be absolute",
 				 image ? image : "");
-	if (!state_dir || state_dir[0] != '/')
-		return bg_errorf(err, EINVAL, "base image: the state directory must be absolute");
+	if (!state_dir || !*state_dir)
+		return bg_errorf(err, EINVAL, "base image: no state directory");
 	fd = open(image, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return bg_error(err, errno, "rootfs image '%s'", image);
@@ -526,6 +527,13 @@ int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path
 		return bg_error(err, errno, "rootfs image '%s'", image);
 	if (!host_is_qcow2(hdr, (size_t)n))
 		return set_ret(ret_path, image, err);
+	if (state_dir[0] != '/') {
+		/* The answer is a rootfs image path, which must be absolute. */
+		abs_state = realpath(state_dir, NULL);
+		if (!abs_state)
+			return bg_error(err, errno, "state directory '%s'", state_dir);
+		state_dir = abs_state;
+	}
 	r = resolve_qcow2(state_dir, image, fd, &st, ret_path, err);
 	if (r < 0)
 		return bg_err_wrap(err, "rootfs image '%s'", image);

@@ -118,7 +118,9 @@ static void test_raw_is_itself(void **state)
 	assert_false(hosttest_exists(f->images));
 	/* Bad input. */
 	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, "rel.img", path, &err), -EINVAL);
-	assert_int_equal(host_ops_linux.baseimg_resolve("state", f->qcow2, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve("", f->qcow2, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve("no/such/state", f->qcow2, path, &err),
+			 -ENOENT);
 	assert_int_equal(
 		host_ops_linux.baseimg_resolve(f->state, "/nonexistent/x.qcow2", path, &err),
 		-ENOENT);
@@ -190,6 +192,17 @@ static void test_qcow2_cache(void **state)
 		assert_string_equal(path, want2);
 	}
 	assert_int_equal(count_prefixed(f->images, ""), 4); /* two .raw, two .src */
+
+	/* A relative state dir still gives an absolute path. */
+	{
+		_cleanup_free_ char *abs = realpath(want2, NULL);
+
+		assert_int_equal(chdir(f->dir), 0);
+		assert_int_equal(host_ops_linux.baseimg_resolve("state", f->qcow2, path, &err), 0);
+		assert_int_equal(chdir("/"), 0);
+		assert_non_null(abs);
+		assert_string_equal(path, abs);
+	}
 }
 
 /*
