@@ -18,6 +18,36 @@ void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN])
 	SHA256(data, len, out);
 }
 
+/* The stream is libcrypto's EVP_MD_CTX; the struct only gives it a type of our own. */
+struct sha256_stream *sha256_stream_new(void)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		abort(); /* out of memory, as xmalloc() treats it */
+	return (struct sha256_stream *)ctx;
+}
+
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
+{
+	if (EVP_DigestUpdate((EVP_MD_CTX *)s, data, len) != 1)
+		abort();
+}
+
+void sha256_stream_finish(struct sha256_stream *s, uint8_t out[SHA256_LEN])
+{
+	unsigned int n = SHA256_LEN;
+
+	if (EVP_DigestFinal_ex((EVP_MD_CTX *)s, out, &n) != 1)
+		abort();
+	EVP_MD_CTX_free((EVP_MD_CTX *)s);
+}
+
+void sha256_stream_free(struct sha256_stream *s)
+{
+	EVP_MD_CTX_free((EVP_MD_CTX *)s);
+}
+
 void hex_encode(const uint8_t *data, size_t len, char *out)
 {
 	static const char hex[] = "0123456789abcdef";

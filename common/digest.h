@@ -21,6 +21,18 @@ void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1]);
 /* Raw SHA-256. */
 void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN]);
 
+/*
+ * SHA-256 of data fed in pieces (a file too large to hold in memory):
+ * sha256_stream_new(), sha256_stream_update() any number of times, then
+ * sha256_stream_finish(), which writes the digest and frees the stream.
+ * sha256_stream_free() frees one that is not finished (NULL is fine).
+ */
+struct sha256_stream;
+struct sha256_stream *sha256_stream_new(void);
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len);
+void sha256_stream_finish(struct sha256_stream *s, uint8_t out[SHA256_LEN]);
+void sha256_stream_free(struct sha256_stream *s);
+
 /* HMAC-SHA1(key, data) into out. */
 void hmac_sha1(const void *key, size_t key_len, const void *data, size_t len,
 	       uint8_t out[SHA1_LEN]);

@@ -29,6 +29,12 @@ static const char *const restart_names[RESTART_POLICY_MAX] = {
 	[RESTART_NEVER] = "never",
 };
 
+static const char *const guest_config_names[GUEST_CONFIG_MAX] = {
+	[GUEST_CONFIG_AUTO] = "auto",
+	[GUEST_CONFIG_CLOUDINIT] = "cloudinit",
+	[GUEST_CONFIG_CMDLINE] = "cmdline",
+};
+
 static int lookup(const char *const *names, int n, const char *s)
 {
 	if (!s)
@@ -52,6 +58,16 @@ const char *vmm_kind_to_string(enum vmm_kind k)
 const char *restart_policy_to_string(enum restart_policy p)
 {
 	return (unsigned)p < RESTART_POLICY_MAX ? restart_names[p] : NULL;
+}
+
+const char *guest_config_to_string(enum guest_config c)
+{
+	return (unsigned)c < GUEST_CONFIG_MAX ? guest_config_names[c] : NULL;
+}
+
+int guest_config_from_string(const char *s)
+{
+	return lookup(guest_config_names, GUEST_CONFIG_MAX, s);
 }
 
 int vm_desired_state_from_string(const char *s)
@@ -88,6 +104,8 @@ void vm_spec_free(struct vm_spec *spec)
 	for (size_t i = 0; i < spec->n_ssh_keys; i++)
 		free(spec->ssh_keys[i]);
 	free(spec->ssh_keys);
+	free(spec->cloudinit_user_data);
+	free(spec->cloudinit_user_data_file);
 	free(spec->source_file);
 	free(spec);
 }
@@ -121,6 +139,8 @@ struct vm_spec *vm_spec_dup(const struct vm_spec *spec)
 		for (size_t i = 0; i < spec->n_ssh_keys; i++)
 			d->ssh_keys[i] = xstrdup(spec->ssh_keys[i]);
 	}
+	d->cloudinit_user_data = xstrdup_null(spec->cloudinit_user_data);
+	d->cloudinit_user_data_file = xstrdup_null(spec->cloudinit_user_data_file);
 	d->source_file = xstrdup_null(spec->source_file);
 	return d;
 }
@@ -174,9 +194,13 @@ enum spec_change spec_compare(const struct vm_spec *a, const struct vm_spec *b)
 	    !opt_eq(a->kernel_initrd, b->kernel_initrd) ||
 	    !opt_eq(a->kernel_args, b->kernel_args) || !str_eq(a->rootfs_image, b->rootfs_image) ||
 	    a->rootfs_size_mib != b->rootfs_size_mib || a->work_disk_mib != b->work_disk_mib ||
-	    !opt_eq(a->ip, b->ip) || !str_eq(user_of(a), user_of(b)) || !keys_eq(a, b))
+	    !opt_eq(a->ip, b->ip) || !str_eq(user_of(a), user_of(b)) || !keys_eq(a, b) ||
+	    a->guest_config != b->guest_config ||
+	    !str_eq(a->cloudinit_user_data, b->cloudinit_user_data))
 		return SPEC_REBOOT;
-	if (!labels_eq(a, b) || a->restart_policy != b->restart_policy)
+	/* Only the name of a userDataFile whose content is the same: nothing to boot again. */
+	if (!labels_eq(a, b) || a->restart_policy != b->restart_policy ||
+	    !str_eq(a->cloudinit_user_data_file, b->cloudinit_user_data_file))
 		return SPEC_UPDATE;
 	return SPEC_SAME;
 }

@@ -57,6 +57,11 @@ enum spec_field {
 	SPEC_F_SSH,
 	SPEC_F_SSH_USER,
 	SPEC_F_SSH_KEYS,
+	SPEC_F_GUEST,
+	SPEC_F_GUEST_CONFIG,
+	SPEC_F_CLOUDINIT,
+	SPEC_F_CLOUDINIT_USER_DATA,
+	SPEC_F_CLOUDINIT_USER_DATA_FILE,
 	SPEC_F_RESTART,
 	SPEC_F_MAX
 };
@@ -98,8 +103,23 @@ enum spec_kind spec_resolve_plain(const char *s, size_t len);
 /* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 bool spec_utf8_valid(const char *s, size_t len);
 
-/* Diagnostic sink: a message about a position. */
-typedef void (*spec_report_fn)(void *ctx, struct spec_loc loc, const char *msg);
+/* Diagnostic sink: a message about a position in 'file' (NULL: the document's own file). */
+typedef void (*spec_report_fn)(void *ctx, const char *file, struct spec_loc loc, const char *msg);
+
+/*
+ * Reads a userDataFile for the builder: 'name' as written in the spec.
+ * Returns 0 with the content (owned, NUL-terminated) and the name to show in
+ * diagnostics about it (owned), or -errno with a message in err (no position).
+ */
+typedef int (*spec_read_fn)(void *ctx, const char *name, char **ret_data, size_t *ret_len,
+			    char **ret_shown, struct bg_err *err);
+
+/*
+ * Check user-data text (see spec_userdata_check()). Returns 0, or -EINVAL
+ * with the message (owned) and its position inside the text (1-based; line 0
+ * when it is about the whole text).
+ */
+int spec_userdata_problem(const char *text, size_t len, struct spec_loc *ret_loc, char **ret_msg);
 
 /*
  * Builds one struct vm_spec from the fields of one document. The front end
@@ -118,6 +138,20 @@ struct spec_builder {
 	struct spec_loc val_loc[SPEC_F_MAX]; /* its value */
 	struct spec_loc *label_loc;	     /* key positions of spec->labels, unsorted */
 	size_t label_alloc;
+	/*
+	 * Reads userDataFile; NULL for the canonical JSON, where the content is
+	 * in userData next to the file's name and no file is read.
+	 */
+	spec_read_fn read_file;
+	void *read_ctx;
+	/*
+	 * Set by the YAML front end before each scalar: for a literal block
+	 * scalar ('|'), the position of its first content line (column: its
+	 * indentation + 1), so a line of user-data maps to a line of the file;
+	 * line 0 for any other style.
+	 */
+	struct spec_loc body_loc;
+	struct spec_loc user_data_body; /* body_loc of spec.cloudInit.userData */
 };
 
 void spec_builder_init(struct spec_builder *b, struct spec_loc doc_loc, spec_report_fn report,

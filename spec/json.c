@@ -98,6 +98,18 @@ char *spec_to_json(const struct vm_spec *s)
 		if (!k || !cJSON_AddItemToArray(keys, k))
 			abort();
 	}
+	/* Left out at their defaults, so specs written before they existed keep their hash. */
+	if (s->guest_config != GUEST_CONFIG_AUTO) {
+		o = add_object(spec, "guest");
+		add_string(o, "config", or_empty(guest_config_to_string(s->guest_config)));
+	}
+	if (s->cloudinit_user_data) {
+		/* The content, not just the file's name: editing the file changes the hash. */
+		o = add_object(spec, "cloudInit");
+		add_string(o, "userData", s->cloudinit_user_data);
+		if (s->cloudinit_user_data_file)
+			add_string(o, "userDataFile", s->cloudinit_user_data_file);
+	}
 	add_string(spec, "restartPolicy", or_empty(restart_policy_to_string(s->restart_policy)));
 
 	out = cJSON_PrintUnformatted(root);
@@ -120,10 +132,11 @@ struct json_errors {
 	unsigned n;
 };
 
-static void json_report(void *ctx, struct spec_loc loc, const char *msg)
+static void json_report(void *ctx, const char *file, struct spec_loc loc, const char *msg)
 {
 	struct json_errors *e = ctx;
 
+	(void)file;
 	(void)loc;
 	if (e->n++ == 0)
 		buf_adds(&e->first, msg);

@@ -14,11 +14,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -274,8 +277,10 @@ int spec_set_finish(struct spec_set *set)
 /* ---- the YAML event front end ----------------------------------------------- */
 
 struct ydiag {
-	struct spec_loc loc;
+	struct spec_loc loc;	  /* where it is (in file, when set) */
+	struct spec_loc sort_loc; /* where it sorts: loc, or the field naming 'file' */
 	size_t seq;
+	char *file; /* another file than the stream's (a userDataFile), or NULL */
 	char *msg;
 };
 
@@ -300,6 +305,8 @@ struct yp {
 	struct ydoc *docs;
 	size_t n_docs;
 	struct spec_builder *b; /* the current document's */
+	const char *base_dir;	/* the spec directory: userDataFile stays inside it */
+	const char *rel_dir;	/* the file's directory relative to base_dir ("" when the same) */
 };
 
 /* One event, copied out of libyaml so it can be freed at once. */
@@ -310,6 +317,7 @@ struct yev {
 	char *value; /* scalars; owned */
 	size_t len;
 	bool plain;
+	bool literal; /* a literal block scalar ('|') */
 	bool alias;
 	enum spec_kind kind;
 };
@@ -325,7 +333,7 @@ static struct spec_loc mark_loc(yaml_mark_t m)
 	return (struct spec_loc){ (unsigned)m.line + 1, (unsigned)m.column + 1 };
 }
 
-static void yp_report(void *ctx, struct spec_loc loc, const char *msg)
+static void yp_report(void *ctx, const char *file, struct spec_loc loc, const char *msg)
 {
 	struct yp *p = ctx;
 	struct ydiag *d;
@@ -338,6 +346,11 @@ static void yp_report(void *ctx, struct spec_loc loc, const char *msg)
 	p->diags = xreallocarray(p->diags, p->n_diags + 1, sizeof(*p->diags));
 	d = &p->diags[p->n_diags];
 	d->loc = loc;
+	d->sort_loc = loc;
+	/* In another file: sort it where the field that names the file is. */
+	if (file && p->b)
+		d->sort_loc = p->b->val_loc[SPEC_F_CLOUDINIT_USER_DATA_FILE];
+	d->file = xstrdup_null(file);
 	d->seq = p->n_diags++;
 	d->msg = xstrdup(msg);
 }
@@ -353,7 +366,7 @@ static void yp_error(struct yp *p, struct spec_loc loc, const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) < 0)
 		abort();
 	va_end(ap);
-	yp_report(p, loc, msg);
+	yp_report(p, NULL, loc, msg);
 }
 
 /* Byte offset of the character 'index' (libyaml marks count characters). */
@@ -457,6 +470,7 @@ static bool next(struct yp *p, struct yev *ev)
 		memcpy(ev->value, e.data.scalar.value, ev->len);
 		ev->value[ev->len] = '\0';
 		ev->plain = e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+		ev->literal = e.data.scalar.style == YAML_LITERAL_SCALAR_STYLE;
 		ev->kind = ev->plain ? spec_resolve_plain(ev->value, ev->len) : SPEC_KIND_STRING;
 		break;
 	case YAML_SEQUENCE_START_EVENT:
@@ -550,6 +564,97 @@ static bool bad_key(struct yp *p, struct yev *key)
 }
 
 static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev);
+
+/*
+ * Where the content of a literal block scalar starts: the line after its
+ * header ('|' and indicators), at the indentation of its first non-blank
+ * line (auto-detected indentation; with an explicit indicator that is the
+ * best the marks give). Line k of the value is then line body.line + k - 1.
+ */
+static struct spec_loc literal_body_loc(struct yp *p, const struct yev *ev)
+{
+	size_t i = byte_offset(p, ev->start_index);
+	unsigned indent = 0;
+
+	while (i < p->len && p->data[i] != '\n' && p->data[i] != '\r')
+		i++;
+	if (i < p->len && p->data[i] == '\r')
+		i++;
+	if (i < p->len && p->data[i] == '\n')
+		i++;
+	for (size_t j = i; j < p->len;) {
+		unsigned n = 0;
+
+		while (j < p->len && p->data[j] == ' ') {
+			j++;
+			n++;
+		}
+		if (j < p->len && p->data[j] != '\n' && p->data[j] != '\r') {
+			indent = n;
+			break;
+		}
+		while (j < p->len && (p->data[j] == '\n' || p->data[j] == '\r'))
+			j++;
+	}
+	return (struct spec_loc){ ev->loc.line + 1, indent + 1 };
+}
+
+/* "dir/name" when 'file' has a directory part, else "name". Owned. */
+static char *sibling_path(const char *file, const char *name)
+{
+	const char *slash = strrchr(file, '/');
+
+	if (!slash)
+		return xstrdup(name);
+	return xasprintf("%.*s/%s", (int)(slash - file), file, name);
+}
+
+/* The userDataFile reader (spec_read_fn) for a stream read from the spec directory. */
+static int yp_read_file(void *ctx, const char *name, char **ret_data, size_t *ret_len,
+			char **ret_shown, struct bg_err *err)
+{
+	struct yp *p = ctx;
+	_cleanup_free_ char *shown = sibling_path(p->file, name);
+	_cleanup_free_ char *rel = NULL;
+	_cleanup_close_ int dfd = -1, fd = -1;
+	struct open_how how = {
+		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	struct stat st;
+	int r;
+
+	dfd = open(p->base_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return bg_error(err, errno, "cannot open the spec directory '%s'", p->base_dir);
+	rel = *p->rel_dir ? fs_path_join(p->rel_dir, name) : xstrdup(name);
+	fd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
+	if (fd < 0) {
+		if (errno == EXDEV)
+			return bg_errorf(err, EXDEV, "'%s' leads outside the spec directory '%s'",
+					 shown, p->base_dir);
+		if (errno == ELOOP)
+			return bg_errorf(err, ELOOP,
+					 "'%s' is a symbolic link (not followed for user-data)",
+					 shown);
+		return bg_error(err, errno, "cannot open '%s'", shown);
+	}
+	if (fstat(fd, &st) < 0)
+		return bg_error(err, errno, "cannot stat '%s'", shown);
+	if (!S_ISREG(st.st_mode))
+		return bg_errorf(err, EINVAL, "'%s' is not a regular file", shown);
+	if (st.st_size > SPEC_USERDATA_MAX)
+		return bg_errorf(err, EFBIG, "'%s' is larger than %d bytes (256 KiB)", shown,
+				 SPEC_USERDATA_MAX);
+	r = fs_read_fd(fd, SPEC_USERDATA_MAX, shown, ret_data, ret_len, err);
+	if (r == -EFBIG)
+		return bg_errorf(err, EFBIG, "'%s' is larger than %d bytes (256 KiB)", shown,
+				 SPEC_USERDATA_MAX);
+	if (r < 0)
+		return r;
+	*ret_shown = TAKE_PTR(shown);
+	return 0;
+}
 
 /* The entries of a known mapping, after its MAPPING-START. */
 static bool parse_map(struct yp *p, enum spec_field parent)
@@ -654,7 +759,9 @@ static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev)
 			return skip(p, ev);
 		return parse_seq(p, f);
 	default:
+		p->b->body_loc = ev->literal ? literal_body_loc(p, ev) : (struct spec_loc){ 0, 0 };
 		spec_builder_scalar(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc);
+		p->b->body_loc = (struct spec_loc){ 0, 0 };
 		return skip(p, ev);
 	}
 }
@@ -688,6 +795,8 @@ static void parse_document(struct yp *p, const struct yev *start)
 		return;
 	}
 	spec_builder_init(&b, root.loc, yp_report, p);
+	b.read_file = yp_read_file;
+	b.read_ctx = p;
 	p->b = &b;
 	if (root.type == YAML_MAPPING_START_EVENT) {
 		ok = parse_map(p, SPEC_F_ROOT);
@@ -744,16 +853,20 @@ static int ydiag_cmp(const void *a, const void *b)
 {
 	const struct ydiag *x = a, *y = b;
 
-	if (x->loc.line != y->loc.line)
-		return x->loc.line < y->loc.line ? -1 : 1;
-	if (x->loc.col != y->loc.col)
-		return x->loc.col < y->loc.col ? -1 : 1;
+	if (x->sort_loc.line != y->sort_loc.line)
+		return x->sort_loc.line < y->sort_loc.line ? -1 : 1;
+	if (x->sort_loc.col != y->sort_loc.col)
+		return x->sort_loc.col < y->sort_loc.col ? -1 : 1;
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len)
+/* spec_parse_buffer() with the spec directory and the file's directory inside it. */
+static int parse_buffer_in(struct spec_set *set, const char *file, const char *data, size_t len,
+			   const char *base_dir, const char *rel_dir)
 {
-	struct yp p = { .file = file, .data = data, .len = len };
+	struct yp p = {
+		.file = file, .data = data, .len = len, .base_dir = base_dir, .rel_dir = rel_dir
+	};
 	int errors;
 
 	if (len > SPEC_FILE_MAX) {
@@ -783,7 +896,9 @@ int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, 
 	if (p.n_diags > 1)
 		qsort(p.diags, p.n_diags, sizeof(*p.diags), ydiag_cmp);
 	for (size_t i = 0; i < p.n_diags; i++) {
-		set_add_diag(set, file, p.diags[i].loc, p.diags[i].msg);
+		set_add_diag(set, p.diags[i].file ? p.diags[i].file : file, p.diags[i].loc,
+			     p.diags[i].msg);
+		free(p.diags[i].file);
 		free(p.diags[i].msg);
 	}
 	errors = (int)p.n_diags;
@@ -813,6 +928,25 @@ int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, 
 	if (errors)
 		set_fail_file(set, file);
 	return errors;
+}
+
+/* The directory part of a path: "." when it has none. Owned. */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len)
+{
+	_cleanup_free_ char *dir = dir_of(file);
+
+	return parse_buffer_in(set, file, data, len, dir, "");
 }
 
 /* ---- loading files and directories ------------------------------------------ */
@@ -848,6 +982,7 @@ struct file_id {
 
 struct loader {
 	struct spec_set *set;
+	const char *top;      /* the directory being loaded, or NULL for a single file */
 	struct file_id *seen; /* files read by this call: each is read once */
 	size_t n_seen;
 	struct file_id stack[SPEC_DIR_DEPTH_MAX + 1]; /* directories being walked */
@@ -937,7 +1072,27 @@ static void load_file(struct loader *l, const char *path, bool walked)
 		load_error(l, path, -r, "cannot read");
 		return;
 	}
-	l->errors += spec_parse_buffer(l->set, path, data, len);
+	/*
+	 * A cloud-config kept next to the specs (named by a userDataFile) is
+	 * YAML too, but no spec: its first line says so.
+	 */
+	if (walked && spec_userdata_kind(data, len) == SPEC_USERDATA_CLOUD_CONFIG)
+		return;
+	if (l->top) {
+		/* path is top + "/" + rel + "/" + name (fs_path_join): its directory inside top. */
+		_cleanup_free_ char *dir = dir_of(path);
+		size_t n = strlen(l->top);
+		const char *rel;
+
+		while (n > 1 && l->top[n - 1] == '/')
+			n--;
+		rel = strlen(dir) >= n && strncmp(dir, l->top, n) == 0 ? dir + n : "";
+		while (*rel == '/')
+			rel++;
+		l->errors += parse_buffer_in(l->set, path, data, len, l->top, rel);
+	} else {
+		l->errors += spec_parse_buffer(l->set, path, data, len);
+	}
 }
 
 static void load_dir(struct loader *l, const char *path, const struct stat *dst);
@@ -1037,10 +1192,316 @@ int spec_load_path(struct spec_set *set, const char *path)
 	}
 	if (stat(path, &st) < 0)
 		load_error(&l, path, errno, "cannot read");
-	else if (S_ISDIR(st.st_mode))
+	else if (S_ISDIR(st.st_mode)) {
+		l.top = path;
 		load_dir(&l, path, &st);
-	else
+	} else
 		load_file(&l, path, false);
 	free(l.seen);
 	return l.errors;
+}
+
+/* ---- user-data ------------------------------------------------------------------ */
+
+#define USERDATA_DEPTH_MAX 64
+
+static bool starts_with_ci(const char *s, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return len >= n && strncasecmp(s, prefix, n) == 0;
+}
+
+enum spec_userdata_kind spec_userdata_kind(const char *text, size_t len)
+{
+	static const char cc[] = "#cloud-config";
+	size_t n = sizeof(cc) - 1;
+
+	/* Exactly "#cloud-config": "#cloud-config-archive" and "-jsonp" are other kinds. */
+	if (len >= n && memcmp(text, cc, n) == 0 &&
+	    (len == n || text[n] == '\n' || text[n] == '\r' || text[n] == ' ' || text[n] == '\t'))
+		return SPEC_USERDATA_CLOUD_CONFIG;
+	if (len >= 2 && text[0] == '#' && text[1] == '!')
+		return SPEC_USERDATA_SCRIPT;
+	if (starts_with_ci(text, len, "content-type:") ||
+	    starts_with_ci(text, len, "mime-version:"))
+		return SPEC_USERDATA_MIME;
+	return SPEC_USERDATA_UNKNOWN;
+}
+
+/* Line and column (in characters, 1-based) of a byte offset in text. */
+static struct spec_loc text_loc(const char *text, size_t len, size_t offset)
+{
+	struct spec_loc loc = { 1, 1 };
+
+	for (size_t i = 0; i < offset && i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		if (c == '\n' || (c == '\r' && (i + 1 >= len || text[i + 1] != '\n'))) {
+			loc.line++;
+			loc.col = 1;
+		} else if ((c & 0xc0) != 0x80 && c != '\r') {
+			loc.col++;
+		}
+	}
+	return loc;
+}
+
+static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg, const char *fmt,
+		      ...) __attribute__((format(printf, 4, 5)));
+static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_msg, const char *fmt,
+		      ...)
+{
+	char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	*ret_loc = at;
+	*ret_msg = msg;
+	return -EINVAL;
+}
+
+static const char *yaml_node_name(const yaml_event_t *e)
+{
+	if (e->type == YAML_SEQUENCE_START_EVENT)
+		return "a sequence";
+	if (e->type == YAML_ALIAS_EVENT)
+		return "an alias";
+	return "a scalar";
+}
+
+/* The whole text is one YAML document whose top level is a mapping or empty. */
+static int cloud_config_problem(const char *text, size_t len, struct spec_loc *ret_loc,
+				char **ret_msg)
+{
+	yaml_parser_t y;
+	unsigned depth = 0, docs = 0;
+	bool expect_root = false;
+	int r = 0;
+
+	if (!yaml_parser_initialize(&y))
+		abort();
+	yaml_parser_set_encoding(&y, YAML_UTF8_ENCODING);
+	yaml_parser_set_input_string(&y, (const unsigned char *)text, len);
+	for (;;) {
+		yaml_event_t e;
+		struct spec_loc at;
+		bool end;
+
+		if (!yaml_parser_parse(&y, &e)) {
+			const char *problem = y.problem ? y.problem : "unknown error";
+
+			if (y.error == YAML_READER_ERROR)
+				r = ud_problem(text_loc(text, len, y.problem_offset), ret_loc,
+					       ret_msg, "cloud-config is not valid YAML: %s",
+					       problem);
+			else if (y.context)
+				r = ud_problem(mark_loc(y.problem_mark), ret_loc, ret_msg,
+					       "cloud-config is not valid YAML: %s (%s)", problem,
+					       y.context);
+			else
+				r = ud_problem(mark_loc(y.problem_mark), ret_loc, ret_msg,
+					       "cloud-config is not valid YAML: %s", problem);
+			break;
+		}
+		at = mark_loc(e.start_mark);
+		end = e.type == YAML_STREAM_END_EVENT;
+		if (expect_root) {
+			expect_root = false;
+			if (e.type != YAML_MAPPING_START_EVENT &&
+			    !(e.type == YAML_SCALAR_EVENT &&
+			      e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+			      spec_resolve_plain((const char *)e.data.scalar.value,
+						 e.data.scalar.length) == SPEC_KIND_NULL))
+				r = ud_problem(at, ret_loc, ret_msg,
+					       "the top level of a cloud-config must be a mapping, "
+					       "got %s",
+					       yaml_node_name(&e));
+		}
+		switch (e.type) {
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1)
+				r = ud_problem(at, ret_loc, ret_msg,
+					       "a cloud-config must be a single YAML document");
+			expect_root = true;
+			break;
+		case YAML_MAPPING_START_EVENT:
+		case YAML_SEQUENCE_START_EVENT:
+			if (++depth > USERDATA_DEPTH_MAX)
+				r = ud_problem(at, ret_loc, ret_msg,
+					       "cloud-config nests deeper than %d levels",
+					       USERDATA_DEPTH_MAX);
+			break;
+		case YAML_MAPPING_END_EVENT:
+		case YAML_SEQUENCE_END_EVENT:
+			depth--;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&e);
+		if (r < 0 || end)
+			break;
+	}
+	yaml_parser_delete(&y);
+	return r;
+}
+
+/* The value of a boundary= parameter in a Content-Type value, or NULL. Owned. */
+static char *mime_boundary(const char *v, size_t len)
+{
+	for (size_t i = 0; i + 9 <= len; i++) {
+		size_t j, k;
+
+		if (strncasecmp(v + i, "boundary=", 9) != 0 ||
+		    (i > 0 && v[i - 1] != ';' && v[i - 1] != ' ' && v[i - 1] != '\t'))
+			continue;
+		j = i + 9;
+		if (j < len && v[j] == '"') {
+			k = ++j;
+			while (k < len && v[k] != '"')
+				k++;
+		} else {
+			k = j;
+			while (k < len && v[k] != ';' && v[k] != ' ' && v[k] != '\t')
+				k++;
+		}
+		return k > j ? xstrndup(v + j, k - j) : NULL;
+	}
+	return NULL;
+}
+
+/* Headers (with a multipart Content-Type and a boundary), a blank line, the boundary in the body. */
+static int mime_problem(const char *text, size_t len, struct spec_loc *ret_loc, char **ret_msg)
+{
+	_cleanup_free_ char *ctype = NULL, *boundary = NULL, *delim = NULL;
+	struct spec_loc ct_at = { 1, 1 };
+	size_t i = 0, body = 0;
+	unsigned line = 0;
+	bool blank = false;
+
+	while (i < len) {
+		const char *s = text + i, *nl = memchr(s, '\n', len - i);
+		size_t n = nl ? (size_t)(nl - s) : len - i;
+
+		line++;
+		i += n + (nl ? 1 : 0);
+		if (n > 0 && s[n - 1] == '\r')
+			n--;
+		if (n == 0) {
+			blank = true;
+			body = i;
+			break;
+		}
+		if (s[0] == ' ' || s[0] == '\t') {
+			/* A folded continuation of the previous header. */
+			if (line == 1)
+				return ud_problem((struct spec_loc){ line, 1 }, ret_loc, ret_msg,
+						  "MIME headers must not start with a space");
+			if (ctype && !boundary) {
+				char *joined = xasprintf("%s %.*s", ctype, (int)n, s);
+
+				free(ctype);
+				ctype = joined;
+			}
+			continue;
+		}
+		if (!memchr(s, ':', n))
+			return ud_problem((struct spec_loc){ line, 1 }, ret_loc, ret_msg,
+					  "not a MIME header line (expected 'Name: value', then a "
+					  "blank line before the body)");
+		if (starts_with_ci(s, n, "content-type:")) {
+			size_t v = 13;
+
+			while (v < n && (s[v] == ' ' || s[v] == '\t'))
+				v++;
+			free(ctype);
+			ctype = xstrndup(s + v, n - v);
+			ct_at = (struct spec_loc){ line, (unsigned)v + 1 };
+		}
+	}
+	if (!ctype)
+		return ud_problem((struct spec_loc){ 1, 1 }, ret_loc, ret_msg,
+				  "MIME user-data needs a 'Content-Type: multipart/...' header");
+	if (!starts_with_ci(ctype, strlen(ctype), "multipart/"))
+		return ud_problem(ct_at, ret_loc, ret_msg,
+				  "MIME user-data must be a multi-part archive (Content-Type "
+				  "multipart/...)");
+	boundary = mime_boundary(ctype, strlen(ctype));
+	if (!boundary)
+		return ud_problem(ct_at, ret_loc, ret_msg,
+				  "the multipart Content-Type has no boundary parameter");
+	if (!blank)
+		return ud_problem((struct spec_loc){ line, 1 }, ret_loc, ret_msg,
+				  "MIME headers must end with a blank line before the body");
+	delim = xasprintf("--%s", boundary);
+	for (size_t k = body; k < len;) {
+		const char *nl = memchr(text + k, '\n', len - k);
+
+		if (len - k >= strlen(delim) && memcmp(text + k, delim, strlen(delim)) == 0)
+			return 0;
+		if (!nl)
+			break;
+		k = (size_t)(nl - text) + 1;
+	}
+	return ud_problem((struct spec_loc){ 0, 0 }, ret_loc, ret_msg,
+			  "MIME user-data: the boundary '%s' never starts a line of the body",
+			  boundary);
+}
+
+int spec_userdata_problem(const char *text, size_t len, struct spec_loc *ret_loc, char **ret_msg)
+{
+	struct spec_loc none = { 0, 0 };
+
+	if (len > SPEC_USERDATA_MAX)
+		return ud_problem(none, ret_loc, ret_msg, "must be at most %d bytes (256 KiB)",
+				  SPEC_USERDATA_MAX);
+	if (memchr(text, '\0', len))
+		return ud_problem(
+			text_loc(text, len, (size_t)((const char *)memchr(text, '\0', len) - text)),
+			ret_loc, ret_msg, "must not contain NUL bytes");
+	if (!spec_utf8_valid(text, len))
+		return ud_problem(none, ret_loc, ret_msg, "must be valid UTF-8");
+	switch (spec_userdata_kind(text, len)) {
+	case SPEC_USERDATA_CLOUD_CONFIG:
+		return cloud_config_problem(text, len, ret_loc, ret_msg);
+	case SPEC_USERDATA_SCRIPT:
+		return 0;
+	case SPEC_USERDATA_MIME:
+		return mime_problem(text, len, ret_loc, ret_msg);
+	default: {
+		char first[48];
+		size_t n = 0;
+
+		for (size_t i = 0; i < len && n < 40 && text[i] != '\n' && text[i] != '\r'; i++)
+			first[n++] =
+				(unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+		/* Cut on a character boundary. */
+		while (n > 0 && n < len && ((unsigned char)text[n] & 0xc0) == 0x80)
+			n--;
+		first[n] = '\0';
+		return ud_problem(
+			(struct spec_loc){ 1, 1 }, ret_loc, ret_msg,
+			"user-data must start with '#cloud-config' (a cloud-config), "
+			"'#!' (a script) or MIME headers ('MIME-Version:', 'Content-Type: "
+			"multipart/...'); got '%s'",
+			first);
+	}
+	}
+}
+
+int spec_userdata_check(const char *text, size_t len, const char *file, unsigned line0,
+			unsigned col0, struct bg_err *err)
+{
+	_cleanup_free_ char *msg = NULL;
+	struct spec_loc at;
+
+	if (spec_userdata_problem(text, len, &at, &msg) == 0)
+		return 0;
+	if (at.line == 0)
+		return bg_errorf(err, EINVAL, "%s: %s", file, msg);
+	return bg_errorf(err, EINVAL, "%s:%u:%u: %s", file, line0 + at.line, col0 + at.col, msg);
 }

@@ -19,6 +19,8 @@
  *     workDisk: {sizeMiB: 512}                               optional
  *     network: {ip: 172.30.0.10}                             optional static IPv4
  *     ssh: {user: root, authorizedKeys: ["ssh-ed25519 AAAA... c"]}
+ *     guest: {config: auto}     auto | cloudinit | cmdline   (default auto)
+ *     cloudInit: {userData: "#cloud-config ..."}  or {userDataFile: rel/path}
  *     restartPolicy: always     always | on-failure | never  (default always)
  */
 #ifndef BANGER_SPEC_SPEC_H
@@ -35,7 +37,8 @@
 #define SPEC_NAME_MAX 63
 #define SPEC_FILE_MAX (1024 * 1024) /* bytes */
 #define SPEC_DEPTH_MAX 32
-#define SPEC_HASH_LEN 64 /* hex chars of SHA-256 */
+#define SPEC_HASH_LEN 64	       /* hex chars of SHA-256 */
+#define SPEC_USERDATA_MAX (256 * 1024) /* bytes of spec.cloudInit user-data */
 
 enum vm_desired_state {
 	VM_DESIRED_RUNNING,
@@ -57,14 +60,32 @@ enum restart_policy {
 	RESTART_POLICY_MAX
 };
 
-/* "running", "auto", "on-failure", ...; NULL for out-of-range values. */
+/*
+ * How the guest learns its configuration (network, user, keys, host key):
+ *  - auto: banger attaches the NoCloud seed disk AND passes the kernel
+ *    command-line contract (ip=, banger.*), so cloud images (cloud-init) and
+ *    the reference image (rcS reads the command line) both work;
+ *  - cloudinit: the seed only, no banger.* or ip= kernel arguments;
+ *  - cmdline: no seed, the kernel arguments only; the guest makes its own host
+ *    key, which banger then trusts on first use.
+ */
+enum guest_config {
+	GUEST_CONFIG_AUTO,
+	GUEST_CONFIG_CLOUDINIT,
+	GUEST_CONFIG_CMDLINE,
+	GUEST_CONFIG_MAX
+};
+
+/* "running", "auto", "on-failure", "cloudinit", ...; NULL for out-of-range values. */
 const char *vm_desired_state_to_string(enum vm_desired_state s);
 const char *vmm_kind_to_string(enum vmm_kind k);
 const char *restart_policy_to_string(enum restart_policy p);
+const char *guest_config_to_string(enum guest_config c);
 /* The enum value, or -EINVAL. */
 int vm_desired_state_from_string(const char *s);
 int vmm_kind_from_string(const char *s);
 int restart_policy_from_string(const char *s);
+int guest_config_from_string(const char *s);
 
 struct spec_label {
 	char *key;
@@ -90,6 +111,16 @@ struct vm_spec {
 	char **ssh_keys;	  /* authorized_keys lines, n_ssh_keys of them */
 	size_t n_ssh_keys;
 	enum restart_policy restart_policy;
+	enum guest_config guest_config; /* spec.guest.config */
+	/*
+	 * spec.cloudInit: the user-data text (#cloud-config, a #! script or a
+	 * MIME multi-part archive; at most SPEC_USERDATA_MAX bytes, UTF-8, no NUL),
+	 * or NULL when none. From userData, or read from userDataFile when the
+	 * spec file was loaded (the file name is then kept for display). Part of
+	 * the canonical form, so editing the file changes the hash.
+	 */
+	char *cloudinit_user_data;
+	char *cloudinit_user_data_file; /* as written in the spec (relative), or NULL */
 
 	/*
 	 * Provenance; not part of the canonical form or the hash.
@@ -140,9 +171,10 @@ int spec_from_json(const char *json, struct vm_spec **ret, struct bg_err *err);
 /* How two versions of one VM's spec differ. */
 enum spec_change {
 	SPEC_SAME,   /* nothing that matters changed (the desired state is compared apart) */
-	SPEC_UPDATE, /* metadata only: labels, restartPolicy; applied without a reboot */
+	SPEC_UPDATE, /* metadata only: labels, restartPolicy, the name of a userDataFile
+		      * whose content is unchanged; applied without a reboot */
 	SPEC_REBOOT, /* anything the guest sees at boot: vcpus, memory, kernel, disks,
-			 * network, ssh, vmm; needs a restart to take effect */
+			 * network, ssh, vmm, guest.config, user-data; needs a restart */
 	SPEC_CHANGE_MAX
 };
 
@@ -193,7 +225,9 @@ void spec_set_release(struct spec_set *set);
 
 /*
  * Parse one YAML stream (one or more '---' documents) from memory. 'file' is
- * the name used in diagnostics and provenance. Returns the number of errors
+ * the name used in diagnostics and provenance; a spec.cloudInit.userDataFile
+ * in it is read relative to the directory of 'file' ("." when it has no
+ * '/', as for "<stdin>") and must stay inside that directory. Returns the number of errors
  * this call added (0 when the buffer was valid). Diagnostics of one stream
  * come sorted by position; after SPEC_ERRORS_MAX (100) errors the file is
  * given up with a last "too many errors" diagnostic.
@@ -201,7 +235,12 @@ void spec_set_release(struct spec_set *set);
 int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len);
 
 /*
- * Load a file, a directory, or "-" (stdin). A directory is walked
+ * Load a file, a directory, or "-" (stdin). A userDataFile is relative to the
+ * directory of the spec file naming it and must resolve inside the directory
+ * being loaded (for a single file, or stdin: the file's own directory, or
+ * the current one), without symlinks that leave it (openat2 RESOLVE_BENEATH),
+ * and be a regular file (not itself a symlink) of at most SPEC_USERDATA_MAX
+ * bytes. A directory is walked
  * recursively: *.yaml and *.yml files, following symlinks, skipping hidden
  * entries (".git", "..data", ".x.swp"), editor scratch files ("4913", "x~",
  * ".#x", "#x#") and anything else; subdirectories deeper than 8 are skipped.
@@ -233,6 +272,35 @@ bool spec_set_file_failed(const struct spec_set *set, const char *file);
 
 /* The spec named 'name' in the set, or NULL. Borrowed from the set. */
 const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name);
+
+/* ---- user-data ---------------------------------------------------------------- */
+
+enum spec_userdata_kind {
+	SPEC_USERDATA_CLOUD_CONFIG, /* first line "#cloud-config" */
+	SPEC_USERDATA_SCRIPT,	    /* "#!" */
+	SPEC_USERDATA_MIME,	    /* MIME headers: Content-Type: / MIME-Version: first */
+	SPEC_USERDATA_UNKNOWN,
+	SPEC_USERDATA_KIND_MAX
+};
+
+/* What kind of user-data text this is, by its start alone (no validation). */
+enum spec_userdata_kind spec_userdata_kind(const char *text, size_t len);
+
+/*
+ * Validate user-data as the spec does: at most SPEC_USERDATA_MAX bytes of
+ * UTF-8 without NUL, and one of
+ *  - "#cloud-config" on the first line, the whole text one YAML document
+ *    (libyaml) whose top level is a mapping or empty;
+ *  - a script ("#!");
+ *  - a MIME multi-part archive: headers first (Content-Type:/MIME-Version:),
+ *    a Content-Type multipart/... with a boundary, then a blank line.
+ * Returns 0, or -EINVAL with "FILE:LINE:COL: message" in err, where the
+ * position inside the text (1-based) is shifted by line0/col0 (the text's
+ * first character is at FILE:line0+1:col0+1; both 0 for a file of its own).
+ * An error about the whole text reads "FILE: message".
+ */
+int spec_userdata_check(const char *text, size_t len, const char *file, unsigned line0,
+			unsigned col0, struct bg_err *err);
 
 /* Format a diagnostic as "file:line:col: msg" (or "file: msg" when line is 0). Owned. */
 char *spec_diag_format(const struct spec_diag *d);

@@ -58,6 +58,14 @@ static const struct field_info fields[SPEC_F_MAX] = {
 	[SPEC_F_SSH_USER] = { "user", "spec.ssh.user", SPEC_F_SSH, SPEC_FT_STRING, false },
 	[SPEC_F_SSH_KEYS] = { "authorizedKeys", "spec.ssh.authorizedKeys", SPEC_F_SSH,
 			      SPEC_FT_STRSEQ, false },
+	[SPEC_F_GUEST] = { "guest", "spec.guest", SPEC_F_SPEC, SPEC_FT_MAP, false },
+	[SPEC_F_GUEST_CONFIG] = { "config", "spec.guest.config", SPEC_F_GUEST, SPEC_FT_ENUM,
+				  false },
+	[SPEC_F_CLOUDINIT] = { "cloudInit", "spec.cloudInit", SPEC_F_SPEC, SPEC_FT_MAP, false },
+	[SPEC_F_CLOUDINIT_USER_DATA] = { "userData", "spec.cloudInit.userData", SPEC_F_CLOUDINIT,
+					 SPEC_FT_STRING, false },
+	[SPEC_F_CLOUDINIT_USER_DATA_FILE] = { "userDataFile", "spec.cloudInit.userDataFile",
+					      SPEC_F_CLOUDINIT, SPEC_FT_STRING, false },
 	[SPEC_F_RESTART] = { "restartPolicy", "spec.restartPolicy", SPEC_F_SPEC, SPEC_FT_ENUM,
 			     false },
 };
@@ -614,7 +622,24 @@ void spec_builder_error(struct spec_builder *b, struct spec_loc loc, const char 
 		abort();
 	va_end(ap);
 	b->n_errors++;
-	b->report(b->ctx, loc, msg);
+	b->report(b->ctx, NULL, loc, msg);
+}
+
+/* An error in another file than the document's (a userDataFile). */
+static void builder_error_in(struct spec_builder *b, const char *file, struct spec_loc loc,
+			     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void builder_error_in(struct spec_builder *b, const char *file, struct spec_loc loc,
+			     const char *fmt, ...)
+{
+	_cleanup_free_ char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	b->n_errors++;
+	b->report(b->ctx, file, loc, msg);
 }
 
 /* " (first at line L, column C)" or "" when the position is unknown. Static buffer of the caller. */
@@ -806,6 +831,13 @@ static void set_enum(struct spec_builder *b, enum spec_field f, const char *text
 		else
 			b->spec->restart_policy = (enum restart_policy)v;
 		break;
+	case SPEC_F_GUEST_CONFIG:
+		v = guest_config_from_string(s);
+		if (v < 0)
+			enum_error(b, f, "auto, cloudinit, cmdline", text, len, loc);
+		else
+			b->spec->guest_config = (enum guest_config)v;
+		break;
 	default:
 		abort();
 	}
@@ -836,6 +868,107 @@ static void set_int(struct spec_builder *b, enum spec_field f, const char *text,
 	default:
 		abort();
 	}
+}
+
+/*
+ * A path inside the spec directory: relative, one line. Where it really
+ * leads ('..', symlinks) is checked when it is opened (openat2 RESOLVE_BENEATH).
+ */
+static bool check_relative_path(struct spec_builder *b, enum spec_field f, const char *s,
+				size_t len, struct spec_loc loc)
+{
+	_cleanup_free_ char *shown = NULL;
+
+	if (!check_text(b, f, s, len, loc))
+		return false;
+	if (len > SPEC_PATH_MAX) {
+		spec_builder_error(b, loc, "%s: must be at most %d bytes long, got %zu",
+				   fields[f].path, SPEC_PATH_MAX, len);
+		return false;
+	}
+	shown = show(s, len);
+	if (len == 0 || s[0] == '/') {
+		spec_builder_error(b, loc,
+				   "%s: must be a path relative to the spec file's directory, got "
+				   "%s",
+				   fields[f].path, shown);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Check user-data text from 'what' (a field path). file: where the text is
+ * when it is a file of its own (positions are then inside it), else NULL
+ * (positions map into the spec: body, the first content line of a literal
+ * block scalar, or the value's own position otherwise).
+ */
+static bool check_user_data(struct spec_builder *b, const char *what, const char *file,
+			    const char *text, size_t len, struct spec_loc loc, struct spec_loc body)
+{
+	_cleanup_free_ char *msg = NULL;
+	struct spec_loc at;
+
+	if (len > SPEC_USERDATA_MAX) {
+		spec_builder_error(b, loc, "%s: must be at most %d bytes (256 KiB), got %zu", what,
+				   SPEC_USERDATA_MAX, len);
+		return false;
+	}
+	if (spec_userdata_problem(text, len, &at, &msg) == 0)
+		return true;
+	if (file) {
+		builder_error_in(b, file, at, "%s: %s", what, msg);
+	} else if (at.line == 0) {
+		spec_builder_error(b, loc, "%s: %s", what, msg);
+	} else if (body.line) {
+		/* A literal block: line k of the text is line body.line + k - 1 of the file. */
+		spec_builder_error(
+			b, (struct spec_loc){ body.line + at.line - 1, body.col + at.col - 1 },
+			"%s: %s", what, msg);
+	} else if (loc.line) {
+		spec_builder_error(b, loc, "%s: at line %u, column %u of the user-data: %s", what,
+				   at.line, at.col, msg);
+	} else {
+		spec_builder_error(b, loc, "%s: line %u, column %u: %s", what, at.line, at.col,
+				   msg);
+	}
+	return false;
+}
+
+/* Read the userDataFile (when loading files) and check it: after every field was seen. */
+static void finish_user_data(struct spec_builder *b)
+{
+	struct vm_spec *s = b->spec;
+	enum spec_field fd = SPEC_F_CLOUDINIT_USER_DATA_FILE, fu = SPEC_F_CLOUDINIT_USER_DATA;
+	_cleanup_free_ char *data = NULL, *shown = NULL;
+	struct bg_err err = { 0 };
+	size_t len = 0;
+
+	if (!b->seen[fd] || b->bad[fd] || b->bad[SPEC_F_CLOUDINIT] || !s->cloudinit_user_data_file)
+		return;
+	if (!b->read_file) {
+		/* The canonical JSON carries the content next to the name. */
+		if (!b->seen[fu])
+			spec_builder_error(b, b->val_loc[fd],
+					   "%s: its content (userData) is missing",
+					   fields[fd].path);
+		return;
+	}
+	if (b->seen[fu]) {
+		spec_builder_error(
+			b, b->key_loc[fd],
+			"spec.cloudInit: give either userData or userDataFile, not both");
+		return;
+	}
+	if (b->read_file(b->read_ctx, s->cloudinit_user_data_file, &data, &len, &shown, &err) < 0) {
+		spec_builder_error(b, b->val_loc[fd], "%s: %s", fields[fd].path, err.msg);
+		return;
+	}
+	if (!check_user_data(b, fields[fd].path, shown, data, len, b->val_loc[fd],
+			     (struct spec_loc){ 0, 0 }))
+		return;
+	free(s->cloudinit_user_data);
+	s->cloudinit_user_data = TAKE_PTR(data);
 }
 
 static void set_str(struct spec_builder *b, enum spec_field f, const char *text, size_t len,
@@ -911,6 +1044,20 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 			break;
 		}
 		set_string(&s->ssh_user, text, len);
+		break;
+	case SPEC_F_CLOUDINIT_USER_DATA:
+		if (check_user_data(b, fields[f].path, NULL, text, len, loc, b->body_loc)) {
+			set_string(&s->cloudinit_user_data, text, len);
+			b->user_data_body = b->body_loc;
+		} else {
+			b->bad[f] = true;
+		}
+		break;
+	case SPEC_F_CLOUDINIT_USER_DATA_FILE:
+		if (check_relative_path(b, f, text, len, loc))
+			set_string(&s->cloudinit_user_data_file, text, len);
+		else
+			b->bad[f] = true;
 		break;
 	default:
 		abort();
@@ -1092,6 +1239,7 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 				   "got %u",
 				   s->vcpus);
 	sort_labels(b);
+	finish_user_data(b);
 	if (!s->ssh_user)
 		s->ssh_user = xstrdup("root");
 	/* A root that is not a mapping was reported by the front end. */

@@ -109,6 +109,69 @@ static void add_field(struct buf *b, int indent, const char *key, const char *va
 	buf_addch(b, '\n');
 }
 
+/*
+ * A literal block scalar reads back as the same text only when every line is
+ * printable (no CR, no other YAML line break, no BOM) and no line is
+ * whitespace only (those fold into the indentation rules).
+ */
+static bool can_be_literal(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t len = strlen(str);
+	bool blank_so_far = true, any = false;
+
+	if (len == 0 || !spec_utf8_valid(str, len))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned c = s[i];
+
+		if (c == '\n') {
+			if (any && blank_so_far)
+				return false;
+			blank_so_far = true;
+			any = false;
+			continue;
+		}
+		any = true;
+		if (c != ' ' && c != '\t')
+			blank_so_far = false;
+		if ((c < 0x20 && c != '\t') || c == 0x7f || (c == 0xc2 && s[i + 1] <= 0x9f) ||
+		    (c == 0xe2 && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) ||
+		    (c == 0xef && s[i + 1] == 0xbb && s[i + 2] == 0xbf) ||
+		    (c == 0xef && s[i + 1] == 0xbf && (s[i + 2] == 0xbe || s[i + 2] == 0xbf)))
+			return false;
+	}
+	return !(any && blank_so_far);
+}
+
+/* key: |2[-+] with the text's lines indented by indent + 2; else a quoted scalar. */
+static void add_text(struct buf *b, int indent, const char *key, const char *value)
+{
+	size_t len = strlen(value), trailing = 0;
+	const char *p = value;
+
+	if (!can_be_literal(value)) {
+		add_field(b, indent, key, value);
+		return;
+	}
+	while (trailing < len && value[len - 1 - trailing] == '\n')
+		trailing++;
+	/* The explicit indentation indicator keeps text whose first line is indented. */
+	buf_addf(b, "%*s%s: |2%s\n", indent, "", key,
+		 trailing == 0	 ? "-"
+		 : trailing == 1 ? ""
+				 : "+");
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+
+		if (n)
+			buf_addf(b, "%*s%.*s", indent + 2, "", (int)n, p);
+		buf_addch(b, '\n');
+		p += n + (nl ? 1 : 0);
+	}
+}
+
 static void add_enum(struct buf *b, int indent, const char *key, const char *value)
 {
 	add_field(b, indent, key, value ? value : "");
@@ -160,6 +223,18 @@ char *spec_to_yaml(const struct vm_spec *s)
 			add_scalar(&b, s->ssh_keys[i]);
 			buf_addch(&b, '\n');
 		}
+	}
+	if (s->guest_config != GUEST_CONFIG_AUTO) {
+		buf_adds(&b, "  guest:\n");
+		add_enum(&b, 4, "config", guest_config_to_string(s->guest_config));
+	}
+	/* A userDataFile stays a reference: reading the document back reads the file again. */
+	if (s->cloudinit_user_data_file) {
+		buf_adds(&b, "  cloudInit:\n");
+		add_field(&b, 4, "userDataFile", s->cloudinit_user_data_file);
+	} else if (s->cloudinit_user_data) {
+		buf_adds(&b, "  cloudInit:\n");
+		add_text(&b, 4, "userData", s->cloudinit_user_data);
 	}
 	add_enum(&b, 2, "restartPolicy", restart_policy_to_string(s->restart_policy));
 	return buf_detach(&b, NULL);

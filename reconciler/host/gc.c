@@ -3,7 +3,10 @@
  * names but belong to no known VM id. It looks only at names banger makes:
  * taps "bg<8 hex>" (and only real taps), dm devices "banger-<8 hex>[-base]" or
  * with a UUID starting "BANGER-", loop devices backed by a file under
- * <state>/vms/<id>/, and directories <state>/vms/<id>.
+ * <state>/vms/<id>/, directories <state>/vms/<id>, and the base image cache
+ * <state>/images/ (baseimg.c): a <sha>.raw that no <state>/vms/<any>/root.base
+ * names and no loop device is backed by, a <sha>.src left without its .raw,
+ * and temp files of a conversion that nobody holds locked.
  *
  * "Known" means known to THIS state dir, but taps and dm devices are named
  * host-wide, so another banger instance's running VMs carry the same kind of
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -228,6 +232,7 @@ bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge)
 		return !o->unowned;
 	case HOST_ORPHAN_LOOP:
 	case HOST_ORPHAN_VM_DIR:
+	case HOST_ORPHAN_IMAGE_CACHE:
 		return true;
 	case HOST_ORPHAN_KIND_MAX:
 		break;
@@ -257,6 +262,203 @@ static int scan_vm_dirs(struct scan *s, const char *vms, struct bg_err *err)
 	}
 	closedir(d);
 	return 0;
+}
+
+/* ---- image caches --------------------------------------------------------------- */
+
+/* Files (by device and inode) that VMs use as base images. */
+struct file_ids {
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} * v;
+	size_t n;
+};
+
+static void file_ids_add(struct file_ids *ids, const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return;
+	ids->v = xreallocarray(ids->v, ids->n + 1, sizeof(*ids->v));
+	ids->v[ids->n].dev = st.st_dev;
+	ids->v[ids->n].ino = st.st_ino;
+	ids->n++;
+}
+
+static bool file_ids_has(const struct file_ids *ids, const struct stat *st)
+{
+	for (size_t i = 0; i < ids->n; i++)
+		if (ids->v[i].dev == st->st_dev && ids->v[i].ino == st->st_ino)
+			return true;
+	return false;
+}
+
+static int loop_backing_cb(const char *dev, const char *backing, void *userdata)
+{
+	(void)dev;
+	file_ids_add(userdata, backing);
+	return 0;
+}
+
+/*
+ * What the VMs of state use: the image named in every <state>/vms/<dir>/root.base
+ * (whether or not the id is known: an orphan VM dir's cache goes once the dir
+ * is gone), and the backing file of every loop device (a running dm-snapshot
+ * VM's base loop, even one whose root.base is not written yet).
+ */
+static int used_images(const char *state, struct file_ids *ret, struct bg_err *err)
+{
+	_cleanup_free_ char *vms = fs_path_join(state, "vms");
+	DIR *d = opendir(vms);
+	struct dirent *de;
+
+	if (!d && errno != ENOENT)
+		return bg_error(err, errno, "open '%s'", vms);
+	while (d && (de = readdir(d))) {
+		_cleanup_free_ char *marker = NULL, *data = NULL;
+		size_t len = 0;
+
+		if (de->d_name[0] == '.')
+			continue;
+		marker = xasprintf("%s/%s/root.base", vms, de->d_name);
+		if (fs_read_file(marker, 8192, &data, &len, NULL) < 0)
+			continue;
+		while (len > 0 && data[len - 1] == '\n')
+			data[--len] = '\0';
+		file_ids_add(ret, data);
+	}
+	if (d)
+		closedir(d);
+	return host_loop_foreach(loop_backing_cb, ret, err);
+}
+
+/*
+ * A conversion's temp file that no process holds locked: 1, or 0 when one
+ * does (or it is gone). When ret_fd is non-NULL, the locked fd is returned
+ * there, so the caller removes the file while holding the lock.
+ */
+static int tmp_unlocked(const char *path, int *ret_fd)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat a, b;
+
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return 0;
+	/* Still the file we locked (not replaced since we opened it)? */
+	if (fstat(fd, &a) < 0 || lstat(path, &b) < 0 || a.st_dev != b.st_dev ||
+	    a.st_ino != b.st_ino || !S_ISREG(b.st_mode))
+		return 0;
+	if (ret_fd)
+		*ret_fd = TAKE_FD(fd);
+	return 1;
+}
+
+static int scan_images(struct scan *s, const char *state, struct bg_err *err)
+{
+	_cleanup_free_ char *images = fs_path_join(state, HOST_IMAGES_DIR);
+	struct file_ids used = { 0 };
+	DIR *d = opendir(images);
+	struct dirent *de;
+	int r;
+
+	if (!d)
+		return errno == ENOENT ? 0 : bg_error(err, errno, "open '%s'", images);
+	r = used_images(state, &used, err);
+	while (r >= 0 && (de = readdir(d))) {
+		_cleanup_free_ char *path = fs_path_join(images, de->d_name);
+		struct stat st;
+
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (host_baseimg_is_sha_name(de->d_name, ".raw")) {
+			if (!file_ids_has(&used, &st))
+				add(s, HOST_ORPHAN_IMAGE_CACHE, path, "unused image cache");
+		} else if (host_baseimg_is_sha_name(de->d_name, ".src")) {
+			_cleanup_free_ char *raw = xstrdup(path);
+
+			memcpy(raw + strlen(raw) - 4, ".raw", 4);
+			if (!fs_exists(raw))
+				add(s, HOST_ORPHAN_IMAGE_CACHE, path, "index of a removed cache");
+		} else if (strncmp(de->d_name, HOST_IMAGES_TMP_PREFIX,
+				   strlen(HOST_IMAGES_TMP_PREFIX)) == 0) {
+			if (tmp_unlocked(path, NULL) == 1)
+				add(s, HOST_ORPHAN_IMAGE_CACHE, path, "interrupted conversion");
+		}
+	}
+	closedir(d);
+	free(used.v);
+	return r < 0 ? r : 0;
+}
+
+/* Remove one file of <state>/images found by scan_images, checking again that it is unused. */
+static int remove_image_file(const char *path, struct bg_err *err)
+{
+	_cleanup_free_ char *images = xstrdup(path);
+	_cleanup_free_ char *state = NULL;
+	char *slash = strrchr(images, '/');
+	const char *name = slash ? slash + 1 : "";
+	size_t il = strlen("/" HOST_IMAGES_DIR);
+
+	if (path[0] != '/' || !slash || (size_t)(slash - images) < il ||
+	    strncmp(slash - il, "/" HOST_IMAGES_DIR, il) != 0)
+		return bg_errorf(err, EINVAL, "gc: '%s' is not in an image cache", path);
+	*slash = '\0';
+	state = xstrndup(images, strlen(images) - il);
+	if (host_baseimg_is_sha_name(name, ".raw")) {
+		_cleanup_free_ char *src = xstrdup(path);
+		struct file_ids used = { 0 };
+		struct stat st;
+		bool busy;
+		int r;
+
+		if (lstat(path, &st) < 0)
+			return errno == ENOENT ? 0 : bg_error(err, errno, "gc: stat '%s'", path);
+		r = used_images(*state ? state : "/", &used, err);
+		busy = file_ids_has(&used, &st);
+		free(used.v);
+		if (r < 0)
+			return bg_err_wrap(err, "gc");
+		if (busy)
+			return bg_errorf(err, EBUSY,
+					 "gc: image cache '%s' is in use now; not removing it",
+					 path);
+		if (unlink(path) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "gc: remove '%s'", path);
+		memcpy(src + strlen(src) - 4, ".src", 4);
+		if (unlink(src) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "gc: remove '%s'", src);
+		return 0;
+	}
+	if (host_baseimg_is_sha_name(name, ".src")) {
+		_cleanup_free_ char *raw = xstrdup(path);
+
+		memcpy(raw + strlen(raw) - 4, ".raw", 4);
+		if (fs_exists(raw))
+			return bg_errorf(err, EBUSY,
+					 "gc: '%s' has its cache again; not removing it", path);
+		if (unlink(path) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "gc: remove '%s'", path);
+		return 0;
+	}
+	if (strncmp(name, HOST_IMAGES_TMP_PREFIX, strlen(HOST_IMAGES_TMP_PREFIX)) == 0) {
+		_cleanup_close_ int fd = -1;
+
+		if (!fs_exists(path))
+			return 0;
+		if (tmp_unlocked(path, &fd) != 1)
+			return bg_errorf(err, EBUSY,
+					 "gc: '%s' is in use by a conversion; not removing it",
+					 path);
+		if (unlink(path) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "gc: remove '%s'", path);
+		return 0;
+	}
+	return bg_errorf(err, EINVAL, "gc: '%s' is not an image cache file", path);
 }
 
 /* Top dm devices before the "-base" ones they sit on. */
@@ -292,7 +494,7 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	prefix = xasprintf("%s/", vms);
 	s.vms_prefix = prefix;
 
-	/* In removal order: dm (top, then base), loops, taps, directories. */
+	/* In removal order: dm (top, then base), loops, taps, directories, image caches. */
 	if (host_dm_available()) {
 		r = host_dm_foreach(dm_cb, &s, err);
 		if (r < 0)
@@ -308,6 +510,9 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	if (r < 0)
 		goto fail;
 	r = scan_vm_dirs(&s, vms, err);
+	if (r < 0)
+		goto fail;
+	r = scan_images(&s, state, err);
 	if (r < 0)
 		goto fail;
 	*ret = s.v;
@@ -373,6 +578,8 @@ int host_gc_remove(const struct host_orphan *o, struct bg_err *err)
 		if (!is_vm_dir_path(o->name))
 			return bg_errorf(err, EINVAL, "gc: '%s' is not a VM directory", o->name);
 		return fs_remove_tree(o->name, err);
+	case HOST_ORPHAN_IMAGE_CACHE:
+		return remove_image_file(o->name, err);
 	case HOST_ORPHAN_KIND_MAX:
 		break;
 	}

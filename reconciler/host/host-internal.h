@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "common/err.h"
@@ -237,6 +238,83 @@ int host_rootdisk_remove(const struct host_vm *vm, struct bg_err *err);
 
 int host_workdisk_ensure(const struct host_vm *vm, struct bg_err *err);
 int host_workdisk_remove(const struct host_vm *vm, struct bg_err *err);
+
+/* ---- ext filesystems (extfs.c) ---------------------------------------------- */
+
+#define HOST_EXT_SB_OFFSET 1024 /* where the superblock starts */
+#define HOST_EXT_SB_SIZE 1024
+
+/*
+ * The size in bytes of the ext2/3/4 filesystem whose superblock (the 1024
+ * bytes at HOST_EXT_SB_OFFSET of the disk) is sb: blocks count (with the
+ * high half when the 64bit feature is on) times block size. -EINVAL when sb
+ * is not an ext superblock (magic 0xEF53 at 56) or is implausible.
+ */
+int host_ext_fs_bytes(const uint8_t sb[HOST_EXT_SB_SIZE], uint64_t *ret_bytes);
+
+/*
+ * Grow the ext filesystem that starts at byte 0 of 'path' (a regular file
+ * or a block device) to the size of the file or device when it is smaller
+ * by more than 1 MiB: e2fsck -fy (exit status up to 3 accepted), then
+ * resize2fs. 1 when grown, 0 when nothing was to be done (no process run),
+ * -errno with the tool's output in err otherwise.
+ */
+int host_ext_grow(const char *path, struct bg_err *err);
+
+int host_rootfs_grow(const char *path, struct bg_err *err);
+
+/* ---- base images (baseimg.c) ------------------------------------------------ */
+
+#define HOST_IMAGES_DIR "images"       /* under the state dir */
+#define HOST_IMAGES_TMP_PREFIX ".tmp-" /* temp files of a conversion, flock()ed while used */
+#define HOST_QCOW2_HEADER_MAX 512      /* what is read of an image to tell its format */
+
+/* What banger reads of a qcow2 header (all fields big endian on disk). */
+struct host_qcow2_header {
+	uint32_t version;	 /* 2 or 3 */
+	uint64_t backing_offset; /* 0: no backing file */
+	uint32_t backing_size;
+	uint64_t size;	       /* virtual disk size in bytes */
+	uint64_t incompatible; /* v3 incompatible feature bits, 0 for v2 */
+};
+
+#define HOST_QCOW2_INCOMPAT_DATA_FILE (1ULL << 2) /* an external data file */
+
+/* true when buf (len bytes from offset 0 of a file) starts with the qcow2 magic "QFI\xfb". */
+bool host_is_qcow2(const void *buf, size_t len);
+
+/* Parse a qcow2 header from the first len bytes of an image. -EINVAL when it is not one. */
+int host_qcow2_parse(const void *buf, size_t len, struct host_qcow2_header *ret,
+		     struct bg_err *err);
+
+/* "<state_dir>/images/<sha>.raw" (owned); NULL when sha is not 64 lowercase hex chars. */
+char *host_baseimg_cache_path(const char *state_dir, const char *sha);
+
+/* true for "<64 lowercase hex>" + suffix exactly (e.g. ".raw", ".src"). */
+bool host_baseimg_is_sha_name(const char *name, const char *suffix);
+
+/* Identity of an image file's content as far as stat() can tell. */
+struct host_baseimg_key {
+	uint64_t dev, ino, size;
+	int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+};
+
+void host_baseimg_key_of(const struct stat *st, struct host_baseimg_key *ret);
+
+/*
+ * One line of a <sha>.src file: "v1 <dev> <ino> <size> <mtime s> <mtime ns>
+ * <ctime s> <ctime ns> <path>\n". The path is for people reading it; only
+ * the numbers are compared. Owned.
+ */
+char *host_baseimg_key_line(const struct host_baseimg_key *k, const char *path);
+
+/* Parse such a line (without or with its newline); false when it is not one. */
+bool host_baseimg_key_parse(const char *line, struct host_baseimg_key *ret);
+
+bool host_baseimg_key_equal(const struct host_baseimg_key *a, const struct host_baseimg_key *b);
+
+int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path[4096],
+			 struct bg_err *err);
 
 /* ---- leak finder (gc.c) ----------------------------------------------------- */
 

@@ -44,6 +44,7 @@ static const char *const orphan_kind_names[HOST_ORPHAN_KIND_MAX] = {
 	[HOST_ORPHAN_DM] = "dm",
 	[HOST_ORPHAN_LOOP] = "loop",
 	[HOST_ORPHAN_VM_DIR] = "vm-dir",
+	[HOST_ORPHAN_IMAGE_CACHE] = "image-cache",
 };
 
 const char *host_orphan_kind_to_string(enum host_orphan_kind k)
@@ -195,6 +196,8 @@ const struct host_ops host_ops_linux = {
 	.rootdisk_remove = host_rootdisk_remove,
 	.workdisk_ensure = host_workdisk_ensure,
 	.workdisk_remove = host_workdisk_remove,
+	.baseimg_resolve = host_baseimg_resolve,
+	.rootfs_grow = host_rootfs_grow,
 	.gc_scan = host_gc_scan,
 	.gc_remove = host_gc_remove,
 };

@@ -67,12 +67,14 @@ enum host_orphan_kind {
 	HOST_ORPHAN_DM,
 	HOST_ORPHAN_LOOP,
 	HOST_ORPHAN_VM_DIR,
+	HOST_ORPHAN_IMAGE_CACHE, /* <state>/images/: an unused <sha>.raw (with its .src),
+				  * a .src without its .raw, an interrupted conversion's .tmp-* */
 	HOST_ORPHAN_KIND_MAX
 };
 
 struct host_orphan {
 	enum host_orphan_kind kind;
-	char name[4096];   /* tap name, dm name, /dev/loopN (+ backing file), dir path */
+	char name[4096];   /* tap name, dm name, /dev/loopN (+ backing file), dir or file path */
 	char detail[4096]; /* e.g. the loop's backing file; may be "" */
 	/*
 	 * Tap names are host-wide and every banger instance (state dir) makes
@@ -91,8 +93,8 @@ const char *host_orphan_kind_to_string(enum host_orphan_kind k);
  * Whether gc may take o for a leak of the banger instance whose bridge is
  * 'bridge' (daemon_info.bridge; NULL when no bangerd has recorded one): a
  * tap only when it is enslaved to no bridge or to that one, a dm device only
- * when it is not 'unowned'. Loops and VM dirs are found under the state dir,
- * so they are always this instance's.
+ * when it is not 'unowned'. Loops, VM dirs and image caches are found under
+ * the state dir, so they are always this instance's.
  */
 bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge);
 
@@ -123,14 +125,50 @@ struct host_ops {
 	int (*rootdisk_deactivate)(const struct host_vm *vm, struct bg_err *err);
 	/* Deactivate and delete the COW file: for delete. */
 	int (*rootdisk_remove)(const struct host_vm *vm, struct bg_err *err);
-	/* A sparse ext4 file of work_disk_mib, formatted on first create, kept otherwise. */
+	/*
+	 * A sparse ext4 file of work_disk_mib, formatted on first create, kept
+	 * otherwise. A larger work_disk_mib grows the file and its ext
+	 * filesystem (e2fsck -fy, resize2fs); a smaller one is refused with
+	 * -EINVAL and changes nothing. Only while no VMM has the disk open.
+	 */
 	int (*workdisk_ensure)(const struct host_vm *vm, struct bg_err *err);
 	int (*workdisk_remove)(const struct host_vm *vm, struct bg_err *err);
 
 	/*
+	 * The raw image a VM's root disk is made from, for the spec's rootfs
+	 * image (an absolute path) into ret_path. A raw image (anything that
+	 * does not start with the qcow2 magic "QFI\xfb") is its own answer. A
+	 * qcow2 image is converted once, with 'qemu-img convert -f qcow2 -O raw',
+	 * to the cache <state_dir>/images/<sha256 of the qcow2 file>.raw and
+	 * that path is returned; every VM whose image has the same content
+	 * shares it. The hash is remembered in <sha>.src by the image's (st_dev,
+	 * st_ino, st_size, st_mtim, st_ctim), so an unchanged image costs a
+	 * stat and a directory read, not a read of the file. A qcow2 with a
+	 * backing file or an external data file (either could reach other files
+	 * of the host) is refused with -EINVAL. Nothing partial is ever left
+	 * under the cache's name. May take as long as the conversion (tens of
+	 * seconds for a cloud image) when the cache is missing.
+	 */
+	int (*baseimg_resolve)(const char *state_dir, const char *image, char ret_path[4096],
+			       struct bg_err *err);
+	/*
+	 * Grow the ext2/3/4 filesystem that fills the root disk 'path' (the
+	 * host_disk.path of rootdisk_ensure: a file, or /dev/mapper/banger-<id>)
+	 * to the disk's size: 'e2fsck -fy' then 'resize2fs'. Returns 1 when it
+	 * grew it, 0 when there was nothing to do: the disk does not start with
+	 * an ext superblock (a partitioned image: growpart in the guest does
+	 * that), or the filesystem is within 1 MiB of the disk's size. That
+	 * check reads one superblock and runs nothing. Only while no VMM has the
+	 * disk open.
+	 */
+	int (*rootfs_grow)(const char *path, struct bg_err *err);
+
+	/*
 	 * Find objects with banger's names under state_dir / on this host whose id
 	 * is not in known_ids. Returns an owned array (free()), in an order that
-	 * is safe to remove one by one: dm devices, loops, taps, directories.
+	 * is safe to remove one by one: dm devices, loops, taps, directories,
+	 * image caches (which are unused whatever known_ids says: no
+	 * <state>/vms/<dir>/root.base names them and no loop device is over them).
 	 */
 	int (*gc_scan)(const char *state_dir, const char *const *known_ids, size_t n_known,
 		       struct host_orphan **ret, size_t *ret_n, struct bg_err *err);

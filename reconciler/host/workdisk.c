@@ -3,7 +3,10 @@
  * formatted ext4 by mke2fs (argv, never a shell) the first time, then kept as
  * it is across restarts and removed with the VM. It is built under
  * "<file>.tmp" and renamed into place, so a half-formatted file is never
- * taken for a finished one.
+ * taken for a finished one. A larger work_disk_mib grows the file, then its
+ * filesystem (extfs.c); since that second part is decided from the
+ * superblock, a crash between the two is finished by the next ensure. A
+ * smaller one is refused: shrinking would lose the guest's data.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,38 @@ static int check_workdisk(const struct host_vm *vm, struct bg_err *err)
 	return 0;
 }
 
+/* An existing work disk: grow it (file, then filesystem) to work_disk_mib, never shrink it. */
+static int grow(const struct host_vm *vm, const struct stat *st, struct bg_err *err)
+{
+	uint64_t want = vm->work_disk_mib * MIB;
+	int r;
+
+	if ((uint64_t)st->st_size > want)
+		return bg_errorf(err, EINVAL,
+				 "vm %s: work disk is %llu MiB, spec asks %llu MiB: shrinking is "
+				 "not supported; the disk is left as it is",
+				 vm->id, (unsigned long long)((uint64_t)st->st_size / MIB),
+				 (unsigned long long)vm->work_disk_mib);
+	if ((uint64_t)st->st_size < want) {
+		_cleanup_close_ int fd = open(vm->work_disk, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd < 0)
+			return bg_error(err, errno, "vm %s: open work disk '%s'", vm->id,
+					vm->work_disk);
+		if (ftruncate(fd, (off_t)want) < 0)
+			return bg_error(err, errno, "vm %s: grow work disk '%s' to %llu MiB",
+					vm->id, vm->work_disk,
+					(unsigned long long)vm->work_disk_mib);
+		if (fsync(fd) < 0)
+			return bg_error(err, errno, "vm %s: fsync work disk '%s'", vm->id,
+					vm->work_disk);
+	}
+	r = host_ext_grow(vm->work_disk, err);
+	if (r < 0)
+		return bg_err_wrap(err, "vm %s: work disk", vm->id);
+	return 0;
+}
+
 int host_workdisk_ensure(const struct host_vm *vm, struct bg_err *err)
 {
 	_cleanup_free_ char *tmp = NULL;
@@ -50,7 +85,7 @@ int host_workdisk_ensure(const struct host_vm *vm, struct bg_err *err)
 		if (!S_ISREG(st.st_mode))
 			return bg_errorf(err, EEXIST, "vm %s: work disk '%s' is not a regular file",
 					 vm->id, vm->work_disk);
-		return 0; /* made earlier: its data is the point, keep it as is */
+		return grow(vm, &st, err); /* made earlier: its data is the point, keep it */
 	}
 	if (errno != ENOENT)
 		return bg_error(err, errno, "vm %s: work disk '%s'", vm->id, vm->work_disk);

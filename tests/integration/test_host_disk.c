@@ -1,7 +1,7 @@
 /*
  * test_host_disk.c - loop devices, root disks (copy and reflink; dm-snapshot
- * is in test_host_dm.c) and work disks for real, on sparse files in a temp
- * dir. Loop devices are global, so each test finds its own by
+ * is in test_host_dm.c), root filesystem growth and work disks for real, on
+ * sparse files in a temp dir. Loop devices are global, so each test finds its own by
  * backing file and checks that none is left, nor any file it made.
  */
 #include <errno.h>
@@ -430,6 +430,93 @@ static void test_reflink_rootdisk(void **state)
 	assert_int_equal(unlink(fsimg), 0);
 }
 
+/* ---- root filesystem growth ------------------------------------------------------ */
+
+/* Size of the ext filesystem on path, from dumpe2fs (block count x block size). */
+static uint64_t ext_size(const char *path)
+{
+	_cleanup_free_ char *out = hosttest_sh_output(
+		"dumpe2fs -h %s 2>/dev/null | awk -F: '/^Block count/ {c=$2} /^Block size/ {s=$2} "
+		"END {print c*s}'",
+		path);
+
+	assert_non_null(out);
+	return strtoull(out, NULL, 10);
+}
+
+static void test_rootfs_grow(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *disk = xasprintf("%s/grow.img", f->vm_dir);
+	_cleanup_free_ char *sum1 = NULL, *sum2 = NULL;
+	struct stat st1, st2;
+	char dev[HOST_LOOP_DEV_MAX];
+	int fd;
+
+	if (skip_reason)
+		skip();
+	/* A 16 MiB ext4 with a file, in a 64 MiB file (an image copied into a larger disk). */
+	assert_int_equal(hosttest_sh("mkdir %s/t && echo kept > %s/t/f && "
+				     "mke2fs -q -F -t ext4 -d %s/t %s 16M && rm -r %s/t && "
+				     "truncate -s 64M %s",
+				     f->dir, f->dir, f->dir, disk, f->dir, disk),
+			 0);
+	assert_int_equal(ext_size(disk), 16 * MIB);
+	assert_int_equal(host_ops_linux.rootfs_grow(disk, &err), 1);
+	assert_int_equal(ext_size(disk), 64 * MIB);
+	assert_int_equal(file_size(disk), 64 * MIB);
+	assert_int_equal(hosttest_sh("e2fsck -fn %s >/dev/null 2>&1", disk), 0);
+	assert_int_equal(hosttest_sh("debugfs -R 'cat /f' %s 2>/dev/null | grep -qx kept", disk),
+			 0);
+	/* Nothing to do the second time: no e2fsck ran (it would have written the disk). */
+	assert_int_equal(stat(disk, &st1), 0);
+	assert_int_equal(host_ops_linux.rootfs_grow(disk, &err), 0);
+	assert_int_equal(stat(disk, &st2), 0);
+	assert_int_equal(st1.st_mtim.tv_sec, st2.st_mtim.tv_sec);
+	assert_int_equal(st1.st_mtim.tv_nsec, st2.st_mtim.tv_nsec);
+
+	/* Within 1 MiB of the disk: left alone. */
+	assert_int_equal(truncate(disk, (off_t)(64 * MIB + 512 * 1024)), 0);
+	assert_int_equal(host_ops_linux.rootfs_grow(disk, &err), 0);
+	assert_int_equal(ext_size(disk), 64 * MIB);
+
+	/* Through a loop device (as a dm device would be): grows to the device's size. */
+	assert_int_equal(truncate(disk, (off_t)(96 * MIB)), 0);
+	fd = host_loop_attach(disk, false, dev, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(host_ops_linux.rootfs_grow(dev, &err), 1);
+	assert_int_equal(host_ops_linux.rootfs_grow(dev, &err), 0);
+	close(fd);
+	assert_true(test_wait_for(loop_detached, dev, 5000));
+	assert_int_equal(ext_size(disk), 96 * MIB);
+	assert_int_equal(hosttest_sh("e2fsck -fn %s >/dev/null 2>&1", disk), 0);
+
+	/* Not an ext filesystem (a partitioned image, or anything else): 0, untouched. */
+	sum1 = hosttest_sh_output("sha256sum < %s", f->image);
+	assert_int_equal(host_ops_linux.rootfs_grow(f->image, &err), 0);
+	sum2 = hosttest_sh_output("sha256sum < %s", f->image);
+	assert_string_equal(sum1, sum2);
+
+	/*
+	 * A damaged filesystem e2fsck cannot repair (no backup superblock, blocks
+	 * per group zeroed in the primary): an error with e2fsck's status, nothing resized.
+	 */
+	assert_int_equal(hosttest_sh("mke2fs -q -F -t ext4 -O sparse_super2 -E num_backup_sb=0 %s "
+				     "16M && truncate -s 64M %s && printf '\\0\\0\\0\\0' | "
+				     "dd of=%s bs=1 seek=1056 conv=notrunc 2>/dev/null",
+				     disk, disk, disk),
+			 0);
+	assert_true(host_ops_linux.rootfs_grow(disk, &err) < 0);
+	printf("damaged: %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "e2fsck -fy' exited with status 8"));
+	assert_int_equal(file_size(disk), 64 * MIB);
+
+	assert_int_equal(host_ops_linux.rootfs_grow("relative.img", &err), -EINVAL);
+	assert_int_equal(host_ops_linux.rootfs_grow("/nonexistent/disk", &err), -ENOENT);
+	assert_int_equal(unlink(disk), 0);
+}
+
 /* ---- work disks ---------------------------------------------------------------- */
 
 static void test_workdisk(void **state)
@@ -471,6 +558,50 @@ static void test_workdisk(void **state)
 	/* Remove twice. */
 	assert_int_equal(host_ops_linux.workdisk_remove(&f->vm, &err), 0);
 	assert_false(hosttest_exists(f->work));
+	assert_int_equal(host_ops_linux.workdisk_remove(&f->vm, &err), 0);
+}
+
+static void test_workdisk_grow(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *sum1 = NULL, *sum2 = NULL;
+
+	if (skip_reason)
+		skip();
+	f->vm.work_disk_mib = 16;
+	assert_int_equal(host_ops_linux.workdisk_ensure(&f->vm, &err), 0);
+	assert_int_equal(hosttest_sh("echo kept > %s/m && debugfs -w -R 'write %s/m f' %s "
+				     ">/dev/null 2>&1 && rm %s/m",
+				     f->dir, f->dir, f->work, f->dir),
+			 0);
+	/* The spec grows: the file and its filesystem grow, the data stays. */
+	f->vm.work_disk_mib = 32;
+	assert_int_equal(host_ops_linux.workdisk_ensure(&f->vm, &err), 0);
+	assert_int_equal(file_size(f->work), 32 * MIB);
+	assert_int_equal(ext_size(f->work), 32 * MIB);
+	assert_int_equal(hosttest_sh("e2fsck -fn %s >/dev/null 2>&1", f->work), 0);
+	assert_int_equal(hosttest_sh("debugfs -R 'cat /f' %s 2>/dev/null | grep -qx kept", f->work),
+			 0);
+
+	/* The spec shrinks: refused, the disk is untouched. */
+	sum1 = hosttest_sh_output("sha256sum < %s", f->work);
+	f->vm.work_disk_mib = 16;
+	assert_int_equal(host_ops_linux.workdisk_ensure(&f->vm, &err), -EINVAL);
+	printf("shrink: %s\n", err.msg);
+	assert_non_null(strstr(err.msg, "work disk is 32 MiB, spec asks 16 MiB"));
+	assert_non_null(strstr(err.msg, "shrinking is not supported"));
+	sum2 = hosttest_sh_output("sha256sum < %s", f->work);
+	assert_string_equal(sum1, sum2);
+	assert_int_equal(file_size(f->work), 32 * MIB);
+
+	/* A crash between growing the file and its filesystem: the next ensure finishes. */
+	assert_int_equal(truncate(f->work, (off_t)(48 * MIB)), 0);
+	f->vm.work_disk_mib = 48;
+	assert_int_equal(host_ops_linux.workdisk_ensure(&f->vm, &err), 0);
+	assert_int_equal(ext_size(f->work), 48 * MIB);
+	assert_int_equal(hosttest_sh("debugfs -R 'cat /f' %s 2>/dev/null | grep -qx kept", f->work),
+			 0);
 	assert_int_equal(host_ops_linux.workdisk_remove(&f->vm, &err), 0);
 }
 
@@ -521,7 +652,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_rootdisk_half_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detect_temp_fs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reflink_rootdisk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rootfs_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workdisk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_workdisk_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workdisk_edges, setup, teardown),
 	};
 

@@ -116,6 +116,26 @@ static int f_workdisk_remove(const struct host_vm *vm, struct bg_err *e)
 	return call("workdisk-remove", e);
 }
 
+/* Every image is raw to the fake: it resolves to itself. */
+static int f_baseimg(const char *state_dir, const char *image, char ret_path[4096],
+		     struct bg_err *e)
+{
+	int r = call("baseimg", e);
+
+	(void)state_dir;
+	if (r < 0)
+		return r;
+	snprintf(ret_path, 4096, "%s", image ? image : "");
+	return 0;
+}
+
+/* Nothing to grow. */
+static int f_rootfs_grow(const char *path, struct bg_err *e)
+{
+	(void)path;
+	return call("rootfs-grow", e);
+}
+
 static int f_gc_scan(const char *d, const char *const *ids, size_t n, struct host_orphan **ret,
 		     size_t *ret_n, struct bg_err *e)
 {
@@ -143,6 +163,8 @@ const struct host_ops fake_host = {
 	.rootdisk_remove = f_rootdisk_remove,
 	.workdisk_ensure = f_workdisk,
 	.workdisk_remove = f_workdisk_remove,
+	.baseimg_resolve = f_baseimg,
+	.rootfs_grow = f_rootfs_grow,
 	.gc_scan = f_gc_scan,
 	.gc_remove = f_gc_remove,
 };

@@ -17,7 +17,11 @@
 extern const struct host_ops fake_host;
 extern const struct vmm_driver fake_driver;
 
-/* Calls made so far, space-separated, e.g. "bridge tap rootdisk workdisk launch ". */
+/*
+ * Calls made so far, space-separated, e.g. "bridge tap rootdisk workdisk launch ".
+ * baseimg_resolve records "baseimg" (and answers the image itself),
+ * rootfs_grow records "rootfs-grow" (and answers 0: nothing grown).
+ */
 extern struct buf fake_calls;
 /* When set, the next call of this op fails with -EIO (then it is cleared). */
 extern const char *fake_fail_op;

@@ -2,7 +2,8 @@
  * test_host.c - the pure parts of reconciler/host/ (no root, no kernel
  * objects): names derived from VM ids, the dm-snapshot and padded-origin
  * tables, root disk sizes, the nftables ruleset, CIDR parsing, the EBUSY
- * backoff, enum names.
+ * backoff, enum names, ext superblocks, qcow2 headers and the image cache's
+ * names and index lines.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,14 +14,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/cleanup.h"
 #include "common/err.h"
 #include "common/timeutil.h"
+#include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
 #include "reconciler/host/host.h"
+#include "tests/lib/testutil.h"
 
 static void test_disk_mode_strings(void **state)
 {
@@ -44,6 +49,7 @@ static void test_orphan_kind_strings(void **state)
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_DM), "dm");
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_LOOP), "loop");
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_VM_DIR), "vm-dir");
+	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_IMAGE_CACHE), "image-cache");
 	assert_null(host_orphan_kind_to_string(HOST_ORPHAN_KIND_MAX));
 }
 
@@ -275,6 +281,195 @@ static void test_retry_backoff(void **state)
 	assert_false(host_retry_wait(&(struct host_retry){ .tries = 1 }, 0));
 }
 
+/* ---- ext superblocks ------------------------------------------------------------ */
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* A superblock with the fields host_ext_fs_bytes() reads. */
+static void make_sb(uint8_t sb[HOST_EXT_SB_SIZE], uint32_t blocks_lo, uint32_t blocks_hi,
+		    uint32_t log_block, bool is64)
+{
+	memset(sb, 0, HOST_EXT_SB_SIZE);
+	put_le32(sb + 4, blocks_lo);
+	put_le32(sb + 24, log_block);
+	sb[56] = 0x53;
+	sb[57] = 0xef;
+	put_le32(sb + 96, is64 ? 0x80 | 0x40 : 0x40);
+	put_le32(sb + 336, blocks_hi);
+}
+
+static void test_ext_superblock(void **state)
+{
+	uint8_t sb[HOST_EXT_SB_SIZE];
+	uint64_t bytes = 0;
+
+	(void)state;
+	/* 16 MiB in 4 KiB blocks. */
+	make_sb(sb, 4096, 0, 2, false);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), 0);
+	assert_int_equal(bytes, 16ULL << 20);
+	/* 1 KiB blocks (log 0). */
+	make_sb(sb, 16384, 0, 0, false);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), 0);
+	assert_int_equal(bytes, 16ULL << 20);
+	/* The high half counts only with the 64bit feature. */
+	make_sb(sb, 0, 1, 2, true);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), 0);
+	assert_int_equal(bytes, (1ULL << 32) * 4096);
+	make_sb(sb, 10, 1, 2, false);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), 0);
+	assert_int_equal(bytes, 10 * 4096);
+	/* Not ext, or implausible. */
+	make_sb(sb, 4096, 0, 2, false);
+	sb[56] = 0;
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), -EINVAL);
+	make_sb(sb, 4096, 0, 7, false);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), -EINVAL);
+	make_sb(sb, 0, 0, 2, false);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), -EINVAL);
+	make_sb(sb, 0, 0xffffffff, 6, true);
+	assert_int_equal(host_ext_fs_bytes(sb, &bytes), -EINVAL);
+}
+
+/* host_ext_grow() on files that hold no ext filesystem: 0, no program run. */
+static void test_ext_grow_nothing(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-ext");
+	_cleanup_free_ char *small = xasprintf("%s/small", dir);
+	_cleanup_free_ char *zeros = xasprintf("%s/zeros", dir);
+	struct bg_err err = { 0 };
+
+	(void)state;
+	test_write_file(small, "short");
+	assert_int_equal(host_ext_grow(small, &err), 0);
+	test_write_file(zeros, "");
+	assert_int_equal(truncate(zeros, 1 << 20), 0);
+	assert_int_equal(host_ext_grow(zeros, &err), 0);
+	assert_int_equal(host_ext_grow("rel", &err), -EINVAL);
+	assert_int_equal(host_ext_grow(dir, &err), -EINVAL);
+	test_rmtree(dir);
+}
+
+/* ---- qcow2 headers and the image cache -------------------------------------------- */
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, (uint32_t)(v >> 32));
+	put_be32(p + 4, (uint32_t)v);
+}
+
+static void test_qcow2_header(void **state)
+{
+	uint8_t h[HOST_QCOW2_HEADER_MAX] = { 'Q', 'F', 'I', 0xfb };
+	struct host_qcow2_header q;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	put_be32(h + 4, 3);
+	put_be64(h + 24, 2ULL << 30);
+	put_be64(h + 72, HOST_QCOW2_INCOMPAT_DATA_FILE);
+	assert_true(host_is_qcow2(h, sizeof(h)));
+	assert_int_equal(host_qcow2_parse(h, 104, &q, &err), 0);
+	assert_int_equal(q.version, 3);
+	assert_int_equal(q.size, 2ULL << 30);
+	assert_int_equal(q.backing_offset, 0);
+	assert_int_equal(q.incompatible, HOST_QCOW2_INCOMPAT_DATA_FILE);
+	/* A backing file. */
+	put_be64(h + 8, 0x200);
+	put_be32(h + 16, 12);
+	assert_int_equal(host_qcow2_parse(h, 104, &q, &err), 0);
+	assert_int_equal(q.backing_offset, 0x200);
+	assert_int_equal(q.backing_size, 12);
+	/* Version 2: no feature fields; its bytes 72.. are not read. */
+	put_be32(h + 4, 2);
+	assert_int_equal(host_qcow2_parse(h, 72, &q, &err), 0);
+	assert_int_equal(q.incompatible, 0);
+	/* Truncated, other versions, not qcow2. */
+	assert_int_equal(host_qcow2_parse(h, 71, &q, &err), -EINVAL);
+	put_be32(h + 4, 3);
+	assert_int_equal(host_qcow2_parse(h, 72, &q, &err), -EINVAL);
+	put_be32(h + 4, 4);
+	assert_int_equal(host_qcow2_parse(h, 104, &q, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "version 4"));
+	h[3] = 0xfa;
+	assert_false(host_is_qcow2(h, sizeof(h)));
+	assert_int_equal(host_qcow2_parse(h, 104, &q, &err), -EINVAL);
+	assert_false(host_is_qcow2("QFI", 3));
+	assert_false(host_is_qcow2(NULL, 0));
+}
+
+static void test_cache_names(void **state)
+{
+	static const char sha[] =
+		"18906746d2ba475f5e329dc44f41da01d711d68f2f9ea39db9e911e0e3a8a561";
+	_cleanup_free_ char *p = host_baseimg_cache_path("/var/lib/banger", sha);
+	_cleanup_free_ char *raw = xasprintf("%s.raw", sha);
+	_cleanup_free_ char *src = xasprintf("%s.src", sha);
+
+	(void)state;
+	assert_string_equal(p, "/var/lib/banger/images/18906746d2ba475f5e329dc44f41da01d711d68f2f9"
+			       "ea39db9e911e0e3a8a561.raw");
+	assert_true(host_baseimg_is_sha_name(raw, ".raw"));
+	assert_true(host_baseimg_is_sha_name(src, ".src"));
+	assert_false(host_baseimg_is_sha_name(raw, ".src"));
+	assert_false(host_baseimg_is_sha_name(sha, ".raw"));
+	assert_false(host_baseimg_is_sha_name(".tmp-0123.raw", ".raw"));
+	raw[0] = 'A';
+	assert_false(host_baseimg_is_sha_name(raw, ".raw"));
+	assert_null(host_baseimg_cache_path("/s", "../../etc/passwd"));
+	assert_null(host_baseimg_cache_path("/s", "abc"));
+	assert_null(host_baseimg_cache_path("/s", NULL));
+}
+
+static void test_cache_key_lines(void **state)
+{
+	struct host_baseimg_key k = { 0 }, back = { 0 };
+	_cleanup_free_ char *line = NULL, *odd = NULL;
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(stat("/", &st), 0);
+	host_baseimg_key_of(&st, &k);
+	assert_int_equal(k.ino, st.st_ino);
+	assert_int_equal(k.mtime_ns, st.st_mtim.tv_nsec);
+	assert_int_equal(k.ctime_s, st.st_ctim.tv_sec);
+	line = host_baseimg_key_line(&k, "/images/debian 12.qcow2");
+	assert_int_equal(line[strlen(line) - 1], '\n');
+	assert_true(host_baseimg_key_parse(line, &back));
+	assert_true(host_baseimg_key_equal(&k, &back));
+	/* Each field counts. */
+	back.ctime_ns++;
+	assert_false(host_baseimg_key_equal(&k, &back));
+	back = k;
+	back.size++;
+	assert_false(host_baseimg_key_equal(&k, &back));
+	/* A newline in the path cannot make a second line. */
+	odd = host_baseimg_key_line(&k, "/a\nv1 1 2 3 4 5 6 7 /b");
+	assert_ptr_equal(strchr(odd, '\n'), odd + strlen(odd) - 1);
+	/* Not lines of ours. */
+	assert_false(host_baseimg_key_parse("v2 1 2 3 4 5 6 7 /x", &back));
+	assert_false(host_baseimg_key_parse("v1 1 2 3 4 5 6 /x", &back));
+	assert_false(host_baseimg_key_parse("v1 1 2 3 4 5 6 7x", &back));
+	assert_false(host_baseimg_key_parse("", &back));
+	assert_false(host_baseimg_key_parse(NULL, &back));
+	assert_true(host_baseimg_key_parse("v1 1 2 3 4 5 6 7", &back));
+	assert_int_equal(back.ctime_ns, 7);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -291,6 +486,11 @@ int main(void)
 		cmocka_unit_test(test_bridge_mac),
 		cmocka_unit_test(test_nat_ruleset),
 		cmocka_unit_test(test_retry_backoff),
+		cmocka_unit_test(test_ext_superblock),
+		cmocka_unit_test(test_ext_grow_nothing),
+		cmocka_unit_test(test_qcow2_header),
+		cmocka_unit_test(test_cache_names),
+		cmocka_unit_test(test_cache_key_lines),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
