@@ -1823,6 +1823,10 @@ static void test_user_data_inline_errors(void **state)
 		  12, 7, "a cloud-config must be a single YAML document" },
 		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      just text\n", 11,
 		  7, "must be a mapping, got a scalar" },
+		{ HEAD
+		  "  cloudInit:\n    userData: |\n      #cloud-config\n      a: !ruby/object x\n",
+		  11, 10,
+		  "cloud-config uses the tag '!ruby/object', which cloud-init's YAML loader" },
 		/* Other styles: the value's position, and where inside the text. */
 		{ HEAD "  cloudInit: {userData: \"#cloud-config\\na: b: c\\n\"}\n", 8, 25,
 		  "at line 2, column 5 of the user-data: cloud-config is not valid YAML: mapping "
