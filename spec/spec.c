@@ -1273,6 +1273,37 @@ static const char *yaml_node_name(const yaml_event_t *e)
 	return "a scalar";
 }
 
+static const char *event_tag(const yaml_event_t *e)
+{
+	const yaml_char_t *t = NULL;
+
+	if (e->type == YAML_SCALAR_EVENT)
+		t = e->data.scalar.tag;
+	else if (e->type == YAML_SEQUENCE_START_EVENT)
+		t = e->data.sequence_start.tag;
+	else if (e->type == YAML_MAPPING_START_EVENT)
+		t = e->data.mapping_start.tag;
+	return t ? (const char *)t : "";
+}
+
+/* No tag, the non-specific '!', or one of the YAML types PyYAML's safe_load constructs. */
+static bool tag_known(const yaml_event_t *e)
+{
+	static const char *const safe[] = { "null",	 "bool", "int",	  "float", "binary",
+					    "timestamp", "omap", "pairs", "set",   "str",
+					    "seq",	 "map",	 NULL };
+	const char *t = event_tag(e);
+
+	if (!*t || strcmp(t, "!") == 0)
+		return true;
+	if (strncmp(t, "tag:yaml.org,2002:", 18) != 0)
+		return false;
+	for (size_t i = 0; safe[i]; i++)
+		if (strcmp(t + 18, safe[i]) == 0)
+			return true;
+	return false;
+}
+
 /* The whole text is one YAML document whose top level is a mapping or empty. */
 static int cloud_config_problem(const char *text, size_t len, struct spec_loc *ret_loc,
 				char **ret_msg)
@@ -1321,6 +1352,11 @@ static int cloud_config_problem(const char *text, size_t len, struct spec_loc *r
 					       "got %s",
 					       yaml_node_name(&e));
 		}
+		if (r == 0 && !tag_known(&e))
+			r = ud_problem(at, ret_loc, ret_msg,
+				       "cloud-config uses the tag '%.64s', which cloud-init's YAML "
+				       "loader (PyYAML safe_load) does not know",
+				       event_tag(&e));
 		switch (e.type) {
 		case YAML_DOCUMENT_START_EVENT:
 			if (++docs > 1)

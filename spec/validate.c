@@ -918,7 +918,8 @@ static bool check_user_data(struct spec_builder *b, const char *what, const char
 		return true;
 	if (file) {
 		builder_error_in(b, file, at, "%s: %s", what, msg);
-	} else if (at.line == 0) {
+	} else if (at.line == 0 || (at.line == 1 && at.col == 1 && !body.line)) {
+		/* About the whole text (or its start): the value's position says it. */
 		spec_builder_error(b, loc, "%s: %s", what, msg);
 	} else if (body.line) {
 		/* A literal block: line k of the text is line body.line + k - 1 of the file. */

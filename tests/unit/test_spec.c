@@ -1680,6 +1680,428 @@ static void test_load_files_and_stdin(void **state)
 	test_rmtree(dir);
 }
 
+/* ---- guest.config and cloudInit -------------------------------------------------------- */
+
+static void test_guest_config(void **state)
+{
+	static const struct bad_case bad[] = {
+		{ HEAD "  guest: {config: cloud-init}\n", 8, 19,
+		  "spec.guest.config: must be one of auto, cloudinit, cmdline; got 'cloud-init'" },
+		{ HEAD "  guest: {conf: auto}\n", 8, 11,
+		  "unknown field 'spec.guest.conf' (did you mean 'config'?)" },
+		{ HEAD "  guest: auto\n", 8, 10, "spec.guest: expected a mapping" },
+	};
+	static const char *const names[] = { "auto", "cloudinit", "cmdline" };
+
+	(void)state;
+	{
+		_cleanup_(vm_spec_freep) struct vm_spec *s = parse_ok(HEAD);
+
+		assert_int_equal(s->guest_config, GUEST_CONFIG_AUTO);
+		assert_null(s->cloudinit_user_data);
+		assert_null(s->cloudinit_user_data_file);
+	}
+	for (int i = 0; i < GUEST_CONFIG_MAX; i++) {
+		_cleanup_free_ char *yaml = xasprintf(HEAD "  guest:\n    config: %s\n", names[i]);
+		_cleanup_(vm_spec_freep) struct vm_spec *s = parse_ok(yaml);
+		_cleanup_(vm_spec_freep) struct vm_spec *back = NULL;
+		_cleanup_(vm_spec_freep) struct vm_spec *base = parse_ok(HEAD);
+		_cleanup_free_ char *json = spec_to_json(s), *out = spec_to_yaml(s);
+		_cleanup_(vm_spec_freep) struct vm_spec *again = parse_ok(out);
+		_cleanup_free_ char *json2 = spec_to_json(again);
+		struct bg_err err = { 0 };
+
+		assert_int_equal(s->guest_config, i);
+		assert_string_equal(guest_config_to_string(i), names[i]);
+		assert_int_equal(guest_config_from_string(names[i]), i);
+		/* The default stays out of the canonical form: old specs keep their hash. */
+		if (i == GUEST_CONFIG_AUTO) {
+			assert_null(strstr(json, "guest"));
+			assert_null(strstr(out, "guest"));
+		} else {
+			_cleanup_free_ char *want =
+				xasprintf("\"guest\":{\"config\":\"%s\"}", names[i]);
+
+			assert_non_null(strstr(json, want));
+			assert_int_equal(spec_compare(base, s), SPEC_REBOOT);
+		}
+		assert_int_equal(spec_from_json(json, &back, &err), 0);
+		assert_int_equal(back->guest_config, i);
+		assert_string_equal(json, json2);
+	}
+	assert_null(guest_config_to_string(GUEST_CONFIG_MAX));
+	assert_int_equal(guest_config_from_string("cloud-init"), -EINVAL);
+	check_bad_cases(bad, ARRAY_SIZE(bad));
+}
+
+#define UD_CC "#cloud-config\nruncmd:\n  - echo hi\n"
+
+static void test_user_data_inline(void **state)
+{
+	static const char *const good[] = {
+		HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      runcmd: [ls]\n",
+		HEAD "  cloudInit: {userData: \"#cloud-config\"}\n",
+		HEAD "  cloudInit: {userData: \"#cloud-config\\n# nothing\\n\"}\n",
+		HEAD "  cloudInit: {userData: \"#cloud-config\\n---\\n{}\\n\"}\n",
+		HEAD "  cloudInit: {userData: \"#cloud-config\\nusers: &u [a]\\ngroups: *u\\n\"}\n",
+		HEAD "  cloudInit:\n    userData: |\n      #!/bin/bash\n      echo hi\n",
+		HEAD "  cloudInit:\n    userData: |\n      MIME-Version: 1.0\n"
+		     "      Content-Type: multipart/mixed;\n        boundary=\"==b==\"\n\n"
+		     "      --==b==\n      Content-Type: text/x-shellscript\n\n      #!/bin/sh\n"
+		     "      --==b==--\n",
+		HEAD "  cloudInit: {}\n",
+	};
+	_cleanup_(vm_spec_freep) struct vm_spec *base = parse_ok(HEAD);
+	_cleanup_(vm_spec_freep) struct vm_spec *a =
+		parse_ok(HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      runcmd:\n"
+			      "        - echo hi\n");
+	_cleanup_(vm_spec_freep) struct vm_spec *b = parse_ok(
+		HEAD "  cloudInit:\n    userData: \"#cloud-config\\nruncmd:\\n  - echo bye\\n\"\n");
+	char ha[SPEC_HASH_LEN + 1], hb[SPEC_HASH_LEN + 1];
+
+	(void)state;
+	check_good_cases(good, ARRAY_SIZE(good));
+	assert_string_equal(a->cloudinit_user_data, UD_CC);
+	assert_null(a->cloudinit_user_data_file);
+	spec_hash(a, ha);
+	spec_hash(b, hb);
+	assert_string_not_equal(ha, hb);
+	assert_int_equal(spec_compare(a, b), SPEC_REBOOT);
+	assert_int_equal(spec_compare(base, a), SPEC_REBOOT);
+	/* JSON and YAML round trips keep the text exactly. */
+	for (size_t i = 0; i < 2; i++) {
+		const struct vm_spec *s = i ? b : a;
+		_cleanup_free_ char *json = spec_to_json(s), *json2 = NULL, *json3 = NULL;
+		_cleanup_free_ char *yaml = spec_to_yaml(s);
+		_cleanup_(vm_spec_freep) struct vm_spec *back = NULL;
+		_cleanup_(vm_spec_freep) struct vm_spec *again = parse_ok(yaml);
+		struct bg_err err = { 0 };
+
+		assert_non_null(strstr(json, "\"cloudInit\":{\"userData\":\"#cloud-config\\n"));
+		assert_int_equal(spec_from_json(json, &back, &err), 0);
+		json2 = spec_to_json(back);
+		assert_string_equal(json, json2);
+		assert_int_equal(spec_compare(s, back), SPEC_SAME);
+		json3 = spec_to_json(again);
+		assert_string_equal(json, json3);
+	}
+	{
+		_cleanup_free_ char *yaml = spec_to_yaml(a);
+
+		assert_non_null(strstr(yaml, "  cloudInit:\n    userData: |2\n      #cloud-config\n"
+					     "      runcmd:\n        - echo hi\n"));
+	}
+}
+
+static void test_user_data_inline_errors(void **state)
+{
+	static const struct bad_case bad[] = {
+		/* Kind. */
+		{ HEAD "  cloudInit: {userData: hello}\n", 8, 25,
+		  "spec.cloudInit.userData: user-data must start with '#cloud-config' (a "
+		  "cloud-config), '#!' (a script) or MIME headers" },
+		{ HEAD "  cloudInit: {userData: \"#include http://x\"}\n", 8, 25, "got '#include" },
+		{ HEAD "  cloudInit: {userData: \"#cloud-config-archive\"}\n", 8, 25,
+		  "must start with" },
+		{ HEAD "  cloudInit: {userData: \"\"}\n", 8, 25, "must start with" },
+		{ HEAD "  cloudInit: {userData: 42}\n", 8, 25,
+		  "spec.cloudInit.userData: expected a string, got an integer" },
+		{ HEAD "  cloudInit: {userData: \"#!/bin/sh\\0\"}\n", 8, 25,
+		  "must not contain NUL" },
+		/* YAML errors inside a literal block point at the line of the spec file. */
+		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      runcmd:\n"
+		       "        - echo hi\n      packages: [a\n      bad: x\n",
+		  14, 10,
+		  "spec.cloudInit.userData: cloud-config is not valid YAML: did not find "
+		  "expected ',' or ']'" },
+		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      a: b: c\n", 11,
+		  11, "mapping values are not allowed" },
+		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      - a\n      - b\n",
+		  11, 7, "the top level of a cloud-config must be a mapping, got a sequence" },
+		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      a: 1\n      ---\n"
+		       "      b: 2\n",
+		  12, 7, "a cloud-config must be a single YAML document" },
+		{ HEAD "  cloudInit:\n    userData: |\n      #cloud-config\n      just text\n", 11,
+		  7, "must be a mapping, got a scalar" },
+		{ HEAD
+		  "  cloudInit:\n    userData: |\n      #cloud-config\n      a: !ruby/object x\n",
+		  11, 10,
+		  "cloud-config uses the tag '!ruby/object', which cloud-init's YAML loader" },
+		/* Other styles: the value's position, and where inside the text. */
+		{ HEAD "  cloudInit: {userData: \"#cloud-config\\na: b: c\\n\"}\n", 8, 25,
+		  "at line 2, column 5 of the user-data: cloud-config is not valid YAML: mapping "
+		  "values are not allowed" },
+		/* MIME. */
+		{ HEAD "  cloudInit:\n    userData: |\n      Content-Type: text/plain\n\n      x\n",
+		  10, 21, "must be a multi-part archive" },
+		{ HEAD "  cloudInit:\n    userData: |\n      MIME-Version: 1.0\n"
+		       "      Content-Type: multipart/mixed\n\n      x\n",
+		  11, 21, "no boundary parameter" },
+		{ HEAD "  cloudInit:\n    userData: |\n      MIME-Version: 1.0\n      oops\n", 11,
+		  7, "not a MIME header line" },
+		{ HEAD "  cloudInit:\n    userData: |\n      MIME-Version: 1.0\n"
+		       "      Content-Type: multipart/mixed; boundary=zz\n\n      --yy\n",
+		  9, 15, "the boundary 'zz' never starts a line" },
+		/* Both, or a file name that cannot be one. */
+		{ HEAD "  cloudInit:\n    userData: \"#!/bin/sh\"\n    userDataFile: ud.sh\n", 10,
+		  5, "spec.cloudInit: give either userData or userDataFile, not both" },
+		{ HEAD "  cloudInit: {userDataFile: /etc/passwd}\n", 8, 29,
+		  "spec.cloudInit.userDataFile: must be a path relative to the spec file's "
+		  "directory, got '/etc/passwd'" },
+		{ HEAD "  cloudInit: {userDataFile: \"\"}\n", 8, 29, "must be a path relative" },
+		{ HEAD "  cloudInit: {userDataFile: \"a\\nb\"}\n", 8, 29,
+		  "must not contain a line" },
+		{ HEAD "  cloudInit: {userDataFile: ../../../../../../../../etc/passwd}\n", 8, 29,
+		  "leads outside the spec directory" },
+	};
+	_cleanup_free_ char *big = NULL;
+
+	(void)state;
+	check_bad_cases(bad, ARRAY_SIZE(bad));
+	{
+		/* 256 KiB + 1 inline. */
+		size_t n = SPEC_USERDATA_MAX + 1 - strlen("#!/bin/sh\n");
+		_cleanup_free_ char *filler = xmalloc(n + 1);
+
+		memset(filler, 'x', n);
+		filler[n] = '\0';
+		big = xasprintf(HEAD "  cloudInit: {userData: \"#!/bin/sh\\n%s\"}\n", filler);
+		check_error(big, 8, 25, "must be at most 262144 bytes (256 KiB)");
+	}
+}
+
+static void test_userdata_check_api(void **state)
+{
+	struct bg_err err = { 0 };
+	static const char bad[] = "#cloud-config\nruncmd: [\n";
+
+	(void)state;
+	assert_int_equal(spec_userdata_check(UD_CC, strlen(UD_CC), "f", 0, 0, &err), 0);
+	assert_int_equal(spec_userdata_check(bad, strlen(bad), "ud.yaml", 0, 0, &err), -EINVAL);
+	assert_true(strncmp(err.msg, "ud.yaml:3:1: cloud-config is not valid YAML", 43) == 0);
+	bg_err_clear(&err);
+	assert_int_equal(spec_userdata_check(bad, strlen(bad), "s.yaml", 10, 4, &err), -EINVAL);
+	assert_true(strncmp(err.msg, "s.yaml:13:5: ", 13) == 0);
+	bg_err_clear(&err);
+	assert_int_equal(spec_userdata_check("#!x\xff", 4, "f", 0, 0, &err), -EINVAL);
+	assert_string_equal(err.msg, "f: must be valid UTF-8");
+	assert_int_equal(spec_userdata_kind("#cloud-config", 13), SPEC_USERDATA_CLOUD_CONFIG);
+	assert_int_equal(spec_userdata_kind("#cloud-config\r\n", 15), SPEC_USERDATA_CLOUD_CONFIG);
+	assert_int_equal(spec_userdata_kind("#cloud-configx", 14), SPEC_USERDATA_UNKNOWN);
+	assert_int_equal(spec_userdata_kind("#!", 2), SPEC_USERDATA_SCRIPT);
+	assert_int_equal(spec_userdata_kind("mime-version: 1.0", 17), SPEC_USERDATA_MIME);
+	assert_int_equal(spec_userdata_kind("", 0), SPEC_USERDATA_UNKNOWN);
+}
+
+static struct spec_set load(const char *path)
+{
+	struct spec_set set;
+
+	spec_set_init(&set);
+	spec_load_path(&set, path);
+	spec_set_finish(&set);
+	return set;
+}
+
+/* Exactly one diagnostic, in file (a path suffix), at line:col, containing needle. */
+static void expect_one_diag(const struct spec_set *set, const char *file, unsigned line,
+			    unsigned col, const char *needle)
+{
+	size_t fl, l;
+
+	if (set->n_diags != 1) {
+		dump_diags(set);
+		fail_msg("%zu diagnostics, expected 1 (%s)", set->n_diags, needle);
+	}
+	fl = strlen(file);
+	l = strlen(set->diags[0].file);
+	if (l < fl || strcmp(set->diags[0].file + l - fl, file) != 0 ||
+	    set->diags[0].line != line || set->diags[0].col != col ||
+	    !strstr(set->diags[0].msg, needle)) {
+		dump_diags(set);
+		fail_msg("expected %s:%u:%u: ...%s...", file, line, col, needle);
+	}
+}
+
+#define UD_VM(name, file)                                                                        \
+	"apiVersion: banger/v1\nkind: VM\nmetadata:\n  name: " name "\nspec:\n  kernel: {path: " \
+	"/k}\n  rootfs: {image: /i}\n  cloudInit:\n    userDataFile: " file "\n"
+
+static void test_user_data_file(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-spec-ud");
+	_cleanup_free_ char *outside = test_tmpdir("bg-spec-ud-out");
+	_cleanup_free_ char *hash1 = NULL;
+	struct spec_set set;
+
+	(void)state;
+	mkdir_in(dir, "ud");
+	mkdir_in(dir, "vms");
+	write_in(dir, "ud/web.yaml", UD_CC);
+	write_in(dir, "vms/web.yaml", UD_VM("web", "../ud/web.yaml"));
+	write_in(dir, "top.yaml", UD_VM("top", "ud/web.yaml"));
+	write_in(outside, "secret.sh", "#!/bin/sh\n");
+
+	/* A directory load: '..' that stays inside is fine; the cloud-config is no spec. */
+	set = load(dir);
+	{
+		static const char *const want[] = { "top", "web" };
+
+		expect_specs(&set, want, ARRAY_SIZE(want));
+		assert_int_equal(set.n_diags, 0);
+	}
+	{
+		const struct vm_spec *web = spec_set_find(&set, "web");
+		_cleanup_free_ char *json = spec_to_json(web);
+		_cleanup_(vm_spec_freep) struct vm_spec *back = NULL;
+		_cleanup_(vm_spec_freep) struct vm_spec *renamed = vm_spec_dup(web);
+		_cleanup_free_ char *yaml = spec_to_yaml(web);
+		struct bg_err err = { 0 };
+
+		assert_string_equal(web->cloudinit_user_data, UD_CC);
+		assert_string_equal(web->cloudinit_user_data_file, "../ud/web.yaml");
+		assert_non_null(strstr(json,
+				       "\"cloudInit\":{\"userData\":\"#cloud-config\\nruncmd:"
+				       "\\n  - echo hi\\n\",\"userDataFile\":\"../ud/web.yaml\"}"));
+		/* The JSON carries the content: reading it back opens no file. */
+		assert_int_equal(spec_from_json(json, &back, &err), 0);
+		assert_string_equal(back->cloudinit_user_data, UD_CC);
+		assert_int_equal(spec_compare(web, back), SPEC_SAME);
+		/* YAML output keeps the reference. */
+		assert_non_null(
+			strstr(yaml, "  cloudInit:\n    userDataFile: \"../ud/web.yaml\"\n"));
+		assert_null(strstr(yaml, "userData:"));
+		/* Another name for the same content: no reboot. */
+		free(renamed->cloudinit_user_data_file);
+		renamed->cloudinit_user_data_file = xstrdup("other.yaml");
+		assert_int_equal(spec_compare(web, renamed), SPEC_UPDATE);
+		hash1 = xmalloc(SPEC_HASH_LEN + 1);
+		spec_hash(web, hash1);
+	}
+	spec_set_release(&set);
+	{
+		/* JSON with a file name but no content is refused. */
+		struct vm_spec *s = NULL;
+		struct bg_err err = { 0 };
+
+		assert_int_equal(
+			spec_from_json("{\"apiVersion\":\"banger/v1\",\"kind\":\"VM\",\"metadata\":"
+				       "{\"name\":\"t\"},\"spec\":{\"kernel\":{\"path\":\"/k\"},"
+				       "\"rootfs\":{\"image\":\"/i\"},\"cloudInit\":{"
+				       "\"userDataFile\":\"x\"}}}",
+				       &s, &err),
+			-EINVAL);
+		assert_non_null(strstr(err.msg, "its content (userData) is missing"));
+	}
+
+	/* Editing the file changes the hash (and so the VM's generation). */
+	write_in(dir, "ud/web.yaml", "#cloud-config\nruncmd:\n  - echo changed\n");
+	set = load(dir);
+	{
+		char h2[SPEC_HASH_LEN + 1];
+
+		assert_int_equal(set.n_diags, 0);
+		spec_hash(spec_set_find(&set, "web"), h2);
+		assert_string_not_equal(hash1, h2);
+	}
+	spec_set_release(&set);
+
+	/* A single-file load: the spec directory is the file's own, so '..' leaves it. */
+	{
+		_cleanup_free_ char *p = fs_path_join(dir, "vms/web.yaml");
+
+		set = load(p);
+		expect_one_diag(&set, "vms/web.yaml", 9, 19, "leads outside the spec directory");
+		spec_set_release(&set);
+		p = (free(p), fs_path_join(dir, "top.yaml"));
+		set = load(p);
+		assert_int_equal(set.n_diags, 0);
+		assert_int_equal(set.n_specs, 1);
+		spec_set_release(&set);
+	}
+
+	/* Errors inside the file are reported in that file. */
+	write_in(dir, "ud/web.yaml", "#cloud-config\nruncmd:\n  - [a\n");
+	set = load(dir);
+	{
+		bool found = false;
+
+		for (size_t i = 0; i < set.n_diags; i++)
+			if (strstr(set.diags[i].file, "/ud/web.yaml") && set.diags[i].line == 4 &&
+			    strstr(set.diags[i].msg, "spec.cloudInit.userDataFile: cloud-config is "
+						     "not valid YAML"))
+				found = true;
+		if (!found) {
+			dump_diags(&set);
+			fail_msg("no error in ud/web.yaml at line 4");
+		}
+		assert_int_equal(set.n_specs, 0);
+		assert_true(spec_set_name_failed(&set, "web"));
+	}
+	spec_set_release(&set);
+	test_rmtree(dir);
+
+	/* Each way of not being a readable file inside the directory. */
+	{
+		static const struct {
+			const char *setup, *ref;
+			const char *needle;
+		} bad[] = {
+			{ "missing", "nope.sh", "cannot open" },
+			{ "abs-link", "abs/secret.sh", "leads outside the spec directory" },
+			{ "final-link", "link.sh", "is a symbolic link" },
+			{ "dir", "adir", "is not a regular file" },
+			{ "fifo", "fifo.sh", "is not a regular file" },
+			{ "big", "big.sh", "is larger than 262144 bytes (256 KiB)" },
+			{ "kind", "notes.txt", "user-data must start with" },
+		};
+
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			_cleanup_free_ char *d = test_tmpdir("bg-spec-ud");
+			_cleanup_free_ char *vm = xasprintf(UD_VM("v", "%s"), bad[i].ref);
+			_cleanup_free_ char *sec = fs_path_join(outside, "secret.sh");
+			_cleanup_free_ char *shown = xasprintf("/%s", bad[i].ref);
+			const char *s = bad[i].setup;
+
+			write_in(d, "v.yaml", vm);
+			if (strcmp(s, "abs-link") == 0)
+				symlink_in(d, outside, "abs");
+			else if (strcmp(s, "final-link") == 0)
+				symlink_in(d, sec, "link.sh");
+			else if (strcmp(s, "dir") == 0)
+				mkdir_in(d, "adir");
+			else if (strcmp(s, "fifo") == 0) {
+				_cleanup_free_ char *f = fs_path_join(d, "fifo.sh");
+
+				assert_int_equal(mkfifo(f, 0644), 0);
+			} else if (strcmp(s, "big") == 0) {
+				_cleanup_free_ char *f = fs_path_join(d, "big.sh");
+				_cleanup_free_ char *text = xmalloc(SPEC_USERDATA_MAX + 2);
+
+				memset(text, 'x', SPEC_USERDATA_MAX + 1);
+				memcpy(text, "#!", 2);
+				text[SPEC_USERDATA_MAX + 1] = '\0';
+				test_write_file(f, text);
+			} else if (strcmp(s, "kind") == 0) {
+				write_in(d, "notes.txt", "just notes\n");
+			}
+			set = load(d);
+			if (strcmp(s, "kind") == 0) {
+				/* About the file's content: reported in the file, at its start. */
+				expect_one_diag(&set, "/notes.txt", 1, 1, bad[i].needle);
+			} else {
+				expect_one_diag(&set, "/v.yaml", 9, 19, bad[i].needle);
+				if (strcmp(s, "missing") == 0 || strcmp(s, "big") == 0)
+					assert_non_null(strstr(set.diags[0].msg, shown));
+			}
+			assert_int_equal(set.n_specs, 0);
+			spec_set_release(&set);
+			test_rmtree(d);
+		}
+	}
+	test_rmtree(outside);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1716,6 +2138,11 @@ int main(void)
 		cmocka_unit_test(test_load_dir),
 		cmocka_unit_test(test_load_duplicates_and_broken),
 		cmocka_unit_test(test_load_files_and_stdin),
+		cmocka_unit_test(test_guest_config),
+		cmocka_unit_test(test_user_data_inline),
+		cmocka_unit_test(test_user_data_inline_errors),
+		cmocka_unit_test(test_userdata_check_api),
+		cmocka_unit_test(test_user_data_file),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
