@@ -10,7 +10,11 @@
 #include "cli/util.h"
 #include "cli/vmview.h"
 #include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/xalloc.h"
 #include "common/timeutil.h"
+#include "reconciler/guest/hostkey.h"
+#include "spec/spec.h"
 
 #define EVENTS_SHOWN 20
 
@@ -23,6 +27,30 @@ static void usage(FILE *f)
 static void field(const char *key, const char *val)
 {
 	printf("%-20s %s\n", key, val && *val ? val : "-");
+}
+
+/* How the guest is configured, and whether banger pinned its host key before it booted. */
+static void guest_fields(const struct vm_record *rec, const struct vm_spec *spec)
+{
+	enum guest_config gc = spec ? spec->guest_config : GUEST_CONFIG_AUTO;
+	_cleanup_free_ char *seed = rec->vm_dir ? fs_path_join(rec->vm_dir, "seed.iso") : NULL;
+	_cleanup_free_ char *line = NULL;
+	struct hostkey k = { 0 };
+
+	field("Guest config:", guest_config_to_string(gc));
+	field("Seed disk:", seed && fs_exists(seed) ? seed : NULL);
+	if (gc == GUEST_CONFIG_CMDLINE) {
+		field("Host key:", "trust on first use (guest.config: cmdline: the guest makes its "
+				   "own key; banger pins what it first sees)");
+		return;
+	}
+	if (!rec->vm_dir || hostkey_read_public(rec->vm_dir, &k, NULL) < 0) {
+		field("Host key:", "not made yet");
+		return;
+	}
+	line = xasprintf("ssh-ed25519 %s, pinned before the first boot", k.fingerprint);
+	field("Host key:", line);
+	hostkey_release(&k);
 }
 
 int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
@@ -83,6 +111,7 @@ int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
 	field("Disk mode:", rec.disk_mode);
 	field("Root disk:", rec.cow_disk);
 	field("Work disk:", rec.work_disk);
+	guest_fields(&rec, v.spec);
 	field("Console log:", rec.console_log);
 	snprintf(buf, sizeof(buf), "%d (consecutive failures %d)", rec.restarts, rec.failures);
 	field("Restarts:", buf);

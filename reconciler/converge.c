@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/digest.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -21,7 +22,9 @@
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "reconciler/failpoint.h"
+#include "reconciler/guest/hostkey.h"
 #include "reconciler/guest/known_hosts.h"
+#include "reconciler/guest/seed.h"
 
 enum step_id {
 	S_RECORD,
@@ -31,6 +34,7 @@ enum step_id {
 	S_TAP,
 	S_ROOTDISK,
 	S_WORKDISK,
+	S_SEED,
 	S_LAUNCH,
 	S_STOP_VMM,
 	S_TEARDOWN,
@@ -52,6 +56,7 @@ static const char *const step_names[S_MAX] = {
 	[S_TAP] = "tap",
 	[S_ROOTDISK] = "rootdisk",
 	[S_WORKDISK] = "workdisk",
+	[S_SEED] = "seed",
 	[S_LAUNCH] = "launch",
 	[S_STOP_VMM] = "stop-vmm",
 	[S_TEARDOWN] = "teardown",
@@ -66,13 +71,15 @@ static const char *const step_names[S_MAX] = {
 
 #define END S_MAX
 
-static const enum step_id steps_create[] = { S_RECORD,	 S_PREPARE,  S_LEASE_IP, S_BRIDGE, S_TAP,
-					     S_ROOTDISK, S_WORKDISK, S_LAUNCH,	 END };
-static const enum step_id steps_start[] = { S_PREPARE,	S_LEASE_IP, S_BRIDGE, S_TAP,
-					    S_ROOTDISK, S_WORKDISK, S_LAUNCH, END };
-static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE,  S_LEASE_IP,
-					      S_BRIDGE,	  S_TAP,      S_ROOTDISK, S_WORKDISK,
-					      S_LAUNCH,	  END };
+/* clang-format off */
+static const enum step_id steps_create[] = { S_RECORD, S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP,
+					     S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
+static const enum step_id steps_start[] = { S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP,
+					    S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
+static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE, S_LEASE_IP,
+					      S_BRIDGE, S_TAP, S_ROOTDISK, S_WORKDISK, S_SEED,
+					      S_LAUNCH, END };
+/* clang-format on */
 static const enum step_id steps_stop[] = { S_STOP_VMM, S_TEARDOWN, END };
 static const enum step_id steps_update[] = { S_APPLY_SPEC, END };
 static const enum step_id steps_demote[] = { S_TEARDOWN, END };
@@ -89,11 +96,12 @@ static const enum step_id *const action_steps[PLAN_ACTION_MAX] = {
 /* clang-format off */
 const char *const converge_failpoints[] = {
 	"create.record", "create.prepare", "create.lease-ip", "create.bridge", "create.tap",
-	"create.rootdisk", "create.workdisk", "create.launch",
+	"create.rootdisk", "create.workdisk", "create.seed", "create.launch",
 	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.rootdisk",
-	"start.workdisk", "start.launch",
+	"start.workdisk", "start.seed", "start.launch",
 	"restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
-	"restart.bridge", "restart.tap", "restart.rootdisk", "restart.workdisk", "restart.launch",
+	"restart.bridge", "restart.tap", "restart.rootdisk", "restart.workdisk", "restart.seed",
+	"restart.launch",
 	"stop.stop-vmm", "stop.teardown",
 	"update.apply-spec",
 	"demote.teardown",
@@ -352,14 +360,42 @@ static int step_tap(struct conv *c, struct bg_err *err)
 }
 
 /*
- * The root disk. A marker file remembers the base image the disk was made
- * from: when the spec names another image, the old copy-on-write layer is
- * meaningless and is removed first (the work disk is kept).
+ * What the VM's root disk was made from, as recorded next to it: the raw
+ * image the host layer used (root.base: the spec's image, or the raw cache of
+ * a qcow2 one; gc keeps caches named there) and the spec's image path
+ * (root.image). VMs made before root.image existed only have root.base, which
+ * was then the spec's path too. Owned strings, NULL when not recorded.
+ */
+static void rootdisk_recorded(const struct conv *c, char **ret_base, char **ret_image)
+{
+	_cleanup_free_ char *base_m = fs_path_join(c->rec.vm_dir, "root.base");
+	_cleanup_free_ char *image_m = fs_path_join(c->rec.vm_dir, "root.image");
+	char *base = NULL, *image = NULL;
+
+	if (fs_read_file(base_m, 8192, &base, NULL, NULL) < 0)
+		base = NULL;
+	if (fs_read_file(image_m, 8192, &image, NULL, NULL) < 0)
+		image = base ? xstrdup(base) : NULL;
+	*ret_base = base;
+	*ret_image = image;
+}
+
+/*
+ * The root disk. When the spec names another image than the disk was made
+ * from, the old copy-on-write layer is meaningless and is removed first (the
+ * work disk is kept). A qcow2 image is resolved to its raw cache once, when
+ * the disk is made; later starts keep the recorded base, so a dm snapshot
+ * always sits on the origin it was made over. A root disk larger than the
+ * image gets its ext filesystem grown to fill it before the guest first sees
+ * it (a partitioned image is left to cloud-init's growpart in the guest).
  */
 static int step_rootdisk(struct conv *c, struct bg_err *err)
 {
-	_cleanup_free_ char *marker = fs_path_join(c->rec.vm_dir, "root.base");
-	_cleanup_free_ char *old = NULL;
+	_cleanup_free_ char *base_m = fs_path_join(c->rec.vm_dir, "root.base");
+	_cleanup_free_ char *image_m = fs_path_join(c->rec.vm_dir, "root.image");
+	_cleanup_free_ char *old_base = NULL;
+	_cleanup_free_ char *old_image = NULL;
+	char base[4096];
 	struct host_vm hv;
 	int mode, r;
 
@@ -367,22 +403,45 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 	if (mode < 0)
 		return bg_errorf(err, EINVAL, "unknown disk mode '%s'", c->rec.disk_mode);
 	host_vm_of(c, &hv);
-	if (fs_read_file(marker, 8192, &old, NULL, NULL) == 0 &&
-	    strcmp(old, c->spec->rootfs_image) != 0) {
+	rootdisk_recorded(c, &old_base, &old_image);
+	if (old_image && strcmp(old_image, c->spec->rootfs_image) != 0) {
+		hv.rootfs_image = old_base;
 		r = c->env->host->rootdisk_remove(&hv, err);
 		if (r < 0)
-			return bg_err_wrap(err, "replace root disk made from '%s'", old);
-		/* A fresh root disk means a fresh guest host key: forget the old pins. */
+			return bg_err_wrap(err, "replace root disk made from '%s'", old_image);
+		/* A fresh root disk: forget the old pins (the seed step pins again). */
 		r = unpin(c, c->rec.ip, true, err);
 		if (r < 0)
 			return r;
+		free(old_base);
+		old_base = NULL;
+		host_vm_of(c, &hv);
 	}
+	if (old_base && fs_exists(old_base)) {
+		(void)str_copy(base, sizeof(base), old_base);
+	} else {
+		r = c->env->host->baseimg_resolve(c->env->state_dir, c->spec->rootfs_image, base,
+						  err);
+		if (r < 0)
+			return r;
+	}
+	hv.rootfs_image = base;
 	r = c->env->host->rootdisk_ensure(&hv, (enum disk_mode)mode, &c->disk, err);
 	if (r < 0)
 		return r;
 	c->have_disk = true;
-	return fs_write_atomic(marker, c->spec->rootfs_image, strlen(c->spec->rootfs_image), 0600,
-			       err);
+	r = fs_write_atomic(image_m, c->spec->rootfs_image, strlen(c->spec->rootfs_image), 0600,
+			    err);
+	if (r >= 0)
+		r = fs_write_atomic(base_m, base, strlen(base), 0600, err);
+	if (r < 0)
+		return r;
+	r = c->env->host->rootfs_grow(c->disk.path, err);
+	if (r < 0)
+		return bg_err_wrap(err, "grow the root filesystem");
+	if (r > 0)
+		log_info("vm '%s': root filesystem grown to fill its disk", c->rec.name);
+	return 0;
 }
 
 static int step_workdisk(struct conv *c, struct bg_err *err)
@@ -395,12 +454,12 @@ static int step_workdisk(struct conv *c, struct bg_err *err)
 	return c->env->host->workdisk_ensure(&hv, err);
 }
 
-static int guest_args(struct conv *c, char **ret, struct bg_err *err)
+/* The bridge's address (the guests' gateway), netmask and prefix. */
+static int guest_subnet(const struct conv *c, char gw_s[16], char mask_s[16], unsigned *ret_prefix,
+			struct bg_err *err)
 {
-	_cleanup_buf_ struct buf keys = { 0 };
 	uint32_t gw, network;
 	unsigned prefix;
-	char gw_s[16], mask_s[16];
 	struct in_addr a;
 	int r;
 
@@ -408,17 +467,166 @@ static int guest_args(struct conv *c, char **ret, struct bg_err *err)
 	if (r < 0)
 		return bg_error(err, r, "bridge subnet '%s'", c->env->net.cidr);
 	a.s_addr = htonl(gw);
-	inet_ntop(AF_INET, &a, gw_s, sizeof(gw_s));
+	inet_ntop(AF_INET, &a, gw_s, 16);
 	a.s_addr = htonl(prefix ? 0xffffffffU << (32 - prefix) : 0);
-	inet_ntop(AF_INET, &a, mask_s, sizeof(mask_s));
+	inet_ntop(AF_INET, &a, mask_s, 16);
+	if (ret_prefix)
+		*ret_prefix = prefix;
+	return 0;
+}
+
+/* banger's key and the spec's, as the text of an authorized_keys file. Owned. */
+static char *guest_authorized_keys(const struct conv *c)
+{
+	struct buf keys;
 
 	buf_init(&keys);
 	if (c->env->authorized_keys)
 		buf_addf(&keys, "%s\n", c->env->authorized_keys);
 	for (size_t i = 0; i < c->spec->n_ssh_keys; i++)
 		buf_addf(&keys, "%s\n", c->spec->ssh_keys[i]);
-	return vmm_guest_args(c->rec.ip, gw_s, mask_s, c->rec.name, c->spec->ssh_user, keys.data,
-			      c->spec->kernel_args, ret, err);
+	return buf_detach(&keys, NULL);
+}
+
+/*
+ * The guest-contract kernel arguments (extra: the spec's kernel.args, or
+ * NULL for the copy on the seed). A guest configured from its seed alone gets
+ * only the root disk and the user's arguments.
+ */
+static int guest_args(struct conv *c, const char *extra, char **ret, struct bg_err *err)
+{
+	_cleanup_free_ char *keys = NULL;
+	char gw_s[16], mask_s[16];
+	int r;
+
+	r = guest_subnet(c, gw_s, mask_s, NULL, err);
+	if (r < 0)
+		return r;
+	keys = guest_authorized_keys(c);
+	return vmm_guest_args(c->rec.ip, gw_s, mask_s, c->rec.name, c->spec->ssh_user, keys, extra,
+			      ret, err);
+}
+
+/* The VM's seed disk, or NULL when its guest reads none (guest.config: cmdline). Owned. */
+static char *seed_path(const struct conv *c)
+{
+	if (c->spec->guest_config == GUEST_CONFIG_CMDLINE || !c->rec.vm_dir)
+		return NULL;
+	return fs_path_join(c->rec.vm_dir, "seed.iso");
+}
+
+/*
+ * The guest's identity before it first boots: its SSH host key (made once per
+ * VM, kept in its directory), pinned in banger's known_hosts for its address
+ * and <name>.vm before any VMM runs, and the NoCloud seed that hands the key,
+ * the network, the login keys and the user's user-data to the guest. The seed
+ * is rewritten only when what it holds changed (a new spec generation, a
+ * moved address), so a restart boots from the same bytes.
+ */
+static int step_seed(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *iso = seed_path(c);
+	_cleanup_free_ char *stamp = NULL;
+	_cleanup_free_ char *old_stamp = NULL;
+	_cleanup_free_ char *dns = NULL;
+	_cleanup_free_ char *iid = NULL;
+	_cleanup_free_ char *keys = NULL;
+	_cleanup_free_ char *cmdline = NULL;
+	_cleanup_free_ char *comment = NULL;
+	_cleanup_free_ char *work_dev = NULL;
+	struct hostkey key = { 0 };
+	struct seed_files files = { 0 };
+	struct seed_input in;
+	char gw_s[16], mask_s[16], digest[65];
+	unsigned prefix;
+	const char *pins[2];
+	int made, r;
+
+	if (!iso) {
+		/* No seed: the guest makes its own key, trusted on first use. */
+		_cleanup_free_ char *old =
+			c->rec.vm_dir ? fs_path_join(c->rec.vm_dir, "seed.iso") : NULL;
+
+		if (old && unlink(old) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "remove '%s'", old);
+		return 0;
+	}
+	comment = xasprintf("banger-vm-%s", c->rec.name);
+	made = hostkey_ensure(c->rec.vm_dir, comment, &key, err);
+	if (made < 0)
+		return made;
+	dns = xasprintf("%s.vm", c->rec.name);
+	pins[0] = c->rec.ip;
+	pins[1] = dns;
+	if (c->env->known_hosts) {
+		r = known_hosts_set_pin(c->env->known_hosts, pins, 2, 22, key.blob, key.blob_len,
+					err);
+		if (r < 0)
+			goto out;
+	}
+	if (made) {
+		_cleanup_free_ char *msg =
+			xasprintf("ssh-ed25519 %s pinned for %s and %s before the first boot",
+				  key.fingerprint, c->rec.ip, dns);
+
+		log_info("vm '%s': host key %s", c->rec.name, msg);
+		(void)store_event_add(c->env->store, c->rec.name, "Normal", "HostKeyPinned", msg,
+				      NULL);
+	}
+
+	r = guest_subnet(c, gw_s, mask_s, &prefix, err);
+	if (r < 0)
+		goto out;
+	r = guest_args(c, NULL, &cmdline, err);
+	if (r < 0)
+		goto out;
+	keys = guest_authorized_keys(c);
+	iid = xasprintf("iid-banger-%s", c->rec.id);
+	if (c->spec->work_disk_mib)
+		work_dev = xstrdup("/dev/vdb");
+	in = (struct seed_input){
+		.instance_id = iid,
+		.hostname = c->rec.name,
+		.mac = c->rec.mac,
+		.ip = c->rec.ip,
+		.prefix = prefix,
+		.gateway = gw_s,
+		.nameservers = (const char *const *)c->env->nameservers,
+		.n_nameservers = c->env->n_nameservers,
+		.user = c->spec->ssh_user,
+		.authorized_keys = keys,
+		.host_key_private = key.private_key,
+		.host_key_public = key.public_line,
+		.work_disk_dev = work_dev,
+		.user_data = c->spec->cloudinit_user_data,
+		.cmdline = cmdline,
+	};
+	r = seed_render(&in, &files, err);
+	if (r < 0)
+		goto out;
+	{
+		struct buf all;
+
+		buf_init(&all);
+		buf_addf(&all, "%s%c%s%c%s%c%s%c%s", files.meta_data, 0, files.network_config, 0,
+			 files.user_data, 0, files.cmdline, 0, key.private_key);
+		sha256_hex(all.data, all.len, digest);
+		buf_release(&all);
+	}
+	stamp = fs_path_join(c->rec.vm_dir, "seed.sha256");
+	if (fs_exists(iso) && fs_read_file(stamp, 128, &old_stamp, NULL, NULL) == 0 &&
+	    strcmp(old_stamp, digest) == 0) {
+		r = 0;
+		goto out;
+	}
+	r = seed_write_iso(&files, key.private_key, key.public_line, iso, err);
+	if (r < 0)
+		goto out;
+	r = fs_write_atomic(stamp, digest, strlen(digest), 0600, err);
+out:
+	seed_files_release(&files);
+	hostkey_release(&key);
+	return r;
 }
 
 /*
@@ -456,6 +664,7 @@ static int adopt_or_replace(struct conv *c, const struct vm_handles *h, struct b
 static int step_launch(struct conv *c, struct bg_err *err)
 {
 	_cleanup_free_ char *args = NULL;
+	_cleanup_free_ char *seed = NULL;
 	const struct vmm_driver *drv;
 	struct vmm_config cfg;
 	struct vmm_process proc = { 0 };
@@ -489,11 +698,16 @@ static int step_launch(struct conv *c, struct bg_err *err)
 	r = driver_of(c, &drv, err);
 	if (r < 0)
 		return r;
-	r = guest_args(c, &args, err);
+	if (c->spec->guest_config == GUEST_CONFIG_CLOUDINIT)
+		r = vmm_guest_root_args(c->spec->kernel_args, &args, err);
+	else
+		r = guest_args(c, c->spec->kernel_args, &args, err);
 	if (r < 0)
 		return r;
+	seed = seed_path(c);
 	converge_vmm_config(&c->rec, c->spec, c->tap, &cfg);
 	cfg.guest_args = args;
+	cfg.seed_disk = seed;
 	cfg.root_disk = c->disk.path;
 	cfg.binary = binary_of(c, drv);
 	r = drv->start(&cfg, &proc, err);
@@ -568,7 +782,13 @@ static int step_teardown(struct conv *c, struct bg_err *err)
 	if (r < 0)
 		return r;
 	if (c->rec.vm_dir && c->rec.cow_disk) {
+		_cleanup_free_ char *base = NULL;
+		_cleanup_free_ char *image = NULL;
+
 		host_vm_of(c, &hv);
+		rootdisk_recorded(c, &base, &image);
+		if (base)
+			hv.rootfs_image = base;
 		if (!hv.rootfs_image && c->rec_spec)
 			hv.rootfs_image = c->rec_spec->rootfs_image;
 		r = c->env->host->rootdisk_deactivate(&hv, err);
@@ -594,12 +814,17 @@ static int step_tombstone(struct conv *c, struct bg_err *err)
 
 static int step_remove_disks(struct conv *c, struct bg_err *err)
 {
+	_cleanup_free_ char *base = NULL;
+	_cleanup_free_ char *image = NULL;
 	struct host_vm hv;
 	int r;
 
 	if (!c->rec.vm_dir)
 		return 0;
 	host_vm_of(c, &hv);
+	rootdisk_recorded(c, &base, &image);
+	if (base)
+		hv.rootfs_image = base;
 	if (!hv.rootfs_image && c->rec_spec)
 		hv.rootfs_image = c->rec_spec->rootfs_image;
 	if (!hv.work_disk_mib && c->rec_spec)
@@ -656,6 +881,7 @@ static const step_fn step_fns[S_MAX] = {
 	[S_TAP] = step_tap,
 	[S_ROOTDISK] = step_rootdisk,
 	[S_WORKDISK] = step_workdisk,
+	[S_SEED] = step_seed,
 	[S_LAUNCH] = step_launch,
 	[S_STOP_VMM] = step_stop_vmm,
 	[S_TEARDOWN] = step_teardown,

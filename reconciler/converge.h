@@ -11,9 +11,9 @@
  * VM Failed with its error and a backoff, and a later pass converges again.
  *
  * Steps by action (failpoint names are "<action>.<step>"):
- *   create   record prepare lease-ip bridge tap rootdisk workdisk launch
- *   start    prepare lease-ip bridge tap rootdisk workdisk launch
- *   restart  stop-vmm teardown prepare lease-ip bridge tap rootdisk workdisk launch
+ *   create   record prepare lease-ip bridge tap rootdisk workdisk seed launch
+ *   start    prepare lease-ip bridge tap rootdisk workdisk seed launch
+ *   restart  stop-vmm teardown prepare lease-ip bridge tap rootdisk workdisk seed launch
  *   stop     stop-vmm teardown
  *   update   apply-spec
  *   demote   teardown
@@ -41,6 +41,8 @@ struct converge_env {
 	const char *state_dir;
 	const char *known_hosts;     /* pins are removed from here on delete */
 	const char *authorized_keys; /* banger's public key line(s), given to every guest */
+	char **nameservers;	     /* the guests' DNS servers (network-config), may be NULL */
+	size_t n_nameservers;
 	int stop_grace_ms;	     /* graceful shutdown deadline before SIGTERM */
 	const char *const *binaries; /* [enum vmm_kind]: VMM binary overrides, may be NULL */
 

@@ -132,6 +132,37 @@ static void warn_if_open(const char *dir)
 			 dir, (unsigned)(st.st_mode & 07777));
 }
 
+/*
+ * With NAT the guests can reach the host's resolvers: hand them to the guests'
+ * network-config. A systemd-resolved stub (127.0.0.53) is loopback, so its
+ * upstream list is used instead. Without NAT no resolver is reachable.
+ */
+static void guest_nameservers(struct daemon *d)
+{
+	static const char *const files[] = { "/etc/resolv.conf",
+					     "/run/systemd/resolve/resolv.conf" };
+	struct bg_err err = { 0 };
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char **ns = NULL;
+		int n = net_resolv_nameservers(files[i], &ns, &err);
+
+		if (n < 0) {
+			log_warn("guest DNS: %s, ignoring", err.msg);
+			bg_err_clear(&err);
+			continue;
+		}
+		if (n > 0) {
+			d->env.nameservers = ns;
+			d->env.n_nameservers = (size_t)n;
+			log_info("guest DNS: %d nameserver(s) from %s", n, files[i]);
+			return;
+		}
+		strv_free(ns);
+	}
+	log_info("guest DNS: no usable nameserver in /etc/resolv.conf");
+}
+
 int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err)
 {
 	_cleanup_free_ char *db = NULL, *ssh_dir = NULL;
@@ -181,6 +212,8 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.binaries = d->cfg.binaries;
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
+	if (cfg->nat)
+		guest_nameservers(d);
 
 	report_vmm_choice(d);
 	report_leaks(d);
@@ -195,6 +228,7 @@ void daemon_fini(struct daemon *d)
 	free(d->known_hosts);
 	free(d->client_key);
 	free(d->client_pubkey);
+	strv_free(d->env.nameservers);
 	free(d->spec_errors);
 	free(d->alive);
 	for (size_t i = 0; i < d->n_absent; i++)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bats
-# End-to-end SSH trust on first use with a real guest: banger pins the guest's
+# End-to-end SSH trust on first use with a real guest that reads no seed
+# (guest.config: cmdline, so the guest makes its own host key; guests that read
+# the seed are pinned before they boot: guests.bats): banger pins the guest's
 # host key when it first answers; after the guest comes back with another key,
 # both 'banger ssh' and OpenSSH (through the block 'banger ssh-config' writes)
 # refuse it; deleting the VM removes the pins so a new VM can be pinned afresh.
@@ -16,9 +18,10 @@ teardown() {
 
 @test "a changed guest host key is refused by banger ssh and by OpenSSH; delete clears the pins" {
 	start_daemon
-	vm_yaml mitm >"$BANGER_SPEC_DIR/mitm.yaml"
+	vm_yaml mitm 'guest: {config: cmdline}' >"$BANGER_SPEC_DIR/mitm.yaml"
 	wait_phase mitm Running
 	ip=$(vm_field mitm ip)
+	[ ! -e "$BANGER_STATE_DIR/vms/$(vm_id mitm)/seed.iso" ] # no seed, no key made by banger
 	kh=$BANGER_STATE_DIR/ssh/known_hosts
 	bg ssh-config --print >"$WORK/ssh_config"
 
@@ -60,7 +63,7 @@ teardown() {
 	assert_failure
 
 	# A new VM with that name is pinned afresh.
-	vm_yaml mitm >"$BANGER_SPEC_DIR/mitm.yaml"
+	vm_yaml mitm 'guest: {config: cmdline}' >"$BANGER_SPEC_DIR/mitm.yaml"
 	wait_phase mitm Running
 	run bg ssh mitm -- echo fresh
 	assert_success

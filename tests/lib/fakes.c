@@ -18,6 +18,7 @@ enum vmm_guest_state fake_probe_says = VMM_GUEST_RUNNING;
 const char *fake_vmm_script = "exec sleep 600";
 pid_t fake_last_pid;
 char fake_last_args[4096];
+char fake_last_seed[4096];
 
 void fakes_reset(void)
 {
@@ -28,6 +29,7 @@ void fakes_reset(void)
 	fake_vmm_script = "exec sleep 600";
 	fake_last_pid = 0;
 	fake_last_args[0] = '\0';
+	fake_last_seed[0] = '\0';
 }
 
 void fakes_release(void)
@@ -186,6 +188,8 @@ static int v_start(const struct vmm_config *cfg, struct vmm_process *ret, struct
 	if (r < 0)
 		return r;
 	snprintf(fake_last_args, sizeof(fake_last_args), "%s", cfg->guest_args);
+	snprintf(fake_last_seed, sizeof(fake_last_seed), "%s",
+		 cfg->seed_disk ? cfg->seed_disk : "");
 	r = proc_spawn(argv, NULL, &pid, err);
 	if (r < 0)
 		return r;

@@ -33,6 +33,8 @@ extern const char *fake_vmm_script;
 extern pid_t fake_last_pid;
 /* guest_args of the last start. */
 extern char fake_last_args[4096];
+/* seed_disk of the last start ("" for none). */
+extern char fake_last_seed[4096];
 
 /* Reset all of the above (and start an empty call log). */
 void fakes_reset(void);

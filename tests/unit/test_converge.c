@@ -180,7 +180,8 @@ static void test_create_runs_every_step(void **state)
 	struct vm_handles h;
 
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data,
+			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -249,7 +250,7 @@ static void test_resume_from_recorded_step(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	/* Resumed at the recorded step: nothing before it ran again. */
-	assert_string_equal(fake_calls.data, "rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data, "baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -293,7 +294,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop tap-remove rootdisk-deactivate bridge tap rootdisk workdisk launch ");
+		"stop tap-remove rootdisk-deactivate bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -310,8 +311,10 @@ static void test_reboot_change_restarts(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data, "stop tap-remove rootdisk-deactivate bridge tap "
-					     "rootdisk-remove rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data,
+			    "stop tap-remove rootdisk-deactivate bridge tap "
+			    "rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
+			    "launch ");
 }
 
 static void test_metadata_change_does_not_restart(void **state)
@@ -362,7 +365,8 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	vm_record_release(&rec);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data,
+			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_stop_then_start(void **state)
@@ -385,7 +389,8 @@ static void test_stop_then_start(void **state)
 	f->spec->state = VM_DESIRED_RUNNING;
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data,
+			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -471,7 +476,8 @@ static void test_resumed_stop_with_running_spec_restarts(void **state)
 	vm_record_release(&rec);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0); /* ... and it starts again */
-	assert_string_equal(fake_calls.data, "bridge tap rootdisk workdisk launch ");
+	assert_string_equal(fake_calls.data,
+			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	vm_record_release(&rec);
@@ -508,6 +514,7 @@ static void test_failed_demote_is_retried_as_demote(void **state)
 	vm_record_release(&rec);
 }
 
+/* A guest that reads no seed makes its own key: a new disk means a new key, so the pins go. */
 static void test_new_image_clears_pins(void **state)
 {
 	struct fx *f = *state;
@@ -517,7 +524,11 @@ static void test_new_image_clears_pins(void **state)
 	_cleanup_free_ char *lines = NULL;
 	char hash[SPEC_HASH_LEN + 1];
 
+	f->spec->guest_config = GUEST_CONFIG_CMDLINE;
+	spec_hash(f->spec, f->hash);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	assert_string_equal(fake_last_seed, ""); /* no seed, no key made by banger */
+	assert_false(fs_exists(f->known_hosts));
 	assert_int_equal(fs_mkdir_p(ssh_dir, 0700, NULL), 0);
 	lines = xasprintf("172.31.250.2 ssh-ed25519 %s\nweb.vm ssh-ed25519 %s\n", key, key);
 	assert_int_equal(fs_write_atomic(f->known_hosts, lines, strlen(lines), 0600, NULL), 0);
@@ -539,6 +550,130 @@ static void test_new_image_clears_pins(void **state)
 	assert_null(strstr(kh, "172.31.250.2"));
 }
 
+/* The public key banger made for the VM, as "ssh-ed25519 BASE64". Owned. */
+static char *made_key(const struct vm_record *rec)
+{
+	_cleanup_free_ char *pub = xasprintf("%s/ssh_host_ed25519_key.pub", rec->vm_dir);
+	char *data = NULL, *sp;
+
+	assert_int_equal(fs_read_file(pub, 4096, &data, NULL, NULL), 0);
+	sp = strchr(data, ' ');
+	assert_non_null(sp);
+	sp = strchr(sp + 1, ' ');
+	if (sp)
+		*sp = '\0';
+	return data;
+}
+
+static bool has_event(struct fx *f, const char *reason)
+{
+	struct vm_event *ev = NULL;
+	size_t n = 0;
+	bool found = false;
+
+	assert_int_equal(store_event_list(f->store, "web", 0, &ev, &n, NULL), 0);
+	for (size_t i = 0; i < n; i++)
+		found = found || strcmp(ev[i].reason, reason) == 0;
+	vm_event_array_free(ev, n);
+	return found;
+}
+
+static void test_seed_pins_before_launch(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	_cleanup_free_ char *key = NULL;
+	_cleanup_free_ char *line = NULL;
+	_cleanup_free_ char *kh = NULL;
+	_cleanup_free_ char *iso = NULL;
+	_cleanup_free_ char *meta = NULL;
+	_cleanup_free_ char *want_iid = NULL;
+	char hash[SPEC_HASH_LEN + 1];
+	struct stat st1, st2;
+
+	/* A TOFU pin of another key from before: replaced, not kept beside ours. */
+	assert_int_equal(fs_mkdir_p(f->dir, 0700, NULL), 0);
+	{
+		_cleanup_free_ char *ssh_dir = paths_ssh_dir(f->dir);
+		const char *old =
+			"web.vm ssh-ed25519 "
+			"AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+
+		assert_int_equal(fs_mkdir_p(ssh_dir, 0700, NULL), 0);
+		assert_int_equal(fs_write_atomic(f->known_hosts, old, strlen(old), 0600, NULL), 0);
+	}
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	key = made_key(&rec);
+	iso = xasprintf("%s/seed.iso", rec.vm_dir);
+	/* Pinned for the address and the name, nothing else left for them. */
+	line = xasprintf("172.31.250.2,web.vm %s\n", key);
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_string_equal(kh, line);
+	assert_true(has_event(f, "HostKeyPinned"));
+	/* The VMM got the seed and, in auto mode, the kernel command-line contract too. */
+	assert_string_equal(fake_last_seed, iso);
+	assert_non_null(strstr(fake_last_args, "ip=172.31.250.2::172.31.250.1"));
+	assert_int_equal(stat(iso, &st1), 0);
+	assert_int_equal(st1.st_mode & 07777, 0600);
+	{
+		const char *argv[] = { "isoinfo", "-i", iso, "-R", "-x", "/meta-data", NULL };
+
+		assert_int_equal(proc_run(argv, 10000, &meta, NULL), 0);
+		want_iid = xasprintf("iid-banger-%s", rec.id);
+		assert_non_null(strstr(meta, want_iid));
+	}
+	vm_record_release(&rec);
+
+	/* A restart keeps the key, the pin and the very same seed file. */
+	f->spec->memory_mib = 384;
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	get_rec(f, &rec);
+	{
+		_cleanup_free_ char *key2 = made_key(&rec);
+		_cleanup_free_ char *kh2 = NULL;
+
+		assert_string_equal(key, key2);
+		assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh2, NULL, NULL), 0);
+		assert_string_equal(kh2, line);
+	}
+	assert_int_equal(stat(iso, &st2), 0);
+	assert_int_equal(st1.st_ino, st2.st_ino);
+	vm_record_release(&rec);
+
+	/* cloudinit: the seed alone tells the guest; the kernel gets the root disk only. */
+	f->spec->guest_config = GUEST_CONFIG_CLOUDINIT;
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_last_args, "root=/dev/vda rw");
+	assert_string_equal(fake_last_seed, iso);
+
+	/* cmdline: no seed at all (the old one is removed); the pin banger made stays. */
+	f->spec->guest_config = GUEST_CONFIG_CMDLINE;
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_last_seed, "");
+	assert_false(fs_exists(iso));
+	assert_non_null(strstr(fake_last_args, "ip=172.31.250.2"));
+}
+
+/* The seed step has its own failure: a bad user-data fails the VM, nothing launches. */
+static void test_seed_failure_fails_the_vm(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+
+	f->spec->cloudinit_user_data = xstrdup("just text, not cloud-config");
+	spec_hash(f->spec, f->hash);
+	assert_int_equal(pass(f, f->spec, f->hash), -1);
+	assert_null(strstr(fake_calls.data, "launch"));
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_FAILED);
+	assert_non_null(strstr(rec.last_error, "seed"));
+	vm_record_release(&rec);
+}
+
 static void test_unconfigured_vmm_is_replaced(void **state)
 {
 	struct fx *f = *state;
@@ -553,7 +688,7 @@ static void test_unconfigured_vmm_is_replaced(void **state)
 	fake_probe_says = VMM_GUEST_CONFIGURING;
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "stop rootdisk launch ");
+	assert_string_equal(fake_calls.data, "stop baseimg rootdisk rootfs-grow launch ");
 	assert_int_equal(handles_load(rec.vm_dir, &h2, NULL), 0);
 	assert_int_not_equal(h1.pid, h2.pid);
 	assert_false(proc_identity_matches(h1.pid, h1.start_time));
@@ -569,7 +704,7 @@ static void test_failpoint_names(void **state)
 		assert_non_null(strchr(*p, '.'));
 		n++;
 	}
-	assert_int_equal(n, 36);
+	assert_int_equal(n, 39);
 }
 
 int main(void)
@@ -594,6 +729,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_demote_is_retried_as_demote, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_new_image_clears_pins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seed_pins_before_launch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_seed_failure_fails_the_vm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_vmm_is_replaced, setup, teardown),
 		cmocka_unit_test(test_failpoint_names),
 	};
