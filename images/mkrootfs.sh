@@ -7,7 +7,7 @@
 # Environment:
 #   ROOTFS_SIZE       image size (mke2fs syntax, default 128M; the file is sparse)
 #   ROOTFS_MODULES    kernel modules to ship (with their dependencies), for
-#                     modprobe in the guest
+#                     modprobe in the guest (rcS needs isofs to read a seed)
 #   AUTHORIZED_KEYS   a file baked in as /etc/banger/authorized_keys (keys that
 #                     may log in besides those banger passes at boot)
 set -eu
@@ -17,7 +17,7 @@ out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 size=${ROOTFS_SIZE:-128M}
-modules=${ROOTFS_MODULES:-button evdev virtio_rng vmw_vsock_virtio_transport dm_mod dm_snapshot}
+modules=${ROOTFS_MODULES:-button evdev virtio_rng vmw_vsock_virtio_transport dm_mod dm_snapshot isofs}
 release=$(cat "$unpack/kernel-release")
 kmods=$unpack/kernel/lib/modules/$release
 ul=$unpack/userland
@@ -44,7 +44,7 @@ set +f
 
 # dropbear, and the shared libraries its binaries need (DT_NEEDED, recursively).
 cp "$ul/usr/sbin/dropbear" "$tree/usr/sbin/"
-cp "$ul/usr/bin/dropbearkey" "$ul/usr/bin/dbclient" "$tree/usr/bin/"
+cp "$ul/usr/bin/dropbearkey" "$ul/usr/bin/dropbearconvert" "$ul/usr/bin/dbclient" "$tree/usr/bin/"
 find_lib() {
 	for d in lib/$multiarch usr/lib/$multiarch lib usr/lib; do
 		if [ -e "$ul/$d/$1" ]; then
@@ -57,7 +57,7 @@ find_lib() {
 needed() {
 	readelf -d "$1" | sed -n 's/.*(NEEDED).*Shared library: \[\(.*\)\]/\1/p'
 }
-queue="$tree/usr/sbin/dropbear $tree/usr/bin/dropbearkey $tree/usr/bin/dbclient"
+queue="$tree/usr/sbin/dropbear $tree/usr/bin/dropbearkey $tree/usr/bin/dropbearconvert $tree/usr/bin/dbclient"
 while [ -n "$queue" ]; do
 	set -- $queue
 	bin=$1
