@@ -56,6 +56,41 @@ static char *doc_text(const struct vm_spec *s, const char *stdin_data, size_t st
  * For --wait: each VM's failure count BEFORE its spec is written (-1: no
  * record), so an old failure is not taken for the new spec's.
  */
+/*
+ * A userDataFile is read relative to the spec file that names it. Applied,
+ * the document lands in the spec directory: the same name must resolve there
+ * too, to the same content, or bangerd would see another spec than the one
+ * validated here.
+ */
+static int check_user_data_file(const struct vm_spec *s, const char *target, const char *text,
+				const char *want_hash)
+{
+	struct spec_set there;
+	char h[SPEC_HASH_LEN + 1];
+	int r = 0;
+
+	spec_set_init(&there);
+	(void)spec_parse_buffer(&there, target, text, strlen(text));
+	if (there.n_diags > 0) {
+		_cleanup_free_ char *why = spec_diag_format(&there.diags[0]);
+
+		cli_error("vm '%s': cloudInit.userDataFile '%s' does not resolve from '%s' (%s); "
+			  "put the file in the spec directory beside it, or use userData",
+			  s->name, s->cloudinit_user_data_file, target, why);
+		r = -EINVAL;
+	} else if (there.n_specs == 1) {
+		spec_hash(there.specs[0], h);
+		if (strcmp(h, want_hash) != 0) {
+			cli_error("vm '%s': cloudInit.userDataFile '%s' names another file in the "
+				  "spec directory (different content) than beside '%s'",
+				  s->name, s->cloudinit_user_data_file, s->source_file);
+			r = -EINVAL;
+		}
+	}
+	spec_set_release(&there);
+	return r;
+}
+
 static int read_failures(const struct cli_ctx *ctx, struct wait_target *targets, size_t n)
 {
 	_cleanup_(store_freep) struct store *s = NULL;
@@ -228,6 +263,11 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			edits[n_edits].file = paths[i];
 			edits[n_edits].create = true;
 			verdict[i] = "created";
+		}
+		if (s->cloudinit_user_data_file &&
+		    check_user_data_file(s, edits[n_edits].file, texts[i], h_new) < 0) {
+			rc = CLI_EXIT_FAIL;
+			continue;
 		}
 		edits[n_edits].text = texts[i];
 		n_edits++;

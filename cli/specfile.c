@@ -167,7 +167,9 @@ static int check_text(const struct specfile_edit *e, char ret_hash[SPEC_HASH_LEN
 	int r = 0;
 
 	spec_set_init(&set);
-	(void)spec_parse_buffer(&set, "<new document>", e->text, strlen(e->text));
+	/* Parsed as if in its file: a cloudInit.userDataFile resolves from there. */
+	(void)spec_parse_buffer(&set, e->file ? e->file : "<new document>", e->text,
+				strlen(e->text));
 	if (set.n_diags > 0) {
 		_cleanup_free_ char *d = spec_diag_format(&set.diags[0]);
 

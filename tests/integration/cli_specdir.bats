@@ -119,3 +119,30 @@ fleet() {
 	assert_output --partial "'-' (stdin) can be given only once"
 	[ ! -e "$BANGER_SPEC_DIR/s.yaml" ]
 }
+
+@test "apply: a userDataFile must resolve from the spec dir to the same content" {
+	vm_doc ud 256 >"$WORK/in/ud.yaml"
+	printf '  cloudInit: {userDataFile: ud-user-data}\n' >>"$WORK/in/ud.yaml"
+	printf '#cloud-config\nruncmd: [[touch, /ok]]\n' >"$WORK/in/ud-user-data"
+	# Valid where it is...
+	run "$BANGER" validate -f "$WORK/in/ud.yaml"
+	assert_success
+	# ...but the file is not beside the spec dir's copy: refused, nothing written.
+	run "$BANGER" apply -f "$WORK/in/ud.yaml"
+	assert_failure
+	assert_output --partial "userDataFile 'ud-user-data' does not resolve"
+	[ ! -e "$BANGER_SPEC_DIR/ud.yaml" ]
+	# Another file of that name in the spec dir: refused too.
+	printf '#cloud-config\nruncmd: [[touch, /other]]\n' >"$BANGER_SPEC_DIR/ud-user-data"
+	run "$BANGER" apply -f "$WORK/in/ud.yaml"
+	assert_failure
+	assert_output --partial "names another file"
+	[ ! -e "$BANGER_SPEC_DIR/ud.yaml" ]
+	# The same file there: applied.
+	cp "$WORK/in/ud-user-data" "$BANGER_SPEC_DIR/ud-user-data"
+	run "$BANGER" apply -f "$WORK/in/ud.yaml"
+	assert_success
+	assert_output --partial "vm/ud created"
+	run "$BANGER" validate -f "$BANGER_SPEC_DIR"
+	assert_success
+}
