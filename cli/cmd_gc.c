@@ -27,7 +27,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: banger gc [--dry-run]\n\nRemove taps, device-mapper devices, loop "
-		   "devices and VM directories that belong to no VM.\n");
+		   "devices, VM directories and base-image caches (qcow2 images converted to "
+		   "raw) that belong to no VM.\n");
 }
 
 /* The id inside an orphan's name: bg<id>, banger-<id>, .../vms/<id>[/...]. */

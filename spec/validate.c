@@ -612,17 +612,27 @@ void spec_builder_release(struct spec_builder *b)
 	b->label_loc = NULL;
 }
 
-void spec_builder_error(struct spec_builder *b, struct spec_loc loc, const char *fmt, ...)
+/* Report one error (file NULL: the document's own file). */
+static void builder_verror(struct spec_builder *b, const char *file, struct spec_loc loc,
+			   const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void builder_verror(struct spec_builder *b, const char *file, struct spec_loc loc,
+			   const char *fmt, va_list ap)
 {
 	_cleanup_free_ char *msg = NULL;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	b->n_errors++;
+	b->report(b->ctx, file, loc, msg);
+}
+
+void spec_builder_error(struct spec_builder *b, struct spec_loc loc, const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	builder_verror(b, NULL, loc, fmt, ap);
 	va_end(ap);
-	b->n_errors++;
-	b->report(b->ctx, NULL, loc, msg);
 }
 
 /* An error in another file than the document's (a userDataFile). */
@@ -631,15 +641,11 @@ static void builder_error_in(struct spec_builder *b, const char *file, struct sp
 static void builder_error_in(struct spec_builder *b, const char *file, struct spec_loc loc,
 			     const char *fmt, ...)
 {
-	_cleanup_free_ char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	builder_verror(b, file, loc, fmt, ap);
 	va_end(ap);
-	b->n_errors++;
-	b->report(b->ctx, file, loc, msg);
 }
 
 /* " (first at line L, column C)" or "" when the position is unknown. Static buffer of the caller. */

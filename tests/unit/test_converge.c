@@ -658,6 +658,47 @@ static void test_seed_pins_before_launch(void **state)
 	assert_non_null(strstr(fake_last_args, "ip=172.31.250.2"));
 }
 
+/* A re-created VM is a new instance: a new id, instance-id and host key, its pins replaced. */
+static void test_recreate_new_identity(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	_cleanup_free_ char *id1 = NULL;
+	_cleanup_free_ char *key1 = NULL;
+	_cleanup_free_ char *key2 = NULL;
+	_cleanup_free_ char *kh = NULL;
+	_cleanup_free_ char *line = NULL;
+
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	id1 = xstrdup(rec.id);
+	key1 = made_key(&rec);
+	vm_record_release(&rec);
+	assert_int_equal(pass(f, NULL, NULL), 0); /* deleted */
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_string_equal(kh, "");
+	free(kh);
+	kh = NULL;
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	get_rec(f, &rec);
+	assert_string_not_equal(rec.id, id1);
+	key2 = made_key(&rec);
+	assert_string_not_equal(key1, key2);
+	line = xasprintf("%s,web.vm %s\n", rec.ip, key2);
+	assert_int_equal(fs_read_file(f->known_hosts, 65536, &kh, NULL, NULL), 0);
+	assert_string_equal(kh, line);
+	{
+		_cleanup_free_ char *iso = xasprintf("%s/seed.iso", rec.vm_dir);
+		_cleanup_free_ char *meta = NULL;
+		_cleanup_free_ char *want = xasprintf("iid-banger-%s", rec.id);
+		const char *argv[] = { "isoinfo", "-i", iso, "-R", "-x", "/meta-data", NULL };
+
+		assert_int_equal(proc_run(argv, 10000, &meta, NULL), 0);
+		assert_non_null(strstr(meta, want));
+	}
+	vm_record_release(&rec);
+}
+
 /* The seed step has its own failure: a bad user-data fails the VM, nothing launches. */
 static void test_seed_failure_fails_the_vm(void **state)
 {
@@ -730,6 +771,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_new_image_clears_pins, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_pins_before_launch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recreate_new_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_failure_fails_the_vm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_vmm_is_replaced, setup, teardown),
 		cmocka_unit_test(test_failpoint_names),
