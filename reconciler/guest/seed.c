@@ -16,10 +16,14 @@
  *    ENI renders extra routes as 'route add' commands that need net-tools.
  *  - cc_ssh: 'ssh_keys' {ed25519_private, ed25519_public} are written as
  *    the host key after 'ssh_deletekeys' removed the image's keys, and
- *    'ssh_genkeytypes: []' generates none, so sshd serves only our key.
- *    Top-level 'ssh_authorized_keys' go to the default user and, with
- *    'disable_root: false', to root without the "please login as" prefix.
- *    'users: []' (root case) creates no distro default user.
+ *    'ssh_genkeytypes: [ed25519]' generates none (only missing types are
+ *    generated, and ed25519 was just written), so sshd serves only our key;
+ *    the schema wants at least one type listed. 'disable_root: false' keeps
+ *    the "please login as" prefix off root's keys.
+ *  - 'users' without "default" creates no distro default user. The root
+ *    case lists root itself (an existing user is not re-created; its keys
+ *    are set and, with lock_passwd false, its password left alone), which
+ *    unlike 'users: []' passes the schema check (minItems 1).
  *  - Multi-part user-data: cloud-init walks a MIME multipart/mixed message,
  *    running text/x-shellscript parts as scripts and merging the
  *    text/cloud-config parts in order. Each part is merged INTO what came
@@ -35,7 +39,7 @@
  *   1. the user's part (as they wrote it; their merge_how only decides how
  *      it merges into nothing);
  *   2. banger's lists, merged with list(append)+dict(no_replace,recurse_list):
- *      'users', 'ssh_authorized_keys' (root) and 'mounts' are appended to
+ *      'users' and 'mounts' are appended to
  *      the user's own, so their users and mounts stay and banger's user and
  *      keys are added; keys the user did not set are added as they are;
  *      nothing of the user's is replaced;
@@ -249,26 +253,22 @@ static bool has_keys(const char *keys)
 	return false;
 }
 
-/* The list-valued part: users, root's keys, mounts. */
+/* The list-valued part: users and their keys, mounts. */
 static void add_accounts(struct buf *b, const struct seed_input *in)
 {
+	/* No distro default user: only this user logs in, with exactly these keys. */
+	buf_adds(b, "users:\n");
+	buf_addf(b, "  - name: ");
+	add_q(b, in->user);
+	buf_addch(b, '\n');
 	if (is_root(in)) {
-		/* No distro default user: only root logs in, with exactly these keys. */
-		buf_adds(b, "users: []\n");
-		if (has_keys(in->authorized_keys)) {
-			buf_adds(b, "ssh_authorized_keys:\n");
-			add_keys(b, 2, in->authorized_keys);
-		} else {
-			buf_adds(b, "ssh_authorized_keys: []\n");
-		}
+		buf_adds(b, "    lock_passwd: false\n");
 	} else {
-		buf_adds(b, "users:\n");
-		buf_addf(b, "  - name: ");
-		add_q(b, in->user);
-		buf_addch(b, '\n');
 		add_kv(b, 4, "shell", "/bin/sh");
 		add_kv(b, 4, "sudo", "ALL=(ALL) NOPASSWD:ALL");
 		buf_adds(b, "    lock_passwd: true\n");
+	}
+	{
 		if (has_keys(in->authorized_keys)) {
 			buf_adds(b, "    ssh_authorized_keys:\n");
 			add_keys(b, 6, in->authorized_keys);
@@ -289,7 +289,9 @@ static void add_settings(struct buf *b, const struct seed_input *in)
 	add_kv(b, 0, "hostname", in->hostname);
 	if (is_root(in))
 		buf_adds(b, "disable_root: false\n");
-	buf_adds(b, "ssh_pwauth: false\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n");
+	buf_adds(
+		b,
+		"ssh_pwauth: false\nssh_deletekeys: true\nssh_genkeytypes: [ed25519]\nssh_keys:\n");
 	add_block(b, 2, "ed25519_private", in->host_key_private);
 	add_kv(b, 2, "ed25519_public", in->host_key_public);
 }

@@ -74,9 +74,14 @@ set_state() {
 		wait_phase "$name" Starting 60
 		id=$(vm_id "$name")
 		[ "$(vmm_count "$id")" = "1" ] || fail "$fp: $(vmm_count "$id") VMMs for $name"
+		# One host key, pinned for the VM's address, on its seed.
+		key=$(awk '{ print $1, $2 }' "$BANGER_STATE_DIR/vms/$id/ssh_host_ed25519_key.pub")
+		grep -qF "$(vm_field "$name" ip),$name.vm $key" "$BANGER_STATE_DIR/ssh/known_hosts" ||
+			fail "$fp: no pin for $name"
+		[ -s "$BANGER_STATE_DIR/vms/$id/seed.iso" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 8 ]
+	[ "$n" -eq 9 ]
 }
 
 @test "crash after each delete step: the restarted daemon finishes the delete" {
@@ -95,6 +100,7 @@ set_state() {
 		[ ! -e "$BANGER_STATE_DIR/vms/$id" ]
 		! in_ns ip link show "bg$id" 2>/dev/null
 		[ "$(sqlite3 -readonly "$BANGER_STATE_DIR/banger.db" "select count(*) from ip_leases where vm_id='$id'")" = "0" ]
+		! grep -q "$name.vm" "$BANGER_STATE_DIR/ssh/known_hosts" || fail "$fp: pin of $name left"
 		stop_daemon TERM
 	done
 	[ "$n" -eq 8 ]
@@ -119,7 +125,7 @@ vm_absent() {
 		[ "$(vmm_count "$id")" = "1" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 9 ]
+	[ "$n" -eq 10 ]
 }
 
 applied() {

@@ -311,7 +311,7 @@ static void test_cloudinit_view(void **state)
 		/* The host key is ours whatever the user set; no password logins. */
 		expect_in(v, "\"ed25519_public\": \"ssh-ed25519 ", c[i].name);
 		expect_in(v, "\"ssh_deletekeys\": true", c[i].name);
-		expect_in(v, "\"ssh_genkeytypes\": []", c[i].name);
+		expect_in(v, "\"ssh_genkeytypes\": [\n   \"ed25519\"\n  ]", c[i].name);
 		expect_in(v, "\"ssh_pwauth\": false", c[i].name);
 		expect_not_in(v, "rsa_private", c[i].name);
 		expect_in(v, "\"instance-id\": \"iid-banger-1a2b3c4d\"", c[i].name);
