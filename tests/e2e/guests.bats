@@ -10,15 +10,7 @@ load helpers
 
 setup() {
 	e2e_setup
-	# A QEMU that first copies banger's known_hosts as it is when the VMM starts,
-	# so the test can see what was pinned before any guest ran.
-	QEMU_WRAP=$WORK/qemu-wrap
-	cat >"$QEMU_WRAP" <<EOF
-#!/bin/sh
-cp "$WORK/state/ssh/known_hosts" "$WORK/kh-at-start.\$\$" 2>/dev/null || : >"$WORK/kh-at-start.\$\$"
-exec qemu-system-x86_64 "\$@"
-EOF
-	chmod +x "$QEMU_WRAP"
+	make_qemu_wrapper
 }
 
 teardown() {
@@ -146,4 +138,43 @@ restarted() {
 
 mitm_seen() {
 	vm_field "$1" lastError | grep -q "possible MITM"
+}
+
+@test "a qcow2 base image boots from a raw cache shared by VMs; gc removes it once unused" {
+	qemu-img convert -f raw -O qcow2 "$IMAGE/rootfs.ext4" "$WORK/base.qcow2"
+	start_daemon
+	for n in q1 q2; do
+		cat >"$BANGER_SPEC_DIR/$n.yaml" <<YAML
+apiVersion: banger/v1
+kind: VM
+metadata: {name: $n}
+spec:
+  memoryMiB: 256
+  kernel: {path: $IMAGE/vmlinux, initrd: $IMAGE/initrd.gz}
+  rootfs: {image: $WORK/base.qcow2}
+YAML
+	done
+	wait_phase q1 Running
+	wait_phase q2 Running
+	run bg ssh q1 -- cat /etc/hostname
+	assert_success
+	assert_output "q1"
+	# One cache for both VMs, the raw bytes of the image.
+	caches=("$BANGER_STATE_DIR"/images/*.raw)
+	[ "${#caches[@]}" = "1" ] || fail "caches: ${caches[*]}"
+	cmp "${caches[0]}" "$IMAGE/rootfs.ext4"
+	for n in q1 q2; do
+		[ "$(cat "$BANGER_STATE_DIR/vms/$(vm_id $n)/root.base")" = "${caches[0]}" ]
+	done
+	# In use: gc leaves it.
+	run bg gc --dry-run
+	assert_success
+	refute_output --partial "image-cache"
+	# Both VMs gone: gc removes it (and only it).
+	rm "$BANGER_SPEC_DIR"/q1.yaml "$BANGER_SPEC_DIR"/q2.yaml
+	wait_for 60 no_vms || fail "VMs not deleted"
+	run bg gc
+	assert_success
+	assert_output --partial "image-cache ${caches[0]}"
+	[ ! -e "${caches[0]}" ]
 }

@@ -113,6 +113,19 @@ YAML
 	done
 }
 
+# make_qemu_wrapper: $QEMU_WRAP, a QEMU that first copies banger's known_hosts
+# as it is when the VMM starts (to $WORK/kh-at-start.<pid>), so a test can see
+# what was pinned before any guest ran. Start bangerd with --qemu "$QEMU_WRAP".
+make_qemu_wrapper() {
+	QEMU_WRAP=$WORK/qemu-wrap
+	cat >"$QEMU_WRAP" <<EOF
+#!/bin/sh
+cp "$WORK/state/ssh/known_hosts" "$WORK/kh-at-start.\$\$" 2>/dev/null || : >"$WORK/kh-at-start.\$\$"
+exec qemu-system-x86_64 "\$@"
+EOF
+	chmod +x "$QEMU_WRAP"
+}
+
 # vm_json NAME: 'banger get NAME -o json'
 vm_json() {
 	bg get "$1" -o json 2>/dev/null
