@@ -523,67 +523,52 @@ static char *seed_path(const struct conv *c)
  * is rewritten only when what it holds changed (a new spec generation, a
  * moved address), so a restart boots from the same bytes.
  */
-static int step_seed(struct conv *c, struct bg_err *err)
+/* Make (once) the VM's host key and pin it for its address and <name>.vm. */
+static int pin_host_key(struct conv *c, struct hostkey *key, struct bg_err *err)
 {
-	_cleanup_free_ char *iso = seed_path(c);
-	_cleanup_free_ char *stamp = NULL;
-	_cleanup_free_ char *old_stamp = NULL;
-	_cleanup_free_ char *dns = NULL;
-	_cleanup_free_ char *iid = NULL;
-	_cleanup_free_ char *keys = NULL;
-	_cleanup_free_ char *cmdline = NULL;
-	_cleanup_free_ char *comment = NULL;
-	_cleanup_free_ char *work_dev = NULL;
-	struct hostkey key = { 0 };
-	struct seed_files files = { 0 };
-	struct seed_input in;
-	char gw_s[16], mask_s[16], digest[65];
-	unsigned prefix;
-	const char *pins[2];
+	_cleanup_free_ char *comment = xasprintf("banger-vm-%s", c->rec.name);
+	_cleanup_free_ char *dns = xasprintf("%s.vm", c->rec.name);
+	const char *pins[2] = { c->rec.ip, dns };
+	_cleanup_free_ char *msg = NULL;
 	int made, r;
 
-	if (!iso) {
-		/* No seed: the guest makes its own key, trusted on first use. */
-		_cleanup_free_ char *old =
-			c->rec.vm_dir ? fs_path_join(c->rec.vm_dir, "seed.iso") : NULL;
-
-		if (old && unlink(old) < 0 && errno != ENOENT)
-			return bg_error(err, errno, "remove '%s'", old);
-		return 0;
-	}
-	comment = xasprintf("banger-vm-%s", c->rec.name);
-	made = hostkey_ensure(c->rec.vm_dir, comment, &key, err);
+	made = hostkey_ensure(c->rec.vm_dir, comment, key, err);
 	if (made < 0)
 		return made;
-	dns = xasprintf("%s.vm", c->rec.name);
-	pins[0] = c->rec.ip;
-	pins[1] = dns;
 	if (c->env->known_hosts) {
-		r = known_hosts_set_pin(c->env->known_hosts, pins, 2, 22, key.blob, key.blob_len,
+		r = known_hosts_set_pin(c->env->known_hosts, pins, 2, 22, key->blob, key->blob_len,
 					err);
 		if (r < 0)
-			goto out;
+			return r;
 	}
 	if (made) {
-		_cleanup_free_ char *msg =
-			xasprintf("ssh-ed25519 %s pinned for %s and %s before the first boot",
-				  key.fingerprint, c->rec.ip, dns);
-
+		msg = xasprintf("ssh-ed25519 %s pinned for %s and %s before the first boot",
+				key->fingerprint, c->rec.ip, dns);
 		log_info("vm '%s': host key %s", c->rec.name, msg);
 		(void)store_event_add(c->env->store, c->rec.name, "Normal", "HostKeyPinned", msg,
 				      NULL);
 	}
+	return 0;
+}
+
+/* The seed's files for this VM and its key. */
+static int render_seed(struct conv *c, const struct hostkey *key, struct seed_files *ret,
+		       struct bg_err *err)
+{
+	_cleanup_free_ char *iid = xasprintf("iid-banger-%s", c->rec.id);
+	_cleanup_free_ char *keys = guest_authorized_keys(c);
+	_cleanup_free_ char *cmdline = NULL;
+	char gw_s[16], mask_s[16];
+	unsigned prefix;
+	struct seed_input in;
+	int r;
 
 	r = guest_subnet(c, gw_s, mask_s, &prefix, err);
 	if (r < 0)
-		goto out;
+		return r;
 	r = guest_args(c, NULL, &cmdline, err);
 	if (r < 0)
-		goto out;
-	keys = guest_authorized_keys(c);
-	iid = xasprintf("iid-banger-%s", c->rec.id);
-	if (c->spec->work_disk_mib)
-		work_dev = xstrdup("/dev/vdb");
+		return r;
 	in = (struct seed_input){
 		.instance_id = iid,
 		.hostname = c->rec.name,
@@ -595,35 +580,60 @@ static int step_seed(struct conv *c, struct bg_err *err)
 		.n_nameservers = c->env->n_nameservers,
 		.user = c->spec->ssh_user,
 		.authorized_keys = keys,
-		.host_key_private = key.private_key,
-		.host_key_public = key.public_line,
-		.work_disk_dev = work_dev,
+		.host_key_private = key->private_key,
+		.host_key_public = key->public_line,
+		.work_disk_dev = c->spec->work_disk_mib ? "/dev/vdb" : NULL,
 		.user_data = c->spec->cloudinit_user_data,
 		.cmdline = cmdline,
 	};
-	r = seed_render(&in, &files, err);
-	if (r < 0)
-		goto out;
-	{
-		struct buf all;
+	return seed_render(&in, ret, err);
+}
 
-		buf_init(&all);
-		buf_addf(&all, "%s%c%s%c%s%c%s%c%s", files.meta_data, 0, files.network_config, 0,
-			 files.user_data, 0, files.cmdline, 0, key.private_key);
-		sha256_hex(all.data, all.len, digest);
-		buf_release(&all);
-	}
-	stamp = fs_path_join(c->rec.vm_dir, "seed.sha256");
-	if (fs_exists(iso) && fs_read_file(stamp, 128, &old_stamp, NULL, NULL) == 0 &&
-	    strcmp(old_stamp, digest) == 0) {
-		r = 0;
-		goto out;
-	}
-	r = seed_write_iso(&files, key.private_key, key.public_line, iso, err);
+/* Write the seed ISO unless the one there was made from exactly these files (seed.sha256). */
+static int write_seed(struct conv *c, const char *iso, const struct seed_files *f,
+		      const struct hostkey *key, struct bg_err *err)
+{
+	_cleanup_free_ char *stamp = fs_path_join(c->rec.vm_dir, "seed.sha256");
+	_cleanup_free_ char *old = NULL;
+	char digest[SHA256_HEX_LEN + 1];
+	struct buf all;
+	int r;
+
+	buf_init(&all);
+	buf_addf(&all, "%s%c%s%c%s%c%s%c%s", f->meta_data, 0, f->network_config, 0, f->user_data, 0,
+		 f->cmdline, 0, key->private_key);
+	sha256_hex(all.data, all.len, digest);
+	buf_release(&all);
+	if (fs_exists(iso) && fs_read_file(stamp, 128, &old, NULL, NULL) == 0 &&
+	    strcmp(old, digest) == 0)
+		return 0;
+	r = seed_write_iso(f, key->private_key, key->public_line, iso, err);
 	if (r < 0)
-		goto out;
-	r = fs_write_atomic(stamp, digest, strlen(digest), 0600, err);
-out:
+		return r;
+	return fs_write_atomic(stamp, digest, strlen(digest), 0600, err);
+}
+
+static int step_seed(struct conv *c, struct bg_err *err)
+{
+	_cleanup_free_ char *iso = seed_path(c);
+	struct hostkey key = { 0 };
+	struct seed_files files = { 0 };
+	int r;
+
+	if (!iso) {
+		/* No seed: the guest makes its own key, trusted on first use. */
+		_cleanup_free_ char *old =
+			c->rec.vm_dir ? fs_path_join(c->rec.vm_dir, "seed.iso") : NULL;
+
+		if (old && unlink(old) < 0 && errno != ENOENT)
+			return bg_error(err, errno, "remove '%s'", old);
+		return 0;
+	}
+	r = pin_host_key(c, &key, err);
+	if (r >= 0)
+		r = render_seed(c, &key, &files, err);
+	if (r >= 0)
+		r = write_seed(c, iso, &files, &key, err);
 	seed_files_release(&files);
 	hostkey_release(&key);
 	return r;
