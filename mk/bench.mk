@@ -23,3 +23,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TESTLIB) $(CLI_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(TESTLIB) $(CLI_LIB) $(LIB) $(DEP_LIBS) $(TEST_LIBS)
+
+# bench_boot.sh boots real guests (the reference and the Debian image) through
+# bangerd, alternating, and prints apply->Running and apply->ssh medians.
+.PHONY: bench-boot
+bench-boot: all image image-debian
+	bench/bench_boot.sh $(BENCH_ARGS)
