@@ -183,6 +183,22 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 	check(geteuid() == 0, "bridge/tap permissions",
 	      geteuid() == 0 ? "running as root" : "not root: bangerd needs CAP_NET_ADMIN",
 	      "run bangerd as root (see dist/bangerd.service)");
+	{
+		/* Tools bangerd runs by argv for guests: the seed, host keys, disks. */
+		static const char *const tools[][3] = {
+			{ "genisoimage", "seed disks", "apt-get install genisoimage" },
+			{ "ssh-keygen", "guest host keys", "apt-get install openssh-client" },
+			{ "resize2fs", "root fs growth", "apt-get install e2fsprogs" },
+			{ "qemu-img", "qcow2 images", "apt-get install qemu-utils" },
+		};
+
+		for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+			_cleanup_free_ char *bin = proc_find_in_path(tools[i][0]);
+			_cleanup_free_ char *missing = xasprintf("%s not found", tools[i][0]);
+
+			check(bin != NULL, tools[i][1], bin ? bin : missing, tools[i][2]);
+		}
+	}
 	check_dir("state dir", ctx->state_dir);
 	{
 		struct stat st;
