@@ -42,10 +42,19 @@ for m in dm-mod dm-bufio dm-snapshot dm-zero loop; do
 	cp "$(find "$work/k/lib/modules/$kver" -name "$m.ko*" | head -1)" "$root/lib/modules/"
 done
 
-# The test binary, dmsetup, and every shared library they load.
+# The test binary, dmsetup, the e2fsprogs tools rootfs_grow runs (and the
+# test uses), and every shared library they load.
 cp "$test_bin" "$root/bin/test_host_dm"
-cp "$(command -v dmsetup)" "$root/usr/sbin/dmsetup"
-for b in "$test_bin" "$(command -v dmsetup)"; do
+# (in /usr/local/sbin, first in PATH: busybox's own mke2fs applet would shadow them)
+tools=
+mkdir -p "$root/usr/local/sbin"
+for t in dmsetup mke2fs e2fsck resize2fs dumpe2fs; do
+	cp "$(command -v "$t")" "$root/usr/local/sbin/$t"
+	tools="$tools $(command -v "$t")"
+done
+mkdir -p "$root/etc"
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/"
+for b in "$test_bin" $tools; do
 	ldd "$b" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
@@ -60,7 +69,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o size=900m tmpfs /tmp
 for m in dm-mod dm-bufio dm-snapshot dm-zero loop; do insmod /lib/modules/$m.ko* || echo "insmod $m failed"; done
-export PATH=/bin:/sbin:/usr/sbin TMPDIR=/tmp
+export PATH=/usr/local/sbin:/bin:/sbin:/usr/sbin TMPDIR=/tmp
 echo "dm-guest: kernel $(uname -r), /dev/mapper: $(ls /dev/mapper 2>&1)"
 /bin/test_host_dm
 echo "dm-guest: exit status $?"

@@ -22,5 +22,5 @@ setup() {
 	run "$TOP/tests/integration/dm-in-guest.sh" "$BUILD"
 	echo "$output"
 	[ "$status" -eq 0 ]
-	[[ "$output" == *"PASSED  ] 6 test(s)."* ]]
+	[[ "$output" == *"PASSED  ] 7 test(s)."* ]]
 }

@@ -27,6 +27,7 @@
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
 #include "reconciler/host/host.h"
+#include "common/proc.h"
 #include "tests/lib/hosttest.h"
 #include "tests/lib/testutil.h"
 
@@ -344,6 +345,49 @@ static int dm_count(void)
 }
 
 /* 20 create/remove cycles of dm root disks (both shapes): nothing accumulates. */
+/*
+ * A root disk larger than its ext4 image: the filesystem is grown through the
+ * snapshot to fill it, and the shared base image is not touched.
+ */
+static void test_dm_rootfs_grow(void **state)
+{
+	struct fixture *f = *state;
+	struct host_disk d;
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *before = NULL;
+	_cleanup_free_ char *after = NULL;
+	_cleanup_free_ char *bytes = NULL;
+
+	/* By path: in the dm guest, busybox's shell would run its own mke2fs applet. */
+	_cleanup_free_ char *mke2fs = proc_find_in_path("mke2fs");
+	_cleanup_free_ char *dumpe2fs = proc_find_in_path("dumpe2fs");
+	_cleanup_free_ char *e2fsck = proc_find_in_path("e2fsck");
+
+	if (dm_skip())
+		skip();
+	assert_non_null(mke2fs);
+	assert_non_null(dumpe2fs);
+	assert_non_null(e2fsck);
+	assert_int_equal(hosttest_sh("%s -q -F -t ext4 %s", mke2fs, f->image), 0);
+	before = hosttest_sh_output("sha256sum < %s", f->image);
+	f->vm.rootfs_size_mib = 128;
+	if (host_ops_linux.rootdisk_ensure(&f->vm, DISK_MODE_DM_SNAPSHOT, &d, &err) < 0)
+		fail_msg("rootdisk_ensure: %s", err.msg);
+	if (host_ops_linux.rootfs_grow(d.path, &err) != 1)
+		fail_msg("rootfs_grow: %s", err.msg);
+	assert_int_equal(host_ops_linux.rootfs_grow(d.path, &err), 0); /* nothing left to do */
+	bytes = hosttest_sh_output(
+		"dumpe2fs -h %s 2>/dev/null | awk -F: '/^Block count/ { c = $2 } "
+		"/^Block size/ { s = $2 } END { printf \"%%d\", c * s }'",
+		d.path);
+	assert_non_null(bytes);
+	assert_int_equal(strtoull(bytes, NULL, 10), 128 * MIB);
+	assert_int_equal(hosttest_sh("%s -fn %s >/dev/null 2>&1", e2fsck, d.path), 0);
+	after = hosttest_sh_output("sha256sum < %s", f->image);
+	assert_string_equal(before, after);
+	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
+}
+
 static void test_dm_cycles(void **state)
 {
 	struct fixture *f = *state;
@@ -380,6 +424,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dm_rootdisk_same_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dm_half_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dm_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dm_rootfs_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dm_cycles, setup, teardown),
 	};
 
