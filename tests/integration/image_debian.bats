@@ -234,6 +234,10 @@ check_guest() {
 	echo "# debian ($mode): image ${IMAGE_BYTES} B, disk ${DISK_BYTES} B, root fs ${fs_bytes} B" >&3
 	[ "$fs_bytes" -gt "$IMAGE_BYTES" ]
 
+	# Where the boot time goes (information for the log, not a check).
+	run gssh 'systemd-analyze; systemd-analyze blame | head -n 6'
+	echo "$output" | sed "s/^/# debian ($mode): /" >&3
+
 	# Nothing failed on the way.
 	run gssh systemctl --failed --no-legend --plain
 	echo "failed units: $output"
