@@ -20,6 +20,11 @@
  *    generated, and ed25519 was just written), so sshd serves only our key;
  *    the schema wants at least one type listed. 'disable_root: false' keeps
  *    the "please login as" prefix off root's keys.
+ *  - 'ssh_pwauth' is left alone: cc_set_passwords rewrites sshd_config and
+ *    RESTARTS sshd when it changes the setting, in the config stage, after
+ *    sshd already answered; a guest that banger just saw answer would then
+ *    refuse connections for a moment. banger's users have no password
+ *    (locked) anyway; a user-data that wants it sets it itself.
  *  - 'users' without "default" creates no distro default user. The root
  *    case lists root itself (an existing user is not re-created; its keys
  *    are set and, with lock_passwd false, its password left alone), which
@@ -44,7 +49,7 @@
  *      keys are added; keys the user did not set are added as they are;
  *      nothing of the user's is replaced;
  *   3. banger's settings, merged with dict(replace)+list(replace): the host
- *      key, ssh_deletekeys, ssh_genkeytypes, ssh_pwauth, disable_root (root)
+ *      key, ssh_deletekeys, ssh_genkeytypes, disable_root (root)
  *      and the hostname replace whatever the user set, so the host key
  *      banger pinned is the one the guest serves.
  * The user's runcmd, packages, write_files and scripts are untouched by 2
@@ -289,9 +294,7 @@ static void add_settings(struct buf *b, const struct seed_input *in)
 	add_kv(b, 0, "hostname", in->hostname);
 	if (is_root(in))
 		buf_adds(b, "disable_root: false\n");
-	buf_adds(
-		b,
-		"ssh_pwauth: false\nssh_deletekeys: true\nssh_genkeytypes: [ed25519]\nssh_keys:\n");
+	buf_adds(b, "ssh_deletekeys: true\nssh_genkeytypes: [ed25519]\nssh_keys:\n");
 	add_block(b, 2, "ed25519_private", in->host_key_private);
 	add_kv(b, 2, "ed25519_public", in->host_key_public);
 }

@@ -15,7 +15,7 @@
  *                    nameservers
  *   user-data        #cloud-config: the user and exactly its keys, the host
  *                    key (ssh_keys, ssh_deletekeys, no generated keys),
- *                    no password logins, the hostname, the work disk mount;
+ *                    the hostname, the work disk mount;
  *                    with the spec's own user-data, a MIME multipart/mixed
  *                    archive of theirs followed by banger's (see seed.c
  *                    for why that order and those merge rules)
