@@ -4,8 +4,10 @@
 #include "common/paths.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/xalloc.h"
 
@@ -76,4 +78,19 @@ char *paths_client_key(const char *state_dir)
 char *paths_daemon_lock(const char *state_dir)
 {
 	return fs_path_join(state_dir, "bangerd.lock");
+}
+
+char *paths_absolute(char *path)
+{
+	_cleanup_free_ char *cwd = NULL;
+	char *abs;
+
+	if (!path || path[0] == '/')
+		return path;
+	cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return path; /* no current directory: leave it; opening it will say why */
+	abs = strcmp(path, ".") == 0 ? xstrdup(cwd) : fs_path_join(cwd, path);
+	free(path);
+	return abs;
 }

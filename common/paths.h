@@ -28,4 +28,11 @@ char *paths_client_key(const char *state_dir);
 /* <state>/bangerd.lock */
 char *paths_daemon_lock(const char *state_dir);
 
+/*
+ * path made absolute against the current directory (lexically: nothing needs
+ * to exist, symlinks are kept). Takes ownership of path; returns an owned
+ * string (path itself when it was already absolute).
+ */
+char *paths_absolute(char *path);
+
 #endif

@@ -120,16 +120,32 @@ static void report_vmm_choice(const struct daemon *d)
 		log_notice("vmm: auto picks %s", drv->name);
 }
 
-/* An existing directory keeps its mode (an admin may share it with a group); one that
- * others can write to is worth a warning: its contents steer VMs and SSH trust. */
-static void warn_if_open(const char *dir)
+/*
+ * The state dir and its ssh dir hold banger's client key, every VM's host key
+ * and disks: others must not read them. An existing directory keeps its group
+ * bits (an admin may share it with a group) but loses any access by others,
+ * with a warning; group write access is worth a warning too.
+ */
+static void fix_dir_mode(const char *dir)
 {
 	struct stat st;
+	mode_t m;
 
-	if (stat(dir, &st) == 0 && (st.st_mode & 0022))
-		log_warn("'%s' is writable by group or others (mode %04o); it should be 0700 or "
-			 "0750",
-			 dir, (unsigned)(st.st_mode & 07777));
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return;
+	m = st.st_mode & 07777;
+	if (m & 0007) {
+		if (chmod(dir, m & ~(mode_t)0007) == 0)
+			log_warn("'%s' was open to others (mode %04o); now %04o: it holds private "
+				 "keys and VM disks",
+				 dir, (unsigned)m, (unsigned)(m & ~(mode_t)0007));
+		else
+			log_warn("'%s' is open to others (mode %04o) and cannot be changed: %s",
+				 dir, (unsigned)m, strerror(errno));
+	}
+	if (m & 0020)
+		log_warn("'%s' is writable by its group (mode %04o); it should be 0700 or 0750",
+			 dir, (unsigned)(m & ~(mode_t)0007));
 }
 
 /*
@@ -181,8 +197,8 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	r = fs_mkdir_p(ssh_dir, 0700, err);
 	if (r < 0)
 		return r;
-	warn_if_open(cfg->state_dir);
-	warn_if_open(ssh_dir);
+	fix_dir_mode(cfg->state_dir);
+	fix_dir_mode(ssh_dir);
 	db = paths_db(cfg->state_dir);
 	r = store_open(db, STORE_READ_WRITE, &d->store, err);
 	if (r < 0)

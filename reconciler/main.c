@@ -493,8 +493,12 @@ int main(int argc, char **argv)
 			cfg.subnet, DAEMON_DEFAULT_SUBNET);
 		return 2;
 	}
-	spec_dir = paths_spec_dir(spec_flag);
-	state_dir = paths_state_dir(state_flag);
+	/* Everything bangerd creates is private unless it says otherwise (the spec dir). */
+	umask(077);
+	/* Relative directories would move with every chdir of a child and name nothing
+	 * useful in handles, logs and the store: made absolute once, here. */
+	spec_dir = paths_absolute(paths_spec_dir(spec_flag));
+	state_dir = paths_absolute(paths_state_dir(state_flag));
 	cfg.spec_dir = spec_dir;
 	cfg.state_dir = state_dir;
 	if (failpoint_armed())

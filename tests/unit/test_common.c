@@ -26,6 +26,7 @@
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/net.h"
+#include "common/paths.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -501,6 +502,21 @@ static void test_resolv_nameservers(void **state)
 	test_rmtree(dir);
 }
 
+static void test_paths_absolute(void **state)
+{
+	_cleanup_free_ char *cwd = getcwd(NULL, 0);
+	_cleanup_free_ char *a = paths_absolute(xstrdup("/var/lib/banger"));
+	_cleanup_free_ char *b = paths_absolute(xstrdup("state/x"));
+	_cleanup_free_ char *c = paths_absolute(xstrdup("."));
+	_cleanup_free_ char *want_b = xasprintf("%s/state/x", cwd);
+
+	(void)state;
+	assert_string_equal(a, "/var/lib/banger");
+	assert_string_equal(b, want_b);
+	assert_string_equal(c, cwd);
+	assert_null(paths_absolute(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -513,6 +529,7 @@ int main(void)
 		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
 		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
 		cmocka_unit_test(test_net_connect),	cmocka_unit_test(test_resolv_nameservers),
+		cmocka_unit_test(test_paths_absolute),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
