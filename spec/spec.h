@@ -273,6 +273,16 @@ bool spec_set_file_failed(const struct spec_set *set, const char *file);
 /* The spec named 'name' in the set, or NULL. Borrowed from the set. */
 const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name);
 
+/*
+ * Append str as a double-quoted YAML scalar that every YAML 1.1/1.2 reader
+ * (libyaml, PyYAML) reads back byte for byte: '"' and '\\' escaped, control
+ * characters, C1, U+2028/U+2029, U+FEFF, non-characters and invalid UTF-8
+ * bytes as escapes. For YAML that banger writes for others (spec_to_yaml,
+ * the cloud-init seed).
+ */
+struct buf;
+void spec_yaml_quote(struct buf *b, const char *str);
+
 /* ---- user-data ---------------------------------------------------------------- */
 
 enum spec_userdata_kind {

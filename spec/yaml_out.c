@@ -61,7 +61,7 @@ static size_t utf8_decode(const unsigned char *s, uint32_t *cp)
 	return 1;
 }
 
-static void add_quoted(struct buf *b, const char *str)
+void spec_yaml_quote(struct buf *b, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str;
 
@@ -99,7 +99,7 @@ static void add_scalar(struct buf *b, const char *s)
 	if (can_be_plain(s))
 		buf_adds(b, s);
 	else
-		add_quoted(b, s);
+		spec_yaml_quote(b, s);
 }
 
 static void add_field(struct buf *b, int indent, const char *key, const char *value)

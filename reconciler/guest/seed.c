@@ -80,63 +80,11 @@
 
 /* ---- YAML scalars ------------------------------------------------------------------ */
 
-/* One UTF-8 character at s (valid input); its length. */
-static size_t utf8_char(const unsigned char *s, unsigned *ret_cp)
-{
-	if (s[0] < 0x80) {
-		*ret_cp = s[0];
-		return 1;
-	}
-	if ((s[0] & 0xe0) == 0xc0) {
-		*ret_cp = (unsigned)(s[0] & 0x1f) << 6 | (s[1] & 0x3f);
-		return 2;
-	}
-	if ((s[0] & 0xf0) == 0xe0) {
-		*ret_cp = (unsigned)(s[0] & 0x0f) << 12 | (unsigned)(s[1] & 0x3f) << 6 |
-			  (s[2] & 0x3f);
-		return 3;
-	}
-	*ret_cp = (unsigned)(s[0] & 0x07) << 18 | (unsigned)(s[1] & 0x3f) << 12 |
-		  (unsigned)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-	return 4;
-}
-
-/*
- * A double-quoted YAML scalar. Escaped: '"', '\', every control character
- * (C0, DEL, C1: U+0085 is a YAML 1.1 line break), U+2028/U+2029 (line
- * breaks to PyYAML), U+FEFF and the non-characters PyYAML refuses. Input must
- * be valid UTF-8 (checked by seed_render()).
- */
-static void add_q(struct buf *b, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-
-	buf_addch(b, '"');
-	while (*s) {
-		unsigned cp;
-		size_t n = utf8_char(s, &cp);
-
-		if (cp == '"' || cp == '\\') {
-			buf_addch(b, '\\');
-			buf_addch(b, (char)cp);
-		} else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f)) {
-			buf_addf(b, "\\x%02x", cp);
-		} else if (cp == 0x2028 || cp == 0x2029 || cp == 0xfeff || cp == 0xfffe ||
-			   cp == 0xffff) {
-			buf_addf(b, "\\u%04x", cp);
-		} else {
-			buf_add(b, s, n);
-		}
-		s += n;
-	}
-	buf_addch(b, '"');
-}
-
 /* "<indent>key: "value"\n" */
 static void add_kv(struct buf *b, int indent, const char *key, const char *value)
 {
 	buf_addf(b, "%*s%s: ", indent, "", key);
-	add_q(b, value);
+	spec_yaml_quote(b, value);
 	buf_addch(b, '\n');
 }
 
@@ -144,7 +92,7 @@ static void add_kv(struct buf *b, int indent, const char *key, const char *value
 static void add_item(struct buf *b, int indent, const char *value)
 {
 	buf_addf(b, "%*s- ", indent, "");
-	add_q(b, value);
+	spec_yaml_quote(b, value);
 	buf_addch(b, '\n');
 }
 
@@ -264,7 +212,7 @@ static void add_accounts(struct buf *b, const struct seed_input *in)
 	/* No distro default user: only this user logs in, with exactly these keys. */
 	buf_adds(b, "users:\n");
 	buf_addf(b, "  - name: ");
-	add_q(b, in->user);
+	spec_yaml_quote(b, in->user);
 	buf_addch(b, '\n');
 	if (is_root(in)) {
 		buf_adds(b, "    lock_passwd: false\n");
@@ -283,7 +231,7 @@ static void add_accounts(struct buf *b, const struct seed_input *in)
 	}
 	if (in->work_disk_dev) {
 		buf_adds(b, "mounts:\n  - [");
-		add_q(b, in->work_disk_dev);
+		spec_yaml_quote(b, in->work_disk_dev);
 		buf_adds(b, ", \"/mnt/work\", \"auto\", \"defaults,nofail\", \"0\", \"2\"]\n");
 	}
 }
