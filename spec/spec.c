@@ -31,7 +31,6 @@
 #include "common/xalloc.h"
 #include "spec/internal.h"
 
-#define SPEC_DIR_DEPTH_MAX 8
 #define STDIN_NAME "<stdin>"
 
 /* ---- spec_set ------------------------------------------------------------- */
@@ -307,6 +306,7 @@ struct yp {
 	struct spec_builder *b; /* the current document's */
 	const char *base_dir;	/* the spec directory: userDataFile stays inside it */
 	const char *rel_dir;	/* the file's directory relative to base_dir ("" when the same) */
+	int base_fd;		/* base_dir opened once by the loader, or -1: open base_dir */
 };
 
 /* One event, copied out of libyaml so it can be freed at once. */
@@ -624,7 +624,8 @@ static int yp_read_file(void *ctx, const char *name, char **ret_data, size_t *re
 	struct stat st;
 	int r;
 
-	dfd = open(p->base_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	dfd = p->base_fd >= 0 ? fcntl(p->base_fd, F_DUPFD_CLOEXEC, 3)
+			      : open(p->base_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return bg_error(err, errno, "cannot open the spec directory '%s'", p->base_dir);
 	rel = *p->rel_dir ? fs_path_join(p->rel_dir, name) : xstrdup(name);
@@ -862,11 +863,14 @@ static int ydiag_cmp(const void *a, const void *b)
 
 /* spec_parse_buffer() with the spec directory and the file's directory inside it. */
 static int parse_buffer_in(struct spec_set *set, const char *file, const char *data, size_t len,
-			   const char *base_dir, const char *rel_dir)
+			   const char *base_dir, int base_fd, const char *rel_dir)
 {
-	struct yp p = {
-		.file = file, .data = data, .len = len, .base_dir = base_dir, .rel_dir = rel_dir
-	};
+	struct yp p = { .file = file,
+			.data = data,
+			.len = len,
+			.base_dir = base_dir,
+			.rel_dir = rel_dir,
+			.base_fd = base_fd };
 	int errors;
 
 	if (len > SPEC_FILE_MAX) {
@@ -946,7 +950,7 @@ int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, 
 {
 	_cleanup_free_ char *dir = dir_of(file);
 
-	return parse_buffer_in(set, file, data, len, dir, "");
+	return parse_buffer_in(set, file, data, len, dir, -1, "");
 }
 
 /* ---- loading files and directories ------------------------------------------ */
@@ -982,11 +986,15 @@ struct file_id {
 
 struct loader {
 	struct spec_set *set;
-	const char *top;      /* the directory being loaded, or NULL for a single file */
-	struct file_id *seen; /* files read by this call: each is read once */
+	const char *top; /* the directory being loaded (for names), or NULL for a single file */
+	int root_fd;	 /* top, opened once: everything is resolved beneath it */
+	struct file_id *seen; /* files read by this walk: each is read once */
 	size_t n_seen;
-	struct file_id stack[SPEC_DIR_DEPTH_MAX + 1]; /* directories being walked */
-	size_t depth;
+	struct file_id *dirs; /* directories visited by this walk: each is walked once */
+	size_t n_dirs;
+	size_t n_entries;
+	uint64_t bytes;
+	bool stopped; /* a tree-wide bound was hit: the walk is over */
 	int errors;
 };
 
@@ -995,6 +1003,33 @@ static void load_error(struct loader *l, const char *path, int errnum, const cha
 	set_add_diagf(l->set, path, (struct spec_loc){ 0, 0 }, "%s: %s", what, strerror(errnum));
 	set_fail_file(l->set, path);
 	l->errors++;
+}
+
+/* An error about 'path' (a file, a directory, or the whole tree) in our own words. */
+static void load_errorf(struct loader *l, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void load_errorf(struct loader *l, const char *path, const char *fmt, ...)
+{
+	_cleanup_free_ char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	set_add_diag(l->set, path, (struct spec_loc){ 0, 0 }, msg);
+	set_fail_file(l->set, path);
+	l->errors++;
+}
+
+/* A tree-wide bound: the whole spec directory fails (its VMs keep their last good spec). */
+static void load_stop(struct loader *l, const char *what, long long max)
+{
+	load_errorf(l, l->top,
+		    "the spec directory has more than %lld %s (the limit); no VM is changed "
+		    "until it has fewer",
+		    max, what);
+	l->stopped = true;
 }
 
 /* Read at most SPEC_FILE_MAX + 1 bytes from fd. Returns 0 or -errno. */
@@ -1032,12 +1067,16 @@ static int read_capped(int fd, char **ret, size_t *ret_len)
 	return 0;
 }
 
-/*
- * Load one file. 'walked': found by a directory walk, where a file that
- * vanished since readdir is not an error and only regular files are read
- * (never block on a FIFO someone dropped in the spec directory).
- */
-static void load_file(struct loader *l, const char *path, bool walked)
+static bool id_in(const struct file_id *v, size_t n, const struct stat *st)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].dev == st->st_dev && v[i].ino == st->st_ino)
+			return true;
+	return false;
+}
+
+/* An explicit file (not found by a walk): 'banger validate -f x.yaml'. */
+static void load_file(struct loader *l, const char *path)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *data = NULL;
@@ -1045,10 +1084,8 @@ static void load_file(struct loader *l, const char *path, bool walked)
 	size_t len;
 	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (walked ? O_NONBLOCK : 0));
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		if (walked && errno == ENOENT)
-			return;
 		load_error(l, path, errno, "cannot open");
 		return;
 	}
@@ -1060,11 +1097,63 @@ static void load_file(struct loader *l, const char *path, bool walked)
 		load_error(l, path, EISDIR, "cannot read");
 		return;
 	}
-	if (walked && !S_ISREG(st.st_mode))
+	r = read_capped(fd, &data, &len);
+	if (r < 0) {
+		load_error(l, path, -r, "cannot read");
 		return;
-	for (size_t i = 0; i < l->n_seen; i++)
-		if (l->seen[i].dev == st.st_dev && l->seen[i].ino == st.st_ino)
+	}
+	l->errors += spec_parse_buffer(l->set, path, data, len);
+}
+
+/*
+ * openat2 beneath the spec directory: symlinks are followed only while they
+ * stay inside it (EXDEV otherwise, also for an absolute link), /proc magic
+ * links never.
+ */
+static int open_beneath(const struct loader *l, const char *rel, uint64_t flags, uint64_t resolve)
+{
+	struct open_how how = {
+		.flags = flags | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY),
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
+	};
+	int fd;
+
+	do
+		fd = (int)syscall(SYS_openat2, l->root_fd, *rel ? rel : ".", &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	return fd;
+}
+
+/* A spec file found by the walk: 'rel' inside the tree, 'path' its name for diagnostics. */
+static void load_walked(struct loader *l, const char *rel, const char *path, const char *rel_dir,
+			const struct stat *pst)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *data = NULL;
+	struct stat st;
+	size_t len;
+	int r;
+
+	if (id_in(l->seen, l->n_seen, pst))
+		return; /* a second link to a file already read */
+	if (l->n_seen >= SPEC_DIR_FILES_MAX) {
+		load_stop(l, "spec files", SPEC_DIR_FILES_MAX);
+		return;
+	}
+	/* Opened again to read it (O_NONBLOCK: never wait on a FIFO swapped in meanwhile). */
+	fd = open_beneath(l, rel, O_RDONLY | O_NONBLOCK, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
 			return;
+		load_error(l, path, errno, "cannot open");
+		return;
+	}
+	if (fstat(fd, &st) < 0) {
+		load_error(l, path, errno, "cannot stat");
+		return;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_dev != pst->st_dev || st.st_ino != pst->st_ino)
+		return; /* replaced since it was looked at: the next pass reads it */
 	l->seen = xreallocarray(l->seen, l->n_seen + 1, sizeof(*l->seen));
 	l->seen[l->n_seen++] = (struct file_id){ st.st_dev, st.st_ino };
 	r = read_capped(fd, &data, &len);
@@ -1072,55 +1161,65 @@ static void load_file(struct loader *l, const char *path, bool walked)
 		load_error(l, path, -r, "cannot read");
 		return;
 	}
+	l->bytes += len;
+	if (l->bytes > SPEC_DIR_BYTES_MAX) {
+		load_stop(l, "bytes of spec files", SPEC_DIR_BYTES_MAX);
+		return;
+	}
 	/*
 	 * A cloud-config kept next to the specs (named by a userDataFile) is
 	 * YAML too, but no spec: its first line says so.
 	 */
-	if (walked && spec_userdata_kind(data, len) == SPEC_USERDATA_CLOUD_CONFIG)
+	if (spec_userdata_kind(data, len) == SPEC_USERDATA_CLOUD_CONFIG)
 		return;
-	if (l->top) {
-		/* path is top + "/" + rel + "/" + name (fs_path_join): its directory inside top. */
-		_cleanup_free_ char *dir = dir_of(path);
-		size_t n = strlen(l->top);
-		const char *rel;
-
-		while (n > 1 && l->top[n - 1] == '/')
-			n--;
-		rel = strlen(dir) >= n && strncmp(dir, l->top, n) == 0 ? dir + n : "";
-		while (*rel == '/')
-			rel++;
-		l->errors += parse_buffer_in(l->set, path, data, len, l->top, rel);
-	} else {
-		l->errors += spec_parse_buffer(l->set, path, data, len);
-	}
+	l->errors += parse_buffer_in(l->set, path, data, len, l->top, l->root_fd, rel_dir);
 }
 
-static void load_dir(struct loader *l, const char *path, const struct stat *dst);
+static void load_dir(struct loader *l, const char *rel, const char *path, unsigned depth);
 
-static void load_entry(struct loader *l, const char *dir, const char *name)
+static void load_entry(struct loader *l, const char *rel_dir, const char *dir, const char *name,
+		       unsigned depth)
 {
+	_cleanup_free_ char *rel = *rel_dir ? fs_path_join(rel_dir, name) : xstrdup(name);
 	_cleanup_free_ char *path = fs_path_join(dir, name);
+	_cleanup_close_ int fd = -1;
 	struct stat st;
 
-	if (name[0] == '.')
-		return;
-	if (stat(path, &st) < 0) {
-		/* Vanished, or a dangling symlink: nothing to read. */
+	/* O_PATH: look at what the entry is without opening it (no FIFO, no device). */
+	fd = open_beneath(l, rel, O_PATH, 0);
+	if (fd < 0) {
 		if (errno == ENOENT)
-			return;
-		if (spec_is_spec_filename(name))
-			load_error(l, path, errno, "cannot stat");
+			return; /* vanished, or a dangling symlink: nothing to read */
+		if (errno == EXDEV)
+			load_errorf(l, path,
+				    "leads outside the spec directory (a symbolic link out of "
+				    "it, or an absolute one); not followed");
+		else if (errno == ELOOP)
+			load_errorf(l, path, "too many symbolic links; not followed");
+		else if (spec_is_spec_filename(name))
+			load_error(l, path, errno, "cannot open");
+		return;
+	}
+	if (fstat(fd, &st) < 0) {
+		load_error(l, path, errno, "cannot stat");
 		return;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		/* l->depth is the level of this subdirectory: the top is 0. */
-		if (l->depth > SPEC_DIR_DEPTH_MAX)
+		if (id_in(l->dirs, l->n_dirs, &st))
+			return; /* walked already, through another name */
+		if (depth + 1 > SPEC_DIR_DEPTH_MAX) {
+			load_errorf(l, path,
+				    "directory nested more than %d levels below the spec "
+				    "directory (the limit); not read",
+				    SPEC_DIR_DEPTH_MAX);
 			return;
-		load_dir(l, path, &st);
+		}
+		(void)close(TAKE_FD(fd));
+		load_dir(l, rel, path, depth + 1);
 		return;
 	}
 	if (S_ISREG(st.st_mode) && spec_is_spec_filename(name))
-		load_file(l, path, true);
+		load_walked(l, rel, path, rel_dir, &st);
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -1128,25 +1227,35 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void load_dir(struct loader *l, const char *path, const struct stat *dst)
+/* Walk the directory 'rel' inside the tree ("" for the top), named 'path' in diagnostics. */
+static void load_dir(struct loader *l, const char *rel, const char *path, unsigned depth)
 {
 	_cleanup_close_ int fd = -1;
+	struct stat st;
 	DIR *d;
 	struct dirent *de;
 	char **names = NULL;
 	size_t n = 0;
 
-	/* A symlink back up the tree would otherwise be walked until the depth cap. */
-	for (size_t i = 0; i < l->depth; i++)
-		if (l->stack[i].dev == dst->st_dev && l->stack[i].ino == dst->st_ino)
-			return;
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open_beneath(l, rel, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0) {
-		if (errno == ENOENT && l->depth > 0)
+		if (errno == ENOENT && depth > 0)
 			return;
 		load_error(l, path, errno, "cannot open directory");
 		return;
 	}
+	if (fstat(fd, &st) < 0) {
+		load_error(l, path, errno, "cannot stat directory");
+		return;
+	}
+	if (id_in(l->dirs, l->n_dirs, &st))
+		return;
+	if (l->n_dirs >= SPEC_DIR_DIRS_MAX) {
+		load_stop(l, "directories", SPEC_DIR_DIRS_MAX);
+		return;
+	}
+	l->dirs = xreallocarray(l->dirs, l->n_dirs + 1, sizeof(*l->dirs));
+	l->dirs[l->n_dirs++] = (struct file_id){ st.st_dev, st.st_ino };
 	d = fdopendir(fd);
 	if (!d) {
 		load_error(l, path, errno, "cannot open directory");
@@ -1154,29 +1263,34 @@ static void load_dir(struct loader *l, const char *path, const struct stat *dst)
 	}
 	TAKE_FD(fd);
 	while ((errno = 0, de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (++l->n_entries > SPEC_DIR_ENTRIES_MAX) {
+			load_stop(l, "directory entries", SPEC_DIR_ENTRIES_MAX);
+			break;
+		}
 		if (de->d_name[0] == '.')
 			continue;
 		names = xreallocarray(names, n + 1, sizeof(*names));
 		names[n++] = xstrdup(de->d_name);
 	}
-	if (errno)
+	if (errno && !l->stopped)
 		load_error(l, path, errno, "cannot read directory");
 	closedir(d);
 	/* Sorted, so diagnostics and duplicate reports come in a stable order. */
 	if (n > 1)
 		qsort(names, n, sizeof(*names), name_cmp);
-	l->stack[l->depth++] = (struct file_id){ dst->st_dev, dst->st_ino };
 	for (size_t i = 0; i < n; i++) {
-		load_entry(l, path, names[i]);
+		if (!l->stopped)
+			load_entry(l, rel, path, names[i], depth);
 		free(names[i]);
 	}
-	l->depth--;
 	free(names);
 }
 
 int spec_load_path(struct spec_set *set, const char *path)
 {
-	struct loader l = { .set = set };
+	struct loader l = { .set = set, .root_fd = -1 };
 	struct stat st;
 
 	if (strcmp(path, "-") == 0) {
@@ -1193,11 +1307,19 @@ int spec_load_path(struct spec_set *set, const char *path)
 	if (stat(path, &st) < 0)
 		load_error(&l, path, errno, "cannot read");
 	else if (S_ISDIR(st.st_mode)) {
-		l.top = path;
-		load_dir(&l, path, &st);
+		/* The top itself may be a symlink (the operator's choice); nothing below it. */
+		l.root_fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (l.root_fd < 0) {
+			load_error(&l, path, errno, "cannot open directory");
+		} else {
+			l.top = path;
+			load_dir(&l, "", path, 0);
+			(void)close(l.root_fd);
+		}
 	} else
-		load_file(&l, path, false);
+		load_file(&l, path);
 	free(l.seen);
+	free(l.dirs);
 	return l.errors;
 }
 

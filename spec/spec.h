@@ -40,6 +40,18 @@
 #define SPEC_HASH_LEN 64	       /* hex chars of SHA-256 */
 #define SPEC_USERDATA_MAX (256 * 1024) /* bytes of spec.cloudInit user-data */
 
+/*
+ * Bounds of one spec directory walk (spec_load_path() on a directory). Past
+ * a per-directory bound the directory is an error; past a tree-wide one the
+ * whole spec directory is (no VM is then changed: a half-read tree is not
+ * "those VMs are gone").
+ */
+#define SPEC_DIR_DEPTH_MAX 8		      /* levels of subdirectories below the top */
+#define SPEC_DIR_DIRS_MAX 1024		      /* directories in the tree */
+#define SPEC_DIR_ENTRIES_MAX 65536	      /* directory entries in the tree */
+#define SPEC_DIR_FILES_MAX 4096		      /* spec files read */
+#define SPEC_DIR_BYTES_MAX (64 * 1024 * 1024) /* bytes of spec files read */
+
 enum vm_desired_state {
 	VM_DESIRED_RUNNING,
 	VM_DESIRED_STOPPED,
@@ -240,17 +252,25 @@ int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, 
  * being loaded (for a single file, or stdin: the file's own directory, or
  * the current one), without symlinks that leave it (openat2 RESOLVE_BENEATH),
  * and be a regular file (not itself a symlink) of at most SPEC_USERDATA_MAX
- * bytes. A directory is walked
- * recursively: *.yaml and *.yml files, following symlinks, skipping hidden
- * entries (".git", "..data", ".x.swp"), editor scratch files ("4913", "x~",
- * ".#x", "#x#") and anything else; subdirectories deeper than 8 are skipped.
- * Returns the number of errors added (unreadable paths count).
+ * bytes.
+ *
+ * A directory is a tree that cannot be left: it is opened once and every
+ * entry is opened relative to that fd with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_MAGICLINKS), so a symlink inside the tree to a place inside it
+ * works (Kubernetes' "..data" swap) while one that leads out of it, or an
+ * absolute one, is an error for that entry ("leads outside the spec
+ * directory"), never followed. Read: *.yaml and *.yml regular files,
+ * skipping hidden entries (".git", "..data", ".x.swp"), editor scratch files
+ * ("4913", "x~", ".#x", "#x#") and anything else. Each directory and each
+ * file is visited once (by device and inode), entries in name order. The
+ * SPEC_DIR_* bounds above apply; a directory deeper than SPEC_DIR_DEPTH_MAX
+ * or with too many entries is an error for that directory, a tree-wide
+ * bound an error for the whole directory (the walk stops). Returns the
+ * number of errors added (unreadable paths count).
  * Call spec_set_finish() after the last load.
  *
- * Within a walk each file is read once (a second symlink to it is ignored),
- * entries are read in name order, only regular files are opened, and a file
- * that disappears between readdir and open is skipped silently. stdin is
- * named "<stdin>" in diagnostics and provenance. I/O errors and files over
+ * A file that disappears between readdir and open is skipped silently. stdin
+ * is named "<stdin>" in diagnostics and provenance. I/O errors and files over
  * SPEC_FILE_MAX are diagnostics without a position (line 0).
  */
 int spec_load_path(struct spec_set *set, const char *path);

@@ -1441,7 +1441,6 @@ static void test_load_dir(void **state)
 	_cleanup_free_ char *outside = test_tmpdir("bg-spec-out");
 	_cleanup_free_ char *outfile = fs_path_join(outside, "linked.yaml");
 	_cleanup_free_ char *fifo = fs_path_join(dir, "fifo.yaml");
-	_cleanup_free_ char *broken = xasprintf("%s/%s", outside, "nope");
 	static const char *const want[] = { "d8", "deep", "in-linked-dir", "linked", "sub", "top" };
 	struct spec_set set;
 
@@ -1450,7 +1449,7 @@ static void test_load_dir(void **state)
 	mkdir_in(dir, "sub/deeper");
 	write_vm(dir, "sub/sub.yml", "sub");
 	write_vm(dir, "sub/deeper/deep.yaml", "deep");
-	/* Depth 8 is read, depth 9 is not. */
+	/* Depth 8 is read, depth 9 is an error for that directory. */
 	mkdir_in(dir, "1/2/3/4/5/6/7/8/9");
 	write_vm(dir, "1/2/3/4/5/6/7/8/d8.yaml", "d8");
 	write_vm(dir, "1/2/3/4/5/6/7/8/9/d9.yaml", "d9");
@@ -1469,27 +1468,53 @@ static void test_load_dir(void **state)
 	write_in(dir, "#top.yaml#", "x: [");
 	write_in(dir, "notes.txt", "x: [");
 	symlink_in(dir, "user@host.1234:1700000000", ".#top.yaml");
-	/* Symlinks are followed; a dangling one and a FIFO are skipped. */
-	write_vm(outside, "linked.yaml", "linked");
-	symlink_in(dir, outfile, "link.yaml");
-	mkdir_in(outside, "ldir");
-	write_vm(outside, "ldir/in.yaml", "in-linked-dir");
-	{
-		_cleanup_free_ char *ldir = fs_path_join(outside, "ldir");
-
-		symlink_in(dir, ldir, "ldir");
-	}
-	symlink_in(dir, broken, "dangling.yaml");
+	/* Relative symlinks that stay inside the tree are followed; a dangling one and a FIFO are
+	 * skipped. */
+	mkdir_in(dir, ".repo/ldir");
+	write_vm(dir, ".repo/linked.yaml", "linked");
+	write_vm(dir, ".repo/ldir/in.yaml", "in-linked-dir");
+	symlink_in(dir, ".repo/linked.yaml", "link.yaml");
+	symlink_in(dir, ".repo/ldir", "ldir");
+	symlink_in(dir, "nope", "dangling.yaml");
 	assert_int_equal(mkfifo(fifo, 0644), 0);
 	/* A loop back to the top, and a second link to a file already read. */
-	symlink_in(dir, dir, "sub/loop");
-	symlink_in(dir, outfile, "sub/again.yaml");
+	symlink_in(dir, "..", "sub/loop");
+	symlink_in(dir, "../.repo/linked.yaml", "sub/again.yaml");
+	/* Links out of the tree, or absolute ones (even to inside it), are errors, never read. */
+	write_vm(outside, "linked.yaml", "outside");
+	mkdir_in(outside, "ldir");
+	write_vm(outside, "ldir/in.yaml", "outside-dir");
+	symlink_in(dir, outfile, "out.yaml");
+	{
+		_cleanup_free_ char *ldir = fs_path_join(outside, "ldir");
+		_cleanup_free_ char *abs = fs_path_join(dir, "top.yaml");
+
+		symlink_in(dir, ldir, "odir");
+		symlink_in(dir, abs, "abs.yaml");
+	}
+	symlink_in(dir, "../../../../../../../../../../..", "up");
+	symlink_in(dir, "/", "root");
 
 	spec_set_init(&set);
-	assert_int_equal(spec_load_path(&set, dir), 0);
+	assert_int_equal(spec_load_path(&set, dir), 6);
 	assert_int_equal(spec_set_finish(&set), 0);
 	expect_specs(&set, want, ARRAY_SIZE(want));
-	assert_int_equal(set.n_diags, 0);
+	{
+		static const char *const bad[] = { "1/2/3/4/5/6/7/8/9", "abs.yaml", "odir",
+						   "out.yaml",		"root",	    "up" };
+
+		assert_int_equal(set.n_diags, ARRAY_SIZE(bad));
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			_cleanup_free_ char *f = fs_path_join(dir, bad[i]);
+
+			assert_string_equal(set.diags[i].file, f);
+			assert_true(spec_set_file_failed(&set, f));
+		}
+		assert_non_null(strstr(set.diags[0].msg, "nested more than 8 levels"));
+		for (size_t i = 1; i < ARRAY_SIZE(bad); i++)
+			assert_non_null(
+				strstr(set.diags[i].msg, "leads outside the spec directory"));
+	}
 	{
 		const struct vm_spec *sub = spec_set_find(&set, "sub");
 		_cleanup_free_ char *want_file = xasprintf("%s/sub/sub.yml", dir);
@@ -1497,6 +1522,8 @@ static void test_load_dir(void **state)
 		assert_non_null(sub);
 		assert_string_equal(sub->source_file, want_file);
 		assert_null(spec_set_find(&set, "d9"));
+		assert_null(spec_set_find(&set, "outside"));
+		assert_null(spec_set_find(&set, "outside-dir"));
 	}
 	spec_set_release(&set);
 	test_rmtree(dir);
@@ -2048,8 +2075,9 @@ static void test_user_data_file(void **state)
 			const char *needle;
 		} bad[] = {
 			{ "missing", "nope.sh", "cannot open" },
-			{ "abs-link", "abs/secret.sh", "leads outside the spec directory" },
-			{ "final-link", "link.sh", "is a symbolic link" },
+			/* Hidden, so the walk skips the link and only the reader sees it. */
+			{ "abs-link", ".abs/secret.sh", "leads outside the spec directory" },
+			{ "final-link", ".link.sh", "is a symbolic link" },
 			{ "dir", "adir", "is not a regular file" },
 			{ "fifo", "fifo.sh", "is not a regular file" },
 			{ "big", "big.sh", "is larger than 262144 bytes (256 KiB)" },
@@ -2065,9 +2093,9 @@ static void test_user_data_file(void **state)
 
 			write_in(d, "v.yaml", vm);
 			if (strcmp(s, "abs-link") == 0)
-				symlink_in(d, outside, "abs");
+				symlink_in(d, outside, ".abs");
 			else if (strcmp(s, "final-link") == 0)
-				symlink_in(d, sec, "link.sh");
+				symlink_in(d, sec, ".link.sh");
 			else if (strcmp(s, "dir") == 0)
 				mkdir_in(d, "adir");
 			else if (strcmp(s, "fifo") == 0) {
