@@ -62,15 +62,20 @@ static char *doc_text(const struct vm_spec *s, const char *stdin_data, size_t st
  * too, to the same content, or bangerd would see another spec than the one
  * validated here.
  */
-static int check_user_data_file(const struct vm_spec *s, const char *target, const char *text,
-				const char *want_hash)
+static int check_user_data_file(const char *spec_dir, const struct vm_spec *s, const char *target,
+				const char *text, const char *want_hash)
 {
+	_cleanup_close_ int dir_fd = specfile_dir_open(spec_dir, -1, NULL);
 	struct spec_set there;
 	char h[SPEC_HASH_LEN + 1];
 	int r = 0;
 
 	spec_set_init(&there);
-	(void)spec_parse_buffer(&there, target, text, strlen(text));
+	/* Read beneath the spec dir's fd, as the edit itself will be. */
+	if (dir_fd >= 0)
+		(void)specfile_parse_at(dir_fd, spec_dir, &there, target, text, strlen(text));
+	else
+		(void)spec_parse_buffer(&there, target, text, strlen(text));
 	if (there.n_diags > 0) {
 		_cleanup_free_ char *why = spec_diag_format(&there.diags[0]);
 
@@ -265,7 +270,8 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			verdict[i] = "created";
 		}
 		if (s->cloudinit_user_data_file &&
-		    check_user_data_file(s, edits[n_edits].file, texts[i], h_new) < 0) {
+		    check_user_data_file(ctx->spec_dir, s, edits[n_edits].file, texts[i], h_new) <
+			    0) {
 			rc = CLI_EXIT_FAIL;
 			continue;
 		}
@@ -278,7 +284,7 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		cli_error("nothing applied");
 		goto out;
 	}
-	if (!dry_run && specfile_apply(lock_fd, edits, n_edits, &err) < 0) {
+	if (!dry_run && specfile_apply(ctx->spec_dir, lock_fd, edits, n_edits, &err) < 0) {
 		cli_error("%s", err.msg);
 		rc = CLI_EXIT_FAIL;
 		goto out;

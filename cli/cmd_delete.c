@@ -153,7 +153,7 @@ int cmd_delete(const struct cli_ctx *ctx, int argc, char **argv)
 		n_edits++;
 		found[i] = true;
 	}
-	if (n_edits > 0 && specfile_apply(lock_fd, edits, n_edits, &err) < 0) {
+	if (n_edits > 0 && specfile_apply(ctx->spec_dir, lock_fd, edits, n_edits, &err) < 0) {
 		cli_error("%s", err.msg);
 		rc = CLI_EXIT_FAIL;
 		goto out;

@@ -10,20 +10,104 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/str.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "spec/spec.h"
 
 #define CHANGED_HINT "changed while banger was editing it; run the command again"
+
+/* ---- the spec dir, as one fd ---------------------------------------------------------- */
+
+static int openat2_beneath(int dfd, const char *rel, uint64_t flags, uint64_t resolve)
+{
+	struct open_how how = {
+		.flags = flags | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
+	};
+	int fd;
+
+	do
+		fd = (int)syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	return fd;
+}
+
+/* 'file' relative to 'dir' when it is lexically inside it (as the loader names files). */
+static const char *rel_in(const char *dir, const char *file)
+{
+	size_t n = strlen(dir);
+
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	if (strncmp(file, dir, n) != 0 || file[n] != '/')
+		return NULL;
+	file += n;
+	while (*file == '/')
+		file++;
+	return *file ? file : NULL;
+}
+
+/* Where an fd points now, from /proc (for finding a file's real directory). Owned or NULL. */
+static char *fd_path(int fd)
+{
+	char proc[64], buf[PATH_MAX + 1];
+	ssize_t n;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, buf, sizeof(buf) - 1);
+	if (n <= 0 || (size_t)n >= sizeof(buf) - 1)
+		return NULL;
+	buf[n] = '\0';
+	return xstrdup(buf);
+}
+
+int specfile_dir_open(const char *spec_dir, int lock_fd, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat lst, st;
+
+	fd = open(spec_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return bg_error(err, errno, "open the spec directory '%s'", spec_dir);
+	if (lock_fd < 0)
+		return TAKE_FD(fd);
+	/* The directory opened is the one whose lock is held. */
+	if (fstat(lock_fd, &lst) < 0)
+		return bg_error(err, errno, "stat the lock of '%s'", spec_dir);
+	if (fstatat(fd, SPECFILE_LOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    st.st_dev != lst.st_dev || st.st_ino != lst.st_ino)
+		return bg_errorf(err, EAGAIN, "the spec directory '%s' %s", spec_dir, CHANGED_HINT);
+	return TAKE_FD(fd);
+}
+
+int specfile_parse_at(int dir_fd, const char *spec_dir, struct spec_set *set, const char *file,
+		      const char *text, size_t len)
+{
+	const char *rel = rel_in(spec_dir, file);
+	_cleanup_free_ char *rel_dir = NULL;
+	const char *slash;
+
+	if (!rel)
+		return spec_parse_buffer(set, file, text, len);
+	slash = strrchr(rel, '/');
+	rel_dir = slash ? xstrndup(rel, (size_t)(slash - rel)) : xstrdup("");
+	return spec_parse_buffer_at(set, file, text, len, spec_dir, dir_fd, rel_dir);
+}
 
 int specfile_lock(const char *spec_dir, int timeout_ms, struct bg_err *err)
 {
@@ -160,16 +244,16 @@ static bool only_markers(const char *s)
  * The new document must be exactly one VM, the one named, and the spec the
  * caller validated (its hash) when it says which. Its hash into ret_hash.
  */
-static int check_text(const struct specfile_edit *e, char ret_hash[SPEC_HASH_LEN + 1],
-		      struct bg_err *err)
+static int check_text(int dir_fd, const char *spec_dir, const struct specfile_edit *e,
+		      char ret_hash[SPEC_HASH_LEN + 1], struct bg_err *err)
 {
 	struct spec_set set;
 	int r = 0;
 
 	spec_set_init(&set);
-	/* Parsed as if in its file: a cloudInit.userDataFile resolves from there. */
-	(void)spec_parse_buffer(&set, e->file ? e->file : "<new document>", e->text,
-				strlen(e->text));
+	/* Parsed as if in its file: a cloudInit.userDataFile resolves from there, beneath the
+	 * spec dir's fd. */
+	(void)specfile_parse_at(dir_fd, spec_dir, &set, e->file, e->text, strlen(e->text));
 	if (set.n_diags > 0) {
 		_cleanup_free_ char *d = spec_diag_format(&set.diags[0]);
 
@@ -193,8 +277,13 @@ static int check_text(const struct specfile_edit *e, char ret_hash[SPEC_HASH_LEN
 /* ---- one file -------------------------------------------------------------------------- */
 
 struct target {
-	char *path;	   /* what is written: the real path, or the new file */
+	int dfd;    /* the directory the file is in, inside the spec dir (O_DIRECTORY) */
+	char *base; /* the file's name in dfd (never a symlink: the real file) */
+	dev_t dev;  /* the file found when planning (not for create) */
+	ino_t ino;
 	const char *shown; /* the file as the caller named it, for messages */
+	int root_fd;	   /* the spec dir (borrowed): userDataFile is read beneath it */
+	const char *spec_dir;
 	bool create;
 	const struct specfile_edit **edits;
 	const char **hashes; /* the new documents' hashes, per edit (NULL: removed) */
@@ -207,11 +296,14 @@ struct target {
 
 static void target_release(struct target *t)
 {
-	free(t->path);
+	if (t->dfd >= 0)
+		(void)close(t->dfd);
+	free(t->base);
 	free(t->edits);
 	free(t->hashes);
 	free(t->out);
 	memset(t, 0, sizeof(*t));
+	t->dfd = -1;
 }
 
 struct range {
@@ -258,7 +350,7 @@ static int verify(const struct target *t, const struct spec_set *before, struct 
 	int r = 0;
 
 	spec_set_init(&after);
-	(void)spec_parse_buffer(&after, t->shown, t->out, t->out_len);
+	(void)specfile_parse_at(t->root_fd, t->spec_dir, &after, t->shown, t->out, t->out_len);
 	if (after.n_diags > 0) {
 		_cleanup_free_ char *d = spec_diag_format(&after.diags[0]);
 
@@ -313,9 +405,10 @@ static int prepare_file(struct target *t, struct bg_err *err)
 	size_t len = 0, pos = 0;
 	int r;
 
-	fd = open(t->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* The file found when planning, in its directory's fd: no path is resolved again. */
+	fd = openat(t->dfd, t->base, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
-		if (errno == ENOENT)
+		if (errno == ENOENT || errno == ELOOP)
 			return bg_errorf(err, EAGAIN, "'%s' is gone: it %s", t->shown,
 					 CHANGED_HINT);
 		return bg_error(err, errno, "open '%s'", t->shown);
@@ -324,6 +417,8 @@ static int prepare_file(struct target *t, struct bg_err *err)
 		return bg_error(err, errno, "stat '%s'", t->shown);
 	if (!S_ISREG(t->st.st_mode))
 		return bg_errorf(err, EINVAL, "'%s' is not a regular file", t->shown);
+	if (t->st.st_dev != t->dev || t->st.st_ino != t->ino)
+		return bg_errorf(err, EAGAIN, "'%s' %s", t->shown, CHANGED_HINT);
 	r = fs_read_fd(fd, SPEC_FILE_MAX, t->shown, &data, &len, err);
 	if (r < 0)
 		return r;
@@ -331,7 +426,7 @@ static int prepare_file(struct target *t, struct bg_err *err)
 		return bg_errorf(err, EAGAIN, "'%s' %s", t->shown, CHANGED_HINT);
 
 	spec_set_init(&before);
-	(void)spec_parse_buffer(&before, t->shown, data, len);
+	(void)specfile_parse_at(t->root_fd, t->spec_dir, &before, t->shown, data, len);
 	if (before.n_diags > 0) {
 		_cleanup_free_ char *d = spec_diag_format(&before.diags[0]);
 
@@ -396,7 +491,9 @@ out:
 
 static int prepare_create(struct target *t, struct bg_err *err)
 {
-	if (fs_exists(t->path))
+	struct stat st;
+
+	if (fstatat(t->dfd, t->base, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
 		return bg_errorf(err, EEXIST,
 				 "'%s' exists but does not define vm '%s'; not "
 				 "overwriting it",
@@ -407,12 +504,11 @@ static int prepare_create(struct target *t, struct bg_err *err)
 }
 
 /* The file is still the one that was read: same inode, size, mtime and ctime. */
-static int check_unchanged(const char *path, void *userdata, struct bg_err *err)
+static int check_unchanged(const struct target *t, struct bg_err *err)
 {
-	const struct target *t = userdata;
 	struct stat st;
 
-	if (lstat(path, &st) < 0) {
+	if (fstatat(t->dfd, t->base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return bg_errorf(err, EAGAIN, "'%s' was removed: it %s", t->shown,
 					 CHANGED_HINT);
@@ -427,38 +523,166 @@ static int check_unchanged(const char *path, void *userdata, struct bg_err *err)
 	return 0;
 }
 
+/*
+ * Write the new content to a temp file beside the target, in the target's directory fd
+ * ("<name>.tmp.XXXXXX": not a spec file name, so the loader skips it), fsynced. Its
+ * name into ret_tmp (a buffer of NAME_MAX + 1).
+ */
+static int write_temp_at(const struct target *t, mode_t mode, uid_t uid, gid_t gid, char *ret_tmp,
+			 struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+	const char *p;
+	size_t done = 0;
+
+	for (int tries = 0; fd < 0; tries++) {
+		uint64_t rnd = 0;
+
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			rnd = (uint64_t)now_mono_ms() ^ ((uint64_t)getpid() << 32) ^
+			      (uint64_t)tries;
+		if (snprintf(ret_tmp, NAME_MAX + 1, "%.200s.tmp.%06llx", t->base,
+			     (unsigned long long)(rnd & 0xffffff)) > NAME_MAX)
+			return bg_errorf(err, ENAMETOOLONG, "'%s': name too long", t->shown);
+		fd = openat(t->dfd, ret_tmp,
+			    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+		if (fd < 0 && (errno != EEXIST || tries > 100))
+			return bg_error(err, errno, "create a temp file beside '%s'", t->shown);
+	}
+	if (fchmod(fd, mode) < 0 ||
+	    ((uid != geteuid() || gid != getegid()) && fchown(fd, uid, gid) < 0))
+		goto fail;
+	for (p = t->out; done < t->out_len;) {
+		ssize_t n = write(fd, p + done, t->out_len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		done += (size_t)n;
+	}
+	/* Never retry a failed fsync: the kernel may have dropped the pages. */
+	if (fsync(fd) < 0 || close(TAKE_FD(fd)) < 0)
+		goto fail;
+	return 0;
+fail : {
+	int e = errno ? errno : EIO;
+
+	(void)unlinkat(t->dfd, ret_tmp, 0);
+	return bg_error(err, e, "write a temp file beside '%s'", t->shown);
+}
+}
+
+static int fsync_dir(const struct target *t, struct bg_err *err)
+{
+	if (fsync(t->dfd) < 0)
+		return bg_error(err, errno, "fsync the directory of '%s'", t->shown);
+	return 0;
+}
+
+/* Every step acts relative to t->dfd on t->base: the same directory that was checked. */
 static int commit(struct target *t, struct bg_err *err)
 {
-	int r;
+	char tmp[NAME_MAX + 1];
+	int r, e;
 
 	if (t->create) {
-		r = fs_write_new(t->path, t->out, t->out_len, 0644, err);
-		if (r == -EEXIST)
+		r = write_temp_at(t, 0644, geteuid(), getegid(), tmp, err);
+		if (r < 0)
+			return r;
+		/* Both put the complete file in place, or fail when it exists. */
+		e = renameat2(t->dfd, tmp, t->dfd, t->base, RENAME_NOREPLACE) == 0 ? 0 : errno;
+		if (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP) {
+			e = linkat(t->dfd, tmp, t->dfd, t->base, 0) == 0 ? 0 : errno;
+			(void)unlinkat(t->dfd, tmp, 0);
+		} else if (e) {
+			(void)unlinkat(t->dfd, tmp, 0);
+		}
+		if (e == EEXIST)
 			return bg_errorf(err, EAGAIN,
 					 "'%s' appeared while banger was editing the "
 					 "spec dir; not overwriting it; run the "
 					 "command again",
 					 t->shown);
-		return r;
+		if (e)
+			return bg_error(err, e, "create '%s'", t->shown);
+		return fsync_dir(t, err);
 	}
 	if (t->remove) {
-		r = check_unchanged(t->path, t, err);
+		r = check_unchanged(t, err);
 		if (r < 0)
 			return r;
-		if (unlink(t->path) < 0 && errno != ENOENT)
+		if (unlinkat(t->dfd, t->base, 0) < 0 && errno != ENOENT)
 			return bg_error(err, errno, "remove '%s'", t->shown);
-		return fs_fsync_parent(t->path, err);
+		return fsync_dir(t, err);
 	}
-	return fs_write_atomic_checked(t->path, t->out, t->out_len, t->st.st_mode & 07777,
-				       t->st.st_uid, t->st.st_gid, check_unchanged, t, err);
+	r = write_temp_at(t, t->st.st_mode & 07777, t->st.st_uid, t->st.st_gid, tmp, err);
+	if (r < 0)
+		return r;
+	r = check_unchanged(t, err);
+	if (r == 0 && renameat(t->dfd, tmp, t->dfd, t->base) < 0)
+		r = bg_error(err, errno, "replace '%s'", t->shown);
+	if (r < 0) {
+		(void)unlinkat(t->dfd, tmp, 0);
+		return r;
+	}
+	return fsync_dir(t, err);
+}
+
+/*
+ * Find the real file behind 'rel' (an edit's file inside the spec dir): resolved beneath
+ * dir_fd, symlinks followed only inside the tree; then its real directory is opened again
+ * beneath dir_fd with no symlinks at all, and the name in it must be that same inode
+ * (fstatat identity). From then on the edit acts on (dfd, base) only.
+ */
+static int locate(int dir_fd, const char *rel, const char *shown, int *ret_dfd, char **ret_base,
+		  struct stat *ret_st, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1, dfd = -1;
+	_cleanup_free_ char *root = NULL, *real = NULL, *base = NULL, *dir = NULL;
+	const char *inner, *slash;
+	struct stat st, now;
+
+	fd = openat2_beneath(dir_fd, rel, O_PATH, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return bg_errorf(err, EAGAIN, "'%s' is gone: it %s", shown, CHANGED_HINT);
+		if (errno == EXDEV)
+			return bg_errorf(err, EXDEV,
+					 "'%s' leads outside the spec directory; not editing it",
+					 shown);
+		return bg_error(err, errno, "resolve '%s'", shown);
+	}
+	if (fstat(fd, &st) < 0)
+		return bg_error(err, errno, "stat '%s'", shown);
+	if (!S_ISREG(st.st_mode))
+		return bg_errorf(err, EINVAL, "'%s' is not a regular file", shown);
+	root = fd_path(dir_fd);
+	real = fd_path(fd);
+	inner = root && real ? rel_in(root, real) : NULL;
+	if (!inner)
+		return bg_errorf(err, EAGAIN, "'%s' %s", shown, CHANGED_HINT);
+	slash = strrchr(inner, '/');
+	dir = slash ? xstrndup(inner, (size_t)(slash - inner)) : xstrdup("");
+	base = xstrdup(slash ? slash + 1 : inner);
+	dfd = openat2_beneath(dir_fd, dir, O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+	if (dfd < 0)
+		return bg_errorf(err, EAGAIN, "'%s' %s", shown, CHANGED_HINT);
+	if (fstatat(dfd, base, &now, AT_SYMLINK_NOFOLLOW) < 0 || now.st_dev != st.st_dev ||
+	    now.st_ino != st.st_ino)
+		return bg_errorf(err, EAGAIN, "'%s' %s", shown, CHANGED_HINT);
+	*ret_dfd = TAKE_FD(dfd);
+	*ret_base = TAKE_PTR(base);
+	*ret_st = st;
+	return 0;
 }
 
 /* ---- the edits ---------------------------------------------------------------------- */
 
 /* Group edits into targets (one per real file); checks each edit on its own. */
-static int plan_targets(const struct specfile_edit *edits, size_t n,
-			char (*hashes)[SPEC_HASH_LEN + 1], struct target **ret, size_t *ret_n,
-			struct bg_err *err)
+static int plan_targets(int dir_fd, const char *spec_dir, const struct specfile_edit *edits,
+			size_t n, char (*hashes)[SPEC_HASH_LEN + 1], struct target **ret,
+			size_t *ret_n, struct bg_err *err)
 {
 	struct target *v = xcalloc(n + 1, sizeof(*v));
 	size_t nt = 0;
@@ -466,8 +690,11 @@ static int plan_targets(const struct specfile_edit *edits, size_t n,
 
 	for (size_t i = 0; i < n && r == 0; i++) {
 		const struct specfile_edit *e = &edits[i];
-		_cleanup_free_ char *real = NULL;
+		_cleanup_close_ int dfd = -1;
+		_cleanup_free_ char *base = NULL;
 		struct target *t = NULL;
+		struct stat st = { 0 };
+		const char *rel;
 
 		if (!e->name || !e->file || (e->create && !e->text)) {
 			r = bg_errorf(err, EINVAL, "specfile: bad edit %zu", i);
@@ -480,29 +707,47 @@ static int plan_targets(const struct specfile_edit *edits, size_t n,
 			}
 		if (r < 0)
 			break;
+		rel = rel_in(spec_dir, e->file);
+		if (!rel) {
+			r = bg_errorf(err, EINVAL, "'%s' is not inside the spec directory '%s'",
+				      e->file, spec_dir);
+			break;
+		}
 		if (e->text) {
-			r = check_text(e, hashes[i], err);
+			r = check_text(dir_fd, spec_dir, e, hashes[i], err);
 			if (r < 0)
 				break;
 		}
 		if (e->create) {
-			real = xstrdup(e->file);
-		} else {
-			real = realpath(e->file, NULL);
-			if (!real) {
-				r = errno == ENOENT ? bg_errorf(err, EAGAIN, "'%s' is gone: it %s",
-								e->file, CHANGED_HINT)
-						    : bg_error(err, errno, "resolve '%s'", e->file);
+			/* A new file goes straight into the spec dir, never into a subdirectory. */
+			if (strchr(rel, '/')) {
+				r = bg_errorf(err, EINVAL, "'%s': new files go in '%s' itself",
+					      e->file, spec_dir);
 				break;
 			}
+			dfd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+			if (dfd < 0) {
+				r = bg_error(err, errno, "dup");
+				break;
+			}
+			base = xstrdup(rel);
+		} else {
+			r = locate(dir_fd, rel, e->file, &dfd, &base, &st, err);
+			if (r < 0)
+				break;
 			for (size_t k = 0; k < nt && !t; k++)
-				if (!v[k].create && strcmp(v[k].path, real) == 0)
+				if (!v[k].create && v[k].dev == st.st_dev && v[k].ino == st.st_ino)
 					t = &v[k];
 		}
 		if (!t) {
 			t = &v[nt++];
-			t->path = TAKE_PTR(real);
+			t->dfd = TAKE_FD(dfd);
+			t->base = TAKE_PTR(base);
+			t->dev = st.st_dev;
+			t->ino = st.st_ino;
 			t->shown = e->file;
+			t->root_fd = dir_fd;
+			t->spec_dir = spec_dir;
 			t->create = e->create;
 		}
 		t->edits = xreallocarray(t->edits, t->n_edits + 1, sizeof(*t->edits));
@@ -522,17 +767,22 @@ static int plan_targets(const struct specfile_edit *edits, size_t n,
 	return 0;
 }
 
-int specfile_apply(int lock_fd, const struct specfile_edit *edits, size_t n, struct bg_err *err)
+int specfile_apply(const char *spec_dir, int lock_fd, const struct specfile_edit *edits, size_t n,
+		   struct bg_err *err)
 {
 	char(*hashes)[SPEC_HASH_LEN + 1] = NULL;
+	_cleanup_close_ int dir_fd = -1;
 	struct target *t = NULL;
 	size_t nt = 0;
 	int r;
 
 	if (lock_fd < 0)
 		return bg_errorf(err, EBADF, "specfile: the spec dir is not locked");
+	dir_fd = specfile_dir_open(spec_dir, lock_fd, err);
+	if (dir_fd < 0)
+		return dir_fd;
 	hashes = xcalloc(n + 1, sizeof(*hashes));
-	r = plan_targets(edits, n, hashes, &t, &nt, err);
+	r = plan_targets(dir_fd, spec_dir, edits, n, hashes, &t, &nt, err);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < nt && r == 0; i++)

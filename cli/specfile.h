@@ -16,6 +16,15 @@
  *  - right before a file is replaced (or removed), its inode, size and
  *    mtime are compared with what was read; if another program changed it
  *    meanwhile, it is left alone and the edit fails with -EAGAIN.
+ *
+ * The spec dir is a tree an edit cannot leave: it is opened once, a file is
+ * resolved beneath that fd (openat2 RESOLVE_BENEATH: a symlink inside the
+ * tree to a file inside it is followed, one out of it is an error), its real
+ * directory is opened again with no symlinks at all and the name in it must
+ * be the same inode (fstat identity); read, check, rename and unlink then
+ * all act on that directory fd and name, never on a path resolved again. A
+ * directory swapped for a symlink meanwhile makes the edit fail (-EAGAIN)
+ * or act inside the tree; never outside it.
  */
 #ifndef BANGER_CLI_SPECFILE_H
 #define BANGER_CLI_SPECFILE_H
@@ -36,8 +45,9 @@ struct specfile_edit {
 	const char *name; /* the VM */
 	/*
 	 * Replace or remove: the file that defines the VM, as the spec dir was
-	 * loaded under the lock (a symlink is followed: its target is written).
-	 * Create: the new file, <spec dir>/<name>.yaml.
+	 * loaded under the lock (<spec dir>/...; a symlink to a file inside the
+	 * spec dir is followed: its target is written). Create: the new file,
+	 * <spec dir>/<name>.yaml.
 	 */
 	const char *file;
 	const char *text; /* the new document body (specfile_doc_body), or NULL: remove */
@@ -71,6 +81,24 @@ char *specfile_doc_body(const char *text, size_t len);
  * alone: "changed while banger was editing it; run the command again"). Files
  * replaced before a later one fails stay replaced. Returns 0 or -errno.
  */
-int specfile_apply(int lock_fd, const struct specfile_edit *edits, size_t n, struct bg_err *err);
+int specfile_apply(const char *spec_dir, int lock_fd, const struct specfile_edit *edits, size_t n,
+		   struct bg_err *err);
+
+/*
+ * Open the spec dir once (O_DIRECTORY, O_CLOEXEC) for edits relative to it.
+ * With lock_fd >= 0 (specfile_lock()), the lock file in the directory opened
+ * must be the one locked (same inode), else -EAGAIN. Returns the fd or -errno.
+ */
+int specfile_dir_open(const char *spec_dir, int lock_fd, struct bg_err *err);
+
+/*
+ * spec_parse_buffer() for a document that is (or will be) 'file' inside the
+ * spec dir 'spec_dir' opened as dir_fd: a userDataFile in it is read beneath
+ * dir_fd (never through a path resolved again). A file not lexically inside
+ * spec_dir is parsed with spec_parse_buffer(). Returns the errors added.
+ */
+struct spec_set;
+int specfile_parse_at(int dir_fd, const char *spec_dir, struct spec_set *set, const char *file,
+		      const char *text, size_t len);
 
 #endif

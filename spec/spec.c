@@ -946,6 +946,12 @@ static char *dir_of(const char *path)
 	return xstrndup(path, (size_t)(slash - path));
 }
 
+int spec_parse_buffer_at(struct spec_set *set, const char *file, const char *data, size_t len,
+			 const char *base_dir, int base_fd, const char *rel_dir)
+{
+	return parse_buffer_in(set, file, data, len, base_dir, base_fd, rel_dir);
+}
+
 int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len)
 {
 	_cleanup_free_ char *dir = dir_of(file);

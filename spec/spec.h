@@ -247,6 +247,15 @@ void spec_set_release(struct spec_set *set);
 int spec_parse_buffer(struct spec_set *set, const char *file, const char *data, size_t len);
 
 /*
+ * spec_parse_buffer() for a file inside a spec directory 'base_dir' that the
+ * caller opened as base_fd (borrowed): a userDataFile is read beneath base_fd
+ * from rel_dir, the file's directory relative to it ("" for the top), so no
+ * path is resolved again.
+ */
+int spec_parse_buffer_at(struct spec_set *set, const char *file, const char *data, size_t len,
+			 const char *base_dir, int base_fd, const char *rel_dir);
+
+/*
  * Load a file, a directory, or "-" (stdin). A userDataFile is relative to the
  * directory of the spec file naming it and must resolve inside the directory
  * being loaded (for a single file, or stdin: the file's own directory, or

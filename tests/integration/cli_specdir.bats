@@ -2,7 +2,8 @@
 # cli_specdir.bats - the real banger binary editing a spec dir, without a
 # daemon: many documents deleted at once, concurrent applies to one
 # multi-document file (serialised by <spec dir>/.banger.lock, none lost),
-# a symlinked spec file, and '-f -' given twice. Under 'make asan' this runs
+# a symlinked spec file (inside the tree; one leading out is refused), and
+# '-f -' given twice. Under 'make asan' this runs
 # build-asan/banger, so a heap overflow fails the test.
 
 load /usr/lib/bats/bats-support/load.bash
@@ -100,16 +101,30 @@ fleet() {
 	assert_output $'.banger.lock\nfleet.yaml'
 }
 
-@test "a symlinked spec file is written through to its target" {
-	mkdir "$WORK/repo"
-	fleet 256 a b >"$WORK/repo/ab.yaml"
-	ln -s "$WORK/repo/ab.yaml" "$BANGER_SPEC_DIR/ab.yaml"
+@test "a symlinked spec file is written through to its target inside the spec dir" {
+	mkdir "$BANGER_SPEC_DIR/..2026_01_01"
+	fleet 256 a b >"$BANGER_SPEC_DIR/..2026_01_01/ab.yaml"
+	ln -s ..2026_01_01 "$BANGER_SPEC_DIR/..data"
+	ln -s ..data/ab.yaml "$BANGER_SPEC_DIR/ab.yaml"
 	vm_doc b 768 >"$WORK/in/b.yaml"
 	run "$BANGER" apply -f "$WORK/in/b.yaml"
 	assert_success
 	assert_output "vm/b configured"
 	[ -L "$BANGER_SPEC_DIR/ab.yaml" ]
-	grep -q "memoryMiB: 768" "$WORK/repo/ab.yaml"
+	grep -q "memoryMiB: 768" "$BANGER_SPEC_DIR/..2026_01_01/ab.yaml"
+}
+
+@test "a symlink out of the spec dir is an error, never read or written through" {
+	mkdir "$WORK/repo"
+	fleet 256 a b >"$WORK/repo/ab.yaml"
+	cp "$WORK/repo/ab.yaml" "$WORK/ab.before"
+	ln -s "$WORK/repo/ab.yaml" "$BANGER_SPEC_DIR/ab.yaml"
+	run "$BANGER" validate -f "$BANGER_SPEC_DIR"
+	assert_failure
+	assert_output --partial "ab.yaml: leads outside the spec directory"
+	run "$BANGER" delete b
+	assert_failure
+	cmp "$WORK/repo/ab.yaml" "$WORK/ab.before"
 }
 
 @test "-f - given twice is a usage error and writes nothing" {

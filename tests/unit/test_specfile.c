@@ -4,6 +4,7 @@
  * banger edits it. Includes the .c to reach prepare_file()/commit().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,7 +140,7 @@ static void test_edit_after_concurrent_change(void **state)
 	edited = xasprintf("# three VMs\n# a grew\n%s---\n%s---\n# the last one\n%s", a2, b, c);
 	test_write_file(path, edited);
 
-	assert_int_equal(specfile_apply(f->lock, &del, 1, &err), 0);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &del, 1, &err), 0);
 	assert_summary(path, "a:2048:/images/a.ext4,c:256:/images/c.ext4");
 
 	/* Replacing works the same way. */
@@ -148,7 +149,7 @@ static void test_edit_after_concurrent_change(void **state)
 	load(path, &set);
 	rep.file = spec_set_find(&set, "b")->source_file;
 	test_write_file(path, edited);
-	assert_int_equal(specfile_apply(f->lock, &rep, 1, &err), 0);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &rep, 1, &err), 0);
 	assert_summary(path, "a:2048:/images/a.ext4,b:512:/images/b.ext4,c:256:/images/c.ext4");
 	spec_set_release(&set);
 
@@ -160,7 +161,7 @@ static void test_edit_after_concurrent_change(void **state)
 
 		test_write_file(path, only_ac);
 		before = slurp(path);
-		assert_int_equal(specfile_apply(f->lock, &gone, 1, &err), -EAGAIN);
+		assert_int_equal(specfile_apply(f->dir, f->lock, &gone, 1, &err), -EAGAIN);
 		assert_non_null(strstr(err.msg, "vm 'b' is no longer defined in"));
 		assert_non_null(strstr(err.msg, "run the command again"));
 		after = slurp(path);
@@ -171,8 +172,20 @@ static void test_edit_after_concurrent_change(void **state)
 /* A target for one removal edit, as specfile_apply() builds it. */
 static void target_one(struct target *t, const char *path, const struct specfile_edit *e)
 {
+	const char *slash = strrchr(path, '/');
+	_cleanup_free_ char *dir = xstrndup(path, (size_t)(slash - path));
+	struct stat st;
+
 	memset(t, 0, sizeof(*t));
-	t->path = xstrdup(path);
+	t->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(t->dfd >= 0);
+	t->base = xstrdup(slash + 1);
+	t->root_fd = -1;
+	t->spec_dir = "/nonexistent";
+	if (stat(path, &st) == 0) {
+		t->dev = st.st_dev;
+		t->ino = st.st_ino;
+	}
 	t->shown = path;
 	t->edits = xcalloc(1, sizeof(*t->edits));
 	t->hashes = xcalloc(1, sizeof(*t->hashes));
@@ -265,12 +278,12 @@ static void test_repeated_edits_refused(void **state)
 	struct bg_err err = { 0 };
 
 	test_write_file(path, text);
-	assert_int_equal(specfile_apply(f->lock, two, 2, &err), -EINVAL);
+	assert_int_equal(specfile_apply(f->dir, f->lock, two, 2, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "vm 'a' is edited twice"));
 	assert_summary(path, "a:256:/images/a.ext4,b:256:/images/b.ext4,c:256:/images/c.ext4");
 
 	test_write_file(path, twice);
-	assert_int_equal(specfile_apply(f->lock, two, 1, &err), -EINVAL);
+	assert_int_equal(specfile_apply(f->dir, f->lock, two, 1, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "defined more than once"));
 	{
 		_cleanup_free_ char *now = slurp(path);
@@ -296,7 +309,7 @@ static void test_splice_details(void **state)
 
 	test_write_file(path, text);
 	assert_int_equal(chmod(path, 0600), 0);
-	if (specfile_apply(f->lock, e, 2, &err) < 0)
+	if (specfile_apply(f->dir, f->lock, e, 2, &err) < 0)
 		fail_msg("%s", err.msg);
 	{
 		_cleanup_free_ char *now = slurp(path);
@@ -309,7 +322,7 @@ static void test_splice_details(void **state)
 
 	/* Remove both: only the markers would be left, so the file goes. */
 	e[0].text = e[1].text = NULL;
-	assert_int_equal(specfile_apply(f->lock, e, 2, &err), 0);
+	assert_int_equal(specfile_apply(f->dir, f->lock, e, 2, &err), 0);
 	assert_false(fs_exists(path));
 }
 
@@ -325,31 +338,31 @@ static void test_create(void **state)
 	struct bg_err err = { 0 };
 	struct stat st;
 
-	assert_int_equal(specfile_apply(f->lock, &e, 1, &err), 0);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &e, 1, &err), 0);
 	assert_summary(path, "n:256:/images/n.ext4");
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0644);
 	/* Never over an existing file. */
-	assert_int_equal(specfile_apply(f->lock, &e, 1, &err), -EEXIST);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &e, 1, &err), -EEXIST);
 	assert_int_equal(unlink(path), 0);
 
 	/* The hash the caller validated must match what is written. */
 	memset(h, '0', SPEC_HASH_LEN);
 	h[SPEC_HASH_LEN] = '\0';
 	e.hash = h;
-	assert_int_equal(specfile_apply(f->lock, &e, 1, &err), -EAGAIN);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &e, 1, &err), -EAGAIN);
 	assert_false(fs_exists(path));
 	/* A text of another VM is refused. */
 	e.hash = NULL;
 	e.text = other;
-	assert_int_equal(specfile_apply(f->lock, &e, 1, &err), -EINVAL);
+	assert_int_equal(specfile_apply(f->dir, f->lock, &e, 1, &err), -EINVAL);
 	assert_false(fs_exists(path));
 	/* An exclusive create that loses a race: the file appeared after the check. */
 	{
-		struct target t = { .path = xstrdup(path), .shown = path, .create = true };
+		struct target t;
 
-		t.edits = xcalloc(1, sizeof(*t.edits));
-		t.edits[0] = &e;
+		target_one(&t, path, &e);
+		t.create = true;
 		e.text = body;
 		assert_int_equal(prepare_create(&t, &err), 0);
 		test_write_file(path, "# mine\n");
@@ -374,7 +387,12 @@ static void test_verify(void **state)
 	struct specfile_edit del = { .name = "b", .file = path, .text = NULL };
 	const struct specfile_edit *ep = &del;
 	const char *no_hash = NULL;
-	struct target t = { .shown = "abc.yaml", .edits = &ep, .hashes = &no_hash, .n_edits = 1 };
+	struct target t = { .shown = "abc.yaml",
+			    .root_fd = -1,
+			    .spec_dir = "/nonexistent",
+			    .edits = &ep,
+			    .hashes = &no_hash,
+			    .n_edits = 1 };
 	struct spec_set before;
 	struct bg_err err = { 0 };
 
@@ -423,7 +441,7 @@ static void test_lock(void **state)
 	assert_int_equal(set.n_diags, 0);
 	spec_set_release(&set);
 	/* Without the lock, nothing is written. */
-	assert_int_equal(specfile_apply(-1, NULL, 0, &err), -EBADF);
+	assert_int_equal(specfile_apply(".", -1, NULL, 0, &err), -EBADF);
 }
 
 int main(void)
