@@ -5,11 +5,15 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -17,7 +21,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 
-#define WATCH_DEPTH_MAX 8
+#define WATCH_DEPTH_MAX 8 /* as the loader: SPEC_DIR_DEPTH_MAX */
 #define WATCH_MASK                                                                               \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF | \
 	 IN_MOVE_SELF | IN_ATTRIB)
@@ -32,6 +36,17 @@ struct spec_watch {
 	char *root;
 	struct watched *dirs;
 	size_t n, cap;
+	bool over; /* the last resync hit SPEC_WATCH_MAX (logged once until it no longer does) */
+};
+
+/* One resync's walk: the tree beneath root_fd, each directory watched once. */
+struct walk {
+	int ifd;
+	int root_fd;
+	const char *root;
+	struct watched *dirs;
+	size_t n, cap;
+	bool over;
 };
 
 static void forget_all(struct spec_watch *w)
@@ -62,38 +77,76 @@ static void push(struct watched **dirs, size_t *n, size_t *cap, int wd, const ch
 	(*n)++;
 }
 
-/* Add (or find: inotify returns the existing wd for a watched inode) watches for path and
- * its non-hidden subdirectories, collecting them into dirs. */
-static void collect(int fd, const char *path, int depth, struct watched **dirs, size_t *n,
-		    size_t *cap)
+/*
+ * Open a directory of the tree beneath the spec dir: symlinks are followed only while they
+ * stay inside it (an absolute one, or one out of it, fails with EXDEV), magic links never.
+ */
+static int open_dir_beneath(int root_fd, const char *rel)
 {
+	struct open_how how = {
+		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd;
+
+	do
+		fd = (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	return fd;
+}
+
+/*
+ * Watch the directory 'rel' inside the tree and its non-hidden subdirectories. The watch
+ * is added on the directory just opened (through its /proc/self/fd entry, so the inode
+ * watched is the one opened beneath the root, never a path resolved again); inotify
+ * returns the existing wd for an inode already watched, so each directory is walked once.
+ */
+static void collect(struct walk *wk, const char *rel, int depth)
+{
+	_cleanup_close_ int fd = -1;
+	char proc[64];
 	DIR *d;
 	struct dirent *de;
 	int wd;
 
-	wd = inotify_add_watch(fd, path, WATCH_MASK | IN_ONLYDIR);
-	if (wd < 0) {
-		log_debug("inotify_add_watch '%s': %s", path, strerror(errno));
+	fd = open_dir_beneath(wk->root_fd, rel);
+	if (fd < 0) {
+		log_debug("spec watch: '%s' in '%s' not watched: %s", rel, wk->root,
+			  strerror(errno));
 		return;
 	}
-	if (find_wd(*dirs, *n, wd) >= 0)
-		return; /* the same directory through another path (a symlink) */
-	push(dirs, n, cap, wd, path);
+	if (wk->n >= SPEC_WATCH_MAX) {
+		wk->over = true;
+		return;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	wd = inotify_add_watch(wk->ifd, proc, WATCH_MASK | IN_ONLYDIR);
+	if (wd < 0) {
+		log_debug("inotify_add_watch '%s' in '%s': %s", rel, wk->root, strerror(errno));
+		return;
+	}
+	if (find_wd(wk->dirs, wk->n, wd) >= 0)
+		return; /* the same directory through another name (a symlink in the tree) */
+	{
+		_cleanup_free_ char *path = *rel ? fs_path_join(wk->root, rel) : xstrdup(wk->root);
+
+		push(&wk->dirs, &wk->n, &wk->cap, wd, path);
+	}
 	if (depth >= WATCH_DEPTH_MAX)
 		return;
-	d = opendir(path);
+	d = fdopendir(fd);
 	if (!d)
 		return;
-	while ((de = readdir(d))) {
+	TAKE_FD(fd);
+	while ((de = readdir(d)) && !wk->over) {
 		_cleanup_free_ char *sub = NULL;
-		struct stat st;
 
 		if (de->d_name[0] == '.')
 			continue; /* ".", "..", ".git", Kubernetes' "..data" */
-		sub = fs_path_join(path, de->d_name);
-		if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+		if (de->d_type != DT_DIR && de->d_type != DT_LNK && de->d_type != DT_UNKNOWN)
 			continue;
-		collect(fd, sub, depth + 1, dirs, n, cap);
+		sub = *rel ? fs_path_join(rel, de->d_name) : xstrdup(de->d_name);
+		collect(wk, sub, depth + 1);
 	}
 	closedir(d);
 }
@@ -106,19 +159,30 @@ static void collect(int fd, const char *path, int depth, struct watched **dirs, 
  */
 static void resync(struct spec_watch *w)
 {
-	struct watched *next = NULL;
-	size_t n = 0, cap = 0;
+	struct walk wk = { .ifd = w->fd, .root = w->root };
 
-	collect(w->fd, w->root, 0, &next, &n, &cap);
+	/* The top itself may be a symlink (the operator's choice); nothing below it leaves it. */
+	wk.root_fd = open(w->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (wk.root_fd >= 0) {
+		collect(&wk, "", 0);
+		(void)close(wk.root_fd);
+	} else {
+		log_debug("spec watch: '%s': %s", w->root, strerror(errno));
+	}
+	if (wk.over && !w->over)
+		log_err("spec directory '%s' has more than %d directories to watch (the limit); "
+			  "changes below the first %d are seen only by the periodic resync",
+			  w->root, SPEC_WATCH_MAX, SPEC_WATCH_MAX);
+	w->over = wk.over;
 	for (size_t i = 0; i < w->n; i++) {
-		if (find_wd(next, n, w->dirs[i].wd) < 0)
+		if (find_wd(wk.dirs, wk.n, w->dirs[i].wd) < 0)
 			(void)inotify_rm_watch(w->fd, w->dirs[i].wd);
 		free(w->dirs[i].path);
 	}
 	free(w->dirs);
-	w->dirs = next;
-	w->n = n;
-	w->cap = cap;
+	w->dirs = wk.dirs;
+	w->n = wk.n;
+	w->cap = wk.cap;
 }
 
 int spec_watch_new(const char *dir, struct spec_watch **ret, struct bg_err *err)

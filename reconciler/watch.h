@@ -5,8 +5,14 @@
  * added and removed as folders come and go). Events are only hints: any of
  * them marks the tree dirty and the daemon reloads everything (level
  * triggered). IN_Q_OVERFLOW and any doubt mean a full rescan of the watches.
- * Symlinked files and directories are followed, so a Kubernetes-style
- * "..data" symlink swap in the top directory is seen.
+ *
+ * Confined like the loader (spec/spec.h): the tree is walked beneath the spec
+ * dir's fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so a symlink
+ * to a directory inside the tree is followed (a Kubernetes-style "..data"
+ * swap in the top directory is seen) and one out of it (or an absolute one)
+ * never is; each directory is watched once (by inode), at most
+ * SPEC_WATCH_MAX of them, 8 levels deep. Past the bound an error is logged
+ * (once, until the tree shrinks) and the rest is left to the periodic resync.
  */
 #ifndef BANGER_RECONCILER_WATCH_H
 #define BANGER_RECONCILER_WATCH_H
@@ -14,6 +20,9 @@
 #include <stdbool.h>
 
 #include "common/err.h"
+
+/* At most this many directories watched (inotify watches held) per spec dir. */
+#define SPEC_WATCH_MAX 1024
 
 struct spec_watch;
 

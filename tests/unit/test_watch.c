@@ -1,7 +1,9 @@
 /*
  * test_watch.c - the spec dir watcher: changes are seen (files, subfolders,
  * symlink swaps), a rescan causes no events of its own (no spin), and a spec
- * dir that was removed and made again is watched again after a resync.
+ * dir that was removed and made again is watched again after a resync; the
+ * watcher never leaves the tree ('x -> /', a link out, an absolute link) and
+ * holds at most SPEC_WATCH_MAX watches.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -183,6 +185,44 @@ static void test_resync_is_quiet(void **state)
 	assert_int_equal(spec_watch_count(f->w), 2);
 }
 
+/* Links out of the tree are never watched; a link to a directory inside it adds no watch. */
+static void test_confined(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *sub = at(f, "sub");
+	_cleanup_free_ char *root = at(f, "root");
+	_cleanup_free_ char *up = at(f, "up");
+	_cleanup_free_ char *abs = at(f, "abs");
+	_cleanup_free_ char *again = at(f, "again");
+
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_int_equal(symlink("/", root), 0);
+	assert_int_equal(symlink("../../../../../../../usr", up), 0);
+	assert_int_equal(symlink(sub, abs), 0); /* absolute, even to inside: not followed */
+	assert_int_equal(symlink("sub", again), 0);
+	spec_watch_resync(f->w);
+	assert_int_equal(spec_watch_count(f->w), 2);
+}
+
+/* More directories than SPEC_WATCH_MAX: exactly that many watches are held. */
+static void test_watch_bound(void **state)
+{
+	struct fx *f = *state;
+
+	for (int i = 0; i < SPEC_WATCH_MAX + 50; i++) {
+		char name[32];
+		_cleanup_free_ char *p = NULL;
+
+		snprintf(name, sizeof(name), "d%04d", i);
+		p = at(f, name);
+		assert_int_equal(mkdir(p, 0755), 0);
+	}
+	spec_watch_resync(f->w);
+	assert_int_equal(spec_watch_count(f->w), SPEC_WATCH_MAX);
+	spec_watch_resync(f->w);
+	assert_int_equal(spec_watch_count(f->w), SPEC_WATCH_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +232,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_root_recreated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hidden_file_writes_are_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_is_quiet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_confined, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_bound, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
