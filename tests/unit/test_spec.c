@@ -1530,6 +1530,106 @@ static void test_load_dir(void **state)
 	test_rmtree(outside);
 }
 
+/* The last diagnostic is about 'file' and says 'needle'; the file failed (its VMs kept). */
+static void expect_last_diag(const struct spec_set *set, const char *file, const char *needle)
+{
+	if (set->n_diags == 0 || strcmp(set->diags[set->n_diags - 1].file, file) != 0 ||
+	    !strstr(set->diags[set->n_diags - 1].msg, needle)) {
+		dump_diags(set);
+		fail_msg("no last diagnostic '%s' for %s", needle, file);
+	}
+	assert_true(spec_set_file_failed(set, file));
+}
+
+/* Each bound of a directory walk, one past it: an error naming the path and the limit. */
+static void test_load_limits(void **state)
+{
+	struct spec_set set;
+
+	(void)state;
+	/* Files: SPEC_DIR_FILES_MAX are read, one more stops the walk (the top fails). */
+	{
+		_cleanup_free_ char *dir = test_tmpdir("bg-spec-lim");
+
+		for (int i = 0; i <= SPEC_DIR_FILES_MAX; i++) {
+			char name[32], vm[32];
+
+			snprintf(name, sizeof(name), "f%05d.yaml", i);
+			snprintf(vm, sizeof(vm), "f%05d", i);
+			write_vm(dir, name, vm);
+		}
+		spec_set_init(&set);
+		assert_int_equal(spec_load_path(&set, dir), 1);
+		assert_int_equal(set.n_specs, SPEC_DIR_FILES_MAX);
+		expect_last_diag(&set, dir, "more than 4096 spec files (the limit)");
+		spec_set_release(&set);
+		test_rmtree(dir);
+	}
+	/* Directories. */
+	{
+		_cleanup_free_ char *dir = test_tmpdir("bg-spec-lim");
+
+		for (int i = 0; i < SPEC_DIR_DIRS_MAX; i++) {
+			char name[32];
+
+			snprintf(name, sizeof(name), "d%05d", i);
+			mkdir_in(dir, name);
+		}
+		spec_set_init(&set);
+		assert_int_equal(spec_load_path(&set, dir), 1);
+		expect_last_diag(&set, dir, "more than 1024 directories (the limit)");
+		spec_set_release(&set);
+		test_rmtree(dir);
+	}
+	/* Directory entries, hidden ones included (they cost a readdir too). In memory when it
+	 * can be: 65537 files on a busy disk take seconds. */
+	{
+		_cleanup_free_ char *dir = xstrdup("/dev/shm/bg-spec-lim.XXXXXX");
+
+		if (!mkdtemp(dir)) {
+			free(dir);
+			dir = test_tmpdir("bg-spec-lim");
+		}
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		assert_true(dfd >= 0);
+		for (int i = 0; i <= SPEC_DIR_ENTRIES_MAX; i++) {
+			char name[32];
+			int fd;
+
+			snprintf(name, sizeof(name), ".e%06d", i);
+			fd = openat(dfd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+			assert_true(fd >= 0);
+			close(fd);
+		}
+		close(dfd);
+		spec_set_init(&set);
+		assert_int_equal(spec_load_path(&set, dir), 1);
+		expect_last_diag(&set, dir, "more than 65536 directory entries (the limit)");
+		spec_set_release(&set);
+		test_rmtree(dir);
+	}
+	/* Bytes: 65 files of 1 MiB (sparse, so cheap to make) are more than 64 MiB. */
+	{
+		_cleanup_free_ char *dir = test_tmpdir("bg-spec-lim");
+
+		for (int i = 0; i <= SPEC_DIR_BYTES_MAX / SPEC_FILE_MAX; i++) {
+			char name[32];
+			_cleanup_free_ char *p = NULL;
+
+			snprintf(name, sizeof(name), "b%03d.yaml", i);
+			p = fs_path_join(dir, name);
+			test_write_file(p, "");
+			assert_int_equal(truncate(p, SPEC_FILE_MAX), 0);
+		}
+		spec_set_init(&set);
+		assert_true(spec_load_path(&set, dir) > 0);
+		expect_last_diag(&set, dir, "more than 67108864 bytes of spec files (the limit)");
+		spec_set_release(&set);
+		test_rmtree(dir);
+	}
+}
+
 static void test_load_duplicates_and_broken(void **state)
 {
 	_cleanup_free_ char *dir = test_tmpdir("bg-spec");
@@ -2164,6 +2264,7 @@ int main(void)
 		cmocka_unit_test(test_enum_strings),
 		cmocka_unit_test(test_names_and_filenames),
 		cmocka_unit_test(test_load_dir),
+		cmocka_unit_test(test_load_limits),
 		cmocka_unit_test(test_load_duplicates_and_broken),
 		cmocka_unit_test(test_load_files_and_stdin),
 		cmocka_unit_test(test_guest_config),
