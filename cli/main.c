@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/str.h"
 
 #ifndef BANGER_VERSION
 #define BANGER_VERSION "0.1.0"
@@ -40,13 +41,17 @@ static const struct cli_command commands[] = {
 
 void cli_error(const char *fmt, ...)
 {
+	_cleanup_free_ char *msg = NULL, *safe = NULL;
 	va_list ap;
 
-	fputs("banger: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
 	va_end(ap);
-	fputc('\n', stderr);
+	/* File names from the spec dir are anyone's bytes: shown escaped. */
+	if (msg && str_needs_escape(msg))
+		safe = str_escape(msg);
+	fprintf(stderr, "banger: %s\n", safe ? safe : msg ? msg : "(out of memory)");
 }
 
 static void usage(FILE *f)

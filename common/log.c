@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/str.h"
+
 static enum log_level log_level = LOG_LEVEL_NOTICE;
 static const char *log_program = "banger";
 
@@ -76,6 +78,14 @@ static void vlog(int errnum, const char *fmt, va_list ap)
 		return;
 	if (errnum && (size_t)n < sizeof(line))
 		snprintf(line + n, sizeof(line) - (size_t)n, ": %s", strerror(errnum));
+	/* Names from the spec dir are anyone's bytes: no control character reaches the log. */
+	if (str_needs_escape(line)) {
+		char *safe = str_escape(line);
+
+		fprintf(stderr, "%s: %s\n", log_program, safe);
+		free(safe);
+		return;
+	}
 	/* One write per line so concurrent writers do not interleave. */
 	fprintf(stderr, "%s: %s\n", log_program, line);
 }

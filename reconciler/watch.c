@@ -171,8 +171,8 @@ static void resync(struct spec_watch *w)
 	}
 	if (wk.over && !w->over)
 		log_err("spec directory '%s' has more than %d directories to watch (the limit); "
-			  "changes below the first %d are seen only by the periodic resync",
-			  w->root, SPEC_WATCH_MAX, SPEC_WATCH_MAX);
+			"changes below the first %d are seen only by the periodic resync",
+			w->root, SPEC_WATCH_MAX, SPEC_WATCH_MAX);
 	w->over = wk.over;
 	for (size_t i = 0; i < w->n; i++) {
 		if (find_wd(wk.dirs, wk.n, w->dirs[i].wd) < 0)

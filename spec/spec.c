@@ -28,6 +28,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/str.h"
 #include "common/xalloc.h"
 #include "spec/internal.h"
 
@@ -149,9 +150,14 @@ const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name
 
 char *spec_diag_format(const struct spec_diag *d)
 {
+	_cleanup_free_ char *line = NULL;
+
+	/* File names (and values quoted in messages) are anyone's bytes: shown escaped. */
 	if (d->line == 0)
-		return xasprintf("%s: %s", d->file, d->msg);
-	return xasprintf("%s:%u:%u: %s", d->file, d->line, d->col, d->msg);
+		line = xasprintf("%s: %s", d->file, d->msg);
+	else
+		line = xasprintf("%s:%u:%u: %s", d->file, d->line, d->col, d->msg);
+	return str_needs_escape(line) ? str_escape(line) : TAKE_PTR(line);
 }
 
 static int strp_cmp(const void *a, const void *b)

@@ -28,6 +28,7 @@
 #include "common/net.h"
 #include "common/paths.h"
 #include "common/proc.h"
+#include "common/str.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "tests/lib/testutil.h"
@@ -221,6 +222,42 @@ static void test_read_file_cap(void **state)
 	assert_int_equal(fs_read_file(path, 10, &data, NULL, &err), 0);
 	assert_string_equal(data, "0123456789");
 	test_rmtree(dir);
+}
+
+/* Names shown on a terminal or in the log: nothing that a terminal acts on gets through. */
+static void test_str_escape(void **state)
+{
+	static const struct {
+		const char *in, *out;
+		bool unsafe;
+	} cases[] = {
+		{ "web.yaml", "web.yaml", false },
+		{ "caf\xc3\xa9 \xe2\x9c\x93.yaml", "caf\xc3\xa9 \xe2\x9c\x93.yaml", false },
+		{ "a\\b", "a\\\\b", false },
+		{ "\x1b[31mred\x1b[0m\n.yaml", "\\x1b[31mred\\x1b[0m\\n.yaml", true },
+		{ "tab\there\r", "tab\\there\\r", true },
+		{ "del\x7f", "del\\x7f", true },
+		{ "bad\xff\xc3", "bad\\xff\\xc3", true },
+		{ "overlong\xc0\xaf", "overlong\\xc0\\xaf", true },
+		{ "c1\xc2\x9b", "c1\\u{009B}", true },
+		{ "bidi\xe2\x80\xae", "bidi\\u{202E}", true },
+		{ "ls\xe2\x80\xa8", "ls\\u{2028}", true },
+		{ "", "", false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		_cleanup_free_ char *e = str_escape(cases[i].in);
+
+		assert_string_equal(e, cases[i].out);
+		assert_int_equal(str_needs_escape(cases[i].in), cases[i].unsafe);
+		assert_false(str_needs_escape(e));
+	}
+	{
+		_cleanup_free_ char *e = str_escape(NULL);
+
+		assert_string_equal(e, "");
+	}
 }
 
 static void test_mkdir_p(void **state)
@@ -520,15 +557,25 @@ static void test_paths_absolute(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_err_wrap),	cmocka_unit_test(test_err_wrap_truncates),
-		cmocka_unit_test(test_atomic_write),	cmocka_unit_test(test_read_file_cap),
-		cmocka_unit_test(test_mkdir_p),		cmocka_unit_test(test_proc_run),
-		cmocka_unit_test(test_proc_run_status), cmocka_unit_test(test_atomic_write_checked),
-		cmocka_unit_test(test_write_new),	cmocka_unit_test(test_read_fd),
-		cmocka_unit_test(test_proc_identity),	cmocka_unit_test(test_proc_find_in_path),
-		cmocka_unit_test(test_base64),		cmocka_unit_test(test_sha256),
-		cmocka_unit_test(test_duration),	cmocka_unit_test(test_buf),
-		cmocka_unit_test(test_net_connect),	cmocka_unit_test(test_resolv_nameservers),
+		cmocka_unit_test(test_err_wrap),
+		cmocka_unit_test(test_err_wrap_truncates),
+		cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_read_file_cap),
+		cmocka_unit_test(test_mkdir_p),
+		cmocka_unit_test(test_str_escape),
+		cmocka_unit_test(test_proc_run),
+		cmocka_unit_test(test_proc_run_status),
+		cmocka_unit_test(test_atomic_write_checked),
+		cmocka_unit_test(test_write_new),
+		cmocka_unit_test(test_read_fd),
+		cmocka_unit_test(test_proc_identity),
+		cmocka_unit_test(test_proc_find_in_path),
+		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_sha256),
+		cmocka_unit_test(test_duration),
+		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_net_connect),
+		cmocka_unit_test(test_resolv_nameservers),
 		cmocka_unit_test(test_paths_absolute),
 	};
 
