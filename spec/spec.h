@@ -41,10 +41,11 @@
 #define SPEC_USERDATA_MAX (256 * 1024) /* bytes of spec.cloudInit user-data */
 
 /*
- * Bounds of one spec directory walk (spec_load_path() on a directory). Past
- * a per-directory bound the directory is an error; past a tree-wide one the
- * whole spec directory is (no VM is then changed: a half-read tree is not
- * "those VMs are gone").
+ * Bounds of one spec directory walk (spec_load_path() on a directory). A
+ * directory deeper than SPEC_DIR_DEPTH_MAX is an error for that directory;
+ * past any other bound (all walk-wide) the whole spec directory is an error
+ * and the walk stops (no VM is then changed: a half-read tree is not "those
+ * VMs are gone"). Each error names the path and the limit.
  */
 #define SPEC_DIR_DEPTH_MAX 8		      /* levels of subdirectories below the top */
 #define SPEC_DIR_DIRS_MAX 1024		      /* directories in the tree */
@@ -272,9 +273,7 @@ int spec_parse_buffer_at(struct spec_set *set, const char *file, const char *dat
  * skipping hidden entries (".git", "..data", ".x.swp"), editor scratch files
  * ("4913", "x~", ".#x", "#x#") and anything else. Each directory and each
  * file is visited once (by device and inode), entries in name order. The
- * SPEC_DIR_* bounds above apply; a directory deeper than SPEC_DIR_DEPTH_MAX
- * or with too many entries is an error for that directory, a tree-wide
- * bound an error for the whole directory (the walk stops). Returns the
+ * SPEC_DIR_* bounds above apply. Returns the
  * number of errors added (unreadable paths count).
  * Call spec_set_finish() after the last load.
  *
