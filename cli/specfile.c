@@ -39,11 +39,13 @@ static int openat2_beneath(int dfd, const char *rel, uint64_t flags, uint64_t re
 		.flags = flags | O_CLOEXEC,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
 	};
-	int fd;
+	int fd, tries = 0;
 
+	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
+	 * loop in the spec dir cannot keep us here. */
 	do
 		fd = (int)syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN);
+	while (fd < 0 && errno == EAGAIN && ++tries < 64);
 	return fd;
 }
 

@@ -87,11 +87,13 @@ static int open_dir_beneath(int root_fd, const char *rel)
 		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
-	int fd;
+	int fd, tries = 0;
 
+	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
+	 * loop in the spec dir cannot keep us here. */
 	do
 		fd = (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN);
+	while (fd < 0 && errno == EAGAIN && ++tries < 64);
 	return fd;
 }
 

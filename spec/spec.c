@@ -1128,11 +1128,13 @@ static int open_beneath(const struct loader *l, const char *rel, uint64_t flags,
 		.flags = flags | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY),
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
 	};
-	int fd;
+	int fd, tries = 0;
 
+	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
+	 * loop in the spec dir cannot keep us here. */
 	do
 		fd = (int)syscall(SYS_openat2, l->root_fd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN);
+	while (fd < 0 && errno == EAGAIN && ++tries < 64);
 	return fd;
 }
 
@@ -1208,7 +1210,7 @@ static void load_entry(struct loader *l, const char *rel_dir, const char *dir, c
 				    "it, or an absolute one); not followed");
 		else if (errno == ELOOP)
 			load_errorf(l, path, "too many symbolic links; not followed");
-		else if (spec_is_spec_filename(name))
+		else /* it may be a directory: its VMs are kept, not taken as gone */
 			load_error(l, path, errno, "cannot open");
 		return;
 	}
