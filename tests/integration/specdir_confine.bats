@@ -4,9 +4,8 @@
 #  - a directory inside it exchanged with a symlink to a directory outside, in
 #    a loop, while the real banger binary deletes and applies (200 attempts):
 #    nothing outside is ever removed or replaced;
-#  - 'x -> /' and a fan-out of links: the loader reads nothing outside, one
-#    'banger validate' pass stays under a second;
-#  - file names with ESC and newline are shown escaped.
+#  - the same swap while the loader runs ('banger validate'): nothing outside
+#    is ever read.
 # The daemon's side (watch count, log, status) is in specdir_daemon.bats.
 # BANGER_UNDER_TEST=/path/to/banger runs these against another build (e.g. an
 # older one, to see the race win there).
@@ -99,4 +98,26 @@ stopped() {
 	# Both outcomes happened, so the race was real: edits went through and some were refused.
 	((edited > 0)) || fail "no edit ever went through ($(cat "$WORK/out"))"
 	((refused > 0)) || fail "no attempt ever saw the swap"
+}
+
+@test "swap race: the loader never reads a file outside the spec dir (200 attempts)" {
+	local S=$BANGER_SPEC_DIR i seen_x=0 seen_err=0
+	mkdir "$S/sub"
+	vm_doc x 256 >"$S/sub/x.yaml"
+	vm_doc canary 256 >"$WORK/outside/canary.yaml"
+	ln -s "$WORK/outside" "$S/link"
+
+	python3 "$BATS_TEST_DIRNAME/swapdirs.py" "$S/sub" "$S/link" >"$WORK/swapper.out" 2>&1 &
+	SWAPPER=$!
+	for ((i = 1; i <= 200; i++)); do
+		"$BANGER" validate -f "$S" >"$WORK/out" 2>&1 || true
+		if grep -q canary "$WORK/out"; then
+			fail "attempt $i: the loader read the file outside: $(cat "$WORK/out")"
+		fi
+		grep -q "valid: x" "$WORK/out" && seen_x=$((seen_x + 1))
+		grep -q "leads outside the spec directory" "$WORK/out" && seen_err=$((seen_err + 1))
+	done
+	kill -0 "$SWAPPER" || fail "the swapper died: $(cat "$WORK/swapper.out")"
+	echo "# 200 loads: $seen_x clean (x read inside), $seen_err refused the link out" >&3
+	((seen_err > 0)) || fail "the race was not exercised"
 }
