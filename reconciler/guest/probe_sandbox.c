@@ -9,6 +9,7 @@
 #include <pwd.h>
 #include <seccomp.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -16,18 +17,45 @@
 
 /* What libssh2 (and libcrypto, glibc's malloc) call during a handshake and user-auth. */
 static const int allowed[] = {
-	SCMP_SYS(read),	       SCMP_SYS(write),		 SCMP_SYS(readv),
-	SCMP_SYS(writev),      SCMP_SYS(recvfrom),	 SCMP_SYS(sendto),
-	SCMP_SYS(recvmsg),     SCMP_SYS(sendmsg),	 SCMP_SYS(poll),
-	SCMP_SYS(ppoll),       SCMP_SYS(close),		 SCMP_SYS(fcntl),
-	SCMP_SYS(fstat),       SCMP_SYS(newfstatat),	 SCMP_SYS(lseek),
-	SCMP_SYS(brk),	       SCMP_SYS(mmap),		 SCMP_SYS(munmap),
-	SCMP_SYS(mremap),      SCMP_SYS(madvise),	 SCMP_SYS(futex),
-	SCMP_SYS(getrandom),   SCMP_SYS(clock_gettime),	 SCMP_SYS(clock_nanosleep),
-	SCMP_SYS(nanosleep),   SCMP_SYS(gettimeofday),	 SCMP_SYS(getpid),
-	SCMP_SYS(gettid),      SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
-	SCMP_SYS(sched_yield), SCMP_SYS(exit),		 SCMP_SYS(exit_group),
+	SCMP_SYS(read),
+	SCMP_SYS(write),
+	SCMP_SYS(readv),
+	SCMP_SYS(writev),
+	SCMP_SYS(recvfrom),
+	SCMP_SYS(sendto),
+	SCMP_SYS(recvmsg),
+	SCMP_SYS(sendmsg),
+	SCMP_SYS(poll),
+	SCMP_SYS(ppoll),
+	SCMP_SYS(close),
+	SCMP_SYS(fcntl),
+	SCMP_SYS(fstat),
+	SCMP_SYS(newfstatat),
+	SCMP_SYS(lseek),
+	SCMP_SYS(brk),
+	SCMP_SYS(munmap),
+	SCMP_SYS(mremap),
+	SCMP_SYS(madvise),
+	SCMP_SYS(futex),
+	SCMP_SYS(getrandom),
+	SCMP_SYS(clock_gettime),
+	SCMP_SYS(clock_nanosleep),
+	SCMP_SYS(nanosleep),
+	SCMP_SYS(gettimeofday),
+	SCMP_SYS(getpid),
+	SCMP_SYS(gettid),
+	SCMP_SYS(rt_sigprocmask),
+	SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(sched_yield),
+	SCMP_SYS(exit),
+	SCMP_SYS(exit_group),
 };
+
+/*
+ * Memory may be mapped or re-protected, never executable: glibc's malloc
+ * uses mmap, and mprotect to grow a thread's arena.
+ */
+static const int no_exec[] = { SCMP_SYS(mmap), SCMP_SYS(mprotect) };
 
 /* Files: refused, not fatal (libcrypto may look for a config or /dev/urandom). */
 static const int refused[] = { SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2) };
@@ -86,6 +114,13 @@ int probe_sandbox_enter(const struct probe_sandbox_ids *ids, struct bg_err *err)
 		if (r < 0)
 			return bg_error(err, -r, "ssh probe: seccomp rule for syscall %d",
 					allowed[i]);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(no_exec); i++) {
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, no_exec[i], 1,
+				     SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+		if (r < 0)
+			return bg_error(err, -r, "ssh probe: seccomp rule for syscall %d",
+					no_exec[i]);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), refused[i], 0);

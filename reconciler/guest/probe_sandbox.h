@@ -28,7 +28,8 @@ int probe_sandbox_ids(struct probe_sandbox_ids *ret, struct bg_err *err);
 /*
  * Enter the jail, for good: setgroups(0), setresgid/setresuid to ids (when
  * ids->drop), not dumpable, PR_SET_NO_NEW_PRIVS, then the seccomp filter:
- * I/O on open descriptors, memory, time, futex and exit are allowed;
+ * I/O on open descriptors, memory (never executable), time, futex and exit
+ * are allowed;
  * open/openat/openat2 fail with EPERM (libraries probe files and cope);
  * any other syscall kills the process (SIGSYS). Close every descriptor the
  * child must not keep BEFORE calling this (close is allowed, but so is
