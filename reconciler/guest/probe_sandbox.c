@@ -47,6 +47,7 @@ static const int allowed[] = {
 	SCMP_SYS(rt_sigprocmask),
 	SCMP_SYS(rt_sigreturn),
 	SCMP_SYS(sched_yield),
+	SCMP_SYS(sigaltstack),
 	SCMP_SYS(exit),
 	SCMP_SYS(exit_group),
 };
