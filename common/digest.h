@@ -46,6 +46,17 @@ char *base64_encode(const void *data, size_t len);
  */
 int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len);
 
+#define ED25519_SEED_LEN 32
+#define ED25519_SIG_LEN 64
+
+/*
+ * Ed25519 signature of data with the private key given by its 32-byte seed
+ * (RFC 8032) into sig. Returns 0, or -EINVAL if libcrypto refuses the key.
+ * libcrypto's copy of the key is wiped when freed; the caller wipes seed.
+ */
+int ed25519_sign(const uint8_t seed[ED25519_SEED_LEN], const void *data, size_t len,
+		 uint8_t sig[ED25519_SIG_LEN]);
+
 /* Fill buf with cryptographically random bytes. Returns 0 or -errno. */
 int random_bytes(void *buf, size_t len);
 

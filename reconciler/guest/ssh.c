@@ -30,19 +30,26 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/digest.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/proc.h"
+#include "common/str.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "reconciler/guest/authkey.h"
 #include "reconciler/guest/known_hosts.h"
+#include "reconciler/guest/probe_sandbox.h"
 
 #define SSH_DEFAULT_TIMEOUT_MS 10000
 #define SSH_KEEPALIVE_S 15
@@ -216,10 +223,23 @@ static void ssh_close(struct ssh_conn *c)
 	}
 }
 
+static int ssh_lib_init(struct bg_err *err)
+{
+	static bool initialised;
+	int rc;
+
+	if (initialised)
+		return 0;
+	rc = libssh2_init(0);
+	if (rc != 0)
+		return bg_errorf(err, EIO, "ssh: libssh2_init failed (%d)", rc);
+	initialised = true;
+	return 0;
+}
+
 /* Connect, check/pin the host key, authenticate. On failure c is closed. */
 static int ssh_open(const struct ssh_target *t, struct ssh_conn *c, struct bg_err *err)
 {
-	static bool initialised;
 	const char *const *pins = t->pin_names;
 	size_t n_pins = t->n_pin_names;
 	const char *hostkey;
@@ -240,12 +260,9 @@ static int ssh_open(const struct ssh_target *t, struct ssh_conn *c, struct bg_er
 		pins = &t->host;
 		n_pins = 1;
 	}
-	if (!initialised) {
-		rc = libssh2_init(0);
-		if (rc != 0)
-			return bg_errorf(err, EIO, "ssh: libssh2_init failed (%d)", rc);
-		initialised = true;
-	}
+	r = ssh_lib_init(err);
+	if (r < 0)
+		return r;
 	r = tcp_connect(c, t->host, port, err);
 	if (r < 0)
 		return r;
@@ -314,16 +331,482 @@ fail:
 	return r;
 }
 
+/* ---- the sandboxed readiness probe ----------------------------------------------------- */
+
+/*
+ * ssh_probe() talks to guests that may be hostile, so libssh2 runs in a
+ * child jailed by probe_sandbox_enter() (nobody, no new privileges, a seccomp
+ * allow-list) over the TCP socket the parent connected. The child asks the
+ * parent, over a SOCK_SEQPACKET socketpair, to check the host key against
+ * the pins and to sign the user-auth request: banger's private key is read
+ * by the parent only after the fork and never enters the child. The child is
+ * killed at the deadline (+ PROBE_GRACE_MS) and always reaped.
+ */
+
+#define PROBE_GRACE_MS 1000
+#define PROBE_MSG_MAX (64 * 1024)
+#define PROBE_TEXT_MAX 512
+
+enum probe_msg {
+	PROBE_HOSTKEY = 1, /* child: raw host key blob */
+	PROBE_VERDICT,	   /* parent: a = 1 pinned/matched, 0 refused */
+	PROBE_SIGN,	   /* child: a = key index, data to sign */
+	PROBE_SIG,	   /* parent: b = 0 and the signature blob, or b = -1 */
+	PROBE_RESULT,	   /* child: a = enum probe_stage reached, b = libssh2 rc, text */
+};
+
+enum probe_stage {
+	PROBE_STAGE_SETUP,
+	PROBE_STAGE_HANDSHAKE,
+	PROBE_STAGE_AUTH,
+	PROBE_STAGE_DONE,
+	PROBE_STAGE_MAX,
+};
+
+struct probe_hdr {
+	uint32_t type;
+	int32_t a;
+	int32_t b;
+	uint32_t len;
+};
+
+static int probe_send(int fd, uint32_t type, int32_t a, int32_t b, const void *p, size_t len)
+{
+	struct probe_hdr h = { .type = type, .a = a, .b = b, .len = (uint32_t)len };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)p, len } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+
+	if (len > PROBE_MSG_MAX)
+		return -EMSGSIZE;
+	while (sendmsg(fd, &m, MSG_NOSIGNAL) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* One whole message into h and buf (PROBE_MSG_MAX bytes). -ECONNRESET when the peer is gone. */
+static int probe_recv(int fd, struct probe_hdr *h, uint8_t *buf)
+{
+	struct iovec iov[2] = { { h, sizeof(*h) }, { buf, PROBE_MSG_MAX } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	ssize_t n;
+
+	while ((n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC)) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	if ((m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(*h) ||
+	    h->len != (size_t)n - sizeof(*h))
+		return -EPROTO;
+	return 0;
+}
+
+/* ---- child side (jailed; everything it reads from the guest is hostile) ---- */
+
+struct probe_child {
+	int fd;	 /* TCP socket to the guest */
+	int ctl; /* our end of the socketpair */
+	const struct ssh_target *t;
+	const char *pref; /* host key algorithm preference */
+	const struct authkey_list *keys;
+	const struct probe_sandbox_ids *ids;
+	int64_t deadline;
+	pid_t parent;
+};
+
+struct probe_sign_ctx {
+	int ctl;
+	int32_t key;
+};
+
+static LIBSSH2_USERAUTH_PUBLICKEY_SIGN_FUNC(probe_sign_cb)
+{
+	struct probe_sign_ctx *sc = *abstract;
+	struct probe_hdr h;
+	uint8_t *buf = malloc(PROBE_MSG_MAX);
+	int r = -1;
+
+	(void)session;
+	if (!buf)
+		return -1;
+	if (probe_send(sc->ctl, PROBE_SIGN, sc->key, 0, data, data_len) == 0 &&
+	    probe_recv(sc->ctl, &h, buf) == 0 && h.type == PROBE_SIG && h.b == 0 && h.len > 0) {
+		/* libssh2 frees it with its allocator: the default one is malloc/free */
+		*sig = malloc(h.len);
+		if (*sig) {
+			memcpy(*sig, buf, h.len);
+			*sig_len = h.len;
+			r = 0;
+		}
+	}
+	free(buf);
+	return r;
+}
+
+static void close_all_but(int a, int b)
+{
+	int lo = a < b ? a : b, hi = a < b ? b : a;
+
+	if (lo > 0)
+		(void)close_range(0, (unsigned)lo - 1, 0);
+	if (hi > lo + 1)
+		(void)close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+	(void)close_range((unsigned)hi + 1, ~0U, 0);
+}
+
+static int child_remaining(const struct probe_child *pc)
+{
+	int64_t left = pc->deadline - now_mono_ms();
+
+	return left > 0 ? (int)left : 1;
+}
+
+static void child_result(const struct probe_child *pc, LIBSSH2_SESSION *s, enum probe_stage st,
+			 int rc, const char *what)
+{
+	char text[PROBE_TEXT_MAX];
+	char *msg = NULL;
+
+	if (s) {
+		libssh2_session_last_error(s, &msg, NULL, 0);
+		if (rc == 0)
+			rc = libssh2_session_last_errno(s);
+	}
+	snprintf(text, sizeof(text), "%s: %s", what, msg && *msg ? msg : "unknown libssh2 error");
+	(void)probe_send(pc->ctl, PROBE_RESULT, (int32_t)st, rc, text, strlen(text));
+}
+
+static __attribute__((noreturn)) void probe_child_run(const struct probe_child *pc)
+{
+	const struct ssh_target *t = pc->t;
+	bool hang = str_eq(getenv("BANGER_FAILPOINT"), "ssh.probe.child-hang");
+	struct bg_err e = { 0 };
+	LIBSSH2_SESSION *s;
+	const char *hostkey;
+	char what[PROBE_TEXT_MAX];
+	uint8_t warm[16];
+	struct probe_hdr h;
+	uint8_t *buf;
+	size_t key_len = 0;
+	int key_type = 0, rc;
+
+	/* Die with bangerd; if it is already gone, do not run orphaned. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != pc->parent)
+		_exit(1);
+	close_all_but(pc->fd, pc->ctl);
+	/* Seed libcrypto's generator and allocate while files and memory are still open to us. */
+	(void)random_bytes(warm, sizeof(warm));
+	buf = malloc(PROBE_MSG_MAX);
+	s = libssh2_session_init();
+	if (!buf || !s) {
+		(void)probe_send(pc->ctl, PROBE_RESULT, PROBE_STAGE_SETUP, -ENOMEM, "out of memory",
+				 13);
+		_exit(1);
+	}
+	if (probe_sandbox_enter(pc->ids, &e) < 0) {
+		(void)probe_send(pc->ctl, PROBE_RESULT, PROBE_STAGE_SETUP, e.code, e.msg,
+				 strlen(e.msg));
+		_exit(1);
+	}
+	libssh2_session_set_blocking(s, 1);
+	if ((rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_KEX, kex)) != 0 ||
+	    (rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pc->pref)) != 0 ||
+	    (rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_CRYPT_CS, ciphers)) != 0 ||
+	    (rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_CRYPT_SC, ciphers)) != 0 ||
+	    (rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_MAC_CS, macs)) != 0 ||
+	    (rc = libssh2_session_method_pref(s, LIBSSH2_METHOD_MAC_SC, macs)) != 0) {
+		child_result(pc, s, PROBE_STAGE_HANDSHAKE, rc, "setting algorithm preferences");
+		_exit(1);
+	}
+	libssh2_session_set_timeout(s, child_remaining(pc));
+	rc = libssh2_session_handshake(s, pc->fd);
+	if (rc != 0) {
+		child_result(pc, s, PROBE_STAGE_HANDSHAKE, rc, "handshake");
+		_exit(1);
+	}
+	hostkey = libssh2_session_hostkey(s, &key_len, &key_type);
+	if (!hostkey || key_len == 0 || key_len > PROBE_MSG_MAX) {
+		child_result(pc, s, PROBE_STAGE_HANDSHAKE, 0, "no host key");
+		_exit(1);
+	}
+	/* The parent checks the pins before we send anything that identifies us. */
+	if (probe_send(pc->ctl, PROBE_HOSTKEY, key_type, 0, hostkey, key_len) < 0 ||
+	    probe_recv(pc->ctl, &h, buf) < 0 || h.type != PROBE_VERDICT || h.a != 1)
+		_exit(1);
+	rc = LIBSSH2_ERROR_AUTHENTICATION_FAILED;
+	for (size_t i = 0; i < pc->keys->n; i++) {
+		struct probe_sign_ctx sc = { .ctl = pc->ctl, .key = (int32_t)i };
+		void *abstract = &sc;
+
+		libssh2_session_set_timeout(s, child_remaining(pc));
+		rc = libssh2_userauth_publickey(s, t->user, pc->keys->keys[i].blob,
+						pc->keys->keys[i].blob_len, probe_sign_cb,
+						&abstract);
+		if (rc == 0 || rc == LIBSSH2_ERROR_TIMEOUT)
+			break;
+	}
+	if (rc != 0) {
+		snprintf(what, sizeof(what), "public key authentication with '%s'",
+			 t->identity ? t->identity : "the agent");
+		if (pc->keys->n == 0) {
+			snprintf(what + strlen(what), sizeof(what) - strlen(what),
+				 ": no usable public key");
+			(void)probe_send(pc->ctl, PROBE_RESULT, PROBE_STAGE_AUTH, rc, what,
+					 strlen(what));
+		} else {
+			child_result(pc, s, PROBE_STAGE_AUTH, rc, what);
+		}
+		_exit(1);
+	}
+	if (hang) /* failpoint: a child that never finishes, for the deadline path */
+		for (;;)
+			(void)poll(NULL, 0, -1);
+	libssh2_session_set_timeout(s, 1000);
+	(void)libssh2_session_disconnect(s, "banger: bye");
+	(void)probe_send(pc->ctl, PROBE_RESULT, PROBE_STAGE_DONE, 0, NULL, 0);
+	_exit(0);
+}
+
+/* ---- parent side ---- */
+
+struct probe_parent {
+	const struct ssh_target *t;
+	const char *where;
+	const char *const *pins;
+	size_t n_pins;
+	int port;
+	const struct authkey_list *keys;
+	const char *agent_sock;
+	int64_t deadline; /* the child is killed at deadline + PROBE_GRACE_MS */
+	int ctl;
+};
+
+static const char *const stage_names[PROBE_STAGE_MAX] = {
+	[PROBE_STAGE_SETUP] = "sandbox setup",
+	[PROBE_STAGE_HANDSHAKE] = "handshake",
+	[PROBE_STAGE_AUTH] = "public key authentication",
+	[PROBE_STAGE_DONE] = "disconnect",
+};
+
+/* The child's text is untrusted: printable ASCII only, bounded. */
+static void sanitize_text(char *dst, const uint8_t *src, size_t len)
+{
+	size_t n = len < PROBE_TEXT_MAX - 1 ? len : PROBE_TEXT_MAX - 1;
+
+	for (size_t i = 0; i < n; i++)
+		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? (char)src[i] : '?';
+	dst[n] = '\0';
+}
+
+static int probe_sign_for_child(const struct probe_parent *pp, const struct probe_hdr *h,
+				const uint8_t *data, int *n_signed)
+{
+	_cleanup_free_ uint8_t *sig = NULL;
+	const struct authkey *k;
+	struct bg_err e = { 0 };
+	size_t sig_len = 0;
+	int64_t left = pp->deadline - now_mono_ms();
+
+	if (h->a < 0 || (size_t)h->a >= pp->keys->n || *n_signed >= (int)pp->keys->n) {
+		log_debug("ssh %s: probe child asked for a signature out of turn", pp->where);
+		return probe_send(pp->ctl, PROBE_SIG, 0, -1, NULL, 0);
+	}
+	k = &pp->keys->keys[h->a];
+	/* Only a user-auth request for this user and key: the child is no signing oracle. */
+	if (!authkey_userauth_data_ok(data, h->len, pp->t->user, k->blob, k->blob_len)) {
+		log_debug("ssh %s: probe child asked to sign something else", pp->where);
+		return probe_send(pp->ctl, PROBE_SIG, 0, -1, NULL, 0);
+	}
+	(*n_signed)++;
+	if (authkey_sign(k, pp->t->identity, pp->agent_sock, left > 0 ? (int)left : 1, data, h->len,
+			 &sig, &sig_len, &e) < 0) {
+		log_debug("ssh %s: signing failed: %s", pp->where, e.msg);
+		return probe_send(pp->ctl, PROBE_SIG, 0, -1, NULL, 0);
+	}
+	return probe_send(pp->ctl, PROBE_SIG, 0, 0, sig, sig_len);
+}
+
+/* Serve the child until it reports or the deadline passes. */
+static int probe_serve(const struct probe_parent *pp, struct bg_err *err)
+{
+	_cleanup_free_ uint8_t *buf = xmalloc(PROBE_MSG_MAX + 1);
+	enum probe_stage stage = PROBE_STAGE_HANDSHAKE;
+	bool verified = false;
+	int n_signed = 0, r;
+
+	for (;;) {
+		int64_t left = pp->deadline + PROBE_GRACE_MS - now_mono_ms();
+		struct pollfd pfd = { .fd = pp->ctl, .events = POLLIN };
+		char text[PROBE_TEXT_MAX];
+		struct probe_hdr h;
+
+		if (left <= 0 || (r = poll(&pfd, 1, (int)left)) == 0)
+			return bg_errorf(err, ETIMEDOUT,
+					 "ssh %s: %s: no answer within the deadline "
+					 "(probe child killed)",
+					 pp->where, stage_names[stage]);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return bg_error(err, errno, "ssh %s: poll", pp->where);
+		}
+		r = probe_recv(pp->ctl, &h, buf);
+		if (r == -ECONNRESET)
+			return bg_errorf(err, ECONNRESET, "ssh %s: %s: the probe child died",
+					 pp->where, stage_names[stage]);
+		if (r < 0)
+			return bg_error(err, -r, "ssh %s: %s: probe child", pp->where,
+					stage_names[stage]);
+		switch (h.type) {
+		case PROBE_HOSTKEY:
+			if (verified)
+				return bg_errorf(err, EPROTO,
+						 "ssh %s: probe child sent two host keys",
+						 pp->where);
+			r = known_hosts_verify_pin(pp->t->known_hosts, pp->pins, pp->n_pins,
+						   pp->port, buf, h.len, err);
+			(void)probe_send(pp->ctl, PROBE_VERDICT, r < 0 ? 0 : 1, 0, NULL, 0);
+			if (r < 0)
+				return bg_err_wrap(err, "ssh %s", pp->where);
+			verified = true;
+			stage = PROBE_STAGE_AUTH;
+			break;
+		case PROBE_SIGN:
+			if (!verified)
+				return bg_errorf(
+					err, EPROTO,
+					"ssh %s: probe child asked to sign before the host "
+					"key check",
+					pp->where);
+			r = probe_sign_for_child(pp, &h, buf, &n_signed);
+			if (r < 0)
+				return bg_error(err, -r, "ssh %s: probe child", pp->where);
+			break;
+		case PROBE_RESULT:
+			if (h.a == PROBE_STAGE_DONE && h.b == 0 && verified)
+				return 0;
+			sanitize_text(text, buf, h.len);
+			if (h.a == PROBE_STAGE_SETUP)
+				return bg_errorf(err, h.b < 0 ? -h.b : EIO, "ssh %s: %s", pp->where,
+						 text);
+			return bg_errorf(err, libssh2_errno(h.b), "ssh %s: %s", pp->where, text);
+		default:
+			return bg_errorf(err, EPROTO, "ssh %s: probe child sent message type %u",
+					 pp->where, h.type);
+		}
+	}
+}
+
+static void probe_keys(const struct ssh_target *t, const char *where, int timeout_ms,
+		       struct authkey_list *keys)
+{
+	const char *sock = getenv("SSH_AUTH_SOCK");
+	struct bg_err e = { 0 };
+
+	if (t->identity) {
+		_cleanup_free_ char *pub = xasprintf("%s.pub", t->identity);
+
+		if (authkey_add_pubfile(keys, pub, &e) < 0)
+			log_debug("ssh %s: key '%s' not usable: %s", where, t->identity, e.msg);
+	}
+	bg_err_clear(&e);
+	if (sock && *sock && authkey_add_agent(keys, sock, timeout_ms, &e) < 0)
+		log_debug("ssh %s: agent not usable: %s", where, e.msg);
+}
+
 int ssh_probe(const struct ssh_target *t, struct bg_err *err)
 {
-	struct ssh_conn c;
-	int r;
+	struct authkey_list keys = { 0 };
+	struct probe_sandbox_ids ids;
+	_cleanup_free_ char *pref = NULL;
+	struct ssh_conn c = { .fd = -1 };
+	const char *const *pins = t->pin_names;
+	size_t n_pins = t->n_pin_names;
+	int port = t->port > 0 ? t->port : 22;
+	int sp[2] = { -1, -1 }, r, status;
+	pid_t pid;
 
-	r = ssh_open(t, &c, err);
+	c.deadline = now_mono_ms() +
+		     (t->connect_timeout_ms > 0 ? t->connect_timeout_ms : SSH_DEFAULT_TIMEOUT_MS);
+	snprintf(c.where, sizeof(c.where), "%s@%s:%d", t->user ? t->user : "?",
+		 t->host ? t->host : "?", port);
+	if (!t->host || !t->user || !*t->user || !t->known_hosts || port > 65535)
+		return bg_errorf(err, EINVAL, "ssh %s: incomplete target", c.where);
+	if (n_pins == 0) {
+		pins = &t->host;
+		n_pins = 1;
+	}
+	r = ssh_lib_init(err);
 	if (r < 0)
 		return r;
-	ssh_close(&c);
-	return 0;
+	r = probe_sandbox_ids(&ids, err);
+	if (r < 0)
+		return r;
+	r = tcp_connect(&c, t->host, port, err);
+	if (r < 0)
+		return r;
+	{
+		struct ssh_target tt = *t;
+
+		tt.port = port;
+		pref = hostkey_pref(&tt, pins, n_pins);
+	}
+	probe_keys(t, c.where, remaining_ms(&c) ?: 1, &keys);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+		r = bg_error(err, errno, "ssh %s: socketpair", c.where);
+		goto out;
+	}
+	{
+		struct probe_child pc = { .fd = c.fd,
+					  .ctl = sp[1],
+					  .t = t,
+					  .pref = pref,
+					  .keys = &keys,
+					  .ids = &ids,
+					  .deadline = c.deadline,
+					  .parent = getpid() };
+
+		pid = fork();
+		if (pid < 0) {
+			r = bg_error(err, errno, "ssh %s: fork", c.where);
+			goto out;
+		}
+		if (pid == 0)
+			probe_child_run(&pc);
+	}
+	/* The child owns the guest connection now. */
+	(void)close(sp[1]);
+	sp[1] = -1;
+	(void)close(c.fd);
+	c.fd = -1;
+	{
+		struct probe_parent pp = { .t = t,
+					   .where = c.where,
+					   .pins = pins,
+					   .n_pins = n_pins,
+					   .port = port,
+					   .keys = &keys,
+					   .agent_sock = getenv("SSH_AUTH_SOCK"),
+					   .deadline = c.deadline,
+					   .ctl = sp[0] };
+
+		r = probe_serve(&pp, err);
+	}
+	/* Done or out of time, the child goes: it is ours and unreaped, so the pid is too. */
+	(void)kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+out:
+	if (sp[0] >= 0)
+		(void)close(sp[0]);
+	if (sp[1] >= 0)
+		(void)close(sp[1]);
+	if (c.fd >= 0)
+		(void)close(c.fd);
+	authkey_list_release(&keys);
+	return r;
 }
 
 /* ---- sessions -------------------------------------------------------------------------------- */

@@ -24,7 +24,12 @@ struct ssh_target {
 /*
  * Connect, verify/pin the host key (ssh-ed25519 preferred), authenticate,
  * then disconnect: "does the guest's SSH answer for us". -EKEYREJECTED with
- * "possible MITM" on a changed key.
+ * "possible MITM" on a changed key. We connect; libssh2 runs in a forked
+ * child jailed by probe_sandbox.h, which asks us to check the host key and
+ * to sign the user-auth (banger's key from t->identity, whose ".pub" names
+ * it, or the SSH_AUTH_SOCK agent's keys); the child never sees a private
+ * key and is killed and reaped at the deadline (+1 s). The failpoint
+ * BANGER_FAILPOINT=ssh.probe.child-hang holds the child after user-auth.
  */
 int ssh_probe(const struct ssh_target *t, struct bg_err *err);
 

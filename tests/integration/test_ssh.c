@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pty.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,11 +48,13 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/digest.h"
 #include "common/fs.h"
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "reconciler/guest/known_hosts.h"
+#include "reconciler/guest/probe_sandbox.h"
 #include "reconciler/guest/ssh.h"
 #include "reconciler/guest/ssh_config.h"
 #include "reconciler/store.h"
@@ -1002,6 +1006,474 @@ static void test_cli_ssh_and_ssh_proxy(void **state)
 	}
 }
 
+/* ---- the sandboxed probe child ---------------------------------------------------------- */
+
+#define PROBE_MS 3000
+#define HANG_PROBE_MS 8000 /* room to inspect the held child, even under ASan */
+#ifdef __SANITIZE_ADDRESS__
+#define UNDER_ASAN true
+#else
+#define UNDER_ASAN false
+#endif
+#define PROBE_SLACK_MS 1500 /* the probe's 1 s kill grace plus scheduling */
+
+/* The one process whose parent is us and that is not our sshd (or 0). */
+static pid_t probe_child_pid(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t found = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		char path[64], line[256];
+		pid_t pid = (pid_t)atoi(de->d_name);
+		FILE *f;
+
+		if (pid <= 0 || pid == T.sshd)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/status", pid);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (strncmp(line, "PPid:", 5) == 0 && atoi(line + 5) == getpid())
+				found = pid;
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+static bool no_probe_child(void *arg)
+{
+	(void)arg;
+	return probe_child_pid() == 0;
+}
+
+/* The value of "Key:" in /proc/pid/status (owned), or NULL. */
+static char *proc_status_field(pid_t pid, const char *key)
+{
+	_cleanup_free_ char *path = xasprintf("/proc/%d/status", pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[512];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		size_t kl = strlen(key);
+
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+			char *v = line + kl + 1;
+
+			v += strspn(v, " \t");
+			v[strcspn(v, "\n")] = '\0';
+			return xstrdup(v);
+		}
+	}
+	return NULL;
+}
+
+/* Whether needle occurs in any readable mapping of pid (read through /proc/pid/mem). */
+static bool proc_mem_contains(pid_t pid, const void *needle, size_t nlen)
+{
+	_cleanup_free_ char *maps = xasprintf("/proc/%d/maps", pid);
+	_cleanup_free_ char *memp = xasprintf("/proc/%d/mem", pid);
+	_cleanup_fclose_ FILE *f = fopen(maps, "re");
+	_cleanup_close_ int mem = open(memp, O_RDONLY | O_CLOEXEC);
+	char line[512];
+	bool found = false;
+
+	assert_non_null(f);
+	if (mem < 0)
+		fail_msg("open '%s': %s (State: %s)", memp, strerror(errno),
+			 proc_status_field(pid, "State"));
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+		uint8_t *buf;
+		ssize_t n;
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' ||
+		    strstr(line, "[vvar]") || hi - lo > 512UL * 1024 * 1024)
+			continue;
+		buf = xmalloc(hi - lo);
+		n = pread(mem, buf, hi - lo, (off_t)lo);
+		if (n > 0 && memmem(buf, (size_t)n, needle, nlen))
+			found = true;
+		explicit_bzero(buf, hi - lo);
+		free(buf);
+	}
+	return found;
+}
+
+/*
+ * banger's ed25519 private key as it sits in the key file: the 64-byte
+ * "seed || public" string of the OpenSSH private section, found as the
+ * length-prefixed 64 bytes that end with the public key.
+ */
+static void client_private_key(uint8_t ret_priv[64], uint8_t ret_pub[32])
+{
+	_cleanup_free_ char *text = slurp(T.key), *pubtext = NULL;
+	_cleanup_free_ uint8_t *raw = NULL, *pubblob = NULL;
+	_cleanup_free_ char *b64 = xstrdup("");
+	size_t raw_len = 0, pub_len = 0;
+	char *p, *pub = NULL;
+	struct buf b;
+
+	_cleanup_free_ char *pubpath = xasprintf("%s.pub", T.key);
+
+	pubtext = slurp(pubpath);
+	pub = strchr(pubtext, ' ');
+	assert_non_null(pub);
+	pub++;
+	pub[strcspn(pub, " \n")] = '\0';
+	assert_int_equal(base64_decode(pub, strlen(pub), &pubblob, &pub_len), 0);
+	assert_int_equal(pub_len, 4 + 11 + 4 + 32);
+	memcpy(ret_pub, pubblob + pub_len - 32, 32);
+
+	buf_init(&b);
+	p = strchr(text, '\n');
+	assert_non_null(p);
+	for (p++; *p && *p != '-'; p++)
+		if (*p != '\n')
+			buf_addch(&b, *p);
+	free(b64);
+	b64 = buf_detach(&b, NULL);
+	assert_int_equal(base64_decode(b64, strlen(b64), &raw, &raw_len), 0);
+	for (size_t i = 0; i + 4 + 64 <= raw_len; i++) {
+		static const uint8_t len64[4] = { 0, 0, 0, 64 };
+
+		if (memcmp(raw + i, len64, 4) == 0 && memcmp(raw + i + 4 + 32, ret_pub, 32) == 0) {
+			memcpy(ret_priv, raw + i + 4, 64);
+			explicit_bzero(raw, raw_len);
+			explicit_bzero(text, strlen(text));
+			return;
+		}
+	}
+	fail_msg("no ed25519 private key in '%s'", T.key);
+}
+
+struct probe_run {
+	struct ssh_target t;
+	struct bg_err err;
+	int r;
+	int64_t ms;
+};
+
+static void *probe_thread(void *arg)
+{
+	struct probe_run *pr = arg;
+	int64_t start = now_mono_ms();
+
+	pr->r = ssh_probe(&pr->t, &pr->err);
+	pr->ms = now_mono_ms() - start;
+	return NULL;
+}
+
+static size_t sshd_accepted(void)
+{
+	_cleanup_free_ char *log = fs_path_join(T.dir, "sshd.log");
+	_cleanup_free_ char *text = slurp(log);
+	size_t n = 0;
+
+	for (const char *p = text; (p = strstr(p, "Accepted publickey")); p++)
+		n++;
+	return n;
+}
+
+static size_t accepted_want;
+
+static bool sshd_accepted_reached(void *arg)
+{
+	(void)arg;
+	return sshd_accepted() >= accepted_want;
+}
+
+/*
+ * The probe child, held after a successful user-auth (failpoint
+ * ssh.probe.child-hang): it runs as nobody/nogroup with no supplementary
+ * groups, NoNewPrivs and a seccomp filter, and banger's private key is
+ * nowhere in its memory although it just authenticated with it. Then the
+ * probe's deadline kills and reaps it.
+ */
+static void test_probe_child_is_jailed(void **state)
+{
+	const char *const hk[] = { "hk_ed25519", NULL };
+	struct probe_run pr = { .t = target() };
+	uint8_t priv[64], pub[32];
+	pthread_t th;
+	pid_t child;
+
+	(void)state;
+	REQUIRE_READY();
+	start_sshd(hk);
+	{
+		const char *names[] = { T.ip, NAME };
+
+		(void)known_hosts_remove(T.kh, names, 2, 22, NULL);
+	}
+	unsetenv("SSH_AUTH_SOCK");
+	pr.t.connect_timeout_ms = HANG_PROBE_MS;
+	accepted_want = sshd_accepted() + 1;
+	setenv("BANGER_FAILPOINT", "ssh.probe.child-hang", 1);
+	assert_int_equal(pthread_create(&th, NULL, probe_thread, &pr), 0);
+	if (!test_wait_for(sshd_accepted_reached, NULL, HANG_PROBE_MS)) {
+		unsetenv("BANGER_FAILPOINT");
+		pthread_join(th, NULL);
+		fail_msg("sshd never accepted the probe's key (probe: %d %s)", pr.r, pr.err.msg);
+	}
+	unsetenv("BANGER_FAILPOINT");
+	child = probe_child_pid();
+	assert_true(child > 0);
+	{
+		_cleanup_free_ char *uid = proc_status_field(child, "Uid");
+		_cleanup_free_ char *gid = proc_status_field(child, "Gid");
+		_cleanup_free_ char *groups = proc_status_field(child, "Groups");
+		_cleanup_free_ char *nnp = proc_status_field(child, "NoNewPrivs");
+		_cleanup_free_ char *sc = proc_status_field(child, "Seccomp");
+		_cleanup_free_ char *capeff = proc_status_field(child, "CapEff");
+		_cleanup_free_ char *want_uid =
+			xasprintf("%u\t%u\t%u\t%u", 65534u, 65534u, 65534u, 65534u);
+
+		assert_non_null(uid);
+		assert_string_equal(uid, want_uid);
+		assert_string_equal(gid, want_uid); /* nogroup is 65534 on Debian */
+		assert_string_equal(groups, "");
+		assert_string_equal(nnp, "1");
+		assert_string_equal(sc, "2");
+		assert_string_equal(capeff, "0000000000000000");
+	}
+	/* Read the key only now: had we held it before the fork, the child would have a copy. */
+	client_private_key(priv, pub);
+	if (UNDER_ASAN) {
+		/* ASan's heap lives in terabyte-sized reservations a plain scan cannot read. */
+		printf("# key scan of the child's memory skipped under ASan (the plain build "
+		       "runs it)\n");
+	} else {
+		assert_true(proc_mem_contains(child, pub, sizeof(pub))); /* the scan finds things */
+		assert_false(proc_mem_contains(child, priv, 32));	 /* the seed */
+		assert_false(proc_mem_contains(child, priv, sizeof(priv)));
+	}
+	explicit_bzero(priv, sizeof(priv));
+
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(pr.r, -ETIMEDOUT);
+	assert_non_null(strstr(pr.err.msg, "probe child killed"));
+	assert_true(pr.ms >= HANG_PROBE_MS && pr.ms < HANG_PROBE_MS + PROBE_SLACK_MS);
+	assert_int_equal(kill(child, 0), -1); /* killed and reaped: no zombie */
+	assert_int_equal(errno, ESRCH);
+	assert_true(no_probe_child(NULL));
+	bg_err_clear(&pr.err);
+}
+
+/* Fork, enter the jail, run what(); the child's wait status. */
+static int in_sandbox(int (*what)(int fd), int fd)
+{
+	struct probe_sandbox_ids ids;
+	struct bg_err err = { 0 };
+	int status;
+	pid_t pid;
+
+	assert_int_equal(probe_sandbox_ids(&ids, &err), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (probe_sandbox_enter(&ids, &err) < 0)
+			_exit(100);
+		_exit(what(fd));
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static int try_open_shadow(int fd)
+{
+	int r = open("/etc/shadow", O_RDONLY | O_CLOEXEC);
+	int e = r < 0 ? errno : 0;
+
+	/* report through the pipe we inherited: write() is allowed */
+	return write(fd, &e, sizeof(e)) == sizeof(e) ? 0 : 101;
+}
+
+static int try_socket(int fd)
+{
+	(void)fd;
+	(void)socket(AF_INET, SOCK_STREAM, 0);
+	return 0; /* not reached: the filter kills */
+}
+
+static int try_execve(int fd)
+{
+	char *const argv[] = { (char *)"/bin/true", NULL };
+
+	(void)fd;
+	(void)execve("/bin/true", argv, NULL);
+	return 0;
+}
+
+static int try_mmap_exec(int fd)
+{
+	(void)fd;
+	return mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
+			       MAP_FAILED
+		       ? 103
+		       : 0;
+}
+
+static int try_setuid_root(int fd)
+{
+	(void)fd;
+	return setresuid(0, 0, 0) == 0 ? 0 : 102;
+}
+
+/*
+ * Real attempts from inside the jail: opening a root-only file fails with
+ * EPERM; a socket, an exec, executable memory or regaining root kills it.
+ */
+static void test_probe_sandbox_refuses(void **state)
+{
+	int p[2], e = 0, status;
+
+	(void)state;
+	REQUIRE_READY();
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	status = in_sandbox(try_open_shadow, p[1]);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(read(p[0], &e, sizeof(e)), sizeof(e));
+	assert_int_equal(e, EPERM);
+	close(p[0]);
+	close(p[1]);
+	/* root outside can open it: the EPERM is the jail's doing */
+	{
+		int fd = open("/etc/shadow", O_RDONLY | O_CLOEXEC);
+
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	status = in_sandbox(try_socket, -1);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSYS);
+	status = in_sandbox(try_execve, -1);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSYS);
+	status = in_sandbox(try_mmap_exec, -1);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSYS);
+	status = in_sandbox(try_setuid_root, -1);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGSYS);
+}
+
+enum hostile {
+	HOSTILE_GARBAGE,
+	HOSTILE_SILENT,
+	HOSTILE_CLOSE,
+	HOSTILE_HUGE_PACKET
+};
+
+struct hostile_server {
+	enum hostile kind;
+	int lfd;
+	int port;
+};
+
+static void *hostile_thread(void *arg)
+{
+	struct hostile_server *hs = arg;
+	struct pollfd pfd = { .fd = hs->lfd, .events = POLLIN };
+	uint8_t junk[4096];
+	int fd;
+
+	if (hs->kind == HOSTILE_SILENT || poll(&pfd, 1, PROBE_MS + PROBE_SLACK_MS) <= 0)
+		return NULL;
+	fd = accept4(hs->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	switch (hs->kind) {
+	case HOSTILE_GARBAGE:
+		/* a banner line, then bytes that are no SSH packet at all */
+		(void)!write(fd, "SSH-2.0-evil\r\n", 14);
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)(i * 7 + 13);
+		(void)!write(fd, junk, sizeof(junk));
+		break;
+	case HOSTILE_HUGE_PACKET: {
+		static const uint8_t huge[] = { 0xff, 0xff, 0xff, 0xf0, 0x04, 0x14 };
+
+		(void)!write(fd, "SSH-2.0-evil\r\n", 14);
+		(void)!write(fd, huge, sizeof(huge));
+		break;
+	}
+	case HOSTILE_CLOSE:
+	case HOSTILE_SILENT:
+	default:
+		break;
+	}
+	if (hs->kind != HOSTILE_CLOSE) {
+		/* hold the connection until the client gives up */
+		struct pollfd c = { .fd = fd, .events = POLLIN };
+
+		while (poll(&c, 1, PROBE_MS + PROBE_SLACK_MS) > 0 &&
+		       read(fd, junk, sizeof(junk)) > 0)
+			;
+	}
+	close(fd);
+	return NULL;
+}
+
+/* Hostile servers end in an error within the deadline, pin nothing, leave no child. */
+static void test_probe_hostile_servers(void **state)
+{
+	static const struct {
+		enum hostile kind;
+		const char *name;
+	} cases[] = {
+		{ HOSTILE_GARBAGE, "garbage after the banner" },
+		{ HOSTILE_SILENT, "never answers" },
+		{ HOSTILE_CLOSE, "closes at once" },
+		{ HOSTILE_HUGE_PACKET, "4 GiB packet length" },
+	};
+
+	(void)state;
+	REQUIRE_READY();
+	unsetenv("SSH_AUTH_SOCK");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct hostile_server hs = { .kind = cases[i].kind, .port = 2200 + (int)i };
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(hs.port) };
+		struct ssh_target t = target();
+		struct bg_err err = { 0 };
+		_cleanup_free_ char *before = slurp(T.kh), *after = NULL;
+		int one = 1, r;
+		int64_t start, ms;
+		pthread_t th;
+
+		inet_pton(AF_INET, T.ip, &a.sin_addr);
+		hs.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(hs.lfd >= 0);
+		(void)setsockopt(hs.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		assert_int_equal(bind(hs.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+		assert_int_equal(listen(hs.lfd, 4), 0);
+		assert_int_equal(pthread_create(&th, NULL, hostile_thread, &hs), 0);
+		t.port = hs.port;
+		t.connect_timeout_ms = PROBE_MS;
+		start = now_mono_ms();
+		r = ssh_probe(&t, &err);
+		ms = now_mono_ms() - start;
+		printf("# hostile server (%s): %d in %lld ms: %s\n", cases[i].name, r,
+		       (long long)ms, err.msg);
+		assert_true(r < 0);
+		assert_true(r != -EKEYREJECTED);
+		assert_non_null(strstr(err.msg, "handshake"));
+		assert_true(ms < PROBE_MS + PROBE_SLACK_MS);
+		assert_true(no_probe_child(NULL));
+		after = slurp(T.kh);
+		assert_string_equal(before, after); /* nothing pinned */
+		assert_int_equal(pthread_join(th, NULL), 0);
+		close(hs.lfd);
+		bg_err_clear(&err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1017,6 +1489,9 @@ int main(void)
 		cmocka_unit_test(test_auth_failure_keeps_libssh2_text),
 		cmocka_unit_test(test_agent_fallback),
 		cmocka_unit_test(test_cli_ssh_and_ssh_proxy),
+		cmocka_unit_test(test_probe_child_is_jailed),
+		cmocka_unit_test(test_probe_sandbox_refuses),
+		cmocka_unit_test(test_probe_hostile_servers),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

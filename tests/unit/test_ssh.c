@@ -3,10 +3,11 @@
  * round-trips through a real /bin/sh, the client key is generated once
  * (0700 dir, 0600 key, same key for concurrent first users), and
  * connection failures are bounded by the deadline and reported distinctly
- * (refused, timed out, bad target). The real sessions are in
- * tests/integration/test_ssh.c.
+ * (refused, timed out, bad target); the probe's parent loop gives a
+ * misbehaving (compromised) probe child no signature and no success. The
+ * real sessions are in tests/integration/test_ssh.c.
  *
- * The module's .c is included to reach shell_quote().
+ * The module's .c is included to reach shell_quote() and probe_serve().
  */
 #include "reconciler/guest/ssh.c"
 
@@ -220,6 +221,68 @@ static void test_bad_targets(void **state)
 	assert_int_equal(status, -1);
 }
 
+/*
+ * What a compromised probe child could send, straight at the parent's
+ * loop: a signature request before the host key check, "done" without one,
+ * unknown or oversized messages, terminal escapes in its error text, and
+ * silence. None gets a signature or a success.
+ */
+static void test_probe_parent_distrusts_the_child(void **state)
+{
+	struct ssh_target t = target("127.0.0.1", 22, 1000);
+	struct authkey_list keys = { 0 };
+	const char *const pins[] = { "127.0.0.1" };
+	struct probe_parent pp = { .t = &t,
+				   .where = "root@127.0.0.1:22",
+				   .pins = pins,
+				   .n_pins = 1,
+				   .port = 22,
+				   .keys = &keys };
+	_cleanup_free_ uint8_t *big = xcalloc(1, PROBE_MSG_MAX + 100);
+	struct bg_err err = { 0 };
+	int64_t start;
+	int sp[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+	pp.ctl = sp[0];
+	pp.deadline = now_mono_ms() + 1000;
+
+	assert_int_equal(probe_send(sp[1], PROBE_SIGN, 0, 0, "data", 4), 0);
+	assert_int_equal(probe_serve(&pp, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "before the host key check"));
+	bg_err_clear(&err);
+
+	assert_int_equal(probe_send(sp[1], PROBE_RESULT, PROBE_STAGE_DONE, 0, NULL, 0), 0);
+	assert_true(probe_serve(&pp, &err) < 0);
+	bg_err_clear(&err);
+
+	assert_int_equal(probe_send(sp[1], 77, 0, 0, NULL, 0), 0);
+	assert_int_equal(probe_serve(&pp, &err), -EPROTO);
+	bg_err_clear(&err);
+
+	assert_int_equal(send(sp[1], big, PROBE_MSG_MAX + 100, 0), PROBE_MSG_MAX + 100);
+	assert_int_equal(probe_serve(&pp, &err), -EPROTO);
+	bg_err_clear(&err);
+
+	assert_int_equal(probe_send(sp[1], PROBE_RESULT, PROBE_STAGE_HANDSHAKE,
+				    LIBSSH2_ERROR_KEX_FAILURE, "evil\x1b[2J\n", 9),
+			 0);
+	assert_int_equal(probe_serve(&pp, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "evil?[2J?"));
+	bg_err_clear(&err);
+
+	/* silence: the deadline (+ grace) ends it */
+	pp.deadline = now_mono_ms() - PROBE_GRACE_MS + 200;
+	start = now_mono_ms();
+	assert_int_equal(probe_serve(&pp, &err), -ETIMEDOUT);
+	assert_true(now_mono_ms() - start < 1000);
+	assert_non_null(strstr(err.msg, "probe child killed"));
+	bg_err_clear(&err);
+	close(sp[0]);
+	close(sp[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -229,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_connect_refused),
 		cmocka_unit_test(test_silent_server_times_out),
 		cmocka_unit_test(test_bad_targets),
+		cmocka_unit_test(test_probe_parent_distrusts_the_child),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
