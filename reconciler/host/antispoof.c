@@ -3,8 +3,11 @@
  * only includer of nftables/libnftables.h). One table per bridge, "bridge
  * banger-<bridge>": a prerouting base chain sends each frame entering the
  * bridge from a port through the verdict map @taps (port name -> jump to the
- * VM's chain "bg<id>"), and every other port named "bg*" (a VM's tap with no
- * filter yet) is dropped. A VM's chain accepts only frames from its MAC that
+ * VM's chain "bg<id>"); a frame from a port in the set @ports (every tap
+ * given a filter here) that comes back from that chain, or finds no map
+ * element, is dropped, so a filter flushed by hand fails closed. The hook
+ * sees every bridge of the namespace (the kernel may lack 'meta ibrname'), so
+ * nothing in the table matches a port it was not told about. A VM's chain accepts only frames from its MAC that
  * are ARP for its MAC and IPv4 address (or an RFC 5227 probe from 0.0.0.0) or
  * IPv4 from its address; everything else (other addresses, IPv6, VLAN tags,
  * other ethertypes) is dropped. Each change is one nftables transaction, so a
@@ -54,13 +57,14 @@ static void add_base(struct buf *b, const char *table)
 {
 	buf_addf(b, "add table bridge %s\n", table);
 	buf_addf(b, "add map bridge %s taps { type ifname : verdict; }\n", table);
+	buf_addf(b, "add set bridge %s ports { type ifname; }\n", table);
 	buf_addf(b,
 		 "add chain bridge %s prerouting { type filter hook prerouting priority -300; "
 		 "policy accept; }\n",
 		 table);
 	buf_addf(b, "flush chain bridge %s prerouting\n", table);
 	buf_addf(b, "add rule bridge %s prerouting iifname vmap @taps\n", table);
-	buf_addf(b, "add rule bridge %s prerouting iifname \"" HOST_TAP_PREFIX "*\" drop\n", table);
+	buf_addf(b, "add rule bridge %s prerouting iifname @ports drop\n", table);
 }
 
 int host_antispoof_ruleset(const char *bridge, const char *tap, const char *mac, const char *ip,
@@ -91,6 +95,7 @@ int host_antispoof_ruleset(const char *bridge, const char *tap, const char *mac,
 		 table, tap, mac, ip);
 	buf_addf(&b, "add rule bridge %s %s ether type ip ip saddr %s accept\n", table, tap, ip);
 	buf_addf(&b, "add rule bridge %s %s drop\n", table, tap);
+	buf_addf(&b, "add element bridge %s ports { \"%s\" }\n", table, tap);
 	buf_addf(&b, "add element bridge %s taps { \"%s\" : jump %s }\n", table, tap, tap);
 	*ret = buf_detach(&b, NULL);
 	return 0;
@@ -189,11 +194,15 @@ static int remove_chain(const char *table, const char *tap, struct bg_err *err)
 	 * which no element references any more, is emptied and deleted.
 	 */
 	cmds = xasprintf("add map bridge %s taps { type ifname : verdict; }\n"
+			 "add set bridge %s ports { type ifname; }\n"
 			 "add element bridge %s taps { \"%s\" : jump %s }\n"
+			 "add element bridge %s ports { \"%s\" }\n"
 			 "delete element bridge %s taps { \"%s\" }\n"
+			 "delete element bridge %s ports { \"%s\" }\n"
 			 "flush chain bridge %s %s\n"
 			 "delete chain bridge %s %s\n",
-			 table, table, tap, tap, table, tap, table, tap, table, tap);
+			 table, table, table, tap, tap, table, tap, table, tap, table, tap, table,
+			 tap, table, tap);
 	r = nft_run(cmds, false, NULL, err);
 	if (r == -ENOENT)
 		return 0; /* gone in between */

@@ -151,8 +151,9 @@ int host_antispoof_table(const char *bridge, char ret[64], struct bg_err *err);
  * The nftables commands antispoof_ensure() runs as one transaction: table
  * bridge banger-<bridge> with map @taps and base chain prerouting (made if
  * missing, the base chain's rules replaced), chain <tap> replaced with rules
- * that let only 'mac' send, and only ARP for mac/ip or IPv4 from ip, and the
- * map element <tap> -> jump <tap>. Owned string; -EINVAL for a bad name or
+ * that let only 'mac' send, and only ARP for mac/ip or IPv4 from ip, the map
+ * element <tap> -> jump <tap> and <tap> in set @ports (dropped when its
+ * chain lets a frame through without a verdict). Owned string; -EINVAL for a bad name or
  * address.
  */
 int host_antispoof_ruleset(const char *bridge, const char *tap, const char *mac, const char *ip,

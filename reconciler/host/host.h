@@ -118,8 +118,8 @@ struct host_ops {
 	 * Anti-spoofing for tap 'tap' (nftables table "bridge banger-<bridge>",
 	 * chain 'tap'): frames the guest sends through it must come from 'mac'
 	 * ("02:..:..", lowercase) and be ARP for mac/ip or IPv4 from 'ip';
-	 * everything else is dropped, as is everything from a "bg*" port with
-	 * no filter. One transaction; re-running it repairs a flushed or
+	 * everything else is dropped, also when the chain is flushed by hand.
+	 * Ports of other bridges are never matched. One transaction; re-running it repairs a flushed or
 	 * changed filter. remove deletes the tap's chain; missing is done.
 	 */
 	int (*antispoof_ensure)(const struct host_net *net, const char *tap, const char *mac,
