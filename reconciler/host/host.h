@@ -119,8 +119,9 @@ struct host_ops {
 	 * chain 'tap'): frames the guest sends through it must come from 'mac'
 	 * ("02:..:..", lowercase) and be ARP for mac/ip or IPv4 from 'ip';
 	 * everything else is dropped, also when the chain is flushed by hand.
-	 * Ports of other bridges are never matched. One transaction; re-running it repairs a flushed or
-	 * changed filter. remove deletes the tap's chain; missing is done.
+	 * Ports of other bridges are never matched. One transaction;
+	 * re-running it repairs a flushed or changed filter. remove deletes
+	 * the tap's chain and its map and set elements; missing is done.
 	 */
 	int (*antispoof_ensure)(const struct host_net *net, const char *tap, const char *mac,
 				const char *ip, struct bg_err *err);
