@@ -26,9 +26,10 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: banger gc [--dry-run]\n\nRemove taps, device-mapper devices, loop "
-		   "devices, VM directories and base-image caches (qcow2 images converted to "
-		   "raw) that belong to no VM.\n");
+	fprintf(f,
+		"Usage: banger gc [--dry-run]\n\nRemove taps, tap filters, device-mapper devices, loop "
+		"devices, VM directories and base-image caches (qcow2 images converted to "
+		"raw) that belong to no VM.\n");
 }
 
 /* The id inside an orphan's name: bg<id>, banger-<id>, .../vms/<id>[/...]. */
@@ -49,6 +50,9 @@ static void print_skipped(const struct host_orphan *o, const char *bridge, const
 		printf("skipped %s %s: enslaved to bridge '%s', and no bangerd has recorded "
 		       "its bridge in '%s'\n",
 		       kind, o->name, o->master, state_dir);
+	else if (o->kind == HOST_ORPHAN_FILTER)
+		printf("skipped %s %s: in the table of bridge '%s', not of this instance's '%s'\n",
+		       kind, o->name, o->master, bridge ? bridge : "(none recorded)");
 	else
 		printf("skipped %s %s: nothing ties it to '%s'\n", kind, o->name, state_dir);
 }

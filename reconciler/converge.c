@@ -32,6 +32,7 @@ enum step_id {
 	S_LEASE_IP,
 	S_BRIDGE,
 	S_TAP,
+	S_ANTISPOOF,
 	S_ROOTDISK,
 	S_WORKDISK,
 	S_SEED,
@@ -54,6 +55,7 @@ static const char *const step_names[S_MAX] = {
 	[S_LEASE_IP] = "lease-ip",
 	[S_BRIDGE] = "bridge",
 	[S_TAP] = "tap",
+	[S_ANTISPOOF] = "antispoof",
 	[S_ROOTDISK] = "rootdisk",
 	[S_WORKDISK] = "workdisk",
 	[S_SEED] = "seed",
@@ -73,12 +75,13 @@ static const char *const step_names[S_MAX] = {
 
 /* clang-format off */
 static const enum step_id steps_create[] = { S_RECORD, S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP,
-					     S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
-static const enum step_id steps_start[] = { S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP,
+					     S_ANTISPOOF, S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH,
+					     END };
+static const enum step_id steps_start[] = { S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP, S_ANTISPOOF,
 					    S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
 static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE, S_LEASE_IP,
-					      S_BRIDGE, S_TAP, S_ROOTDISK, S_WORKDISK, S_SEED,
-					      S_LAUNCH, END };
+					      S_BRIDGE, S_TAP, S_ANTISPOOF, S_ROOTDISK,
+					      S_WORKDISK, S_SEED, S_LAUNCH, END };
 /* clang-format on */
 static const enum step_id steps_stop[] = { S_STOP_VMM, S_TEARDOWN, END };
 static const enum step_id steps_update[] = { S_APPLY_SPEC, END };
@@ -96,12 +99,12 @@ static const enum step_id *const action_steps[PLAN_ACTION_MAX] = {
 /* clang-format off */
 const char *const converge_failpoints[] = {
 	"create.record", "create.prepare", "create.lease-ip", "create.bridge", "create.tap",
-	"create.rootdisk", "create.workdisk", "create.seed", "create.launch",
-	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.rootdisk",
-	"start.workdisk", "start.seed", "start.launch",
+	"create.antispoof", "create.rootdisk", "create.workdisk", "create.seed", "create.launch",
+	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.antispoof",
+	"start.rootdisk", "start.workdisk", "start.seed", "start.launch",
 	"restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
-	"restart.bridge", "restart.tap", "restart.rootdisk", "restart.workdisk", "restart.seed",
-	"restart.launch",
+	"restart.bridge", "restart.tap", "restart.antispoof", "restart.rootdisk",
+	"restart.workdisk", "restart.seed", "restart.launch",
 	"stop.stop-vmm", "stop.teardown",
 	"update.apply-spec",
 	"demote.teardown",
@@ -357,6 +360,12 @@ static int step_bridge(struct conv *c, struct bg_err *err)
 static int step_tap(struct conv *c, struct bg_err *err)
 {
 	return c->env->host->tap_ensure(&c->env->net, c->tap, 0, 0, err);
+}
+
+/* The tap may only carry the VM's own MAC and address: before the guest runs. */
+static int step_antispoof(struct conv *c, struct bg_err *err)
+{
+	return c->env->host->antispoof_ensure(&c->env->net, c->tap, c->rec.mac, c->rec.ip, err);
 }
 
 /*
@@ -788,6 +797,9 @@ static int step_teardown(struct conv *c, struct bg_err *err)
 		return r;
 	if (vm_alive(&h))
 		return bg_errorf(err, EBUSY, "VMM pid %d is still running", (int)h.pid);
+	r = c->env->host->antispoof_remove(&c->env->net, c->tap, err);
+	if (r < 0)
+		return r;
 	r = c->env->host->tap_remove(c->tap, err);
 	if (r < 0)
 		return r;
@@ -889,6 +901,7 @@ static const step_fn step_fns[S_MAX] = {
 	[S_LEASE_IP] = step_lease_ip,
 	[S_BRIDGE] = step_bridge,
 	[S_TAP] = step_tap,
+	[S_ANTISPOOF] = step_antispoof,
 	[S_ROOTDISK] = step_rootdisk,
 	[S_WORKDISK] = step_workdisk,
 	[S_SEED] = step_seed,
@@ -1121,4 +1134,18 @@ out:
 	vm_spec_free(c.rec_spec);
 	vm_record_release(&c.rec);
 	return r;
+}
+
+int converge_guard(struct converge_env *env, const struct vm_record *rec, struct bg_err *err)
+{
+	char tap[16];
+	int r;
+
+	if (!rec->ip || !rec->mac[0])
+		return bg_errorf(err, EINVAL, "vm '%s': no address recorded", rec->name);
+	handles_tap_name(rec->id, tap);
+	r = env->host->antispoof_ensure(&env->net, tap, rec->mac, rec->ip, err);
+	if (r < 0)
+		return bg_err_wrap(err, "vm '%s'", rec->name);
+	return 0;
 }

@@ -11,9 +11,10 @@
  * VM Failed with its error and a backoff, and a later pass converges again.
  *
  * Steps by action (failpoint names are "<action>.<step>"):
- *   create   record prepare lease-ip bridge tap rootdisk workdisk seed launch
- *   start    prepare lease-ip bridge tap rootdisk workdisk seed launch
- *   restart  stop-vmm teardown prepare lease-ip bridge tap rootdisk workdisk seed launch
+ *   create   record prepare lease-ip bridge tap antispoof rootdisk workdisk seed launch
+ *   start    prepare lease-ip bridge tap antispoof rootdisk workdisk seed launch
+ *   restart  stop-vmm teardown prepare lease-ip bridge tap antispoof rootdisk workdisk seed
+ *            launch
  *   stop     stop-vmm teardown
  *   update   apply-spec
  *   demote   teardown
@@ -65,6 +66,15 @@ struct converge_env {
  * is returned too. Success adds a Normal event.
  */
 int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err);
+
+/*
+ * Re-ensure what keeps a running VM's neighbours safe from it, outside any
+ * action: its tap's anti-spoofing filter (antispoof_ensure with its
+ * recorded MAC and address), so a filter flushed by hand is back by the next
+ * resync, and the readiness probe only talks to an address no other guest
+ * can claim. Touches no record. -errno with err set.
+ */
+int converge_guard(struct converge_env *env, const struct vm_record *rec, struct bg_err *err);
 
 /* Every failpoint name, NULL-terminated. */
 extern const char *const converge_failpoints[];

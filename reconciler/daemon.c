@@ -383,7 +383,23 @@ static void probe_starting(struct daemon *d, struct vm_record *rec, const struct
 	(void)store_event_add(d->store, rec->name, "Normal", "Ready", msg, NULL);
 }
 
-static void observe(struct daemon *d)
+/*
+ * The VM's tap filter, re-ensured on every full resync and before each
+ * readiness probe: the probe then only reaches an address that no other
+ * guest can claim. false (logged) when it cannot be made.
+ */
+static bool guard(struct daemon *d, const struct vm_record *rec)
+{
+	struct bg_err err = { 0 };
+
+	if (converge_guard(&d->env, rec, &err) < 0) {
+		log_warn("%s (a Starting VM is not probed without it)", err.msg);
+		return false;
+	}
+	return true;
+}
+
+static void observe(struct daemon *d, bool full)
 {
 	struct vm_record *recs = NULL;
 	size_t n = 0;
@@ -424,11 +440,14 @@ static void observe(struct daemon *d)
 		}
 		if (rec->phase == VM_PHASE_STARTING) {
 			(void)spec_from_json(rec->spec_json, &spec, NULL);
-			probe_starting(d, rec, spec);
+			if (guard(d, rec))
+				probe_starting(d, rec, spec);
 			if (rec->phase == VM_PHASE_STARTING)
 				wake_at(d, now + STARTING_POLL_MS);
 			continue;
 		}
+		if (full)
+			(void)guard(d, rec);
 		/* A stable run forgives earlier failures. */
 		if (rec->failures > 0 && rec->running_since &&
 		    now - rec->running_since >= PLAN_STABLE_RUN_MS) {
@@ -576,7 +595,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	spec_set_init(&set);
 	if (check_spec_dir(d, &set) < 0) {
 		report_spec_errors(d, &set);
-		observe(d);
+		observe(d, full);
 		heartbeat(d, full);
 		r = 0;
 		goto out;
@@ -654,7 +673,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 		if (converge_action(&d->env, &acts[i], &cerr) < 0)
 			log_err("%s", cerr.msg);
 	}
-	observe(d);
+	observe(d, full);
 	heartbeat(d, full);
 	r = 0;
 out:

@@ -6,7 +6,8 @@
  * <state>/vms/<id>/, directories <state>/vms/<id>, and the base image cache
  * <state>/images/ (baseimg.c): a <sha>.raw that no <state>/vms/<any>/root.base
  * names and no loop device is backed by, a <sha>.src left without its .raw,
- * and temp files of a conversion that nobody holds locked.
+ * and temp files of a conversion that nobody holds locked; tap filter chains
+ * "bg<id>" in nftables tables "bridge banger-<bridge>" (antispoof.c).
  *
  * "Known" means known to THIS state dir, but taps and dm devices are named
  * host-wide, so another banger instance's running VMs carry the same kind of
@@ -223,11 +224,29 @@ static int tap_cb(const struct host_link *l, void *userdata)
 	return 0;
 }
 
+static int filter_cb(const char *bridge, const char *tap, void *userdata)
+{
+	struct scan *s = userdata;
+	const char *id;
+
+	if (host_parse_tap_name(tap, &id) && !is_known(s, id)) {
+		char table[64];
+
+		if (host_antispoof_table(bridge, table, NULL) < 0)
+			return 0;
+		add(s, HOST_ORPHAN_FILTER, tap, table);
+		snprintf(s->v[s->n - 1].master, sizeof(s->v[s->n - 1].master), "%s", bridge);
+	}
+	return 0;
+}
+
 bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge)
 {
 	switch (o->kind) {
 	case HOST_ORPHAN_TAP:
 		return !o->master[0] || (bridge && strcmp(o->master, bridge) == 0);
+	case HOST_ORPHAN_FILTER:
+		return bridge && strcmp(o->master, bridge) == 0;
 	case HOST_ORPHAN_DM:
 		return !o->unowned;
 	case HOST_ORPHAN_LOOP:
@@ -494,7 +513,7 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	prefix = xasprintf("%s/", vms);
 	s.vms_prefix = prefix;
 
-	/* In removal order: dm (top, then base), loops, taps, directories, image caches. */
+	/* In removal order: dm (top, then base), loops, taps, filters, directories, image caches. */
 	if (host_dm_available()) {
 		r = host_dm_foreach(dm_cb, &s, err);
 		if (r < 0)
@@ -507,6 +526,9 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	if (r < 0)
 		goto fail;
 	r = host_link_foreach(tap_cb, &s, err);
+	if (r < 0)
+		goto fail;
+	r = host_antispoof_foreach(filter_cb, &s, err);
 	if (r < 0)
 		goto fail;
 	r = scan_vm_dirs(&s, vms, err);
@@ -580,6 +602,13 @@ int host_gc_remove(const struct host_orphan *o, struct bg_err *err)
 		return fs_remove_tree(o->name, err);
 	case HOST_ORPHAN_IMAGE_CACHE:
 		return remove_image_file(o->name, err);
+	case HOST_ORPHAN_FILTER: {
+		struct host_net net = { .bridge = o->master };
+
+		if (!host_parse_tap_name(o->name, NULL))
+			return bg_errorf(err, EINVAL, "gc: '%s' is not a tap filter", o->name);
+		return host_antispoof_remove(&net, o->name, err);
+	}
 	case HOST_ORPHAN_KIND_MAX:
 		break;
 	}

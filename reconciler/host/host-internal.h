@@ -142,6 +142,35 @@ int host_nat_ruleset(const struct host_net *net, char **ret, struct bg_err *err)
 int host_nat_ensure(const struct host_net *net, struct bg_err *err);
 int host_nat_remove(const struct host_net *net, struct bg_err *err);
 
+/* ---- anti-spoofing (antispoof.c) ------------------------------------------- */
+
+/* The nftables table of a bridge's tap filters: "banger-<bridge>" (family bridge). */
+int host_antispoof_table(const char *bridge, char ret[64], struct bg_err *err);
+
+/*
+ * The nftables commands antispoof_ensure() runs as one transaction: table
+ * bridge banger-<bridge> with map @taps and base chain prerouting (made if
+ * missing, the base chain's rules replaced), chain <tap> replaced with rules
+ * that let only 'mac' send, and only ARP for mac/ip or IPv4 from ip, the map
+ * element <tap> -> jump <tap> and <tap> in set @ports (dropped when its
+ * chain lets a frame through without a verdict). Owned string; -EINVAL for a bad name or
+ * address.
+ */
+int host_antispoof_ruleset(const char *bridge, const char *tap, const char *mac, const char *ip,
+			   char **ret, struct bg_err *err);
+
+int host_antispoof_ensure(const struct host_net *net, const char *tap, const char *mac,
+			  const char *ip, struct bg_err *err);
+int host_antispoof_remove(const struct host_net *net, const char *tap, struct bg_err *err);
+
+/*
+ * Call cb for every tap filter chain ("bg<id>" in a table "banger-<bridge>"
+ * of family bridge) in this network namespace. A negative return from cb
+ * stops and is returned.
+ */
+int host_antispoof_foreach(int (*cb)(const char *bridge, const char *tap, void *userdata),
+			   void *userdata, struct bg_err *err);
+
 /* ---- loop devices (loop.c) -------------------------------------------------- */
 
 /*

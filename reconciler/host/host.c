@@ -45,6 +45,7 @@ static const char *const orphan_kind_names[HOST_ORPHAN_KIND_MAX] = {
 	[HOST_ORPHAN_LOOP] = "loop",
 	[HOST_ORPHAN_VM_DIR] = "vm-dir",
 	[HOST_ORPHAN_IMAGE_CACHE] = "image-cache",
+	[HOST_ORPHAN_FILTER] = "filter",
 };
 
 const char *host_orphan_kind_to_string(enum host_orphan_kind k)
@@ -190,6 +191,8 @@ const struct host_ops host_ops_linux = {
 	.tap_remove = host_net_tap_remove,
 	.nat_ensure = host_nat_ensure,
 	.nat_remove = host_nat_remove,
+	.antispoof_ensure = host_antispoof_ensure,
+	.antispoof_remove = host_antispoof_remove,
 	.disk_mode_detect = host_disk_mode_detect,
 	.rootdisk_ensure = host_rootdisk_ensure,
 	.rootdisk_deactivate = host_rootdisk_deactivate,

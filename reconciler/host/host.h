@@ -69,6 +69,7 @@ enum host_orphan_kind {
 	HOST_ORPHAN_VM_DIR,
 	HOST_ORPHAN_IMAGE_CACHE, /* <state>/images/: an unused <sha>.raw (with its .src),
 				  * a .src without its .raw, an interrupted conversion's .tmp-* */
+	HOST_ORPHAN_FILTER,	 /* a tap's anti-spoofing chain "bg<id>"; master: its bridge */
 	HOST_ORPHAN_KIND_MAX
 };
 
@@ -82,7 +83,8 @@ struct host_orphan {
 	 * state dir may be another instance's running VM. gc_scan says what it
 	 * saw; host_orphan_is_ours() decides.
 	 */
-	char master[16]; /* HOST_ORPHAN_TAP: the bridge it is enslaved to, "" when none */
+	char master[16]; /* HOST_ORPHAN_TAP: the bridge it is enslaved to, "" when none;
+			  * HOST_ORPHAN_FILTER: the bridge whose table holds it */
 	bool unowned;	 /* HOST_ORPHAN_DM: nothing ties it to this state dir (no loop
 			  * under it is over a file in <state>/vms/, no <state>/vms/<id>) */
 };
@@ -93,7 +95,7 @@ const char *host_orphan_kind_to_string(enum host_orphan_kind k);
  * Whether gc may take o for a leak of the banger instance whose bridge is
  * 'bridge' (daemon_info.bridge; NULL when no bangerd has recorded one): a
  * tap only when it is enslaved to no bridge or to that one, a dm device only
- * when it is not 'unowned'. Loops, VM dirs and image caches are found under
+ * when it is not 'unowned', a filter only when it is in that bridge's table. Loops, VM dirs and image caches are found under
  * the state dir, so they are always this instance's.
  */
 bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge);
@@ -112,6 +114,18 @@ struct host_ops {
 	 */
 	int (*nat_ensure)(const struct host_net *net, struct bg_err *err);
 	int (*nat_remove)(const struct host_net *net, struct bg_err *err);
+	/*
+	 * Anti-spoofing for tap 'tap' (nftables table "bridge banger-<bridge>",
+	 * chain 'tap'): frames the guest sends through it must come from 'mac'
+	 * ("02:..:..", lowercase) and be ARP for mac/ip or IPv4 from 'ip';
+	 * everything else is dropped, also when the chain is flushed by hand.
+	 * Ports of other bridges are never matched. One transaction;
+	 * re-running it repairs a flushed or changed filter. remove deletes
+	 * the tap's chain and its map and set elements; missing is done.
+	 */
+	int (*antispoof_ensure)(const struct host_net *net, const char *tap, const char *mac,
+				const char *ip, struct bg_err *err);
+	int (*antispoof_remove)(const struct host_net *net, const char *tap, struct bg_err *err);
 
 	/* Which disk mode this host supports best for files under state_dir. */
 	int (*disk_mode_detect)(const char *state_dir, enum disk_mode *ret, struct bg_err *err);
@@ -166,7 +180,7 @@ struct host_ops {
 	/*
 	 * Find objects with banger's names under state_dir / on this host whose id
 	 * is not in known_ids. Returns an owned array (free()), in an order that
-	 * is safe to remove one by one: dm devices, loops, taps, directories,
+	 * is safe to remove one by one: dm devices, loops, taps, tap filters, directories,
 	 * image caches (which are unused whatever known_ids says: no
 	 * <state>/vms/<dir>/root.base names them and no loop device is over them).
 	 */

@@ -81,7 +81,7 @@ set_state() {
 		[ -s "$BANGER_STATE_DIR/vms/$id/seed.iso" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 9 ]
+	[ "$n" -eq 10 ]
 }
 
 @test "crash after each delete step: the restarted daemon finishes the delete" {
@@ -125,7 +125,7 @@ vm_absent() {
 		[ "$(vmm_count "$id")" = "1" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 10 ]
+	[ "$n" -eq 11 ]
 }
 
 applied() {

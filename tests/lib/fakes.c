@@ -73,6 +73,21 @@ static int f_nat(const struct host_net *n, struct bg_err *e)
 	return call("nat", e);
 }
 
+static int f_antispoof(const struct host_net *n, const char *tap, const char *mac, const char *ip,
+		       struct bg_err *e)
+{
+	(void)n;
+	if (strncmp(tap, "bg", 2) != 0 || strlen(tap) != 10 || strlen(mac) != 17 || !ip || !*ip)
+		return bg_errorf(e, EINVAL, "bad filter for '%s' '%s' '%s'", tap, mac, ip);
+	return call("antispoof", e);
+}
+
+static int f_antispoof_remove(const struct host_net *n, const char *tap, struct bg_err *e)
+{
+	(void)n, (void)tap;
+	return call("antispoof-remove", e);
+}
+
 static int f_detect(const char *dir, enum disk_mode *ret, struct bg_err *e)
 {
 	(void)dir, (void)e;
@@ -159,6 +174,8 @@ const struct host_ops fake_host = {
 	.tap_remove = f_tap_remove,
 	.nat_ensure = f_nat,
 	.nat_remove = f_nat,
+	.antispoof_ensure = f_antispoof,
+	.antispoof_remove = f_antispoof_remove,
 	.disk_mode_detect = f_detect,
 	.rootdisk_ensure = f_rootdisk,
 	.rootdisk_deactivate = f_rootdisk_deactivate,

@@ -181,7 +181,7 @@ static void test_create_runs_every_step(void **state)
 
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(fake_calls.data,
-			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -294,7 +294,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop tap-remove rootdisk-deactivate bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+		"stop antispoof-remove tap-remove rootdisk-deactivate bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -312,8 +312,8 @@ static void test_reboot_change_restarts(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(fake_calls.data,
-			    "stop tap-remove rootdisk-deactivate bridge tap "
-			    "rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
+			    "stop antispoof-remove tap-remove rootdisk-deactivate bridge tap "
+			    "antispoof rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
 			    "launch ");
 }
 
@@ -351,7 +351,7 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "tap-remove rootdisk-deactivate ");
+	assert_string_equal(fake_calls.data, "antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_FAILED);
 	assert_int_equal(rec.restarts, 1);
@@ -366,7 +366,7 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(fake_calls.data,
-			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_stop_then_start(void **state)
@@ -380,7 +380,8 @@ static void test_stop_then_start(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data, "stop tap-remove rootdisk-deactivate ");
+	assert_string_equal(fake_calls.data,
+			    "stop antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
@@ -390,7 +391,7 @@ static void test_stop_then_start(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(fake_calls.data,
-			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -423,8 +424,9 @@ static void test_delete_leaves_nothing(void **state)
 
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, NULL, NULL), 0);
-	assert_string_equal(fake_calls.data,
-			    "stop tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
+	assert_string_equal(
+		fake_calls.data,
+		"stop antispoof-remove tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
 	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
 	assert_false(proc_identity_matches(h.pid, h.start_time));
 	assert_false(fs_exists(vm_dir));
@@ -477,7 +479,7 @@ static void test_resumed_stop_with_running_spec_restarts(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0); /* ... and it starts again */
 	assert_string_equal(fake_calls.data,
-			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	vm_record_release(&rec);
@@ -507,8 +509,9 @@ static void test_failed_demote_is_retried_as_demote(void **state)
 	vm_record_release(&rec);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "tap-remove rootdisk-deactivate "); /* demoted, not launched */
+	assert_string_equal(
+		fake_calls.data,
+		"antispoof-remove tap-remove rootdisk-deactivate "); /* demoted, not launched */
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	vm_record_release(&rec);
@@ -745,7 +748,7 @@ static void test_failpoint_names(void **state)
 		assert_non_null(strchr(*p, '.'));
 		n++;
 	}
-	assert_int_equal(n, 39);
+	assert_int_equal(n, 42);
 }
 
 int main(void)

@@ -147,7 +147,8 @@ static void test_missing_spec_dir_keeps_vms(void **state)
 	pass(f);
 	age_absences(f);
 	pass(f);
-	assert_string_equal(fake_calls.data, "");
+	/* Nothing but the Starting VM's tap filter, re-ensured before each probe. */
+	assert_string_equal(fake_calls.data, "antispoof antispoof ");
 	assert_true(get(f, "web", &rec));
 	vm_record_release(&rec);
 	assert_non_null(f->d.spec_errors);
@@ -155,6 +156,37 @@ static void test_missing_spec_dir_keeps_vms(void **state)
 	assert_int_equal(rename(moved, f->spec_dir), 0);
 	pass(f);
 	assert_null(f->d.spec_errors);
+}
+
+/*
+ * A Running VM's tap filter is re-ensured on every full resync (so a filter
+ * flushed by hand comes back), not on the passes in between; a Starting VM's
+ * before each readiness probe. A failure to make it is logged, not fatal.
+ */
+static void test_resync_reensures_tap_filter(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *y = yaml("web", "running", "always");
+	struct vm_record rec = { 0 };
+	struct bg_err err = { 0 };
+
+	write_spec(f, "web.yaml", y);
+	pass(f);
+	assert_non_null(strstr(fake_calls.data, "tap antispoof "));
+	assert_true(get(f, "web", &rec));
+	rec.phase = VM_PHASE_RUNNING;
+	assert_int_equal(store_vm_update(f->d.store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	buf_reset(&fake_calls);
+	pass(f);
+	assert_string_equal(fake_calls.data, "");
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "antispoof ");
+	fake_fail_op = "antispoof";
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_true(get(f, "web", &rec));
+	assert_int_equal(rec.phase, VM_PHASE_RUNNING);
+	vm_record_release(&rec);
 }
 
 static void test_on_failure_exit0_stays_stopped(void **state)
@@ -219,14 +251,14 @@ static void test_truncated_file_waits_out_the_grace(void **state)
 	write_spec(f, "web.yaml", "");
 	buf_reset(&fake_calls);
 	pass(f);
-	assert_string_equal(fake_calls.data, "");
+	assert_string_equal(fake_calls.data, "antispoof "); /* the probe's filter check only */
 	assert_true(get(f, "web", &rec));
 	vm_record_release(&rec);
 	assert_true(f->d.next_wakeup > 0); /* it looks again when the grace ends */
 	/* The writer finishes: nothing happened, nothing is pending. */
 	write_spec(f, "web.yaml", y);
 	pass(f);
-	assert_string_equal(fake_calls.data, "");
+	assert_string_equal(fake_calls.data, "antispoof antispoof ");
 	assert_int_equal(f->d.n_absent, 0);
 	/* A spec that stays gone past the grace is a delete. */
 	write_spec(f, "web.yaml", "");
@@ -351,6 +383,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_missing_spec_dir_keeps_vms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resync_reensures_tap_filter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_on_failure_exit0_stays_stopped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_moved_then_broken_keeps_vm, setup, teardown),

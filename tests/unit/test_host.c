@@ -50,6 +50,7 @@ static void test_orphan_kind_strings(void **state)
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_LOOP), "loop");
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_VM_DIR), "vm-dir");
 	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_IMAGE_CACHE), "image-cache");
+	assert_string_equal(host_orphan_kind_to_string(HOST_ORPHAN_FILTER), "filter");
 	assert_null(host_orphan_kind_to_string(HOST_ORPHAN_KIND_MAX));
 }
 
@@ -263,6 +264,60 @@ static void test_nat_ruleset(void **state)
 				"}\n");
 	assert_int_equal(host_nat_ruleset(&bad, &rs, &err), -EINVAL);
 	assert_int_equal(host_nat_table_name("", table, &err), -EINVAL);
+}
+
+/* What a tap's filter lets through, as the commands that make it. */
+static void test_antispoof_ruleset(void **state)
+{
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *rs = NULL;
+	char *bad = NULL;
+	char table[64];
+
+	(void)state;
+	assert_int_equal(host_antispoof_table("banger0", table, &err), 0);
+	assert_string_equal(table, "banger-banger0");
+	assert_int_equal(host_antispoof_ruleset("banger0", "bg0c1f9a2e", "02:bb:ac:1e:00:05",
+						"172.30.0.5", &rs, &err),
+			 0);
+	assert_string_equal(
+		rs,
+		"add table bridge banger-banger0\n"
+		"add map bridge banger-banger0 taps { type ifname : verdict; }\n"
+		"add set bridge banger-banger0 ports { type ifname; }\n"
+		"add chain bridge banger-banger0 prerouting { type filter hook prerouting "
+		"priority -300; policy accept; }\n"
+		"flush chain bridge banger-banger0 prerouting\n"
+		"add rule bridge banger-banger0 prerouting iifname vmap @taps\n"
+		"add rule bridge banger-banger0 prerouting iifname @ports drop\n"
+		"add chain bridge banger-banger0 bg0c1f9a2e\n"
+		"flush chain bridge banger-banger0 bg0c1f9a2e\n"
+		"add rule bridge banger-banger0 bg0c1f9a2e ether saddr != 02:bb:ac:1e:00:05 drop\n"
+		"add rule bridge banger-banger0 bg0c1f9a2e ether type arp arp htype 1 arp ptype "
+		"ip arp hlen 6 arp plen 4 arp saddr ether 02:bb:ac:1e:00:05 arp saddr ip { "
+		"172.30.0.5, 0.0.0.0 } accept\n"
+		"add rule bridge banger-banger0 bg0c1f9a2e ether type ip ip saddr 172.30.0.5 "
+		"accept\n"
+		"add rule bridge banger-banger0 bg0c1f9a2e drop\n"
+		"add element bridge banger-banger0 ports { \"bg0c1f9a2e\" }\n"
+		"add element bridge banger-banger0 taps { \"bg0c1f9a2e\" : jump bg0c1f9a2e }\n");
+	/* Nothing from outside reaches the ruleset unchecked. */
+	assert_int_equal(host_antispoof_ruleset("br\";x", "bg0c1f9a2e", "02:bb:ac:1e:00:05",
+						"172.30.0.5", &bad, &err),
+			 -EINVAL);
+	assert_int_equal(host_antispoof_ruleset("banger0", "eth0", "02:bb:ac:1e:00:05",
+						"172.30.0.5", &bad, &err),
+			 -EINVAL);
+	assert_int_equal(host_antispoof_ruleset("banger0", "bg0c1f9a2e", "02:bb:ac:1e:00:05 }",
+						"172.30.0.5", &bad, &err),
+			 -EINVAL);
+	assert_int_equal(host_antispoof_ruleset("banger0", "bg0c1f9a2e", "02:bb:ac:1e:00:05",
+						"0.0.0.0", &bad, &err),
+			 -EINVAL);
+	assert_int_equal(host_antispoof_ruleset("banger0", "bg0c1f9a2e", "02:bb:ac:1e:00:05",
+						"172.30.0.5; flush ruleset", &bad, &err),
+			 -EINVAL);
+	assert_null(bad);
 }
 
 static void test_retry_backoff(void **state)
@@ -483,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_rootdisk_size),
 		cmocka_unit_test(test_cow_store_size),
 		cmocka_unit_test(test_cidr),
+		cmocka_unit_test(test_antispoof_ruleset),
 		cmocka_unit_test(test_bridge_mac),
 		cmocka_unit_test(test_nat_ruleset),
 		cmocka_unit_test(test_retry_backoff),
