@@ -205,6 +205,16 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 		return r;
 	d->handles = handles_cache_new();
 	{
+		uid_t first, count;
+
+		r = vmm_sandbox_parse_uids(cfg->vmm_uids ? cfg->vmm_uids : VMM_SANDBOX_DEFAULT_UIDS,
+					   &first, &count, err);
+		if (r < 0)
+			return r;
+		vmm_sandbox_init(&d->sandbox, first, count);
+		handles_cache_set_vmm_uids(d->handles, first, count);
+	}
+	{
 		/* Rediscovery adopts only processes running these binaries. */
 		_cleanup_free_ char *fc = proc_find_in_path(cfg->binaries[VMM_FIRECRACKER]
 								    ? cfg->binaries[VMM_FIRECRACKER]
@@ -237,6 +247,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.authorized_keys = d->client_pubkey;
 	d->env.stop_grace_ms = cfg->stop_grace_ms;
 	d->env.binaries = d->cfg.binaries;
+	d->env.sandbox = &d->sandbox;
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
 	if (cfg->nat)

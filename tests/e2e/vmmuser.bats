@@ -55,3 +55,46 @@ status_field() {
 	run jq -r .pid "$BANGER_STATE_DIR/vms/$id/handles.json"
 	[ "$output" = "$new" ]
 }
+
+# ns PID KIND: the namespace link of a process.
+ns() {
+	readlink "/proc/$1/ns/$2"
+}
+
+@test "QEMU runs as the VM's own unprivileged uid, confined; ssh works; delete frees the uid" {
+	start_daemon --vmm qemu
+	vm_yaml box "vmm: qemu" >"$BANGER_SPEC_DIR/box.yaml"
+	wait_phase box Running
+	id=$(vm_id box)
+	pid=$(vm_pid box)
+	uid=$(status_field "$pid" Uid)
+	# From the default range, recorded as the group of the 0700 VM dir.
+	[ "$uid" -ge 1879048192 ] && [ "$uid" -lt $((1879048192 + 65536)) ] || fail "QEMU uid $uid"
+	[ "$(stat -c '%u %g %a' "$BANGER_STATE_DIR/vms/$id")" = "0 $uid 700" ]
+	[ "$(awk '$1 == "Uid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
+	[ "$(awk '$1 == "Gid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
+	[ "$(status_field "$pid" CapEff)" = "0000000000000000" ]
+	[ "$(status_field "$pid" NoNewPrivs)" = "1" ]
+	[ "$(status_field "$pid" Seccomp)" = "2" ]
+	for kind in mnt ipc uts net pid; do
+		[ "$(ns "$pid" $kind)" != "$(ns "$DAEMON_PID" $kind)" ] || fail "QEMU shares bangerd's $kind namespace"
+	done
+	# It opened nothing by path: its disks and console are the daemon's fds.
+	run ls -l "/proc/$pid/fd"
+	assert_output --partial "$BANGER_STATE_DIR/vms/$id/console.log"
+	# The guest works through the passed tap, and QMP through the passed socket.
+	run bg ssh box -- cat /proc/cmdline
+	assert_success
+	assert_output --partial "root=/dev/vda"
+
+	rm "$BANGER_SPEC_DIR/box.yaml"
+	wait_for 60 no_vms || fail "box not deleted"
+	[ ! -e "$BANGER_STATE_DIR/vms/$id" ]
+	! kill -0 "$pid" 2>/dev/null
+	# No process runs as that uid any more, and the next VM may get it again.
+	run pgrep -u "$uid"
+	assert_failure
+	vm_yaml box2 "vmm: qemu" >"$BANGER_SPEC_DIR/box2.yaml"
+	wait_for 120 eval "[ \"\$(vm_pid box2)\" -gt 0 ] 2>/dev/null"
+	[ "$(status_field "$(vm_pid box2)" Uid)" = "$uid" ]
+}
