@@ -128,7 +128,10 @@ static int child_close_fds(const int *keep, size_t n, int errpipe)
 	return 0;
 }
 
-/* Namespaces, ids, no_new_privs, seccomp for the child; -errno on failure. */
+/*
+ * Namespaces, ids, no_new_privs, seccomp for the child; -errno on failure.
+ * seccomp_load() allocates: safe here because the daemon is single-threaded.
+ */
 static int child_confine(const struct proc_spawn_opts *opts, scmp_filter_ctx filter)
 {
 	unsigned long ns = opts->unshare_flags & ~(unsigned long)CLONE_NEWPID;
@@ -176,8 +179,12 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
 		if (opts->keep_fds[i] < 3)
 			return bg_errorf(err, EINVAL, "spawn: cannot keep fd %d",
 					 opts->keep_fds[i]);
-	if (opts->seccomp_deny && deny_filter_new(&filter, err) < 0)
-		return -EINVAL;
+	if (opts->seccomp_deny) {
+		int r = deny_filter_new(&filter, err);
+
+		if (r < 0)
+			return r;
+	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		int e = errno;
 		if (filter)

@@ -368,7 +368,7 @@ static bool parse_pid(const char *s, pid_t *ret)
 }
 
 /* The real and effective uid of pid, from /proc/<pid>/status. */
-static int proc_uids(pid_t pid, uid_t *ret_ruid, uid_t *ret_euid)
+static int status_uids(pid_t pid, uid_t *ret_ruid, uid_t *ret_euid)
 {
 	_cleanup_free_ char *data = NULL;
 	char path[64];
@@ -401,7 +401,7 @@ static bool vmm_candidate(pid_t pid, const struct handles_probe *p, const struct
 	uid_t ruid, euid;
 	ssize_t n;
 
-	if (proc_uids(pid, &ruid, &euid) < 0 || ruid != euid)
+	if (status_uids(pid, &ruid, &euid) < 0 || ruid != euid)
 		return false;
 	if (euid != 0 && (p->vmm_uid == 0 || euid != p->vmm_uid))
 		return false;

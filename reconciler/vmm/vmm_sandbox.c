@@ -49,8 +49,7 @@ static bool parse_u32(const char *s, size_t len, uint32_t *ret)
 	return true;
 }
 
-int vmm_sandbox_parse_uids(const char *s, uid_t *ret_first, uid_t *ret_count,
-			   struct bg_err *err)
+int vmm_sandbox_parse_uids(const char *s, uid_t *ret_first, uid_t *ret_count, struct bg_err *err)
 {
 	const char *colon;
 	uint32_t first, count;

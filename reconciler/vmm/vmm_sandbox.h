@@ -31,8 +31,7 @@ struct vmm_sandbox {
  * Parse "START:COUNT" (decimal) or "off" (count 0). The range must not hold
  * root, nobody (65534) or (uid_t)-1 and must not wrap. -EINVAL with a message.
  */
-int vmm_sandbox_parse_uids(const char *s, uid_t *ret_first, uid_t *ret_count,
-			   struct bg_err *err);
+int vmm_sandbox_parse_uids(const char *s, uid_t *ret_first, uid_t *ret_count, struct bg_err *err);
 
 /* Fill *sb for the range (looks up the kvm group). Never fails. */
 void vmm_sandbox_init(struct vmm_sandbox *sb, uid_t first, uid_t count);

@@ -52,8 +52,8 @@ static void test_parse_uids(void **state)
 	expect_parse("4294967294:1", 0, 4294967294U, 1); /* the last uid that is not -1 */
 	expect_parse("4294967294:2", -EINVAL, 0, 0);	 /* would hold (uid_t)-1 */
 	expect_parse("4294967295:1", -EINVAL, 0, 0);
-	expect_parse("0:10", -EINVAL, 0, 0);	     /* root */
-	expect_parse("65000:1000", -EINVAL, 0, 0);   /* nobody */
+	expect_parse("0:10", -EINVAL, 0, 0);	   /* root */
+	expect_parse("65000:1000", -EINVAL, 0, 0); /* nobody */
 	expect_parse("65534:1", -EINVAL, 0, 0);
 	expect_parse("65535:10", 0, 65535, 10);
 	expect_parse("100:0", -EINVAL, 0, 0);
@@ -250,8 +250,8 @@ static void test_spawn_confined(void **state)
 	keep[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	keep[1] = open("/dev/zero", O_RDONLY | O_CLOEXEC);
 	assert_true(keep[0] >= 3 && keep[1] >= 3);
-	vmm_sandbox_spawn_opts(&sb, 200007, CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
-			       &opts);
+	vmm_sandbox_spawn_opts(&sb, 200007,
+			       CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET, &opts);
 	opts.keep_fds = keep;
 	opts.n_keep_fds = 2;
 	assert_int_equal(proc_spawn(argv, &opts, &pid, &err), 0);
@@ -329,9 +329,12 @@ static void test_spawn_keep_invalid(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_uids),	   cmocka_unit_test(test_allocate),
-		cmocka_unit_test(test_memfd_copy),	   cmocka_unit_test(test_spawn_confined),
-		cmocka_unit_test(test_spawn_seccomp_denies), cmocka_unit_test(test_spawn_keep_invalid),
+		cmocka_unit_test(test_parse_uids),
+		cmocka_unit_test(test_allocate),
+		cmocka_unit_test(test_memfd_copy),
+		cmocka_unit_test(test_spawn_confined),
+		cmocka_unit_test(test_spawn_seccomp_denies),
+		cmocka_unit_test(test_spawn_keep_invalid),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
