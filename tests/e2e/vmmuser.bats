@@ -56,6 +56,18 @@ status_field() {
 	[ "$output" = "$new" ]
 }
 
+# gone PID: no such process, or only its zombie.
+gone() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+	[ "${st:0:1}" = Z ]
+}
+
+# uid_idle UID: no live process runs as UID.
+uid_idle() {
+	! ps -o stat= -u "$1" 2>/dev/null | grep -qv '^Z'
+}
+
 # ns PID KIND: the namespace link of a process.
 ns() {
 	readlink "/proc/$1/ns/$2"
@@ -87,13 +99,21 @@ ns() {
 	assert_success
 	assert_output --partial "root=/dev/vda"
 
+	# A restarted daemon without handles.json adopts it again: its uid is the VM's.
+	stop_daemon TERM
+	rm "$BANGER_STATE_DIR/vms/$id/handles.json"
+	start_daemon --vmm qemu
+	wait_phase box Running 60
+	[ "$(vm_pid box)" = "$pid" ]
+	[ "$(pgrep -c -u "$uid")" = "1" ]
+
 	rm "$BANGER_SPEC_DIR/box.yaml"
 	wait_for 60 no_vms || fail "box not deleted"
 	[ ! -e "$BANGER_STATE_DIR/vms/$id" ]
-	! kill -0 "$pid" 2>/dev/null
-	# No process runs as that uid any more, and the next VM may get it again.
-	run pgrep -u "$uid"
-	assert_failure
+	# No live process runs as that uid any more (an adopted QEMU is reparented
+	# to init when it exits, which may reap it later), and the next VM may get it.
+	wait_for 30 gone "$pid" || fail "QEMU $pid still runs"
+	wait_for 30 uid_idle "$uid" || fail "processes still run as uid $uid: $(pgrep -u "$uid")"
 	vm_yaml box2 "vmm: qemu" >"$BANGER_SPEC_DIR/box2.yaml"
 	wait_for 120 eval "[ \"\$(vm_pid box2)\" -gt 0 ] 2>/dev/null"
 	[ "$(status_field "$(vm_pid box2)" Uid)" = "$uid" ]
