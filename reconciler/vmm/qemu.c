@@ -612,8 +612,18 @@ static int check_cfg(const struct vmm_config *cfg, struct bg_err *err)
  */
 struct qemu_fds {
 	int console, kernel, initrd, root, work, seed, tap, qmp;
-	int root_ro, work_ro; /* read-only twins: QEMU opens a disk read-only first */
+	int root_ro, work_ro;	 /* read-only twins: QEMU opens a disk read-only first */
+	bool root_blk, work_blk; /* a block device (dm-snapshot): QEMU's host_device driver */
 };
+
+/* "file=/dev/fdset/N", or for a block device the driver QEMU cannot guess from that name. */
+static void add_fdset_file(struct buf *b, int set, bool blk)
+{
+	if (blk)
+		buf_addf(b, "file.driver=host_device,file.filename=/dev/fdset/%d", set);
+	else
+		buf_addf(b, "file=/dev/fdset/%d", set);
+}
 
 /* Fd set numbers: the (first) fd's own number, unique and easy to follow in ps. */
 static void add_fdset(const char ***argvp, size_t *n, char ***stringsp, size_t *ns, int set, int fd,
@@ -693,21 +703,25 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	ARG(append);
 
 	/* Root disk first (/dev/vda), work disk second (/dev/vdb), seed last. */
-	buf_adds(&b, "id=root,format=raw,if=none,discard=unmap,file=");
-	if (fds)
-		buf_addf(&b, "/dev/fdset/%d", fds->root);
-	else
+	buf_adds(&b, "id=root,format=raw,if=none,discard=unmap,");
+	if (fds) {
+		add_fdset_file(&b, fds->root, fds->root_blk);
+	} else {
+		buf_adds(&b, "file=");
 		add_opt_value(&b, cfg->root_disk);
+	}
 	ARG("-drive");
 	ARG(OWNED(buf_detach(&b, NULL)));
 	ARG("-device");
 	ARG("virtio-blk-device,drive=root");
 	if (cfg->work_disk && *cfg->work_disk) {
-		buf_adds(&b, "id=work,format=raw,if=none,discard=unmap,file=");
-		if (fds)
-			buf_addf(&b, "/dev/fdset/%d", fds->work);
-		else
+		buf_adds(&b, "id=work,format=raw,if=none,discard=unmap,");
+		if (fds) {
+			add_fdset_file(&b, fds->work, fds->work_blk);
+		} else {
+			buf_adds(&b, "file=");
 			add_opt_value(&b, cfg->work_disk);
+		}
 		ARG("-drive");
 		ARG(OWNED(buf_detach(&b, NULL)));
 		ARG("-device");
@@ -804,6 +818,13 @@ static void qemu_fds_close(struct qemu_fds *f)
 		}
 }
 
+static bool is_blk(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
 /* The file behind fd again, read-only (the same file, whatever its path says now). */
 static int reopen_ro(int fd, const char *what, struct bg_err *err)
 {
@@ -823,7 +844,7 @@ static int qemu_fds_open(const struct vmm_config *cfg, int log_fd, struct qemu_f
 {
 	int r;
 
-	*f = (struct qemu_fds){ log_fd, -1, -1, -1, -1, -1, -1, -1, -1, -1 };
+	*f = (struct qemu_fds){ log_fd, -1, -1, -1, -1, -1, -1, -1, -1, -1, false, false };
 	/* Opened now, from whatever path the spec resolves to at this launch. */
 	if ((r = f->kernel = vmm_sandbox_memfd_copy(cfg->kernel, err)) < 0)
 		goto fail;
@@ -837,6 +858,7 @@ static int qemu_fds_open(const struct vmm_config *cfg, int log_fd, struct qemu_f
 	}
 	if ((r = f->root_ro = reopen_ro(f->root, cfg->root_disk, err)) < 0)
 		goto fail;
+	f->root_blk = is_blk(f->root);
 	if (cfg->work_disk && *cfg->work_disk) {
 		f->work = open(cfg->work_disk, O_RDWR | O_CLOEXEC);
 		if (f->work < 0) {
@@ -845,6 +867,7 @@ static int qemu_fds_open(const struct vmm_config *cfg, int log_fd, struct qemu_f
 		}
 		if ((r = f->work_ro = reopen_ro(f->work, cfg->work_disk, err)) < 0)
 			goto fail;
+		f->work_blk = is_blk(f->work);
 	}
 	if (cfg->seed_disk && *cfg->seed_disk) {
 		f->seed = open(cfg->seed_disk, O_RDONLY | O_CLOEXEC);

@@ -445,6 +445,19 @@ static void test_argv_sandboxed(void **state)
 			    "socket,id=qmp,fd=10,server=on,wait=off");
 	assert_string_equal(argv_after(argv, "-mon", 0), "chardev=qmp,mode=control");
 	assert_null(argv_after(argv, "-qmp", 0));
+	/* A block device (dm-snapshot): QEMU cannot tell from /dev/fdset/N, so it is told. */
+	{
+		_cleanup_free_ const char **argv_blk = NULL;
+		_cleanup_strv_free_ char **strings_blk = NULL;
+
+		fds.root_blk = true;
+		build_argv(&cfg, "qemu", false, "a", &fds, &argv_blk, &strings_blk);
+		assert_string_equal(argv_after(argv_blk, "-drive", 0),
+				    "id=root,format=raw,if=none,discard=unmap,"
+				    "file.driver=host_device,file.filename=/dev/fdset/6");
+		assert_string_equal(argv_after(argv_blk, "-drive", 1),
+				    "id=work,format=raw,if=none,discard=unmap,file=/dev/fdset/7");
+	}
 	for (size_t i = 0; argv[i]; i++) {
 		assert_null(strstr(argv[i], "/img/"));
 		assert_null(strstr(argv[i], "ifname"));
