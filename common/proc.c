@@ -5,11 +5,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <sched.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -35,9 +40,130 @@ static void child_setup_fd(int from, int to, int devnull)
 		(void)fcntl(fd, F_SETFD, 0);
 }
 
+/* Syscalls a VMM has no business making; seccomp_deny refuses them with EPERM. */
+static const char *const denied_syscalls[] = {
+	"acct",
+	"add_key",
+	"bpf",
+	"chroot",
+	"clock_settime",
+	"delete_module",
+	"finit_module",
+	"fsconfig",
+	"fsmount",
+	"fsopen",
+	"init_module",
+	"kexec_file_load",
+	"kexec_load",
+	"keyctl",
+	"mount",
+	"move_mount",
+	"open_by_handle_at",
+	"open_tree",
+	"perf_event_open",
+	"pivot_root",
+	"process_vm_readv",
+	"process_vm_writev",
+	"ptrace",
+	"reboot",
+	"request_key",
+	"setns",
+	"settimeofday",
+	"swapoff",
+	"swapon",
+	"umount2",
+	"unshare",
+	"userfaultfd",
+};
+
+/* The deny-list filter, built in the parent (libseccomp allocates). */
+static int deny_filter_new(scmp_filter_ctx *ret, struct bg_err *err)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+
+	if (!ctx)
+		return bg_errorf(err, ENOMEM, "seccomp_init");
+	for (size_t i = 0; i < sizeof(denied_syscalls) / sizeof(denied_syscalls[0]); i++) {
+		int nr = seccomp_syscall_resolve_name(denied_syscalls[i]);
+		int r;
+
+		if (nr == __NR_SCMP_ERROR)
+			continue; /* not on this architecture */
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+		if (r < 0) {
+			seccomp_release(ctx);
+			return bg_error(err, -r, "seccomp rule for '%s'", denied_syscalls[i]);
+		}
+	}
+	*ret = ctx;
+	return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/*
+ * In the child: close every fd from 3 up but the kept ones (sorted, with the
+ * error pipe among them), and let the kept ones (not the pipe) survive exec.
+ */
+static int child_close_fds(const int *keep, size_t n, int errpipe)
+{
+	unsigned lo = 3;
+
+	for (size_t i = 0; i <= n; i++) {
+		unsigned hi = i < n ? (unsigned)keep[i] : ~0U; /* close [lo, hi) */
+
+		if (hi > lo && syscall(SYS_close_range, lo, i < n ? hi - 1 : ~0U, 0U) != 0)
+			for (unsigned fd = lo; fd < hi && fd < 65536; fd++)
+				(void)close((int)fd);
+		if (i < n) {
+			if (keep[i] != errpipe && fcntl(keep[i], F_SETFD, 0) < 0)
+				return -errno;
+			if (hi + 1 > lo)
+				lo = hi + 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Namespaces, ids, no_new_privs, seccomp for the child; -errno on failure.
+ * seccomp_load() allocates: safe here because the daemon is single-threaded.
+ */
+static int child_confine(const struct proc_spawn_opts *opts, scmp_filter_ctx filter)
+{
+	unsigned long ns = opts->unshare_flags & ~(unsigned long)CLONE_NEWPID;
+
+	if (ns && unshare((int)ns) < 0)
+		return -errno;
+	/* Our mounts are not the host's: nothing propagates either way. */
+	if ((ns & CLONE_NEWNS) && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	if (opts->set_ids) {
+		if (setgroups(opts->n_groups, opts->groups) < 0 ||
+		    setresgid(opts->gid, opts->gid, opts->gid) < 0 ||
+		    setresuid(opts->uid, opts->uid, opts->uid) < 0)
+			return -errno;
+	}
+	if (opts->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	if (filter) {
+		int r = seccomp_load(filter);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid_t *ret_pid,
 	       struct bg_err *err)
 {
+	scmp_filter_ctx filter = NULL;
+	int *keep = NULL;
+	size_t n_keep = 0;
 	struct proc_spawn_opts defaults = PROC_SPAWN_OPTS_INIT;
 	int pipefd[2];
 	int devnull;
@@ -49,21 +175,51 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
 		return bg_errorf(err, EINVAL, "spawn: empty argv");
 	if (!opts)
 		opts = &defaults;
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return bg_error(err, errno, "pipe");
+	for (size_t i = 0; i < opts->n_keep_fds; i++)
+		if (opts->keep_fds[i] < 3)
+			return bg_errorf(err, EINVAL, "spawn: cannot keep fd %d",
+					 opts->keep_fds[i]);
+	if (opts->seccomp_deny) {
+		int r = deny_filter_new(&filter, err);
+
+		if (r < 0)
+			return r;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		int e = errno;
+		if (filter)
+			seccomp_release(filter);
+		return bg_error(err, e, "pipe");
+	}
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0) {
 		int e = errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
+		if (filter)
+			seccomp_release(filter);
 		return bg_error(err, e, "open /dev/null");
 	}
-	pid = fork();
+	/* The kept fds and the error pipe, sorted, for the child to spare. */
+	keep = xcalloc(opts->n_keep_fds + 1, sizeof(*keep));
+	for (size_t i = 0; i < opts->n_keep_fds; i++)
+		keep[n_keep++] = opts->keep_fds[i];
+	keep[n_keep++] = pipefd[1];
+	qsort(keep, n_keep, sizeof(*keep), cmp_int);
+	if (opts->unshare_flags & CLONE_NEWPID)
+		/* Like fork(), the child first (pid 1) of a new pid namespace. */
+		pid = (pid_t)syscall(SYS_clone, (unsigned long)(SIGCHLD | CLONE_NEWPID), NULL, NULL,
+				     NULL, NULL);
+	else
+		pid = fork();
 	if (pid < 0) {
 		int e = errno;
 		close(pipefd[0]);
 		close(pipefd[1]);
 		close(devnull);
+		free(keep);
+		if (filter)
+			seccomp_release(filter);
 		return bg_error(err, e, "fork");
 	}
 	if (pid == 0) {
@@ -82,17 +238,16 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
 		child_setup_fd(opts->stderr_fd, 2, devnull);
 		if (opts->cwd && chdir(opts->cwd) < 0)
 			goto fail;
-		/* Keep the error pipe: it is CLOEXEC and reports exec failures. */
+		/* Keep the error pipe (CLOEXEC: it reports exec failures) and keep_fds. */
 		{
-			int keep = pipefd[1];
-			if (keep != 3) {
-				if (dup3(keep, 3, O_CLOEXEC) < 0)
-					goto fail;
+			int r = child_close_fds(keep, n_keep, pipefd[1]);
+
+			if (r == 0)
+				r = child_confine(opts, filter);
+			if (r < 0) {
+				errno = -r;
+				goto fail;
 			}
-			if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
-				for (int fd = 4; fd < 4096; fd++)
-					(void)close(fd);
-			pipefd[1] = 3;
 		}
 		execvpe(argv[0], (char *const *)argv, opts->envp ? opts->envp : environ);
 	fail:
@@ -100,6 +255,9 @@ int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid
 		(void)!write(pipefd[1], &child_errno, sizeof(child_errno));
 		_exit(127);
 	}
+	free(keep);
+	if (filter)
+		seccomp_release(filter);
 	close(pipefd[1]);
 	close(devnull);
 	do

@@ -22,6 +22,20 @@ struct proc_spawn_opts {
 	int stderr_fd;	   /* -1: /dev/null; may equal stdout_fd */
 	const char *cwd;   /* NULL: inherit */
 	char *const *envp; /* NULL: inherit the environment */
+
+	/* The confinement of a sandboxed child (all off when zero). */
+	const int *keep_fds; /* fds (>= 3) inherited under the same numbers */
+	size_t n_keep_fds;
+	unsigned long unshare_flags; /* CLONE_NEW*: namespaces of its own (CLONE_NEWPID: it is
+				      * pid 1 of a new pid namespace); mounts are made private */
+	bool set_ids;		     /* run as uid/gid with exactly groups[] */
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t n_groups;
+	bool no_new_privs; /* PR_SET_NO_NEW_PRIVS */
+	bool seccomp_deny; /* a seccomp filter refusing (EPERM) the syscalls a VMM never needs:
+			     * mount, ptrace, module and kexec loading, bpf, keyrings... */
 };
 
 /* Options with all fds set to -1 (i.e. /dev/null). */
@@ -32,7 +46,9 @@ struct proc_spawn_opts {
 
 /*
  * Start argv[0] (looked up in PATH when it has no '/') with argv. Every fd
- * other than 0-2 is closed in the child. Exec failure is reported here (not
+ * other than 0-2 and keep_fds is closed in the child. The confinement
+ * options apply in this order: namespaces, fds, ids, no_new_privs, seccomp;
+ * any failure is an exec failure. Exec failure is reported here (not
  * as an exit status) through a CLOEXEC pipe. Returns 0 and the pid, or -errno.
  */
 int proc_spawn(const char *const argv[], const struct proc_spawn_opts *opts, pid_t *ret_pid,

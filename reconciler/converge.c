@@ -729,6 +729,7 @@ static int step_launch(struct conv *c, struct bg_err *err)
 	cfg.seed_disk = seed;
 	cfg.root_disk = c->disk.path;
 	cfg.binary = binary_of(c, drv);
+	cfg.sandbox = c->env->sandbox;
 	r = drv->start(&cfg, &proc, err);
 	if (r < 0)
 		return bg_err_wrap(err, "start %s", drv->name);

@@ -44,8 +44,9 @@ struct converge_env {
 	const char *authorized_keys; /* banger's public key line(s), given to every guest */
 	char **nameservers;	     /* the guests' DNS servers (network-config), may be NULL */
 	size_t n_nameservers;
-	int stop_grace_ms;	     /* graceful shutdown deadline before SIGTERM */
-	const char *const *binaries; /* [enum vmm_kind]: VMM binary overrides, may be NULL */
+	int stop_grace_ms;		   /* graceful shutdown deadline before SIGTERM */
+	const char *const *binaries;	   /* [enum vmm_kind]: VMM binary overrides, may be NULL */
+	const struct vmm_sandbox *sandbox; /* VMM confinement (vmm_sandbox.h); NULL: none */
 
 	/*
 	 * Choose the driver for a VM: 'kind' from its spec, 'recorded' the driver

@@ -204,6 +204,27 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	if (r < 0)
 		return r;
 	d->handles = handles_cache_new();
+	{
+		uid_t first, count;
+
+		r = vmm_sandbox_parse_uids(cfg->vmm_uids ? cfg->vmm_uids : VMM_SANDBOX_DEFAULT_UIDS,
+					   &first, &count, err);
+		if (r < 0)
+			return r;
+		vmm_sandbox_init(&d->sandbox, first, count);
+		handles_cache_set_vmm_uids(d->handles, first, count);
+	}
+	{
+		/* Rediscovery adopts only processes running these binaries. */
+		_cleanup_free_ char *fc = proc_find_in_path(cfg->binaries[VMM_FIRECRACKER]
+								    ? cfg->binaries[VMM_FIRECRACKER]
+								    : "firecracker");
+		_cleanup_free_ char *qemu = proc_find_in_path(
+			cfg->binaries[VMM_QEMU] ? cfg->binaries[VMM_QEMU] : "qemu-system-x86_64");
+
+		handles_cache_set_vmm_binary(d->handles, "firecracker", fc);
+		handles_cache_set_vmm_binary(d->handles, "qemu", qemu);
+	}
 	d->known_hosts = paths_known_hosts(cfg->state_dir);
 	d->client_key = paths_client_key(cfg->state_dir);
 	r = ssh_client_key_ensure(d->client_key, &d->client_pubkey, err);
@@ -226,6 +247,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.authorized_keys = d->client_pubkey;
 	d->env.stop_grace_ms = cfg->stop_grace_ms;
 	d->env.binaries = d->cfg.binaries;
+	d->env.sandbox = &d->sandbox;
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
 	if (cfg->nat)

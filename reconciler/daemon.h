@@ -21,6 +21,7 @@
 #include "reconciler/handles.h"
 #include "reconciler/host/host.h"
 #include "reconciler/store.h"
+#include "reconciler/vmm/vmm_sandbox.h"
 #include "spec/spec.h"
 
 #define DAEMON_DEFAULT_BRIDGE "banger0"
@@ -42,7 +43,8 @@ struct daemon_config {
 	int64_t resync_ms;
 	enum vmm_kind vmm;		    /* used for specs that say 'auto' */
 	const char *binaries[VMM_KIND_MAX]; /* --firecracker PATH, --qemu PATH */
-	bool skip_kvm_check; /* accept a firecracker binary without KVM (the stand-in) */
+	bool skip_kvm_check;  /* accept a firecracker binary without KVM (the stand-in) */
+	const char *vmm_uids; /* --vmm-uids START:COUNT|off; NULL: VMM_SANDBOX_DEFAULT_UIDS */
 	bool nat;
 	int stop_grace_ms;
 	const struct host_ops *host; /* NULL: host_ops_linux */
@@ -60,6 +62,7 @@ struct daemon {
 	struct store *store;
 	struct handles_cache *handles;
 	struct converge_env env;
+	struct vmm_sandbox sandbox; /* VMM uids and confinement (env.sandbox) */
 	char *known_hosts;
 	char *client_key;
 	char *client_pubkey;

@@ -11,12 +11,15 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <net/if.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -364,12 +367,99 @@ static bool parse_pid(const char *s, pid_t *ret)
 	return true;
 }
 
-/* The oldest live process whose argv names the socket (and started at expected_start if set). */
-static int find_vmm(const char *sock, uint64_t expected_start, pid_t *ret_pid, uint64_t *ret_start,
+/* The real and effective uid of pid, from /proc/<pid>/status. */
+static int status_uids(pid_t pid, uid_t *ret_ruid, uid_t *ret_euid)
+{
+	_cleanup_free_ char *data = NULL;
+	char path[64];
+	const char *p;
+	unsigned long r, e;
+	size_t len;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (fs_read_file(path, 16 * 1024, &data, &len, NULL) < 0)
+		return -ENOENT;
+	p = strstr(data, "\nUid:");
+	if (!p || sscanf(p + 5, "%lu %lu", &r, &e) != 2)
+		return -EBADMSG;
+	*ret_ruid = (uid_t)r;
+	*ret_euid = (uid_t)e;
+	return 0;
+}
+
+/*
+ * Is pid allowed to be the VMM? Run by root or by the VM's own VMM uid (real
+ * and effective), and (when known) executing the configured binary. A local
+ * user can name any socket in a command line, but can neither take another
+ * uid nor run a root-owned binary as root.
+ */
+static bool vmm_candidate(pid_t pid, const struct handles_probe *p, const struct stat *exe)
+{
+	_cleanup_free_ char *real = NULL;
+	char path[64], link[PATH_MAX];
+	struct stat st;
+	uid_t ruid, euid;
+	ssize_t n;
+
+	if (status_uids(pid, &ruid, &euid) < 0 || ruid != euid)
+		return false;
+	if (euid != 0 && (p->vmm_uid == 0 || euid != p->vmm_uid))
+		return false;
+	if (!exe)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	if (stat(path, &st) == 0 && st.st_dev == exe->st_dev && st.st_ino == exe->st_ino)
+		return true;
+	/*
+	 * The binary was replaced since (a package upgrade): the old VMM runs the
+	 * deleted file, at the path only root could write.
+	 */
+	n = readlink(path, link, sizeof(link) - 1);
+	real = p->vmm_binary ? realpath(p->vmm_binary, NULL) : NULL;
+	if (n <= 0 || !real)
+		return false;
+	link[n] = '\0';
+	return strncmp(link, real, strlen(real)) == 0 &&
+	       strcmp(link + strlen(real), DELETED_SUFFIX) == 0;
+}
+
+/*
+ * The configured VMM binary to compare /proc/<pid>/exe with, into *ret_st;
+ * false when there is none to compare: not given, or an interpreter script
+ * ("#!", the test stand-ins and wrappers), whose process runs the interpreter
+ * or whatever the script execs, never the script itself.
+ */
+static bool vmm_exe(const char *binary, struct stat *ret_st)
+{
+	_cleanup_close_ int fd = -1;
+	char magic[2];
+
+	if (!binary || !*binary)
+		return false;
+	fd = open(binary, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, ret_st) < 0)
+		return false;
+	if (pread(fd, magic, 2, 0) == 2 && magic[0] == '#' && magic[1] == '!') {
+		log_debug("VMM binary '%s' is a script: rediscovery checks uid and start time, "
+			  "not the executable",
+			  binary);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The oldest live process whose argv names the socket, run by root or the
+ * VM's VMM uid, executing the configured binary, started at expected_start
+ * if set and not before not_before.
+ */
+static int find_vmm(const struct handles_probe *p, pid_t *ret_pid, uint64_t *ret_start,
 		    struct bg_err *err)
 {
 	_cleanup_(closedirp) DIR *d = NULL;
 	struct dirent *de;
+	struct stat exe_st;
+	const struct stat *exe = vmm_exe(p->vmm_binary, &exe_st) ? &exe_st : NULL;
 	pid_t self = getpid(), best = 0;
 	uint64_t best_start = 0;
 
@@ -384,15 +474,23 @@ static int find_vmm(const char *sock, uint64_t expected_start, pid_t *ret_pid, u
 
 		if (!parse_pid(de->d_name, &pid) || pid == self)
 			continue;
-		/* Start time before and after the cmdline: both reads are about one process. */
+		/* Start time before and after the checks: all reads are about one process. */
 		if (proc_start_time(pid, &start, NULL) < 0)
 			continue;
-		if (expected_start && start != expected_start)
+		if (p->expected_start && start != p->expected_start)
+			continue;
+		if (start < p->not_before)
 			continue;
 		if (proc_cmdline(pid, &cmd, &len) < 0 || len == 0)
 			continue;
-		if (!cmdline_names_socket(cmd, len, sock))
+		if (!cmdline_names_socket(cmd, len, p->ctl_sock))
 			continue;
+		if (!vmm_candidate(pid, p, exe)) {
+			log_debug("pid %d names '%s' but is not its VMM (uid or executable), "
+				  "ignoring",
+				  (int)pid, p->ctl_sock);
+			continue;
+		}
 		if (proc_start_time(pid, &start2, NULL) < 0 || start2 != start)
 			continue;
 		if (!proc_identity_matches(pid, start))
@@ -581,7 +679,7 @@ int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, st
 	if (!p || !p->id || strlen(p->id) != VM_ID_LEN)
 		return bg_errorf(err, EINVAL, "handles_rediscover: invalid VM id");
 	if (p->ctl_sock && *p->ctl_sock) {
-		r = find_vmm(p->ctl_sock, p->expected_start, &h.pid, &h.start_time, err);
+		r = find_vmm(p, &h.pid, &h.start_time, err);
 		if (r < 0)
 			return bg_err_wrap(err, "find the VMM of VM %s", p->id);
 	}
@@ -607,7 +705,57 @@ struct cache_entry {
 struct handles_cache {
 	struct cache_entry *entries;
 	size_t n;
+	char *binaries[2];	    /* VMM binary of "firecracker", "qemu" */
+	uid_t uid_first, uid_count; /* the VMM uid range; count 0: none */
 };
+
+static const char *const vmm_names[2] = { "firecracker", "qemu" };
+
+void handles_cache_set_vmm_binary(struct handles_cache *c, const char *vmm, const char *path)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (c && vmm && strcmp(vmm, vmm_names[i]) == 0) {
+			free(c->binaries[i]);
+			c->binaries[i] = path ? xstrdup(path) : NULL;
+		}
+}
+
+void handles_cache_set_vmm_uids(struct handles_cache *c, uid_t first, uid_t count)
+{
+	c->uid_first = first;
+	c->uid_count = count;
+}
+
+static const char *cache_binary(const struct handles_cache *c, const char *vmm)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (vmm && strcmp(vmm, vmm_names[i]) == 0)
+			return c->binaries[i];
+	return NULL;
+}
+
+/*
+ * Boot-relative clock ticks of an epoch-ms time, minus a minute's slack for
+ * wall-clock steps; 0 when unknown (no limit).
+ */
+static uint64_t ticks_not_before(int64_t epoch_ms)
+{
+	_cleanup_free_ char *data = NULL;
+	long hz = sysconf(_SC_CLK_TCK);
+	unsigned long long btime;
+	const char *p;
+	int64_t secs;
+	size_t len;
+
+	if (epoch_ms <= 0 || hz <= 0 ||
+	    fs_read_file("/proc/stat", 1024 * 1024, &data, &len, NULL) < 0)
+		return 0;
+	p = strstr(data, "\nbtime ");
+	if (!p || sscanf(p + 7, "%llu", &btime) != 1)
+		return 0;
+	secs = epoch_ms / 1000 - (int64_t)btime - 60;
+	return secs > 0 ? (uint64_t)secs * (uint64_t)hz : 0;
+}
 
 struct handles_cache *handles_cache_new(void)
 {
@@ -619,6 +767,8 @@ void handles_cache_free(struct handles_cache *c)
 	if (!c)
 		return;
 	free(c->entries);
+	free(c->binaries[0]);
+	free(c->binaries[1]);
 	free(c);
 }
 
@@ -695,7 +845,17 @@ int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_
 		.id = rec->id,
 		.ctl_sock = rec->api_sock,
 		.cow_disk = rec->cow_disk,
+		.vmm_binary = cache_binary(c, rec->vmm),
+		.not_before = ticks_not_before(rec->created_at),
 	};
+	{
+		struct stat st;
+
+		/* The VM's VMM uid is recorded as the group of its 0700 VM dir. */
+		if (rec->vm_dir && stat(rec->vm_dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+		    st.st_gid >= c->uid_first && st.st_gid - c->uid_first < c->uid_count)
+			probe.vmm_uid = (uid_t)st.st_gid;
+	}
 	r = handles_rediscover(&probe, &h, err);
 	if (r < 0)
 		return bg_err_wrap(err, "vm '%s'", rec->name ? rec->name : rec->id);

@@ -76,6 +76,16 @@ struct handles_probe {
 	const char *cow_disk;
 	const char *rootfs_image;
 	uint64_t expected_start;
+	/*
+	 * Who may be the VMM: a process run by root or by vmm_uid (0: root only),
+	 * whose /proc/<pid>/exe is vmm_binary (NULL, or an interpreter script:
+	 * not checked), started no earlier than not_before (ticks since boot, 0:
+	 * no limit). Anything else naming the socket is ignored: a local user can
+	 * put any path in a command line.
+	 */
+	uid_t vmm_uid;
+	const char *vmm_binary;
+	uint64_t not_before;
 };
 int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, struct bg_err *err);
 
@@ -89,6 +99,15 @@ int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, st
 struct handles_cache;
 struct handles_cache *handles_cache_new(void);
 void handles_cache_free(struct handles_cache *c);
+/*
+ * The binary rediscovery expects VMs of driver 'vmm' ("qemu", "firecracker")
+ * to run (copied; NULL: not checked). The VMM uid is read from the group of
+ * the VM dir (see vmm_sandbox.h); the start time must not be older than the
+ * VM record (created_at, a minute's slack for clock steps).
+ */
+void handles_cache_set_vmm_binary(struct handles_cache *c, const char *vmm, const char *path);
+/* The VMM uid range [first, first + count): a VM dir group outside it is no VMM uid. */
+void handles_cache_set_vmm_uids(struct handles_cache *c, uid_t first, uid_t count);
 int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
 		bool *corrupt, struct bg_err *err);
 /* Set (and persist to <vm dir>/handles.json) the handles of a VM. */

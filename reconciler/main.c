@@ -70,6 +70,8 @@ static void usage(FILE *f)
 		"  --vmm auto|firecracker|qemu   VMM for specs that say auto (default auto)\n"
 		"  --firecracker PATH    firecracker binary (default: firecracker in PATH)\n"
 		"  --qemu PATH           qemu-system-x86_64 binary (default: in PATH)\n"
+		"  --vmm-uids START:COUNT|off  a VMM runs as a uid of its own from this range\n"
+		"                        (default " VMM_SANDBOX_DEFAULT_UIDS "); off: as root\n"
 		"  --skip-kvm-check      accept the firecracker binary without usable KVM\n"
 		"                        (for the test stand-in only)\n"
 		"  --stop-timeout SECONDS  graceful shutdown deadline for guests (default %d)\n"
@@ -386,6 +388,7 @@ int main(int argc, char **argv)
 		{ "firecracker", required_argument, NULL, 'f' },
 		{ "qemu", required_argument, NULL, 'q' },
 		{ "skip-kvm-check", no_argument, NULL, 'K' },
+		{ "vmm-uids", required_argument, NULL, 'U' },
 		{ "stop-timeout", required_argument, NULL, 't' },
 		{ "once", no_argument, NULL, '1' },
 		{ "list-failpoints", no_argument, NULL, 'L' },
@@ -462,6 +465,17 @@ int main(int argc, char **argv)
 		case 'K':
 			cfg.skip_kvm_check = true;
 			break;
+		case 'U': {
+			struct bg_err uerr = { 0 };
+			uid_t first, count;
+
+			if (vmm_sandbox_parse_uids(optarg, &first, &count, &uerr) < 0) {
+				fprintf(stderr, "bangerd: %s\n", uerr.msg);
+				return 2;
+			}
+			cfg.vmm_uids = optarg;
+			break;
+		}
 		case '1':
 			once = true;
 			break;

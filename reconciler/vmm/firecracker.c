@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/kvm.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "reconciler/vmm/vmm_sandbox.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON, cJSON_Delete)
 
@@ -735,6 +737,14 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 	opts.new_session = true;
 	opts.stdout_fd = console_fd;
 	opts.stderr_fd = console_fd;
+	if (vmm_sandbox_enabled(cfg->sandbox))
+		/*
+		 * What applies without Firecracker's jailer (not run here: no chroot,
+		 * cgroup or uid, as the process opens its paths and tap itself):
+		 * no_new_privs, the seccomp deny-list, mount/ipc/uts namespaces.
+		 */
+		vmm_sandbox_spawn_opts(cfg->sandbox, 0, CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS,
+				       &opts);
 	r = proc_spawn(argv, &opts, &pid, err);
 	if (r < 0)
 		return r;

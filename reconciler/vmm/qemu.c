@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include "common/proc.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "reconciler/vmm/vmm_sandbox.h"
 
 #define QEMU_DEFAULT_BINARY "qemu-system-x86_64"
 
@@ -603,12 +605,43 @@ static int check_cfg(const struct vmm_config *cfg, struct bg_err *err)
 	return 0;
 }
 
+/*
+ * What a sandboxed QEMU gets instead of paths: it opens nothing itself. -1:
+ * none. Disks and the console go through fd sets (-add-fd, /dev/fdset/N),
+ * the kernel and initrd are sealed memfd copies read through /proc/self/fd/N.
+ */
+struct qemu_fds {
+	int console, kernel, initrd, root, work, seed, tap, qmp;
+	int root_ro, work_ro;	 /* read-only twins: QEMU opens a disk read-only first */
+	bool root_blk, work_blk; /* a block device (dm-snapshot): QEMU's host_device driver */
+};
+
+/* "file=/dev/fdset/N", or for a block device the driver QEMU cannot guess from that name. */
+static void add_fdset_file(struct buf *b, int set, bool blk)
+{
+	if (blk)
+		buf_addf(b, "file.driver=host_device,file.filename=/dev/fdset/%d", set);
+	else
+		buf_addf(b, "file=/dev/fdset/%d", set);
+}
+
+/* Fd set numbers: the (first) fd's own number, unique and easy to follow in ps. */
+static void add_fdset(const char ***argvp, size_t *n, char ***stringsp, size_t *ns, int set, int fd,
+		      const char *opaque)
+{
+	(*argvp)[(*n)++] = "-add-fd";
+	(*stringsp)[*ns] = opaque ? xasprintf("fd=%d,set=%d,opaque=%s", fd, set, opaque)
+				  : xasprintf("fd=%d,set=%d", fd, set);
+	(*argvp)[(*n)++] = (*stringsp)[(*ns)++];
+}
+
 /* argv for one VM; every string lives in 'strings' (freed by the caller). */
 static void build_argv(const struct vmm_config *cfg, const char *binary, bool kvm,
-		       const char *append, const char ***ret_argv, char ***ret_strings)
+		       const char *append, const struct qemu_fds *fds, const char ***ret_argv,
+		       char ***ret_strings)
 {
-	const char **argv = xcalloc(64, sizeof(*argv));
-	char **strings = xcalloc(16, sizeof(*strings));
+	const char **argv = xcalloc(96, sizeof(*argv));
+	char **strings = xcalloc(32, sizeof(*strings));
 	size_t n = 0, ns = 0;
 	struct buf b;
 
@@ -632,35 +665,63 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	ARG("-display");
 	ARG("none");
 	ARG("-no-reboot");
+	if (fds) {
+		/* QEMU's own seccomp filter, on top of the daemon's deny-list. */
+		ARG("-sandbox");
+		ARG("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+		/* The root disk's set carries the QMP path: rediscovery finds it in argv. */
+		add_fdset(&argv, &n, &strings, &ns, fds->root, fds->root, cfg->ctl_sock);
+		add_fdset(&argv, &n, &strings, &ns, fds->root, fds->root_ro, NULL);
+		if (fds->work >= 0) {
+			add_fdset(&argv, &n, &strings, &ns, fds->work, fds->work, NULL);
+			add_fdset(&argv, &n, &strings, &ns, fds->work, fds->work_ro, NULL);
+		}
+		if (fds->seed >= 0)
+			add_fdset(&argv, &n, &strings, &ns, fds->seed, fds->seed, NULL);
+		add_fdset(&argv, &n, &strings, &ns, fds->console, fds->console, NULL);
+	}
 
 	/* Serial console appended to the log; QEMU's stdout/stderr go there too. */
 	buf_init(&b);
 	buf_adds(&b, "file,id=con,append=on,path=");
-	add_opt_value(&b, cfg->console_log);
+	if (fds)
+		buf_addf(&b, "/dev/fdset/%d", fds->console);
+	else
+		add_opt_value(&b, cfg->console_log);
 	ARG("-chardev");
 	ARG(OWNED(buf_detach(&b, NULL)));
 	ARG("-serial");
 	ARG("chardev:con");
 
 	ARG("-kernel");
-	ARG(cfg->kernel);
+	ARG(fds ? OWNED(xasprintf("/proc/self/fd/%d", fds->kernel)) : cfg->kernel);
 	if (cfg->initrd && *cfg->initrd) {
 		ARG("-initrd");
-		ARG(cfg->initrd);
+		ARG(fds ? OWNED(xasprintf("/proc/self/fd/%d", fds->initrd)) : cfg->initrd);
 	}
 	ARG("-append");
 	ARG(append);
 
 	/* Root disk first (/dev/vda), work disk second (/dev/vdb), seed last. */
-	buf_adds(&b, "id=root,format=raw,if=none,discard=unmap,file=");
-	add_opt_value(&b, cfg->root_disk);
+	buf_adds(&b, "id=root,format=raw,if=none,discard=unmap,");
+	if (fds) {
+		add_fdset_file(&b, fds->root, fds->root_blk);
+	} else {
+		buf_adds(&b, "file=");
+		add_opt_value(&b, cfg->root_disk);
+	}
 	ARG("-drive");
 	ARG(OWNED(buf_detach(&b, NULL)));
 	ARG("-device");
 	ARG("virtio-blk-device,drive=root");
 	if (cfg->work_disk && *cfg->work_disk) {
-		buf_adds(&b, "id=work,format=raw,if=none,discard=unmap,file=");
-		add_opt_value(&b, cfg->work_disk);
+		buf_adds(&b, "id=work,format=raw,if=none,discard=unmap,");
+		if (fds) {
+			add_fdset_file(&b, fds->work, fds->work_blk);
+		} else {
+			buf_adds(&b, "file=");
+			add_opt_value(&b, cfg->work_disk);
+		}
 		ARG("-drive");
 		ARG(OWNED(buf_detach(&b, NULL)));
 		ARG("-device");
@@ -669,15 +730,22 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	if (cfg->seed_disk && *cfg->seed_disk) {
 		/* The NoCloud seed last, read-only: the guest finds it by its label. */
 		buf_adds(&b, "id=seed,format=raw,if=none,readonly=on,file=");
-		add_opt_value(&b, cfg->seed_disk);
+		if (fds)
+			buf_addf(&b, "/dev/fdset/%d", fds->seed);
+		else
+			add_opt_value(&b, cfg->seed_disk);
 		ARG("-drive");
 		ARG(OWNED(buf_detach(&b, NULL)));
 		ARG("-device");
 		ARG("virtio-blk-device,drive=seed");
 	}
 
-	buf_adds(&b, "tap,id=net0,script=no,downscript=no,ifname=");
-	add_opt_value(&b, cfg->tap);
+	if (fds) {
+		buf_addf(&b, "tap,id=net0,fd=%d", fds->tap);
+	} else {
+		buf_adds(&b, "tap,id=net0,script=no,downscript=no,ifname=");
+		add_opt_value(&b, cfg->tap);
+	}
 	ARG("-netdev");
 	ARG(OWNED(buf_detach(&b, NULL)));
 	buf_adds(&b, "virtio-net-device,netdev=net0,mac=");
@@ -689,9 +757,17 @@ static void build_argv(const struct vmm_config *cfg, const char *binary, bool kv
 	ARG("-device");
 	ARG("i8042");
 
-	/* The socket path in this exact form lets the daemon find the process again. */
-	ARG("-qmp");
-	ARG(OWNED(xasprintf("unix:%s,server=on,wait=off", cfg->ctl_sock)));
+	if (fds) {
+		/* The daemon's listening socket (its path is in the root disk's fd set). */
+		ARG("-chardev");
+		ARG(OWNED(xasprintf("socket,id=qmp,fd=%d,server=on,wait=off", fds->qmp)));
+		ARG("-mon");
+		ARG("chardev=qmp,mode=control");
+	} else {
+		/* The socket path in this exact form lets the daemon find the process again. */
+		ARG("-qmp");
+		ARG(OWNED(xasprintf("unix:%s,server=on,wait=off", cfg->ctl_sock)));
+	}
 	ARG(NULL);
 #undef ARG
 #undef OWNED
@@ -709,8 +785,122 @@ static void kill_and_reap(pid_t pid, uint64_t start_time)
 		;
 }
 
+/* A listening unix socket at path (replacing none: the caller removed a stale one). */
+static int qmp_listen(const char *path, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return bg_error(err, errno, "qemu: socket");
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return bg_error(err, errno, "qemu: bind '%s'", path);
+	if (chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
+		int e = errno;
+
+		(void)unlink(path);
+		return bg_error(err, e, "qemu: listen on '%s'", path);
+	}
+	return TAKE_FD(fd);
+}
+
+static void qemu_fds_close(struct qemu_fds *f)
+{
+	int *all[] = { &f->kernel, &f->initrd, &f->root,    &f->work,	&f->seed,
+		       &f->tap,	   &f->qmp,    &f->root_ro, &f->work_ro };
+
+	for (size_t i = 0; i < ARRAY_SIZE(all); i++)
+		if (*all[i] >= 0) {
+			close(*all[i]);
+			*all[i] = -1;
+		}
+}
+
+static bool is_blk(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+/* The file behind fd again, read-only (the same file, whatever its path says now). */
+static int reopen_ro(int fd, const char *what, struct bg_err *err)
+{
+	char path[64];
+	int ro;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	if (ro < 0)
+		return bg_error(err, errno, "reopen '%s' read-only", what);
+	return ro;
+}
+
+/* Open everything a sandboxed QEMU needs (console: the caller's log fd). */
+static int qemu_fds_open(const struct vmm_config *cfg, int log_fd, struct qemu_fds *f,
+			 struct bg_err *err)
+{
+	int r;
+
+	*f = (struct qemu_fds){ log_fd, -1, -1, -1, -1, -1, -1, -1, -1, -1, false, false };
+	/* Opened now, from whatever path the spec resolves to at this launch. */
+	if ((r = f->kernel = vmm_sandbox_memfd_copy(cfg->kernel, err)) < 0)
+		goto fail;
+	if (cfg->initrd && *cfg->initrd &&
+	    (r = f->initrd = vmm_sandbox_memfd_copy(cfg->initrd, err)) < 0)
+		goto fail;
+	f->root = open(cfg->root_disk, O_RDWR | O_CLOEXEC);
+	if (f->root < 0) {
+		r = bg_error(err, errno, "open root disk '%s'", cfg->root_disk);
+		goto fail;
+	}
+	if ((r = f->root_ro = reopen_ro(f->root, cfg->root_disk, err)) < 0)
+		goto fail;
+	f->root_blk = is_blk(f->root);
+	if (cfg->work_disk && *cfg->work_disk) {
+		f->work = open(cfg->work_disk, O_RDWR | O_CLOEXEC);
+		if (f->work < 0) {
+			r = bg_error(err, errno, "open work disk '%s'", cfg->work_disk);
+			goto fail;
+		}
+		if ((r = f->work_ro = reopen_ro(f->work, cfg->work_disk, err)) < 0)
+			goto fail;
+		f->work_blk = is_blk(f->work);
+	}
+	if (cfg->seed_disk && *cfg->seed_disk) {
+		f->seed = open(cfg->seed_disk, O_RDONLY | O_CLOEXEC);
+		if (f->seed < 0) {
+			r = bg_error(err, errno, "open seed '%s'", cfg->seed_disk);
+			goto fail;
+		}
+	}
+	if ((r = f->tap = vmm_sandbox_tap_open(cfg->tap, err)) < 0)
+		goto fail;
+	if ((r = f->qmp = qmp_listen(cfg->ctl_sock, err)) < 0)
+		goto fail;
+	return 0;
+fail:
+	qemu_fds_close(f);
+	return bg_err_wrap(err, "qemu sandbox");
+}
+
 static int qemu_start(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err)
 {
+	struct qemu_fds fds = {
+		.kernel = -1,
+		.initrd = -1,
+		.root = -1,
+		.work = -1,
+		.seed = -1,
+		.tap = -1,
+		.qmp = -1,
+		.root_ro = -1,
+		.work_ro = -1,
+	};
+	bool sandboxed = vmm_sandbox_enabled(cfg->sandbox);
+	uid_t vmm_uid = 0;
 	_cleanup_free_ char *binary = NULL;
 	_cleanup_free_ const char **argv = NULL;
 	_cleanup_strv_free_ char **strings = NULL;
@@ -759,12 +949,43 @@ static int qemu_start(const struct vmm_config *cfg, struct vmm_process *ret, str
 	if (unlink(cfg->ctl_sock) < 0 && errno != ENOENT)
 		return bg_error(err, errno, "qemu: remove stale '%s'", cfg->ctl_sock);
 
-	build_argv(cfg, binary, kvm, append.data, &argv, &strings);
+	if (sandboxed) {
+		r = vmm_sandbox_uid(cfg->sandbox, cfg->vm_dir, &vmm_uid, err);
+		if (r < 0)
+			return bg_err_wrap(err, "qemu");
+		r = qemu_fds_open(cfg, log_fd, &fds, err);
+		if (r < 0)
+			return r;
+	}
+	build_argv(cfg, binary, kvm, append.data, sandboxed ? &fds : NULL, &argv, &strings);
 	opts.new_session = true;
 	opts.stdout_fd = opts.stderr_fd = log_fd;
-	r = proc_spawn(argv, &opts, &pid, err);
-	if (r < 0)
+	if (sandboxed) {
+		int keep[] = { fds.console, fds.kernel, fds.initrd, fds.root,	 fds.work,
+			       fds.seed,    fds.tap,	fds.qmp,    fds.root_ro, fds.work_ro };
+		int kept[ARRAY_SIZE(keep)];
+		size_t nk = 0;
+
+		for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+			if (keep[i] >= 0)
+				kept[nk++] = keep[i];
+		/* No network of its own: the tap fd is its only link. */
+		vmm_sandbox_spawn_opts(cfg->sandbox, vmm_uid,
+				       CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
+					       CLONE_NEWPID,
+				       &opts);
+		opts.keep_fds = kept;
+		opts.n_keep_fds = nk;
+		r = proc_spawn(argv, &opts, &pid, err);
+		qemu_fds_close(&fds);
+	} else {
+		r = proc_spawn(argv, &opts, &pid, err);
+	}
+	if (r < 0) {
+		if (sandboxed)
+			(void)unlink(cfg->ctl_sock);
 		return bg_err_wrap(err, "qemu: launch");
+	}
 	(void)proc_start_time(pid, &start_time, NULL);
 
 	/* Wait for QMP and check the guest runs; never for the guest to boot. */

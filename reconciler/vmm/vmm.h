@@ -26,6 +26,8 @@
 #include "common/err.h"
 #include "spec/spec.h"
 
+struct vmm_sandbox;
+
 /* Everything a driver needs to boot one VM. All strings are borrowed. */
 struct vmm_config {
 	const char *id;	  /* VM id (8 hex) */
@@ -47,7 +49,9 @@ struct vmm_config {
 	const char *vm_dir;	/* the driver may keep files here (logs, metrics, vsock) */
 	const char *ctl_sock;	/* control socket: firecracker API / qemu QMP */
 	const char *console_log;
-	const char *binary; /* VMM binary; NULL: the driver's default name in PATH */
+	const char *binary;		   /* VMM binary; NULL: the driver's default name in PATH */
+	const struct vmm_sandbox *sandbox; /* NULL or off: the VMM runs as root, unconfined
+					    * (see vmm_sandbox.h) */
 };
 
 /* What start() returns: the identity of the launched VMM process. */

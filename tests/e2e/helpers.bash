@@ -51,6 +51,8 @@ bg() {
 
 # start_daemon [bangerd options...]: start this test's bangerd and wait for its heartbeat.
 start_daemon() {
+	# The QEMU wrapper reads root's known_hosts: its QEMU must run as root.
+	[[ " $* " != *" ${QEMU_WRAP:-/nonexistent} "* ]] || set -- "$@" --vmm-uids off
 	# 'ip netns exec' execs bangerd, so $! is bangerd's own pid. fd 3 is bats'
 	# output: a daemon must not hold it, or bats waits for it forever.
 	ip netns exec "$NS" "$BANGERD_BIN" --bridge "$BRIDGE" --subnet "$SUBNET" --resync 5s \

@@ -368,6 +368,23 @@ static void test_rediscover_vmm(void **state)
 	rediscover_sock(sock, start_of(fc) + 12345, &h);
 	assert_int_equal(h.pid, 0);
 
+	/* Only a process executing the configured binary is the VMM. */
+	{
+		struct handles_probe p = { .id = ID, .ctl_sock = sock, .vmm_binary = self_exe };
+		struct bg_err err = { 0 };
+
+		assert_int_equal(handles_rediscover(&p, &h, &err), 0);
+		assert_int_equal(h.pid, fc);
+		p.vmm_binary = "/bin/true";
+		assert_int_equal(handles_rediscover(&p, &h, &err), 0);
+		assert_int_equal(h.pid, 0);
+		/* Not one that started before the VM could have. */
+		p.vmm_binary = NULL;
+		p.not_before = start_of(fc) + 1;
+		assert_int_equal(handles_rediscover(&p, &h, &err), 0);
+		assert_int_equal(h.pid, 0);
+	}
+
 	/* Gone: nothing found, nothing else mistaken for it. */
 	stop_sleeper(fc);
 	rediscover_sock(sock, 0, &h);

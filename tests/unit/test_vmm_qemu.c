@@ -341,7 +341,7 @@ static void test_argv(void **state)
 	_cleanup_strv_free_ char **strings_kvm = NULL;
 
 	(void)state;
-	build_argv(&cfg, "/usr/bin/qemu-system-x86_64", false, "console=ttyS0 x=1", &argv,
+	build_argv(&cfg, "/usr/bin/qemu-system-x86_64", false, "console=ttyS0 x=1", NULL, &argv,
 		   &strings);
 	assert_string_equal(argv[0], "/usr/bin/qemu-system-x86_64");
 	assert_string_equal(argv_after(argv, "-M", 0), "microvm");
@@ -380,13 +380,88 @@ static void test_argv(void **state)
 	cfg.work_disk = NULL;
 	cfg.seed_disk = NULL;
 	cfg.initrd = NULL;
-	build_argv(&cfg, "qemu", true, "a", &argv_kvm, &strings_kvm);
+	build_argv(&cfg, "qemu", true, "a", NULL, &argv_kvm, &strings_kvm);
 	assert_string_equal(argv_after(argv_kvm, "-accel", 0), "kvm");
 	assert_string_equal(argv_after(argv_kvm, "-cpu", 0), "host");
 	assert_null(argv_after(argv_kvm, "-initrd", 0));
 	assert_null(argv_after(argv_kvm, "-drive", 1));
 	assert_string_equal(argv_after(argv_kvm, "-device", 1),
 			    "virtio-net-device,netdev=net0,mac=52:54:00:00:00:05");
+}
+
+/* Sandboxed: QEMU opens nothing by path; everything is an fd the daemon opened. */
+static void test_argv_sandboxed(void **state)
+{
+	struct vmm_config cfg = {
+		.id = "0a1b2c3d",
+		.kernel = "/img/vmlinux",
+		.initrd = "/img/initrd.gz",
+		.root_disk = "/vms/0a1b2c3d/root.img",
+		.work_disk = "/vms/0a1b2c3d/work.ext4",
+		.seed_disk = "/vms/0a1b2c3d/seed.iso",
+		.tap = "bg0a1b2c3d",
+		.mac = "52:54:00:00:00:05",
+		.ctl_sock = "/vms/0a1b2c3d/qmp.sock",
+		.console_log = "/vms/0a1b2c3d/console.log",
+	};
+	struct qemu_fds fds = { .console = 3,
+				.kernel = 4,
+				.initrd = 5,
+				.root = 6,
+				.work = 7,
+				.seed = 8,
+				.tap = 9,
+				.qmp = 10,
+				.root_ro = 11,
+				.work_ro = 12 };
+	_cleanup_free_ const char **argv = NULL;
+	_cleanup_strv_free_ char **strings = NULL;
+
+	(void)state;
+	build_argv(&cfg, "qemu", false, "a", &fds, &argv, &strings);
+	assert_string_equal(
+		argv_after(argv, "-sandbox", 0),
+		"on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	/* The root disk's set names the QMP socket, for rediscovery. */
+	assert_string_equal(argv_after(argv, "-add-fd", 0),
+			    "fd=6,set=6,opaque=/vms/0a1b2c3d/qmp.sock");
+	assert_string_equal(argv_after(argv, "-add-fd", 1), "fd=11,set=6");
+	assert_string_equal(argv_after(argv, "-add-fd", 2), "fd=7,set=7");
+	assert_string_equal(argv_after(argv, "-add-fd", 3), "fd=12,set=7");
+	assert_string_equal(argv_after(argv, "-add-fd", 4), "fd=8,set=8");
+	assert_string_equal(argv_after(argv, "-add-fd", 5), "fd=3,set=3");
+	assert_string_equal(argv_after(argv, "-kernel", 0), "/proc/self/fd/4");
+	assert_string_equal(argv_after(argv, "-initrd", 0), "/proc/self/fd/5");
+	assert_string_equal(argv_after(argv, "-chardev", 0),
+			    "file,id=con,append=on,path=/dev/fdset/3");
+	assert_string_equal(argv_after(argv, "-drive", 0),
+			    "id=root,format=raw,if=none,discard=unmap,file=/dev/fdset/6");
+	assert_string_equal(argv_after(argv, "-drive", 1),
+			    "id=work,format=raw,if=none,discard=unmap,file=/dev/fdset/7");
+	assert_string_equal(argv_after(argv, "-drive", 2),
+			    "id=seed,format=raw,if=none,readonly=on,file=/dev/fdset/8");
+	assert_string_equal(argv_after(argv, "-netdev", 0), "tap,id=net0,fd=9");
+	assert_string_equal(argv_after(argv, "-chardev", 1),
+			    "socket,id=qmp,fd=10,server=on,wait=off");
+	assert_string_equal(argv_after(argv, "-mon", 0), "chardev=qmp,mode=control");
+	assert_null(argv_after(argv, "-qmp", 0));
+	/* A block device (dm-snapshot): QEMU cannot tell from /dev/fdset/N, so it is told. */
+	{
+		_cleanup_free_ const char **argv_blk = NULL;
+		_cleanup_strv_free_ char **strings_blk = NULL;
+
+		fds.root_blk = true;
+		build_argv(&cfg, "qemu", false, "a", &fds, &argv_blk, &strings_blk);
+		assert_string_equal(argv_after(argv_blk, "-drive", 0),
+				    "id=root,format=raw,if=none,discard=unmap,"
+				    "file.driver=host_device,file.filename=/dev/fdset/6");
+		assert_string_equal(argv_after(argv_blk, "-drive", 1),
+				    "id=work,format=raw,if=none,discard=unmap,file=/dev/fdset/7");
+	}
+	for (size_t i = 0; argv[i]; i++) {
+		assert_null(strstr(argv[i], "/img/"));
+		assert_null(strstr(argv[i], "ifname"));
+	}
 }
 
 static void test_start_rejects_bad_config(void **state)
@@ -524,6 +599,7 @@ int main(void)
 		cmocka_unit_test(test_stop_sequence),
 		cmocka_unit_test(test_stop_wrong_identity),
 		cmocka_unit_test(test_argv),
+		cmocka_unit_test(test_argv_sandboxed),
 		cmocka_unit_test(test_start_rejects_bad_config),
 		cmocka_unit_test(test_start_timeout_cleans_up),
 		cmocka_unit_test(test_available),

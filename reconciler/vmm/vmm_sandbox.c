@@ -1,0 +1,252 @@
+/*
+ * vmm_sandbox.c - per-VM VMM uids, spawn confinement, fds for VMMs; see vmm_sandbox.h.
+ */
+#include "reconciler/vmm/vmm_sandbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fs.h"
+#include "common/xalloc.h"
+
+#define NOBODY_UID 65534U
+#define COPY_MAX (512UL * 1024 * 1024) /* a kernel or initrd larger than this is refused */
+
+static void closedirp(DIR **d)
+{
+	if (*d)
+		(void)closedir(*d);
+}
+
+static bool parse_u32(const char *s, size_t len, uint32_t *ret)
+{
+	uint64_t v = 0;
+
+	if (len == 0 || len > 10)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (v > UINT32_MAX)
+		return false;
+	*ret = (uint32_t)v;
+	return true;
+}
+
+int vmm_sandbox_parse_uids(const char *s, uid_t *ret_first, uid_t *ret_count, struct bg_err *err)
+{
+	const char *colon;
+	uint32_t first, count;
+	uint64_t end;
+
+	if (!s)
+		return bg_errorf(err, EINVAL, "--vmm-uids: missing value");
+	if (strcmp(s, "off") == 0) {
+		*ret_first = 0;
+		*ret_count = 0;
+		return 0;
+	}
+	colon = strchr(s, ':');
+	if (!colon || !parse_u32(s, (size_t)(colon - s), &first) ||
+	    !parse_u32(colon + 1, strlen(colon + 1), &count))
+		return bg_errorf(err, EINVAL, "--vmm-uids '%s': expected START:COUNT or 'off'", s);
+	if (count == 0)
+		return bg_errorf(err, EINVAL, "--vmm-uids '%s': COUNT must be at least 1", s);
+	end = (uint64_t)first + count; /* one past the last */
+	if (first == 0)
+		return bg_errorf(err, EINVAL, "--vmm-uids '%s': the range holds root (uid 0)", s);
+	if (end > UINT32_MAX)
+		return bg_errorf(err, EINVAL, "--vmm-uids '%s': the range passes uid %u", s,
+				 UINT32_MAX - 1);
+	if (first <= NOBODY_UID && NOBODY_UID < end)
+		return bg_errorf(err, EINVAL, "--vmm-uids '%s': the range holds nobody (uid %u)", s,
+				 NOBODY_UID);
+	*ret_first = first;
+	*ret_count = count;
+	return 0;
+}
+
+void vmm_sandbox_init(struct vmm_sandbox *sb, uid_t first, uid_t count)
+{
+	struct group *g = getgrnam("kvm");
+
+	memset(sb, 0, sizeof(*sb));
+	sb->uid_first = first;
+	sb->uid_count = count;
+	if (g) {
+		sb->groups[0] = g->gr_gid;
+		sb->n_groups = 1;
+	}
+}
+
+bool vmm_sandbox_enabled(const struct vmm_sandbox *sb)
+{
+	return sb && sb->uid_count > 0;
+}
+
+static bool in_range(const struct vmm_sandbox *sb, gid_t id)
+{
+	return id >= sb->uid_first && id - sb->uid_first < sb->uid_count;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+	uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+int vmm_sandbox_uid(const struct vmm_sandbox *sb, const char *vm_dir, uid_t *ret_uid,
+		    struct bg_err *err)
+{
+	_cleanup_free_ char *parent = NULL;
+	_cleanup_free_ uid_t *used = NULL;
+	_cleanup_(closedirp) DIR *d = NULL;
+	_cleanup_close_ int dfd = -1;
+	struct dirent *de;
+	struct stat st;
+	size_t n = 0;
+	uid_t uid;
+	char *slash;
+
+	if (!vmm_sandbox_enabled(sb) || !vm_dir)
+		return bg_errorf(err, EINVAL, "vmm sandbox: no uid range");
+	dfd = open(vm_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) < 0)
+		return bg_error(err, errno, "VM dir '%s'", vm_dir);
+	if (in_range(sb, st.st_gid) && st.st_uid == 0 && (st.st_mode & 077) == 0) {
+		*ret_uid = st.st_gid;
+		return 0;
+	}
+	parent = xstrdup(vm_dir);
+	slash = strrchr(parent, '/');
+	if (!slash || slash == parent)
+		return bg_errorf(err, EINVAL, "VM dir '%s' has no parent", vm_dir);
+	*slash = '\0';
+	d = opendir(parent);
+	if (!d)
+		return bg_error(err, errno, "open '%s'", parent);
+	while ((de = readdir(d))) {
+		struct stat sst;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &sst, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(sst.st_mode) || !in_range(sb, sst.st_gid))
+			continue;
+		used = xreallocarray(used, n + 1, sizeof(*used));
+		used[n++] = sst.st_gid;
+	}
+	if (n)
+		qsort(used, n, sizeof(*used), cmp_uid);
+	uid = sb->uid_first;
+	for (size_t i = 0; i < n; i++) {
+		if (used[i] == uid)
+			uid++;
+		else if (used[i] > uid)
+			break;
+	}
+	if (!in_range(sb, uid))
+		return bg_errorf(err, ENOSPC, "no free VMM uid left in %u:%u",
+				 (unsigned)sb->uid_first, (unsigned)sb->uid_count);
+	/* Mode first: the group must never grant the VMM anything here. */
+	if (fchmod(dfd, 0700) < 0 || fchown(dfd, 0, (gid_t)uid) < 0)
+		return bg_error(err, errno, "record VMM uid %u on '%s'", (unsigned)uid, vm_dir);
+	*ret_uid = uid;
+	return 0;
+}
+
+void vmm_sandbox_spawn_opts(const struct vmm_sandbox *sb, uid_t uid, unsigned long unshare_flags,
+			    struct proc_spawn_opts *opts)
+{
+	opts->no_new_privs = true;
+	opts->seccomp_deny = true;
+	opts->unshare_flags = unshare_flags;
+	if (uid != 0) {
+		opts->set_ids = true;
+		opts->uid = uid;
+		opts->gid = (gid_t)uid;
+		opts->groups = sb ? sb->groups : NULL;
+		opts->n_groups = sb ? sb->n_groups : 0;
+	}
+}
+
+int vmm_sandbox_tap_open(const char *name, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+	struct ifreq ifr;
+
+	if (!name || strlen(name) >= IFNAMSIZ)
+		return bg_errorf(err, EINVAL, "tap name '%s'", name ? name : "");
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return bg_error(err, errno, "open /dev/net/tun");
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+		return bg_error(err, errno, "tap '%s': TUNSETIFF", name);
+	return TAKE_FD(fd);
+}
+
+int vmm_sandbox_memfd_copy(const char *path, struct bg_err *err)
+{
+	_cleanup_close_ int in = -1, mfd = -1;
+	struct stat st;
+	char buf[65536];
+	uint64_t total = 0;
+
+	in = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0)
+		return bg_error(err, errno, "open '%s'", path);
+	if (fstat(in, &st) < 0)
+		return bg_error(err, errno, "stat '%s'", path);
+	if (!S_ISREG(st.st_mode))
+		return bg_errorf(err, EINVAL, "'%s' is not a regular file", path);
+	if ((uint64_t)st.st_size > COPY_MAX)
+		return bg_errorf(err, EFBIG, "'%s' is larger than %lu bytes", path, COPY_MAX);
+	mfd = memfd_create("banger-vmm-file", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return bg_error(err, errno, "memfd_create");
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return bg_error(err, errno, "read '%s'", path);
+		if (n == 0)
+			break;
+		total += (uint64_t)n;
+		if (total > COPY_MAX)
+			return bg_errorf(err, EFBIG, "'%s' grew past %lu bytes", path, COPY_MAX);
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(mfd, buf + off, (size_t)(n - off));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return bg_error(err, errno, "copy '%s'", path);
+			off += w;
+		}
+	}
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return bg_error(err, errno, "seal the copy of '%s'", path);
+	return TAKE_FD(mfd);
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bats
+# VMMs without root: rediscovery adopts only a process run by the VM's VMM
+# uid (or root) executing the configured binary; QEMU runs as a per-VM
+# unprivileged uid, with no_new_privs, seccomp and its own namespaces.
+
+load helpers
+
+setup() {
+	e2e_setup
+	DECOY=
+}
+
+teardown() {
+	[ -z "$DECOY" ] || kill -KILL "$DECOY" 2>/dev/null || true
+	e2e_teardown
+}
+
+FC_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check)
+
+# status_field PID FIELD: a field of /proc/PID/status ("Uid" -> its first value).
+status_field() {
+	awk -v f="$2:" '$1 == f { print $2; exit }' "/proc/$1/status"
+}
+
+@test "a process run as nobody naming a VM's socket is not adopted; the real VMM starts" {
+	start_daemon "${FC_ARGS[@]}"
+	vm_yaml spoofed "vmm: firecracker" >"$BANGER_SPEC_DIR/spoofed.yaml"
+	wait_phase spoofed Starting 60
+	id=$(vm_id spoofed)
+	sock=$BANGER_STATE_DIR/vms/$id/api.sock
+	old=$(vm_pid spoofed)
+	# The daemon goes away, and so does the VMM and its record: the next daemon
+	# must find the VMM again from /proc.
+	stop_daemon TERM
+	kill -KILL "$old"
+	wait_for 10 eval "! kill -0 $old 2>/dev/null"
+	rm -f "$BANGER_STATE_DIR/vms/$id/handles.json"
+	# A local user names the socket in a command line, as the VMM would.
+	setpriv --reuid=nobody --regid=nogroup --clear-groups \
+		/usr/bin/python3 -c 'import time; time.sleep(600)' --api-sock "$sock" &
+	DECOY=$!
+	wait_for 10 eval "tr '\\0' ' ' </proc/$DECOY/cmdline | grep -qF -- '--api-sock $sock'"
+	[ "$(status_field "$DECOY" Uid)" = "65534" ]
+
+	start_daemon "${FC_ARGS[@]}"
+	# The decoy is never the VM's VMM; a real one is started.
+	wait_for 60 eval "p=\$(vm_pid spoofed); [ \"\$p\" != null ] && [ \"\$p\" != 0 ] && [ \"\$p\" != $DECOY ]" ||
+		fail "no new VMM; pid is $(vm_pid spoofed), decoy $DECOY"
+	new=$(vm_pid spoofed)
+	[ "$new" != "$DECOY" ]
+	[ "$(status_field "$new" Uid)" != "65534" ]
+	grep -qF -- "$sock" <(tr '\0' ' ' <"/proc/$new/cmdline")
+	kill -0 "$DECOY" # left alone, never signalled
+	wait_phase spoofed Starting 60
+	run jq -r .pid "$BANGER_STATE_DIR/vms/$id/handles.json"
+	[ "$output" = "$new" ]
+}
+
+# gone PID: no such process, or only its zombie.
+gone() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+	[ "${st:0:1}" = Z ]
+}
+
+# uid_idle UID: no live process runs as UID.
+uid_idle() {
+	! ps -o stat= -u "$1" 2>/dev/null | grep -qv '^Z'
+}
+
+# ns PID KIND: the namespace link of a process.
+ns() {
+	readlink "/proc/$1/ns/$2"
+}
+
+@test "QEMU runs as the VM's own unprivileged uid, confined; ssh works; delete frees the uid" {
+	start_daemon --vmm qemu
+	vm_yaml box "vmm: qemu" >"$BANGER_SPEC_DIR/box.yaml"
+	wait_phase box Running
+	id=$(vm_id box)
+	pid=$(vm_pid box)
+	uid=$(status_field "$pid" Uid)
+	# From the default range, recorded as the group of the 0700 VM dir.
+	[ "$uid" -ge 1879048192 ] && [ "$uid" -lt $((1879048192 + 65536)) ] || fail "QEMU uid $uid"
+	[ "$(stat -c '%u %g %a' "$BANGER_STATE_DIR/vms/$id")" = "0 $uid 700" ]
+	[ "$(awk '$1 == "Uid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
+	[ "$(awk '$1 == "Gid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
+	[ "$(status_field "$pid" CapEff)" = "0000000000000000" ]
+	[ "$(status_field "$pid" NoNewPrivs)" = "1" ]
+	[ "$(status_field "$pid" Seccomp)" = "2" ]
+	for kind in mnt ipc uts net pid; do
+		[ "$(ns "$pid" $kind)" != "$(ns "$DAEMON_PID" $kind)" ] || fail "QEMU shares bangerd's $kind namespace"
+	done
+	# It opened nothing by path: its disks and console are the daemon's fds.
+	run ls -l "/proc/$pid/fd"
+	assert_output --partial "$BANGER_STATE_DIR/vms/$id/console.log"
+	# The guest works through the passed tap, and QMP through the passed socket.
+	run bg ssh box -- cat /proc/cmdline
+	assert_success
+	assert_output --partial "root=/dev/vda"
+
+	# A restarted daemon without handles.json adopts it again: its uid is the VM's.
+	stop_daemon TERM
+	rm "$BANGER_STATE_DIR/vms/$id/handles.json"
+	start_daemon --vmm qemu
+	wait_phase box Running 60
+	[ "$(vm_pid box)" = "$pid" ]
+	[ "$(pgrep -c -u "$uid")" = "1" ]
+
+	rm "$BANGER_SPEC_DIR/box.yaml"
+	wait_for 60 no_vms || fail "box not deleted"
+	[ ! -e "$BANGER_STATE_DIR/vms/$id" ]
+	# No live process runs as that uid any more (an adopted QEMU is reparented
+	# to init when it exits, which may reap it later), and the next VM may get it.
+	wait_for 30 gone "$pid" || fail "QEMU $pid still runs"
+	wait_for 30 uid_idle "$uid" || fail "processes still run as uid $uid: $(pgrep -u "$uid")"
+	vm_yaml box2 "vmm: qemu" >"$BANGER_SPEC_DIR/box2.yaml"
+	wait_for 120 eval "[ \"\$(vm_pid box2)\" -gt 0 ] 2>/dev/null"
+	[ "$(status_field "$(vm_pid box2)" Uid)" = "$uid" ]
+}
