@@ -71,9 +71,9 @@ int imgpath_root_check(const char *root, const char *state_dir, struct bg_err *e
 	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {
 		_cleanup_free_ char *d = fs_path_join(state_dir, private_dirs[i]);
 
-		if (at_or_below(root, d) || at_or_below(d, root))
+		if (at_or_below(root, d))
 			return bg_errorf(err, EINVAL,
-					 "image directory '%s' must not contain or be inside '%s' "
+					 "image directory '%s' must not be inside '%s' "
 					 "(banger's private files)",
 					 root, d);
 	}
@@ -242,8 +242,8 @@ int imgpath_copy_fd(int src_fd, const char *dst, struct bg_err *err)
 
 		if (n == 0)
 			break;
-		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-			      errno == EOPNOTSUPP)) {
+		if (n < 0 &&
+		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
 			char buf[65536];
 
 			n = pread(src_fd, buf, sizeof(buf), off);

@@ -39,8 +39,11 @@ struct imgpath_conf {
 
 /*
  * Whether 'root' may be an image root: absolute, normalized, not "/", and
- * neither under nor above <state>/vms or <state>/ssh. -EINVAL with a
- * message naming the rule otherwise.
+ * not <state>/vms or <state>/ssh or below them. -EINVAL with a message
+ * naming the rule otherwise. A root above the state dir is allowed: the
+ * lexical rule still refuses paths below those two, and nothing below a
+ * root is resolved through a symlink or "..", so the lexical path is the
+ * one walked.
  */
 int imgpath_root_check(const char *root, const char *state_dir, struct bg_err *err);
 

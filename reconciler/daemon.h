@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "common/err.h"
+#include "common/imgpath.h"
 #include "reconciler/converge.h"
 #include "reconciler/handles.h"
 #include "reconciler/host/host.h"
@@ -45,6 +46,14 @@ struct daemon_config {
 	bool skip_kvm_check; /* accept a firecracker binary without KVM (the stand-in) */
 	bool nat;
 	int stop_grace_ms;
+	/*
+	 * --image-dir: the only directories spec-named images, kernels and
+	 * initrds may be below (common/imgpath). None: no confinement, for unit
+	 * tests with a fake host only; bangerd always passes at least
+	 * IMGPATH_DEFAULT_ROOT.
+	 */
+	const char *const *image_dirs;
+	size_t n_image_dirs;
 	const struct host_ops *host; /* NULL: host_ops_linux */
 };
 
@@ -60,6 +69,7 @@ struct daemon {
 	struct store *store;
 	struct handles_cache *handles;
 	struct converge_env env;
+	struct imgpath_conf images; /* from cfg.image_dirs and state_dir */
 	char *known_hosts;
 	char *client_key;
 	char *client_pubkey;
