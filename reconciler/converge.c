@@ -394,17 +394,23 @@ static void rootdisk_recorded(const struct conv *c, char **ret_base, char **ret_
  * Open the spec's file 'path' for 'field' through the image roots; -1 in
  * ret_fd (and 0) when the daemon has none configured (unit tests).
  */
-static int open_image(struct conv *c, const char *field, const char *path, int *ret_fd,
-		      struct bg_err *err)
+static int open_image(struct conv *c, const char *field, const char *path, unsigned line,
+		      unsigned col, int *ret_fd, struct bg_err *err)
 {
+	const struct vm_spec *s = c->spec;
 	int fd;
 
 	*ret_fd = -1;
 	if (!c->env->images)
 		return 0;
 	fd = imgpath_open_at(c->env->images, path, NULL, err);
-	if (fd < 0)
-		return bg_err_wrap(err, "%s", field);
+	if (fd < 0) {
+		/* Where the spec says it, when the spec came from a file. */
+		if (s->source_file && line)
+			return bg_err_wrap(err, "%s:%u:%u: spec.%s", s->source_file, line, col,
+					   field);
+		return bg_err_wrap(err, "spec.%s", field);
+	}
 	*ret_fd = fd;
 	return 0;
 }
@@ -432,7 +438,8 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 	 */
 	if (!old_base || !old_image || strcmp(old_image, c->spec->rootfs_image) != 0 ||
 	    strcmp(old_base, c->spec->rootfs_image) == 0 || !fs_exists(old_base)) {
-		r = open_image(c, "rootfs.image", c->spec->rootfs_image, &image_fd, err);
+		r = open_image(c, "rootfs.image", c->spec->rootfs_image, c->spec->rootfs_image_line,
+			       c->spec->rootfs_image_col, &image_fd, err);
 		if (r < 0)
 			return r;
 	}
@@ -714,8 +721,8 @@ static int adopt_or_replace(struct conv *c, const struct vm_handles *h, struct b
  * path a spec author chose. NULL path: NULL. No image roots (unit tests):
  * the path itself.
  */
-static int stage_boot_file(struct conv *c, const char *field, const char *path, const char *name,
-			   char **ret, struct bg_err *err)
+static int stage_boot_file(struct conv *c, const char *field, const char *path, unsigned line,
+			   unsigned col, const char *name, char **ret, struct bg_err *err)
 {
 	_cleanup_free_ char *dst = NULL;
 	_cleanup_close_ int fd = -1;
@@ -728,13 +735,13 @@ static int stage_boot_file(struct conv *c, const char *field, const char *path, 
 		*ret = xstrdup(path);
 		return 0;
 	}
-	r = open_image(c, field, path, &fd, err);
+	r = open_image(c, field, path, line, col, &fd, err);
 	if (r < 0)
 		return r;
 	dst = fs_path_join(c->rec.vm_dir, name);
 	r = imgpath_copy_fd(fd, dst, err);
 	if (r < 0)
-		return bg_err_wrap(err, "%s", field);
+		return bg_err_wrap(err, "spec.%s", field);
 	*ret = TAKE_PTR(dst);
 	return 0;
 }
@@ -783,10 +790,12 @@ static int step_launch(struct conv *c, struct bg_err *err)
 		r = guest_args(c, c->spec->kernel_args, &args, err);
 	if (r < 0)
 		return r;
-	r = stage_boot_file(c, "kernel.path", c->spec->kernel_path, "kernel", &kernel, err);
+	r = stage_boot_file(c, "kernel.path", c->spec->kernel_path, c->spec->kernel_path_line,
+			    c->spec->kernel_path_col, "kernel", &kernel, err);
 	if (r >= 0)
-		r = stage_boot_file(c, "kernel.initrd", c->spec->kernel_initrd, "initrd", &initrd,
-				    err);
+		r = stage_boot_file(c, "kernel.initrd", c->spec->kernel_initrd,
+				    c->spec->kernel_initrd_line, c->spec->kernel_initrd_col,
+				    "initrd", &initrd, err);
 	if (r < 0)
 		return r;
 	seed = seed_path(c);

@@ -365,6 +365,8 @@ static void test_image_confined(void **state)
 	/* The image now names banger's SSH key: refused, the old disk kept. */
 	free(f->spec->rootfs_image);
 	f->spec->rootfs_image = fs_path_join(f->dir, "ssh/id_ed25519");
+	f->spec->rootfs_image_line = 8;
+	f->spec->rootfs_image_col = 12;
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), -1);
@@ -372,7 +374,7 @@ static void test_image_confined(void **state)
 	assert_null(strstr(fake_calls.data, "launch"));
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_FAILED);
-	assert_non_null(strstr(rec.last_error, "rootfs.image: '"));
+	assert_non_null(strstr(rec.last_error, "/specs/web.yaml:8:12: spec.rootfs.image: '"));
 	assert_non_null(strstr(rec.last_error, "is inside banger's private directory"));
 	vm_record_release(&rec);
 }
