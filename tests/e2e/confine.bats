@@ -104,11 +104,11 @@ expect_refused() {
 	bad_vm worldw rootfs "$IMG/ww.ext4"
 	bad_vm notroot rootfs "$IMG/user.ext4"
 
-	# Each error says where the spec names the file (bad_vm: kernel on line 6, rootfs on 7).
-	expect_refused shadow "$BANGER_SPEC_DIR/shadow.yaml:7:19: spec.rootfs.image: '/etc/shadow' is not below an image directory" \
+	# Each error says where the spec names the file (bad_vm: kernel on line 5, rootfs on 6).
+	expect_refused shadow "$BANGER_SPEC_DIR/shadow.yaml:6:19: spec.rootfs.image: '/etc/shadow' is not below an image directory" \
 		"--image-dir: $IMAGE"
 	expect_refused secret "kernel.path" "'$SECRET' is not below an image directory"
-	expect_refused sshkey "$BANGER_SPEC_DIR/sshkey.yaml:6:18: spec.kernel.path:" "is inside banger's private directory '$BANGER_STATE_DIR/ssh'"
+	expect_refused sshkey "$BANGER_SPEC_DIR/sshkey.yaml:5:18: spec.kernel.path:" "is inside banger's private directory '$BANGER_STATE_DIR/ssh'"
 	expect_refused otherdisk "rootfs.image" "is inside banger's private directory '$BANGER_STATE_DIR/vms'"
 	expect_refused dotdot "kernel.initrd" "must not contain '.' or '..' components"
 	expect_refused symlink "rootfs.image" "'$IMG/evil.ext4'" "symlink"
