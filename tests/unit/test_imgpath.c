@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -195,6 +198,73 @@ static void test_open_hostile(void **state)
 	expect_open_fails(t, "other.ext4", -EPERM, "owned by root");
 }
 
+/*
+ * A symlink race: a child keeps swapping (renameat2 RENAME_EXCHANGE) the
+ * checked name between a good image and a symlink to a secret outside the
+ * root, and a directory on the way between a real one and a symlink out.
+ * Every open either fails or reads the good bytes, never the secret.
+ */
+static void test_open_race(void **state)
+{
+	struct tree *t = *state;
+	_cleanup_free_ char *outside = fs_path_join(t->top, "outside");
+	_cleanup_free_ char *secret = fs_path_join(outside, "x.ext4");
+	_cleanup_free_ char *target = fs_path_join(t->root, "x.ext4");
+	_cleanup_free_ char *alt = fs_path_join(t->root, "alt.ext4");
+	_cleanup_free_ char *sub = fs_path_join(t->root, "sub");
+	_cleanup_free_ char *subalt = fs_path_join(t->root, "subalt");
+	_cleanup_free_ char *subfile = fs_path_join(sub, "x.ext4");
+	const char *const r[] = { t->root };
+	struct imgpath_conf c = { .roots = r, .n_roots = 1, .state_dir = t->state };
+	int opened = 0, refused = 0;
+	char leaked[16] = "";
+	pid_t pid;
+
+	assert_int_equal(mkdir(outside, 0755), 0);
+	test_write_file(secret, "SECRET!");
+	assert_int_equal(chmod(secret, 0644), 0);
+	test_write_file(target, "GOOD");
+	assert_int_equal(chmod(target, 0644), 0);
+	assert_int_equal(symlink(secret, alt), 0);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	test_write_file(subfile, "GOOD");
+	assert_int_equal(chmod(subfile, 0644), 0);
+	assert_int_equal(symlink(outside, subalt), 0);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* Never outlive the test, whatever it does. */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;) {
+			(void)renameat2(AT_FDCWD, target, AT_FDCWD, alt, RENAME_EXCHANGE);
+			(void)renameat2(AT_FDCWD, sub, AT_FDCWD, subalt, RENAME_EXCHANGE);
+		}
+	}
+	for (int i = 0; i < 40000 && !leaked[0]; i++) {
+		struct bg_err err = { 0 };
+		char buf[16] = { 0 };
+		int fd = imgpath_open_at(&c, i % 2 ? target : subfile, NULL, &err);
+
+		if (fd < 0) {
+			refused++;
+			continue;
+		}
+		opened++;
+		if (pread(fd, buf, sizeof(buf) - 1, 0) < 0 || strcmp(buf, "GOOD") != 0)
+			snprintf(leaked, sizeof(leaked), "%s", buf);
+		close(fd);
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	if (leaked[0])
+		fail_msg("read '%s' through a swapped path", leaked);
+	printf("race: %d opens read the good image, %d were refused\n", opened, refused);
+	/* Both outcomes happened, or the race was not a race. */
+	assert_true(opened > 0);
+	assert_true(refused > 0);
+}
+
 static void test_copy_fd(void **state)
 {
 	struct tree *t = *state;
@@ -223,6 +293,7 @@ int main(void)
 		cmocka_unit_test(test_root_check),
 		cmocka_unit_test_setup_teardown(test_open_good, tree_setup, tree_teardown),
 		cmocka_unit_test_setup_teardown(test_open_hostile, tree_setup, tree_teardown),
+		cmocka_unit_test_setup_teardown(test_open_race, tree_setup, tree_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_fd, tree_setup, tree_teardown),
 	};
 
