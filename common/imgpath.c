@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -168,6 +169,39 @@ static int check_file(const char *path, const struct stat *st, struct bg_err *er
 	return 0;
 }
 
+/*
+ * The lexical rule again on the file's canonical name against the canonical
+ * state dir: a state dir reached through a symlink (or an image dir that is
+ * one) must not make banger's private files reachable under another name.
+ */
+static int check_not_private(const struct imgpath_conf *conf, const char *path, int fd,
+			     struct bg_err *err)
+{
+	_cleanup_free_ char *state = NULL;
+	char link[64], real[PATH_MAX];
+	ssize_t n;
+
+	if (!conf->state_dir)
+		return 0;
+	state = realpath(conf->state_dir, NULL);
+	if (!state)
+		return 0; /* no state dir yet: nothing private to reach */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, real, sizeof(real) - 1);
+	if (n < 0)
+		return bg_error(err, errno, "'%s': readlink %s", path, link);
+	real[n] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {
+		_cleanup_free_ char *d = fs_path_join(state, private_dirs[i]);
+
+		if (at_or_below(real, d))
+			return bg_errorf(err, EINVAL,
+					 "'%s' is '%s', inside banger's private directory '%s'",
+					 path, real, d);
+	}
+	return 0;
+}
+
 int imgpath_open_at(const struct imgpath_conf *conf, const char *path, struct stat *ret_st,
 		    struct bg_err *err)
 {
@@ -217,6 +251,9 @@ int imgpath_open_at(const struct imgpath_conf *conf, const char *path, struct st
 	r = check_file(path, &st, err);
 	if (r < 0)
 		return r;
+	r = check_not_private(conf, path, fd, err);
+	if (r < 0)
+		return r;
 	if (fcntl(fd, F_SETFL, 0) < 0)
 		return bg_error(err, errno, "'%s': clear O_NONBLOCK", path);
 	if (ret_st)
@@ -237,23 +274,26 @@ int imgpath_copy_fd(int src_fd, const char *dst, struct bg_err *err)
 	out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (out < 0)
 		return bg_error(err, errno, "create '%s'", tmp);
-	for (;;) {
-		ssize_t n = copy_file_range(src_fd, &off, out, NULL, 1 << 30, 0);
+	for (bool rw = false;;) {
+		ssize_t n = rw ? -1 : copy_file_range(src_fd, &off, out, NULL, 1 << 30, 0);
 
-		if (n == 0)
-			break;
-		if (n < 0 &&
-		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+		if (!rw && n < 0 &&
+		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+			rw = true; /* no copy_file_range here: read and write */
+		if (rw) {
 			char buf[65536];
 
 			n = pread(src_fd, buf, sizeof(buf), off);
-			if (n > 0 && write(out, buf, (size_t)n) != n)
+			if (n > 0 && write(out, buf, (size_t)n) != n) {
+				if (errno == 0)
+					errno = EIO;
 				n = -1;
+			}
 			if (n > 0)
 				off += n;
-			if (n == 0)
-				break;
 		}
+		if (n == 0)
+			break;
 		if (n < 0) {
 			r = bg_error(err, errno, "copy to '%s'", dst);
 			goto fail;

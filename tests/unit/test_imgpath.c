@@ -265,6 +265,34 @@ static void test_open_race(void **state)
 	assert_true(refused > 0);
 }
 
+/*
+ * The state dir named through a symlink: its ssh/ is refused also under the
+ * other name, below an image dir that holds the real state dir.
+ */
+static void test_open_private_alias(void **state)
+{
+	struct tree *t = *state;
+	_cleanup_free_ char *ssh = fs_path_join(t->root, "state/ssh");
+	_cleanup_free_ char *key = fs_path_join(ssh, "id_ed25519");
+	_cleanup_free_ char *alias = fs_path_join(t->top, "alias");
+	_cleanup_free_ char *alias_state = fs_path_join(alias, "state");
+	const char *const r[] = { t->root };
+	struct imgpath_conf c = { .roots = r, .n_roots = 1, .state_dir = alias_state };
+	struct bg_err err = { 0 };
+	int fd;
+
+	assert_int_equal(fs_mkdir_p(ssh, 0700, NULL), 0);
+	test_write_file(key, "PRIVATE KEY");
+	assert_int_equal(symlink(t->root, alias), 0);
+	/* Lexically fine: the image path does not start with the state dir's name. */
+	assert_int_equal(imgpath_check(&c, key, &err), 0);
+	fd = imgpath_open_at(&c, key, NULL, &err);
+	if (fd >= 0)
+		close(fd);
+	assert_int_equal(fd, -EINVAL);
+	assert_non_null(strstr(err.msg, "inside banger's private directory"));
+}
+
 static void test_copy_fd(void **state)
 {
 	struct tree *t = *state;
@@ -294,6 +322,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_good, tree_setup, tree_teardown),
 		cmocka_unit_test_setup_teardown(test_open_hostile, tree_setup, tree_teardown),
 		cmocka_unit_test_setup_teardown(test_open_race, tree_setup, tree_teardown),
+		cmocka_unit_test_setup_teardown(test_open_private_alias, tree_setup, tree_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_fd, tree_setup, tree_teardown),
 	};
 
