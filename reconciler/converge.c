@@ -382,15 +382,6 @@ static void rootdisk_recorded(const struct conv *c, char **ret_base, char **ret_
 }
 
 /*
- * The root disk. When the spec names another image than the disk was made
- * from, the old copy-on-write layer is meaningless and is removed first (the
- * work disk is kept). A qcow2 image is resolved to its raw cache once, when
- * the disk is made; later starts keep the recorded base, so a dm snapshot
- * always sits on the origin it was made over. A root disk larger than the
- * image gets its ext filesystem grown to fill it before the guest first sees
- * it (a partitioned image is left to cloud-init's growpart in the guest).
- */
-/*
  * Open the spec's file 'path' for 'field' through the image roots; -1 in
  * ret_fd (and 0) when the daemon has none configured (unit tests).
  */
@@ -415,6 +406,15 @@ static int open_image(struct conv *c, const char *field, const char *path, unsig
 	return 0;
 }
 
+/*
+ * The root disk. When the spec names another image than the disk was made
+ * from, the old copy-on-write layer is meaningless and is removed first (the
+ * work disk is kept). A qcow2 image is resolved to its raw cache once, when
+ * the disk is made; later starts keep the recorded base, so a dm snapshot
+ * always sits on the origin it was made over. A root disk larger than the
+ * image gets its ext filesystem grown to fill it before the guest first sees
+ * it (a partitioned image is left to cloud-init's growpart in the guest).
+ */
 static int step_rootdisk(struct conv *c, struct bg_err *err)
 {
 	_cleanup_free_ char *base_m = fs_path_join(c->rec.vm_dir, "root.base");
