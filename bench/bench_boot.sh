@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ip netns exec "$ns" "$build/bangerd" --bridge "bgbb$sfx" --subnet "10.$((RANDOM % 200 + 20)).$((RANDOM % 250)).1/24" \
-	--resync 5s >"$work/bangerd.log" 2>&1 &
+	--resync 5s --image-dir "$ref" --image-dir "$deb" >"$work/bangerd.log" 2>&1 &
 daemon=$!
 bg() { ip netns exec "$ns" "$build/banger" "$@"; }
 

@@ -31,7 +31,9 @@ static void usage(FILE *f)
 		"Usage: banger apply -f PATH|DIR|- [-f ...] [--dry-run] [--wait [--timeout 5m]]\n\n"
 		"Validate VM specs and write them into the spec directory, where bangerd\n"
 		"picks them up. --wait follows each VM until it is Running (its guest\n"
-		"answers SSH) or Stopped as its spec says, or fails.\n");
+		"answers SSH) or Stopped as its spec says, or fails. --image-dir DIR\n"
+		"(repeatable, bangerd's --image-dir) refuses specs whose image, kernel or\n"
+		"initrd is not below one of them, before anything is written.\n");
 }
 
 /* The text of a document: from the stdin buffer or its file. Owned, or NULL. */
@@ -130,11 +132,13 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "wait", no_argument, NULL, 'w' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "image-dir", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	char **inputs = xcalloc((size_t)argc + 1, sizeof(*inputs));
-	size_t n_inputs = 0;
+	_cleanup_free_ char **image_dirs = xcalloc((size_t)argc + 1, sizeof(*image_dirs));
+	size_t n_inputs = 0, n_image_dirs = 0;
 	bool dry_run = false, wait = false;
 	int64_t timeout_ms = DEFAULT_TIMEOUT_MS;
 	struct spec_set in, dir;
@@ -156,6 +160,9 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 			break;
 		case 'n':
 			dry_run = true;
+			break;
+		case 'I':
+			image_dirs[n_image_dirs++] = optarg;
 			break;
 		case 'w':
 			wait = true;
@@ -195,6 +202,13 @@ int cmd_apply(const struct cli_ctx *ctx, int argc, char **argv)
 		cli_print_diags(&in);
 		cli_error("nothing applied: %zu error(s)", in.n_diags);
 		rc = CLI_EXIT_FAIL;
+		goto out_in;
+	}
+	r = cli_check_image_paths(&in, image_dirs, n_image_dirs, ctx->state_dir);
+	if (r != 0) {
+		if (r > 0)
+			cli_error("nothing applied: %d error(s)", r);
+		rc = r < 0 ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
 		goto out_in;
 	}
 	if (in.n_specs == 0) {

@@ -26,6 +26,8 @@ static void usage(FILE *f)
 		"Errors are printed as FILE:LINE:COLUMN: message.\n\n"
 		"Options:\n"
 		"  -f, --filename PATH   file, directory or - to check (repeatable)\n"
+		"  --image-dir DIR       also check that images, kernels and initrds are\n"
+		"                        below DIR (bangerd's --image-dir; repeatable)\n"
 		"  -h, --help            this help\n\n"
 		"Exit status: 0 when every spec is valid, 1 when any is not, 2 on usage errors.\n");
 }
@@ -34,22 +36,29 @@ int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "filename", required_argument, NULL, 'f' },
+		{ "image-dir", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	_cleanup_free_ char **paths = NULL;
+	_cleanup_free_ char **image_dirs = NULL;
+	size_t n_image_dirs = 0;
 	_cleanup_free_ char *stdin_data = NULL;
 	size_t stdin_len = 0;
 	struct spec_set set;
 	size_t n_paths = 0;
 	int c, r;
 
-	(void)ctx;
 	while ((c = getopt_long(argc, argv, "f:h", options, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			paths = xreallocarray(paths, n_paths + 1, sizeof(*paths));
 			paths[n_paths++] = optarg;
+			break;
+		case 'I':
+			image_dirs =
+				xreallocarray(image_dirs, n_image_dirs + 1, sizeof(*image_dirs));
+			image_dirs[n_image_dirs++] = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -82,6 +91,11 @@ int cmd_validate(const struct cli_ctx *ctx, int argc, char **argv)
 		}
 		spec_set_release(&set);
 		return CLI_EXIT_FAIL;
+	}
+	r = cli_check_image_paths(&set, image_dirs, n_image_dirs, ctx->state_dir);
+	if (r != 0) {
+		spec_set_release(&set);
+		return r < 0 ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
 	}
 	printf("%zu VM%s valid%s", set.n_specs, set.n_specs == 1 ? "" : "s",
 	       set.n_specs ? ": " : "");

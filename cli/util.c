@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/imgpath.h"
 #include "common/fs.h"
 #include "common/paths.h"
 #include "common/timeutil.h"
@@ -353,4 +354,32 @@ void cli_print_diags(const struct spec_set *set)
 
 		fprintf(stderr, "%s\n", line);
 	}
+}
+
+int cli_check_image_paths(const struct spec_set *set, char *const *dirs, size_t n,
+			  const char *state_dir)
+{
+	struct imgpath_conf conf = { .roots = (const char *const *)dirs,
+				     .n_roots = n,
+				     .state_dir = state_dir };
+	struct bg_err err = { 0 };
+	int errors = 0;
+
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (imgpath_root_check(dirs[i], state_dir, &err) < 0) {
+			cli_error("--image-dir: %s", err.msg);
+			return -EINVAL;
+		}
+	for (size_t i = 0; i < set->n_specs; i++) {
+		_cleanup_free_ char *msg = spec_check_image_paths(set->specs[i], &conf);
+
+		if (!msg)
+			continue;
+		fputs(msg, stderr);
+		for (const char *p = msg; *p; p++)
+			errors += *p == '\n';
+	}
+	return errors;
 }

@@ -91,4 +91,14 @@ int cli_load_inputs(struct spec_set *set, char *const *paths, size_t n, char **r
 /* Print every diagnostic of the set to stderr as FILE:LINE:COL: msg. */
 void cli_print_diags(const struct spec_set *set);
 
+/*
+ * --image-dir: check every spec's rootfs.image, kernel.path and
+ * kernel.initrd against the image dirs 'dirs' (the daemon's --image-dir)
+ * and state_dir, printing each bad one as FILE:LINE:COL: field: rule.
+ * n == 0 checks nothing. Returns the number of errors, or -EINVAL (printed)
+ * when a dir itself is not a valid image dir.
+ */
+int cli_check_image_paths(const struct spec_set *set, char *const *dirs, size_t n,
+			  const char *state_dir);
+
 #endif

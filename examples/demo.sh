@@ -44,7 +44,8 @@ step "starting bangerd (state in $work/state, network namespace $ns)"
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 mkdir -p "$BANGER_SPEC_DIR"
-ip netns exec "$ns" "$bangerd" --resync 10s >"$work/bangerd.log" 2>&1 &
+ip netns exec "$ns" "$bangerd" --resync 10s --image-dir /var/lib/banger/images \
+	>"$work/bangerd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
 	[ -e "$work/state/banger.db" ] && break

@@ -16,6 +16,7 @@
 #include "common/cleanup.h"
 #include "common/digest.h"
 #include "common/fs.h"
+#include "common/imgpath.h"
 #include "common/log.h"
 #include "common/paths.h"
 #include "common/str.h"
@@ -390,6 +391,31 @@ static void rootdisk_recorded(const struct conv *c, char **ret_base, char **ret_
 }
 
 /*
+ * Open the spec's file 'path' for 'field' through the image roots; -1 in
+ * ret_fd (and 0) when the daemon has none configured (unit tests).
+ */
+static int open_image(struct conv *c, const char *field, const char *path, unsigned line,
+		      unsigned col, int *ret_fd, struct bg_err *err)
+{
+	const struct vm_spec *s = c->spec;
+	int fd;
+
+	*ret_fd = -1;
+	if (!c->env->images)
+		return 0;
+	fd = imgpath_open_at(c->env->images, path, NULL, err);
+	if (fd < 0) {
+		/* Where the spec says it, when the spec came from a file. */
+		if (s->source_file && line)
+			return bg_err_wrap(err, "%s:%u:%u: spec.%s", s->source_file, line, col,
+					   field);
+		return bg_err_wrap(err, "spec.%s", field);
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/*
  * The root disk. When the spec names another image than the disk was made
  * from, the old copy-on-write layer is meaningless and is removed first (the
  * work disk is kept). A qcow2 image is resolved to its raw cache once, when
@@ -404,6 +430,7 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 	_cleanup_free_ char *image_m = fs_path_join(c->rec.vm_dir, "root.image");
 	_cleanup_free_ char *old_base = NULL;
 	_cleanup_free_ char *old_image = NULL;
+	_cleanup_close_ int image_fd = -1;
 	char base[4096];
 	struct host_vm hv;
 	int mode, r;
@@ -413,6 +440,18 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 		return bg_errorf(err, EINVAL, "unknown disk mode '%s'", c->rec.disk_mode);
 	host_vm_of(c, &hv);
 	rootdisk_recorded(c, &old_base, &old_image);
+	/*
+	 * The spec's image is opened (and checked) before anything is done with
+	 * it, even before an old disk is replaced for it, unless the disk stays
+	 * on its recorded base and that base is a converted cache of banger's own.
+	 */
+	if (!old_base || !old_image || strcmp(old_image, c->spec->rootfs_image) != 0 ||
+	    strcmp(old_base, c->spec->rootfs_image) == 0 || !fs_exists(old_base)) {
+		r = open_image(c, "rootfs.image", c->spec->rootfs_image, c->spec->rootfs_image_line,
+			       c->spec->rootfs_image_col, &image_fd, err);
+		if (r < 0)
+			return r;
+	}
 	if (old_image && strcmp(old_image, c->spec->rootfs_image) != 0) {
 		hv.rootfs_image = old_base;
 		r = c->env->host->rootdisk_remove(&hv, err);
@@ -429,12 +468,17 @@ static int step_rootdisk(struct conv *c, struct bg_err *err)
 	if (old_base && fs_exists(old_base)) {
 		(void)str_copy(base, sizeof(base), old_base);
 	} else {
-		r = c->env->host->baseimg_resolve(c->env->state_dir, c->spec->rootfs_image, base,
-						  err);
+		r = c->env->host->baseimg_resolve(c->env->state_dir, c->spec->rootfs_image,
+						  image_fd, base, err);
 		if (r < 0)
 			return r;
 	}
 	hv.rootfs_image = base;
+	if (image_fd >= 0 && strcmp(base, c->spec->rootfs_image) == 0) {
+		/* A raw image: the disk is made from the checked fd, never the path. */
+		hv.rootfs_has_fd = true;
+		hv.rootfs_fd = image_fd;
+	}
 	r = c->env->host->rootdisk_ensure(&hv, (enum disk_mode)mode, &c->disk, err);
 	if (r < 0)
 		return r;
@@ -680,8 +724,40 @@ static int adopt_or_replace(struct conv *c, const struct vm_handles *h, struct b
 	return save(c, err);
 }
 
+/*
+ * The VMM's copy of the spec's kernel or initrd ('field', at 'path'): read
+ * from the checked fd into <vm_dir>/<name> (0600), so the VMM never opens a
+ * path a spec author chose. NULL path: NULL. No image roots (unit tests):
+ * the path itself.
+ */
+static int stage_boot_file(struct conv *c, const char *field, const char *path, unsigned line,
+			   unsigned col, const char *name, char **ret, struct bg_err *err)
+{
+	_cleanup_free_ char *dst = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	*ret = NULL;
+	if (!path)
+		return 0;
+	if (!c->env->images) {
+		*ret = xstrdup(path);
+		return 0;
+	}
+	r = open_image(c, field, path, line, col, &fd, err);
+	if (r < 0)
+		return r;
+	dst = fs_path_join(c->rec.vm_dir, name);
+	r = imgpath_copy_fd(fd, dst, err);
+	if (r < 0)
+		return bg_err_wrap(err, "spec.%s", field);
+	*ret = TAKE_PTR(dst);
+	return 0;
+}
+
 static int step_launch(struct conv *c, struct bg_err *err)
 {
+	_cleanup_free_ char *kernel = NULL, *initrd = NULL;
 	_cleanup_free_ char *args = NULL;
 	_cleanup_free_ char *seed = NULL;
 	const struct vmm_driver *drv;
@@ -723,8 +799,18 @@ static int step_launch(struct conv *c, struct bg_err *err)
 		r = guest_args(c, c->spec->kernel_args, &args, err);
 	if (r < 0)
 		return r;
+	r = stage_boot_file(c, "kernel.path", c->spec->kernel_path, c->spec->kernel_path_line,
+			    c->spec->kernel_path_col, "kernel", &kernel, err);
+	if (r >= 0)
+		r = stage_boot_file(c, "kernel.initrd", c->spec->kernel_initrd,
+				    c->spec->kernel_initrd_line, c->spec->kernel_initrd_col,
+				    "initrd", &initrd, err);
+	if (r < 0)
+		return r;
 	seed = seed_path(c);
 	converge_vmm_config(&c->rec, c->spec, c->tap, &cfg);
+	cfg.kernel = kernel;
+	cfg.initrd = initrd;
 	cfg.guest_args = args;
 	cfg.seed_disk = seed;
 	cfg.root_disk = c->disk.path;

@@ -33,6 +33,8 @@
 #include "reconciler/store.h"
 #include "reconciler/vmm/vmm.h"
 
+struct imgpath_conf;
+
 struct converge_env {
 	struct store *store;
 	struct handles_cache *handles;
@@ -47,6 +49,14 @@ struct converge_env {
 	int stop_grace_ms;		   /* graceful shutdown deadline before SIGTERM */
 	const char *const *binaries;	   /* [enum vmm_kind]: VMM binary overrides, may be NULL */
 	const struct vmm_sandbox *sandbox; /* VMM confinement (vmm_sandbox.h); NULL: none */
+	/*
+	 * Where spec-named files (rootfs.image, kernel.path, kernel.initrd) may
+	 * be (common/imgpath): each is opened through it and used by fd; the
+	 * kernel and initrd are copied into <vm_dir>/kernel and <vm_dir>/initrd
+	 * (0600) and the VMM is given the copies. NULL only for unit tests with
+	 * a fake host, where the paths are used as they are.
+	 */
+	const struct imgpath_conf *images;
 
 	/*
 	 * Choose the driver for a VM: 'kind' from its spec, 'recorded' the driver

@@ -179,6 +179,29 @@ static void guest_nameservers(struct daemon *d)
 	log_info("guest DNS: no usable nameserver in /etc/resolv.conf");
 }
 
+/*
+ * The image roots must stay clear of banger's private dirs, also once
+ * symlinks in them are followed (the root is opened following them).
+ */
+static int check_image_dirs(const struct daemon_config *cfg, struct bg_err *err)
+{
+	_cleanup_free_ char *state_real = realpath(cfg->state_dir, NULL);
+
+	for (size_t i = 0; i < cfg->n_image_dirs; i++) {
+		_cleanup_free_ char *real = realpath(cfg->image_dirs[i], NULL);
+		int r = imgpath_root_check(cfg->image_dirs[i], cfg->state_dir, err);
+
+		if (r >= 0 && real && state_real && strcmp(real, cfg->image_dirs[i]) != 0)
+			r = imgpath_root_check(real, state_real, err);
+		if (r < 0)
+			return bg_err_wrap(err, "--image-dir");
+		if (!real)
+			log_warn("image directory '%s': %s (specs naming files below it will fail)",
+				 cfg->image_dirs[i], strerror(errno));
+	}
+	return 0;
+}
+
 int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err *err)
 {
 	_cleanup_free_ char *db = NULL, *ssh_dir = NULL;
@@ -199,6 +222,9 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 		return r;
 	fix_dir_mode(cfg->state_dir);
 	fix_dir_mode(ssh_dir);
+	r = check_image_dirs(cfg, err);
+	if (r < 0)
+		return r;
 	db = paths_db(cfg->state_dir);
 	r = store_open(db, STORE_READ_WRITE, &d->store, err);
 	if (r < 0)
@@ -248,6 +274,12 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	d->env.stop_grace_ms = cfg->stop_grace_ms;
 	d->env.binaries = d->cfg.binaries;
 	d->env.sandbox = &d->sandbox;
+	if (cfg->n_image_dirs) {
+		d->images.roots = cfg->image_dirs;
+		d->images.n_roots = cfg->n_image_dirs;
+		d->images.state_dir = cfg->state_dir;
+		d->env.images = &d->images;
+	}
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
 	if (cfg->nat)

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "common/err.h"
+#include "common/imgpath.h"
 #include "reconciler/converge.h"
 #include "reconciler/handles.h"
 #include "reconciler/host/host.h"
@@ -47,6 +48,14 @@ struct daemon_config {
 	const char *vmm_uids; /* --vmm-uids START:COUNT|off; NULL: VMM_SANDBOX_DEFAULT_UIDS */
 	bool nat;
 	int stop_grace_ms;
+	/*
+	 * --image-dir: the only directories spec-named images, kernels and
+	 * initrds may be below (common/imgpath). None: no confinement, for unit
+	 * tests with a fake host only; bangerd always passes at least
+	 * IMGPATH_DEFAULT_ROOT.
+	 */
+	const char *const *image_dirs;
+	size_t n_image_dirs;
 	const struct host_ops *host; /* NULL: host_ops_linux */
 };
 
@@ -63,6 +72,7 @@ struct daemon {
 	struct handles_cache *handles;
 	struct converge_env env;
 	struct vmm_sandbox sandbox; /* VMM uids and confinement (env.sandbox) */
+	struct imgpath_conf images; /* from cfg.image_dirs and state_dir */
 	char *known_hosts;
 	char *client_key;
 	char *client_pubkey;

@@ -72,6 +72,8 @@ static void usage(FILE *f)
 		"  --qemu PATH           qemu-system-x86_64 binary (default: in PATH)\n"
 		"  --vmm-uids START:COUNT|off  a VMM runs as a uid of its own from this range\n"
 		"                        (default " VMM_SANDBOX_DEFAULT_UIDS "); off: as root\n"
+		"  --image-dir DIR       spec images, kernels and initrds must be below DIR\n"
+		"                        (repeatable; default " IMGPATH_DEFAULT_ROOT ")\n"
 		"  --skip-kvm-check      accept the firecracker binary without usable KVM\n"
 		"                        (for the test stand-in only)\n"
 		"  --stop-timeout SECONDS  graceful shutdown deadline for guests (default %d)\n"
@@ -387,6 +389,7 @@ int main(int argc, char **argv)
 		{ "vmm", required_argument, NULL, 'm' },
 		{ "firecracker", required_argument, NULL, 'f' },
 		{ "qemu", required_argument, NULL, 'q' },
+		{ "image-dir", required_argument, NULL, 'I' },
 		{ "skip-kvm-check", no_argument, NULL, 'K' },
 		{ "vmm-uids", required_argument, NULL, 'U' },
 		{ "stop-timeout", required_argument, NULL, 't' },
@@ -405,6 +408,8 @@ int main(int argc, char **argv)
 		.stop_grace_ms = DAEMON_DEFAULT_STOP_GRACE_MS,
 	};
 	const char *spec_flag = NULL, *state_flag = NULL;
+	_cleanup_strv_free_ char **image_dirs = NULL;
+	size_t n_image_dirs = 0;
 	_cleanup_free_ char *spec_dir = NULL, *state_dir = NULL;
 	struct daemon d;
 	struct loop l;
@@ -462,6 +467,11 @@ int main(int argc, char **argv)
 		case 'q':
 			cfg.binaries[VMM_QEMU] = optarg;
 			break;
+		case 'I':
+			image_dirs = xreallocarray(image_dirs, n_image_dirs + 2, sizeof(char *));
+			image_dirs[n_image_dirs++] = paths_absolute(xstrdup(optarg));
+			image_dirs[n_image_dirs] = NULL;
+			break;
 		case 'K':
 			cfg.skip_kvm_check = true;
 			break;
@@ -515,6 +525,12 @@ int main(int argc, char **argv)
 	state_dir = paths_absolute(paths_state_dir(state_flag));
 	cfg.spec_dir = spec_dir;
 	cfg.state_dir = state_dir;
+	if (!n_image_dirs) {
+		image_dirs = xcalloc(2, sizeof(char *));
+		image_dirs[n_image_dirs++] = xstrdup(IMGPATH_DEFAULT_ROOT);
+	}
+	cfg.image_dirs = (const char *const *)image_dirs;
+	cfg.n_image_dirs = n_image_dirs;
 	if (failpoint_armed())
 		log_warn("failpoint '%s' is armed", failpoint_armed());
 

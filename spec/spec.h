@@ -152,7 +152,23 @@ struct vm_spec {
 	size_t source_end;    /* so 'banger apply' can replace it in place */
 	unsigned name_line;   /* where metadata.name's value is, 1-based; */
 	unsigned name_col;    /* 0 when unknown (parsed from JSON) */
+	/* Where the values of kernel.path, kernel.initrd and rootfs.image are
+	 * (same convention), for spec_check_image_paths(). */
+	unsigned kernel_path_line, kernel_path_col;
+	unsigned kernel_initrd_line, kernel_initrd_col;
+	unsigned rootfs_image_line, rootfs_image_col;
 };
+
+struct imgpath_conf;
+
+/*
+ * The image files 'spec' names (rootfs.image, kernel.path, kernel.initrd)
+ * against the image roots in 'conf' (common/imgpath's lexical rules, no
+ * file is opened). NULL when all pass; else an owned string with one line
+ * per bad field, "FILE:LINE:COL: spec.rootfs.image: <rule>" (FILE and the
+ * position as far as known), each ending in '\n'.
+ */
+char *spec_check_image_paths(const struct vm_spec *spec, const struct imgpath_conf *conf);
 
 /* Free a spec and everything it owns. NULL is fine. */
 void vm_spec_free(struct vm_spec *spec);

@@ -16,6 +16,7 @@
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/digest.h"
+#include "common/imgpath.h"
 #include "common/xalloc.h"
 #include "spec/internal.h"
 
@@ -1013,16 +1014,25 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 		s->name = TAKE_PTR(shown);
 		break;
 	case SPEC_F_KERNEL_PATH:
-		if (check_path(b, f, text, len, loc))
+		if (check_path(b, f, text, len, loc)) {
 			set_string(&s->kernel_path, text, len);
+			s->kernel_path_line = loc.line;
+			s->kernel_path_col = loc.col;
+		}
 		break;
 	case SPEC_F_KERNEL_INITRD:
-		if (check_path(b, f, text, len, loc))
+		if (check_path(b, f, text, len, loc)) {
 			set_string(&s->kernel_initrd, text, len);
+			s->kernel_initrd_line = loc.line;
+			s->kernel_initrd_col = loc.col;
+		}
 		break;
 	case SPEC_F_ROOTFS_IMAGE:
-		if (check_path(b, f, text, len, loc))
+		if (check_path(b, f, text, len, loc)) {
 			set_string(&s->rootfs_image, text, len);
+			s->rootfs_image_line = loc.line;
+			s->rootfs_image_col = loc.col;
+		}
 		break;
 	case SPEC_F_KERNEL_ARGS:
 		if (!check_text(b, f, text, len, loc))
@@ -1261,4 +1271,36 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 const char *spec_builder_name(const struct spec_builder *b)
 {
 	return b->spec ? b->spec->name : NULL;
+}
+
+static void check_image_path(struct buf *out, const struct vm_spec *spec, const char *field,
+			     const char *path, unsigned line, unsigned col,
+			     const struct imgpath_conf *conf)
+{
+	struct bg_err err = { 0 };
+
+	if (!path || imgpath_check(conf, path, &err) >= 0)
+		return;
+	buf_adds(out, spec->source_file ? spec->source_file : "<spec>");
+	if (line)
+		buf_addf(out, ":%u:%u", line, col);
+	buf_addf(out, ": %s: %s\n", field, err.msg);
+}
+
+char *spec_check_image_paths(const struct vm_spec *spec, const struct imgpath_conf *conf)
+{
+	struct buf out;
+
+	buf_init(&out);
+	check_image_path(&out, spec, "spec.kernel.path", spec->kernel_path, spec->kernel_path_line,
+			 spec->kernel_path_col, conf);
+	check_image_path(&out, spec, "spec.kernel.initrd", spec->kernel_initrd,
+			 spec->kernel_initrd_line, spec->kernel_initrd_col, conf);
+	check_image_path(&out, spec, "spec.rootfs.image", spec->rootfs_image,
+			 spec->rootfs_image_line, spec->rootfs_image_col, conf);
+	if (!out.len) {
+		buf_release(&out);
+		return NULL;
+	}
+	return buf_detach(&out, NULL);
 }

@@ -500,8 +500,8 @@ out:
 	return r;
 }
 
-int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path[4096],
-			 struct bg_err *err)
+int host_baseimg_resolve(const char *state_dir, const char *image, int image_fd,
+			 char ret_path[4096], struct bg_err *err)
 {
 	_cleanup_free_ char *abs_state = NULL;
 	_cleanup_close_ int fd = -1;
@@ -515,7 +515,8 @@ int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path
 				 image ? image : "");
 	if (!state_dir || !*state_dir)
 		return bg_errorf(err, EINVAL, "base image: no state directory");
-	fd = open(image, O_RDONLY | O_CLOEXEC);
+	fd = image_fd >= 0 ? fcntl(image_fd, F_DUPFD_CLOEXEC, 3)
+			   : open(image, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return bg_error(err, errno, "rootfs image '%s'", image);
 	if (fstat(fd, &st) < 0)

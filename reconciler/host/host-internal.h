@@ -182,6 +182,14 @@ int host_antispoof_foreach(int (*cb)(const char *bridge, const char *tap, void *
  */
 int host_loop_attach(const char *path, bool read_only, char ret_dev[HOST_LOOP_DEV_MAX],
 		     struct bg_err *err);
+/*
+ * host_loop_attach() of an already open file: LOOP_CONFIGURE takes 'file_fd'
+ * itself (borrowed; the loop keeps its own reference), so the loop is over
+ * exactly the file the caller checked, whatever 'name' (for lo_file_name and
+ * messages) now points to. read_only needs no more than an O_RDONLY fd.
+ */
+int host_loop_attach_fd(int file_fd, const char *name, bool read_only,
+			char ret_dev[HOST_LOOP_DEV_MAX], struct bg_err *err);
 
 /*
  * Call cb for every attached loop device with its "/dev/loopN" and backing
@@ -342,8 +350,8 @@ bool host_baseimg_key_parse(const char *line, struct host_baseimg_key *ret);
 
 bool host_baseimg_key_equal(const struct host_baseimg_key *a, const struct host_baseimg_key *b);
 
-int host_baseimg_resolve(const char *state_dir, const char *image, char ret_path[4096],
-			 struct bg_err *err);
+int host_baseimg_resolve(const char *state_dir, const char *image, int image_fd,
+			 char ret_path[4096], struct bg_err *err);
 
 /* ---- leak finder (gc.c) ----------------------------------------------------- */
 

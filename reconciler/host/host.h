@@ -44,6 +44,14 @@ struct host_vm {
 	const char *id;		  /* 8 hex chars */
 	const char *vm_dir;	  /* <state>/vms/<id>, exists */
 	const char *rootfs_image; /* read-only base image */
+	/*
+	 * With rootfs_has_fd, rootfs_fd (borrowed, O_RDONLY) is that image,
+	 * opened and checked by the caller (common/imgpath): rootdisk_ensure
+	 * stats, copies, reflinks and loop-attaches this fd and never opens
+	 * rootfs_image, which then only names it in messages.
+	 */
+	bool rootfs_has_fd;
+	int rootfs_fd;
 	uint64_t rootfs_size_mib; /* 0: the image's size */
 	const char *cow_disk;	  /* per-VM file: dm COW store, or the root disk copy */
 	const char *work_disk;	  /* NULL: none */
@@ -161,10 +169,12 @@ struct host_ops {
 	 * backing file or an external data file (either could reach other files
 	 * of the host) is refused with -EINVAL. Nothing partial is ever left
 	 * under the cache's name. May take as long as the conversion (tens of
-	 * seconds for a cloud image) when the cache is missing.
+	 * seconds for a cloud image) when the cache is missing. image_fd >= 0:
+	 * the image opened and checked by the caller (borrowed), read instead of
+	 * opening 'image', which then only names it.
 	 */
-	int (*baseimg_resolve)(const char *state_dir, const char *image, char ret_path[4096],
-			       struct bg_err *err);
+	int (*baseimg_resolve)(const char *state_dir, const char *image, int image_fd,
+			       char ret_path[4096], struct bg_err *err);
 	/*
 	 * Grow the ext2/3/4 filesystem that fills the root disk 'path' (the
 	 * host_disk.path of rootdisk_ensure: a file, or /dev/mapper/banger-<id>)

@@ -116,11 +116,19 @@ static char *resolve(const char *path)
 int host_loop_attach(const char *path, bool read_only, char ret_dev[HOST_LOOP_DEV_MAX],
 		     struct bg_err *err)
 {
-	_cleanup_close_ int file = -1, ctl = -1;
+	_cleanup_close_ int file = -1;
 
 	file = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (file < 0)
 		return bg_error(err, errno, "open '%s'", path);
+	return host_loop_attach_fd(file, path, read_only, ret_dev, err);
+}
+
+int host_loop_attach_fd(int file, const char *path, bool read_only, char ret_dev[HOST_LOOP_DEV_MAX],
+			struct bg_err *err)
+{
+	_cleanup_close_ int ctl = -1;
+
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
 		return bg_error(err, errno, "open /dev/loop-control");

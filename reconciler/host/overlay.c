@@ -523,7 +523,7 @@ static int rootdisk_target(const struct host_vm *vm, uint64_t *ret_image, uint64
 	if (!vm->rootfs_image || vm->rootfs_image[0] != '/')
 		return bg_errorf(err, EINVAL, "vm %s: the rootfs image path must be absolute",
 				 vm->id);
-	if (stat(vm->rootfs_image, &st) < 0)
+	if ((vm->rootfs_has_fd ? fstat(vm->rootfs_fd, &st) : stat(vm->rootfs_image, &st)) < 0)
 		return bg_error(err, errno, "rootfs image '%s'", vm->rootfs_image);
 	if (!S_ISREG(st.st_mode))
 		return bg_errorf(err, EINVAL, "rootfs image '%s' is not a regular file",
@@ -634,7 +634,10 @@ static int rootdisk_file_ensure(const struct host_vm *vm, enum disk_mode mode, u
 	r = unlink_missing_ok(tmp, err);
 	if (r < 0)
 		return r;
-	src = open(vm->rootfs_image, O_RDONLY | O_CLOEXEC);
+	if (vm->rootfs_has_fd)
+		src = fcntl(vm->rootfs_fd, F_DUPFD_CLOEXEC, 3);
+	else
+		src = open(vm->rootfs_image, O_RDONLY | O_CLOEXEC);
 	if (src < 0)
 		return bg_error(err, errno, "open rootfs image '%s'", vm->rootfs_image);
 	dst = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -759,7 +762,11 @@ static int rootdisk_dm_ensure(const struct host_vm *vm, uint64_t image_bytes, ui
 		    ftruncate(fd, (off_t)host_cow_store_size(size)) < 0)
 			return bg_error(err, errno, "size COW file '%s'", vm->cow_disk);
 	}
-	base_fd = host_loop_attach(vm->rootfs_image, true, base_loop, err);
+	if (vm->rootfs_has_fd)
+		base_fd =
+			host_loop_attach_fd(vm->rootfs_fd, vm->rootfs_image, true, base_loop, err);
+	else
+		base_fd = host_loop_attach(vm->rootfs_image, true, base_loop, err);
 	if (base_fd < 0)
 		return base_fd;
 	cow_fd = host_loop_attach(vm->cow_disk, false, cow_loop, err);

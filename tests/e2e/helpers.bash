@@ -55,8 +55,12 @@ start_daemon() {
 	[[ " $* " != *" ${QEMU_WRAP:-/nonexistent} "* ]] || set -- "$@" --vmm-uids off
 	# 'ip netns exec' execs bangerd, so $! is bangerd's own pid. fd 3 is bats'
 	# output: a daemon must not hold it, or bats waits for it forever.
+	# Spec-named images may only be below --image-dir: the guest images and
+	# this test's work dir (which holds the state dir: its vms/ and ssh/ stay
+	# refused by the path rule).
 	ip netns exec "$NS" "$BANGERD_BIN" --bridge "$BRIDGE" --subnet "$SUBNET" --resync 5s \
-		--stop-timeout 20s -v "$@" >>"$WORK/bangerd.log" 2>&1 3>&- &
+		--stop-timeout 20s --image-dir "$IMAGE" --image-dir "$TOP/build/image-debian" \
+		--image-dir "$WORK" -v "$@" >>"$WORK/bangerd.log" 2>&1 3>&- &
 	DAEMON_PID=$!
 	wait_for 30 daemon_fresh || {
 		tail -n 30 "$WORK/bangerd.log"

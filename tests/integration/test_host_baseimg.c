@@ -112,20 +112,21 @@ static void test_raw_is_itself(void **state)
 
 	if (skip_reason)
 		skip();
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->raw, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->raw, -1, path, &err), 0);
 	assert_string_equal(path, f->raw);
 	/* Nothing is made for a raw image. */
 	assert_false(hosttest_exists(f->images));
 	/* Bad input. */
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, "rel.img", path, &err), -EINVAL);
-	assert_int_equal(host_ops_linux.baseimg_resolve("", f->qcow2, path, &err), -EINVAL);
-	assert_int_equal(host_ops_linux.baseimg_resolve("no/such/state", f->qcow2, path, &err),
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, "rel.img", -1, path, &err),
+			 -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve("", f->qcow2, -1, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve("no/such/state", f->qcow2, -1, path, &err),
 			 -ENOENT);
 	assert_int_equal(
-		host_ops_linux.baseimg_resolve(f->state, "/nonexistent/x.qcow2", path, &err),
+		host_ops_linux.baseimg_resolve(f->state, "/nonexistent/x.qcow2", -1, path, &err),
 		-ENOENT);
 	assert_non_null(strstr(err.msg, "/nonexistent/x.qcow2"));
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->dir, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->dir, -1, path, &err), -EINVAL);
 }
 
 static void test_qcow2_cache(void **state)
@@ -141,7 +142,7 @@ static void test_qcow2_cache(void **state)
 
 	if (skip_reason)
 		skip();
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	printf("resolved %s -> %s\n", f->qcow2, path);
 	assert_string_equal(path, want);
 	/* The cache holds exactly the image's raw content, privately. */
@@ -159,7 +160,7 @@ static void test_qcow2_cache(void **state)
 	assert_int_equal(count_prefixed(f->images, ".tmp-"), 0);
 
 	/* Resolved again: the same file, not converted again (same inode and mtime). */
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path2, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path2, &err), 0);
 	assert_string_equal(path2, want);
 	assert_int_equal(stat(path2, &st2), 0);
 	assert_int_equal(st1.st_ino, st2.st_ino);
@@ -177,7 +178,7 @@ static void test_qcow2_cache(void **state)
 	sha2 = file_sha(f->qcow2);
 	want2 = xasprintf("%s/%s.raw", f->images, sha2);
 	assert_string_not_equal(sha, sha2);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path2, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path2, &err), 0);
 	assert_string_equal(path2, want2);
 	assert_int_equal(hosttest_sh("cmp %s %s", f->raw, path2), 0);
 	assert_true(hosttest_exists(want));
@@ -188,7 +189,7 @@ static void test_qcow2_cache(void **state)
 	{
 		_cleanup_free_ char *copy = xasprintf("%s/copy.qcow2", f->dir);
 
-		assert_int_equal(host_ops_linux.baseimg_resolve(f->state, copy, path, &err), 0);
+		assert_int_equal(host_ops_linux.baseimg_resolve(f->state, copy, -1, path, &err), 0);
 		assert_string_equal(path, want2);
 	}
 	assert_int_equal(count_prefixed(f->images, ""), 4); /* two .raw, two .src */
@@ -198,7 +199,8 @@ static void test_qcow2_cache(void **state)
 		_cleanup_free_ char *abs = realpath(want2, NULL);
 
 		assert_int_equal(chdir(f->dir), 0);
-		assert_int_equal(host_ops_linux.baseimg_resolve("state", f->qcow2, path, &err), 0);
+		assert_int_equal(host_ops_linux.baseimg_resolve("state", f->qcow2, -1, path, &err),
+				 0);
 		assert_int_equal(chdir("/"), 0);
 		assert_non_null(abs);
 		assert_string_equal(path, abs);
@@ -220,20 +222,20 @@ static void test_hash_remembered(void **state)
 
 	if (skip_reason)
 		skip();
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	assert_int_equal(hosttest_sh("cd %s && mv %s.src %s.src && echo fake > %s.raw", f->images,
 				     sha, other, other),
 			 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	assert_non_null(strstr(path, other));
 	/* Once that cache is gone, the image is read and hashed again, and converted. */
 	assert_int_equal(hosttest_sh("cd %s && rm %s.raw %s.raw", f->images, other, sha), 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	assert_non_null(strstr(path, sha));
 	assert_int_equal(hosttest_sh("cmp %s %s", f->raw, path), 0);
 	/* A touched image (same content) is hashed again, and finds the same cache. */
 	assert_int_equal(hosttest_sh("touch %s", f->qcow2), 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	assert_non_null(strstr(path, sha));
 	assert_int_equal(count_prefixed(f->images, ".tmp-"), 0);
 }
@@ -252,7 +254,8 @@ static void test_refused(void **state)
 	/* A backing file: refused, naming it, before anything is read or made. */
 	assert_int_equal(
 		hosttest_sh("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", f->qcow2, overlay), 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, overlay, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, overlay, -1, path, &err),
+			 -EINVAL);
 	printf("backing file: %s\n", err.msg);
 	assert_non_null(strstr(err.msg, "backing file"));
 	assert_non_null(strstr(err.msg, f->qcow2));
@@ -261,7 +264,8 @@ static void test_refused(void **state)
 	assert_int_equal(hosttest_sh("qemu-img create -q -f qcow2 -o data_file=%s/ext.data %s 16M",
 				     f->dir, datafile),
 			 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, datafile, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, datafile, -1, path, &err),
+			 -EINVAL);
 	printf("data file: %s\n", err.msg);
 	assert_non_null(strstr(err.msg, "external data file"));
 	/* A qcow2 whose L1 table offset is invalid: qemu-img fails; no cache, no temp file. */
@@ -269,13 +273,13 @@ static void test_refused(void **state)
 				     "dd of=%s bs=1 seek=40 conv=notrunc 2>/dev/null",
 				     f->qcow2, broken, broken),
 			 0);
-	assert_true(host_ops_linux.baseimg_resolve(f->state, broken, path, &err) < 0);
+	assert_true(host_ops_linux.baseimg_resolve(f->state, broken, -1, path, &err) < 0);
 	printf("broken: %s\n", err.msg);
 	assert_non_null(strstr(err.msg, "qemu-img"));
 	assert_int_equal(count_prefixed(f->images, ""), 0);
 	/* A file with the magic and nothing else. */
 	test_write_file(broken, "QFI\xfb");
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, broken, path, &err), -EINVAL);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, broken, -1, path, &err), -EINVAL);
 	assert_int_equal(count_prefixed(f->images, ""), 0);
 }
 
@@ -302,7 +306,7 @@ static void test_gc(void **state)
 	if (skip_reason)
 		skip();
 	/* Three caches: one a VM dir names, one nothing names, one under a loop device. */
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, f->qcow2, -1, path, &err), 0);
 	used = xstrdup(path);
 	test_unique_suffix(id, 8);
 	vm_dir = xasprintf("%s/vms/%s", f->state, id);
@@ -311,12 +315,12 @@ static void test_gc(void **state)
 	test_write_file(base, used);
 	other = xasprintf("%s/other.qcow2", f->dir);
 	assert_int_equal(hosttest_sh("qemu-img create -q -f qcow2 %s 8M", other), 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, other, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, other, -1, path, &err), 0);
 	unused = xstrdup(path);
 	unused_src = xstrdup(unused);
 	memcpy(unused_src + strlen(unused_src) - 4, ".src", 4);
 	assert_int_equal(hosttest_sh("qemu-img create -q -f qcow2 %s 4M", other), 0);
-	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, other, path, &err), 0);
+	assert_int_equal(host_ops_linux.baseimg_resolve(f->state, other, -1, path, &err), 0);
 	looped = xstrdup(path);
 	dev = hosttest_sh_output("losetup -r -f --show %s", looped);
 	assert_non_null(dev);

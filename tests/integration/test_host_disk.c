@@ -21,6 +21,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/imgpath.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
 #include "reconciler/host/host.h"
@@ -264,6 +265,47 @@ static void test_copy_rootdisk(void **state)
 	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
 	assert_false(hosttest_exists(f->cow));
 	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
+}
+
+/*
+ * The daemon opens the spec's image through common/imgpath and hands the host
+ * layer the fd: the root disk (copy) and a loop (dm base) are made from that
+ * file even when the path is swapped for another file right after the check.
+ */
+static void test_rootdisk_from_fd(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	const char *const roots[] = { f->dir };
+	struct imgpath_conf conf = { .roots = roots, .n_roots = 1, .state_dir = f->dir };
+	_cleanup_free_ char *orig = xasprintf("%s.orig", f->image);
+	char dev[HOST_LOOP_DEV_MAX];
+	struct host_disk d;
+	int fd, loop;
+
+	if (skip_reason)
+		skip();
+	fd = imgpath_open_at(&conf, f->image, NULL, &err);
+	assert_true(fd >= 0);
+	/* The swap: the checked file moves away, another takes its name. */
+	assert_int_equal(rename(f->image, orig), 0);
+	test_write_file(f->image, "SWAPPED IN AFTER THE CHECK");
+	f->vm.rootfs_has_fd = true;
+	f->vm.rootfs_fd = fd;
+	assert_int_equal(host_ops_linux.rootdisk_ensure(&f->vm, DISK_MODE_COPY, &d, &err), 0);
+	assert_int_equal(file_size(f->cow), 64 * MIB);
+	assert_true(hosttest_files_equal(orig, f->cow, 64 * MIB));
+	assert_int_equal(host_ops_linux.rootdisk_remove(&f->vm, &err), 0);
+
+	/* LOOP_CONFIGURE on the fd: the loop is over the checked file too. */
+	loop = host_loop_attach_fd(fd, f->image, true, dev, &err);
+	assert_true(loop >= 0);
+	assert_true(hosttest_files_equal(orig, dev, 64 * MIB));
+	close(loop);
+	assert_true(test_wait_for(loop_detached, dev, 5000));
+
+	close(fd);
+	assert_int_equal(rename(orig, f->image), 0);
 }
 
 static void test_copy_rootdisk_grow(void **state)
@@ -648,6 +690,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_loop_detach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop_find_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_rootdisk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rootdisk_from_fd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_rootdisk_grow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_rootdisk_half_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detect_temp_fs, setup, teardown),

@@ -134,12 +134,13 @@ static int f_workdisk_remove(const struct host_vm *vm, struct bg_err *e)
 }
 
 /* Every image is raw to the fake: it resolves to itself. */
-static int f_baseimg(const char *state_dir, const char *image, char ret_path[4096],
+static int f_baseimg(const char *state_dir, const char *image, int image_fd, char ret_path[4096],
 		     struct bg_err *e)
 {
 	int r = call("baseimg", e);
 
 	(void)state_dir;
+	(void)image_fd;
 	if (r < 0)
 		return r;
 	snprintf(ret_path, 4096, "%s", image ? image : "");

@@ -179,6 +179,54 @@ static void test_stdin(void **state)
 	run_release(&r);
 }
 
+/* --image-dir: each spec-named file outside the image dirs is an error at its value. */
+static void test_image_dirs(void **state)
+{
+	static const char bad[] = "apiVersion: banger/v1\nkind: VM\nmetadata: {name: s}\n"
+				  "spec:\n"
+				  "  kernel: {path: /etc/shadow, initrd: /img/../etc/x}\n"
+				  "  rootfs:\n"
+				  "    image: /nonexistent/ssh/id_ed25519\n";
+	struct run r;
+
+	(void)state;
+	r = run_validate(bad, "-f", "-", "--image-dir", "/img", "--image-dir", "/nonexistent",
+			 NULL);
+	assert_int_equal(r.rc, 1);
+	assert_string_equal(r.out, "");
+	assert_string_equal(
+		r.err,
+		"<stdin>:5:18: spec.kernel.path: '/etc/shadow' is not below an image directory "
+		"(--image-dir: /img, /nonexistent)\n"
+		"<stdin>:5:39: spec.kernel.initrd: '/img/../etc/x': the path must not contain '.' "
+		"or '..' components\n"
+		"<stdin>:7:12: spec.rootfs.image: '/nonexistent/ssh/id_ed25519' is inside banger's "
+		"private directory '/nonexistent/ssh'\n");
+	run_release(&r);
+
+	/* Without --image-dir nothing is checked; with good dirs the examples pass. */
+	r = run_validate(bad, "-f", "-", NULL);
+	assert_int_equal(r.rc, 0);
+	run_release(&r);
+	r = run_validate(NULL, "-f", "examples/", "--image-dir", "/var/lib/banger/images", NULL);
+	assert_int_equal(r.rc, 0);
+	run_release(&r);
+	r = run_validate(NULL, "-f", "examples/", "--image-dir", "/srv/images", NULL);
+	assert_int_equal(r.rc, 1);
+	assert_non_null(strstr(r.err,
+			       "examples/hello.yaml:11:11: spec.kernel.path: "
+			       "'/var/lib/banger/images/banger-base/vmlinux' is not below an "
+			       "image directory (--image-dir: /srv/images)\n"));
+	run_release(&r);
+
+	/* An image dir inside the state dir's private dirs is a usage error. */
+	r = run_validate(NULL, "-f", "examples/", "--image-dir", "/nonexistent/vms", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "--image-dir: image directory '/nonexistent/vms' must not be "
+				      "inside '/nonexistent/vms'"));
+	run_release(&r);
+}
+
 static void test_usage(void **state)
 {
 	struct run r;
@@ -213,9 +261,8 @@ static void test_usage(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_valid),
-		cmocka_unit_test(test_invalid),
-		cmocka_unit_test(test_stdin),
+		cmocka_unit_test(test_valid), cmocka_unit_test(test_invalid),
+		cmocka_unit_test(test_stdin), cmocka_unit_test(test_image_dirs),
 		cmocka_unit_test(test_usage),
 	};
 

@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/imgpath.h"
 #include "common/paths.h"
 #include "common/proc.h"
 #include "common/xalloc.h"
@@ -315,6 +316,67 @@ static void test_reboot_change_restarts(void **state)
 			    "stop antispoof-remove tap-remove rootdisk-deactivate bridge tap "
 			    "antispoof rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
 			    "launch ");
+}
+
+/*
+ * With image roots, the spec's files are opened through common/imgpath: the
+ * VMM gets private copies of kernel and initrd, and a spec that points its
+ * image at banger's private files fails before its old disk is touched.
+ */
+static void test_image_confined(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *root = fs_path_join(f->dir, "images");
+	_cleanup_free_ char *kernel = fs_path_join(root, "vmlinux");
+	_cleanup_free_ char *image = fs_path_join(root, "base.ext4");
+	const char *const roots[] = { root };
+	struct imgpath_conf conf = { .roots = roots, .n_roots = 1, .state_dir = f->dir };
+	_cleanup_free_ char *copy = NULL, *data = NULL;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+	struct stat st;
+
+	if (geteuid() != 0) {
+		test_skip_reason("image files must be owned by root: run as root");
+		skip();
+	}
+	assert_int_equal(mkdir(root, 0755), 0);
+	test_write_file(kernel, "KERNEL BYTES");
+	test_write_file(image, "IMAGE BYTES");
+	assert_int_equal(chmod(kernel, 0644), 0);
+	assert_int_equal(chmod(image, 0644), 0);
+	f->env.images = &conf;
+	free(f->spec->kernel_path);
+	f->spec->kernel_path = xstrdup(kernel);
+	free(f->spec->rootfs_image);
+	f->spec->rootfs_image = xstrdup(image);
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_calls.data,
+			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+	get_rec(f, &rec);
+	copy = fs_path_join(rec.vm_dir, "kernel");
+	assert_int_equal(stat(copy, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(fs_read_file(copy, 100, &data, NULL, NULL), 0);
+	assert_string_equal(data, "KERNEL BYTES");
+	vm_record_release(&rec);
+
+	/* The image now names banger's SSH key: refused, the old disk kept. */
+	free(f->spec->rootfs_image);
+	f->spec->rootfs_image = fs_path_join(f->dir, "ssh/id_ed25519");
+	f->spec->rootfs_image_line = 8;
+	f->spec->rootfs_image_col = 12;
+	spec_hash(f->spec, hash);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, hash), -1);
+	assert_null(strstr(fake_calls.data, "rootdisk-remove"));
+	assert_null(strstr(fake_calls.data, "launch"));
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_FAILED);
+	assert_non_null(strstr(rec.last_error, "/specs/web.yaml:8:12: spec.rootfs.image: '"));
+	assert_non_null(strstr(rec.last_error, "is inside banger's private directory"));
+	vm_record_release(&rec);
 }
 
 static void test_metadata_change_does_not_restart(void **state)
@@ -773,6 +835,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_demote_is_retried_as_demote, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_new_image_clears_pins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_image_confined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_pins_before_launch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recreate_new_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_failure_fails_the_vm, setup, teardown),
