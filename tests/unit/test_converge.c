@@ -353,7 +353,7 @@ static void test_image_confined(void **state)
 	spec_hash(f->spec, hash);
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(fake_calls.data,
-			    "bridge tap baseimg rootdisk rootfs-grow workdisk launch ");
+			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	copy = fs_path_join(rec.vm_dir, "kernel");
 	assert_int_equal(stat(copy, &st), 0);
