@@ -71,6 +71,19 @@ expect_refused() {
 	done
 }
 
+# boots_copy PID OPTION COPY ORIGINAL: the VMM's OPTION argument is COPY, or
+# /proc/self/fd/N where its fd N is a memfd with ORIGINAL's bytes.
+boots_copy() {
+	local arg
+	arg=$(tr '\0' '\n' <"/proc/$1/cmdline" | grep -A1 -xF -- "$2" | tail -n 1)
+	if [ "$arg" = "$3" ]; then
+		return 0
+	fi
+	[[ $arg == /proc/self/fd/* ]] || fail "$2 is '$arg', not banger's copy"
+	[[ $(readlink "/proc/$1/fd/${arg##*/}") == /memfd:* ]] || fail "$2 fd is not a memfd"
+	cmp "/proc/$1/fd/${arg##*/}" "$4"
+}
+
 @test "hostile image paths are refused with a clear error; no secret byte reaches a disk; the daemon keeps serving" {
 	start_daemon
 	# A good VM first: its disk is the "other VM's disk" a hostile spec aims at.
@@ -152,12 +165,13 @@ expect_refused() {
 		esac
 		[ ! -e "$BANGER_STATE_DIR/vms/$id/kernel" ] || cmp "$BANGER_STATE_DIR/vms/$id/kernel" "$IMAGE/vmlinux"
 	done
-	# The VMM boots banger's private copies, never the spec's paths.
+	# The VMM boots banger's private copies, never the spec's paths: the
+	# copy in the VM dir, or (a sandboxed QEMU) a sealed memfd made from it.
 	pid=$(vm_pid good2)
 	id=$(vm_id good2)
-	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$BANGER_STATE_DIR/vms/$id/kernel"
-	tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$BANGER_STATE_DIR/vms/$id/initrd"
 	! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF "$IMAGE/vmlinux"
+	boots_copy "$pid" -kernel "$BANGER_STATE_DIR/vms/$id/kernel" "$IMAGE/vmlinux"
+	boots_copy "$pid" -initrd "$BANGER_STATE_DIR/vms/$id/initrd" "$IMAGE/initrd.gz"
 	[ "$(stat -c '%a %u' "$BANGER_STATE_DIR/vms/$id/kernel")" = "600 0" ]
 	cmp "$BANGER_STATE_DIR/vms/$id/kernel" "$IMAGE/vmlinux"
 	cmp "$BANGER_STATE_DIR/vms/$id/initrd" "$IMAGE/initrd.gz"
