@@ -91,8 +91,7 @@ static void set_add_diagf(struct spec_set *set, const char *file, struct spec_lo
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	set_add_diag(set, file, loc, msg);
 }
@@ -369,8 +368,7 @@ static void yp_error(struct yp *p, struct spec_loc loc, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	yp_report(p, NULL, loc, msg);
 }
@@ -1026,8 +1024,7 @@ static void load_errorf(struct loader *l, const char *path, const char *fmt, ...
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	set_add_diag(l->set, path, (struct spec_loc){ 0, 0 }, msg);
 	set_fail_file(l->set, path);
@@ -1392,8 +1389,7 @@ static int ud_problem(struct spec_loc at, struct spec_loc *ret_loc, char **ret_m
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	*ret_loc = at;
 	*ret_msg = msg;

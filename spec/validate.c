@@ -621,8 +621,7 @@ static void builder_verror(struct spec_builder *b, const char *file, struct spec
 {
 	_cleanup_free_ char *msg = NULL;
 
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
+	msg = xvasprintf(fmt, ap);
 	b->n_errors++;
 	b->report(b->ctx, file, loc, msg);
 }
