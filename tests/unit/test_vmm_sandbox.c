@@ -206,13 +206,25 @@ static bool same_ns(pid_t a, pid_t b, const char *kind)
 	return strcmp(la, lb) == 0;
 }
 
-static bool comm_is_sleep(void *arg)
+/*
+ * The child has exec'd sleep and is sleeping: its comm is "sleep" and it is
+ * blocked in (clock_)nanosleep (/proc/PID/syscall's first field, x86-64
+ * numbers 230 and 35). Only then has the dynamic loader closed the files it
+ * opens on the way, so the fd count is the one the spawn left.
+ */
+static bool sleep_is_sleeping(void *arg)
 {
-	_cleanup_free_ char *path = xasprintf("/proc/%d/comm", *(pid_t *)arg);
-	_cleanup_free_ char *data = NULL;
+	pid_t pid = *(pid_t *)arg;
+	_cleanup_free_ char *comm_path = xasprintf("/proc/%d/comm", (int)pid);
+	_cleanup_free_ char *sys_path = xasprintf("/proc/%d/syscall", (int)pid);
+	_cleanup_free_ char *comm = NULL, *sys = NULL;
 	size_t len;
 
-	return fs_read_file(path, 64, &data, &len, NULL) == 0 && strcmp(data, "sleep\n") == 0;
+	if (fs_read_file(comm_path, 64, &comm, &len, NULL) < 0 || strcmp(comm, "sleep\n") != 0)
+		return false;
+	if (fs_read_file(sys_path, 256, &sys, &len, NULL) < 0)
+		return false;
+	return strncmp(sys, "230 ", 4) == 0 || strncmp(sys, "35 ", 3) == 0;
 }
 
 static size_t count_fds(pid_t pid)
@@ -255,8 +267,8 @@ static void test_spawn_confined(void **state)
 	opts.keep_fds = keep;
 	opts.n_keep_fds = 2;
 	assert_int_equal(proc_spawn(argv, &opts, &pid, &err), 0);
-	/* Wait for exec (comm changes) before reading its status. */
-	assert_true(test_wait_for(comm_is_sleep, &pid, 10000));
+	/* Wait until it sleeps, past exec and the dynamic loader, before looking. */
+	assert_true(test_wait_for(sleep_is_sleeping, &pid, 10000));
 	{
 		_cleanup_free_ char *uid = status_line(pid, "Uid");
 		_cleanup_free_ char *gid = status_line(pid, "Gid");
