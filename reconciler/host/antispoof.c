@@ -14,6 +14,9 @@
  * VM's filter is never seen half-made.
  */
 #include <arpa/inet.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,9 +145,20 @@ static void error_summary(struct nft_ctx *ctx, char ret[NFT_ERROR_MAX])
  */
 static int nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err)
 {
-	struct nft_ctx *ctx __attribute__((cleanup(ctx_freep))) = ctx_new(json);
+	struct nft_ctx *ctx __attribute__((cleanup(ctx_freep))) = NULL;
 	char summary[NFT_ERROR_MAX];
+	int probe;
 
+	/*
+	 * libnftables exit()s the whole process when it cannot open its netlink
+	 * socket (a kernel without nf_tables): look first, and fail as an error.
+	 */
+	probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (probe < 0)
+		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
+				 strerror(errno));
+	close(probe);
+	ctx = ctx_new(json);
 	if (!ctx)
 		return bg_errorf(err, ENOMEM, "nftables: cannot make a context");
 	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
@@ -232,9 +246,10 @@ int host_antispoof_foreach(int (*cb)(const char *bridge, const char *tap, void *
 	cJSON *root, *items, *it;
 	int r;
 
+	/* No table exists where there is no nf_tables (-ENOTSUP): nothing to list. */
 	r = nft_run("list chains bridge\n", true, &out, err);
 	if (r < 0)
-		return r == -ENOENT ? 0 : bg_err_wrap(err, "list bridge chains");
+		return r == -ENOENT || r == -ENOTSUP ? 0 : bg_err_wrap(err, "list bridge chains");
 	root = cJSON_Parse(out);
 	if (!root)
 		return bg_errorf(err, EBADMSG, "nftables: unreadable JSON listing");
