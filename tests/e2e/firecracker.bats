@@ -7,7 +7,10 @@ load helpers
 
 setup() {
 	e2e_setup
+	# The stand-in runs as the VM's unprivileged VMM uid: it must reach its log.
 	export FC_STANDIN_LOG=$WORK/firecracker-requests.jsonl
+	install -m 0666 /dev/null "$FC_STANDIN_LOG"
+	chmod 0711 "$WORK"
 }
 
 teardown() {
@@ -27,7 +30,7 @@ fc_yaml() {
 	pid=$(vm_pid fc)
 	kill -0 "$pid"
 	id=$(vm_id fc)
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--api-sock $BANGER_STATE_DIR/vms/$id/api.sock"
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--api-sock $BANGER_STATE_DIR/vms/$id/fc/api.sock"
 
 	# Every request was judged by Firecracker's swagger definition and accepted.
 	[ -s "$FC_STANDIN_LOG" ]
