@@ -9,6 +9,7 @@ load helpers
 setup() {
 	e2e_setup
 	DECOY=
+	LISTENER=
 	# A Firecracker VM's uid reaches its VM dir by path: the state dir's
 	# parents must be searchable by others (as /var/lib is).
 	chmod 0711 "$WORK"
@@ -16,10 +17,16 @@ setup() {
 
 teardown() {
 	[ -z "$DECOY" ] || kill -KILL "$DECOY" 2>/dev/null || true
+	[ -z "$LISTENER" ] || kill -KILL "$LISTENER" 2>/dev/null || true
 	e2e_teardown
 }
 
-FC_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check)
+# The Firecracker tests take a range of their own above the default one: the
+# QEMU test counts the processes of the default range's first uid, which
+# other banger tests running on the machine at the same time may use too.
+FC_UID_FIRST=$((1879048192 + 65536 + (RANDOM % 8192) * 64))
+FC_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check
+	--vmm-uids "$FC_UID_FIRST:64")
 
 # status_field PID FIELD: a field of /proc/PID/status ("Uid" -> its first value).
 status_field() {
@@ -133,7 +140,7 @@ ns() {
 	dir=$BANGER_STATE_DIR/vms/$id
 	pid=$(vm_pid fc)
 	uid=$(status_field "$pid" Uid)
-	[ "$uid" -ge 1879048192 ] && [ "$uid" -lt $((1879048192 + 65536)) ] || fail "Firecracker uid $uid"
+	[ "$uid" -ge "$FC_UID_FIRST" ] && [ "$uid" -lt $((FC_UID_FIRST + 64)) ] || fail "Firecracker uid $uid"
 	[ "$(awk '$1 == "Uid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
 	[ "$(awk '$1 == "Gid:" { print $2, $3, $4, $5 }' "/proc/$pid/status")" = "$uid $uid $uid $uid" ]
 	[ "$(status_field "$pid" CapEff)" = "0000000000000000" ]
@@ -179,4 +186,43 @@ ns() {
 	vm_yaml fc2 "vmm: firecracker" >"$BANGER_SPEC_DIR/fc2.yaml"
 	wait_phase fc2 Starting 60
 	[ "$(status_field "$(vm_pid fc2)" Uid)" = "$uid" ]
+}
+
+@test "links the Firecracker uid plants in its socket dir lead root nowhere: stop and delete stay inside" {
+	start_daemon "${FC_ARGS[@]}"
+	vm_yaml fc "vmm: firecracker" >"$BANGER_SPEC_DIR/fc.yaml"
+	wait_phase fc Starting 60
+	id=$(vm_id fc)
+	dir=$BANGER_STATE_DIR/vms/$id
+	pid=$(vm_pid fc)
+	uid=$(status_field "$pid" Uid)
+	[ "$uid" != 0 ]
+	# Root's things the links point at: a socket that counts connections, a directory.
+	mkdir -m 0700 "$WORK/victim"
+	echo keep >"$WORK/victim/file"
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)
+while True:
+    c, _ = s.accept(); open(sys.argv[2], "a").write("hit\n"); c.close()' "$WORK/root.sock" "$WORK/hits" &
+	LISTENER=$!
+	wait_for 10 test -S "$WORK/root.sock"
+	# What a compromised VMM can do: its socket dir is the one place it may write.
+	setpriv --reuid="$uid" --regid="$uid" --clear-groups sh -c \
+		"cd '$dir/fc' && rm -f api.sock && ln -s '$WORK/root.sock' api.sock && ln -s '$WORK/victim' out"
+	[ -L "$dir/fc/api.sock" ]
+	# It cannot touch anything else in its VM dir.
+	run setpriv --reuid="$uid" --regid="$uid" --clear-groups sh -c "ln -s / '$dir/x' || rm -f '$dir/handles.json'"
+	assert_failure
+	[ ! -e "$dir/x" ] && [ -e "$dir/handles.json" ]
+
+	# Stop: ctrl-alt-del cannot be sent (never through the link), SIGTERM ends it.
+	sed -i 's/^spec:$/spec:\n  state: stopped/' "$BANGER_SPEC_DIR/fc.yaml"
+	wait_phase fc Stopped 60
+	wait_for 30 gone "$pid" || fail "Firecracker $pid still runs"
+	rm "$BANGER_SPEC_DIR/fc.yaml"
+	wait_for 60 no_vms || fail "fc not deleted"
+	[ ! -e "$dir" ]
+	[ ! -e "$WORK/hits" ] || fail "root connected through the planted link $(wc -l <"$WORK/hits") times"
+	[ "$(cat "$WORK/victim/file")" = keep ]
+	[ -S "$WORK/root.sock" ]
 }
