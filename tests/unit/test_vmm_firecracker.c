@@ -857,6 +857,53 @@ static void test_socket_dir(void **state)
 	assert_nothing_left(fx);
 }
 
+/* A field of /proc/<pid>/status as a number ("Uid" gives the real uid). */
+static long status_num(pid_t pid, const char *field)
+{
+	_cleanup_free_ char *path = xasprintf("/proc/%d/status", (int)pid);
+	_cleanup_free_ char *data = NULL, *key = xasprintf("\n%s:", field);
+	const char *p;
+
+	assert_int_equal(fs_read_file(path, 16384, &data, NULL, NULL), 0);
+	p = strstr(data, key);
+	assert_non_null(p);
+	return strtol(p + strlen(key), NULL, 10);
+}
+
+/*
+ * A VM made before the socket directory existed (its API socket right in its
+ * VM dir, where its uid may not create anything) keeps running as root, with
+ * the rest of the confinement: no_new_privs, seccomp.
+ */
+static void test_old_layout_stays_root(void **state)
+{
+	struct fx *fx = *state;
+	struct vmm_sandbox sb;
+	struct vmm_process proc = { 0 };
+	struct bg_err err = { 0 };
+	struct stat st;
+
+	if (geteuid() != 0) {
+		test_skip_reason("namespaces need root");
+		skip();
+	}
+	vmm_sandbox_init(&sb, 200000, 4);
+	fx->cfg.sandbox = &sb;
+	if (vmm_driver_firecracker.start(&fx->cfg, &proc, &err) < 0)
+		fail_msg("start: %s", err.msg);
+	assert_int_equal(status_num(proc.pid, "Uid"), 0);
+	assert_int_equal(status_num(proc.pid, "NoNewPrivs"), 1);
+	assert_int_equal(status_num(proc.pid, "Seccomp"), 2);
+	/* Nothing was handed to a uid. */
+	assert_int_equal(stat(fx->dir, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	assert_int_equal(stat(fx->work, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	assert_int_equal(vmm_driver_firecracker.stop(&fx->cfg, &proc, 10000, &err), 0);
+	fx->cfg.sandbox = NULL;
+	assert_nothing_left(fx);
+}
+
 static void test_http_client_edges(void **state)
 {
 	struct fx *fx = *state;
@@ -984,6 +1031,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_available, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_symlink_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_layout_stays_root, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
