@@ -309,8 +309,12 @@ static int step_prepare(struct conv *c, struct bg_err *err)
 	if (!c->rec.vmm || strcmp(c->rec.vmm, drv->name) != 0) {
 		set_str(&c->rec.vmm, drv->name);
 		free(c->rec.api_sock);
+		/*
+		 * Firecracker binds its sockets itself, as the VM's VMM uid: in a
+		 * directory of their own (see firecracker.c fc_confine).
+		 */
 		c->rec.api_sock = xasprintf("%s/%s.sock", c->rec.vm_dir,
-					    strcmp(drv->name, "qemu") == 0 ? "qmp" : "api");
+					    strcmp(drv->name, "qemu") == 0 ? "qmp" : "fc/api");
 	}
 	r = check_sock_path(c->rec.api_sock, err);
 	if (r < 0)

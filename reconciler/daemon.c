@@ -123,8 +123,9 @@ static void report_vmm_choice(const struct daemon *d)
 /*
  * The state dir and its ssh dir hold banger's client key, every VM's host key
  * and disks: others must not read them. An existing directory keeps its group
- * bits (an admin may share it with a group) but loses any access by others,
- * with a warning; group write access is worth a warning too.
+ * bits (an admin may share it with a group) but loses any access by others
+ * when they may read or write it, with a warning; group write access is worth
+ * a warning too.
  */
 static void fix_dir_mode(const char *dir)
 {
@@ -134,7 +135,11 @@ static void fix_dir_mode(const char *dir)
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		return;
 	m = st.st_mode & 07777;
-	if (m & 0007) {
+	/*
+	 * Search alone (o+x) is what a Firecracker VM's uid needs to reach its
+	 * VM dir (vmm_sandbox_traverse()): it lists and reads nothing.
+	 */
+	if (m & 0006) {
 		if (chmod(dir, m & ~(mode_t)0007) == 0)
 			log_warn("'%s' was open to others (mode %04o); now %04o: it holds private "
 				 "keys and VM disks",

@@ -851,7 +851,7 @@ int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_
 	{
 		struct stat st;
 
-		/* The VM's VMM uid is recorded as the group of its 0700 VM dir. */
+		/* The VM's VMM uid is recorded as the group of its VM dir (0700 or 0710). */
 		if (rec->vm_dir && stat(rec->vm_dir, &st) == 0 && S_ISDIR(st.st_mode) &&
 		    st.st_gid >= c->uid_first && st.st_gid - c->uid_first < c->uid_count)
 			probe.vmm_uid = (uid_t)st.st_gid;

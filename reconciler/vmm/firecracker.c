@@ -203,11 +203,22 @@ static int fc_api_call(struct fc_api *api, const char *method, const char *path,
 		       int timeout_ms, cJSON **ret_json, struct bg_err *err)
 {
 	_cleanup_free_ char *url = NULL, *payload = NULL;
+	_cleanup_close_ int sock_fd = -1;
 	struct fc_response resp = { .too_big = false };
+	char sock_path[32];
 	long status = 0;
 	CURLcode c;
 	int r = 0;
 
+	/*
+	 * The socket's directory may be writable by the VMM's uid: connect to the
+	 * socket inode itself, never through a symlink planted in its place.
+	 */
+	r = vmm_sandbox_sock_path(api->sock, &sock_fd, sock_path);
+	if (r < 0)
+		return bg_errorf(err, r == -ENOENT ? ECONNREFUSED : -r,
+				 "%s %s: API socket '%s': %s", method, path, api->sock,
+				 strerror(-r));
 	buf_init(&resp.body);
 	url = xasprintf("http://localhost%s", path);
 	if (body) {
@@ -223,7 +234,7 @@ static int fc_api_call(struct fc_api *api, const char *method, const char *path,
 	api->errbuf[0] = '\0';
 	c = curl_easy_setopt(api->curl, CURLOPT_URL, url);
 	if (c == CURLE_OK)
-		c = curl_easy_setopt(api->curl, CURLOPT_UNIX_SOCKET_PATH, api->sock);
+		c = curl_easy_setopt(api->curl, CURLOPT_UNIX_SOCKET_PATH, sock_path);
 	if (c == CURLE_OK)
 		c = curl_easy_setopt(api->curl, CURLOPT_PROTOCOLS_STR, "http");
 	if (c == CURLE_OK)
@@ -468,12 +479,16 @@ static int fc_create_empty(const char *path, struct bg_err *err)
 static bool fc_socket_accepts(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = -1, sock_fd = -1;
+	char sock_path[32];
 
+	/* As fc_api_call: never through a symlink. */
+	if (vmm_sandbox_sock_path(path, &sock_fd, sock_path) < 0)
+		return false;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
+	memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
 	return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 }
 
@@ -569,15 +584,33 @@ static void fc_kill_and_reap(pid_t pid, uint64_t start_time)
 	(void)fc_reap(pid, fc_limits.kill_ms);
 }
 
+/* The directory of the API socket (owned): where Firecracker binds its sockets. */
+static char *fc_sock_dir(const char *ctl_sock)
+{
+	const char *slash = strrchr(ctl_sock, '/');
+
+	if (!slash)
+		return xstrdup(".");
+	if (slash == ctl_sock)
+		return xstrdup("/");
+	return xstrndup(ctl_sock, (size_t)(slash - ctl_sock));
+}
+
+/* The vsock's unix socket, next to the API socket (owned). */
+static char *fc_vsock_path(const char *ctl_sock)
+{
+	_cleanup_free_ char *dir = fc_sock_dir(ctl_sock);
+
+	return fs_path_join(dir, FC_VSOCK_NAME);
+}
+
 static void fc_remove_sockets(const struct vmm_config *cfg)
 {
-	_cleanup_free_ char *vsock = NULL;
+	_cleanup_free_ char *vsock = fc_vsock_path(cfg->ctl_sock);
 
+	/* unlink() never follows a symlink the VMM uid may have put there. */
 	(void)fc_unlink(cfg->ctl_sock, NULL);
-	if (cfg->vm_dir) {
-		vsock = fs_path_join(cfg->vm_dir, FC_VSOCK_NAME);
-		(void)fc_unlink(vsock, NULL);
-	}
+	(void)fc_unlink(vsock, NULL);
 }
 
 /*
@@ -636,9 +669,9 @@ static int fc_check_config(const struct vmm_config *cfg, struct bg_err *err)
 }
 
 /* Send the whole configuration, then InstanceStart. */
-static int fc_configure(const struct vmm_config *cfg, const char *log_path,
-			const char *metrics_path, const char *vsock_path, const char *boot_args,
-			struct bg_err *err)
+static int fc_configure(const struct vmm_config *cfg, const char *kernel, const char *initrd,
+			const char *log_path, const char *metrics_path, const char *vsock_path,
+			const char *boot_args, struct bg_err *err)
 {
 	struct fc_api api;
 	int r;
@@ -653,8 +686,7 @@ static int fc_configure(const struct vmm_config *cfg, const char *log_path,
 		r = fc_put(&api, "/machine-config", fc_body_machine(cfg->vcpus, cfg->memory_mib),
 			   err);
 	if (r >= 0)
-		r = fc_put(&api, "/boot-source", fc_body_boot(cfg->kernel, cfg->initrd, boot_args),
-			   err);
+		r = fc_put(&api, "/boot-source", fc_body_boot(kernel, initrd, boot_args), err);
 	if (r >= 0)
 		r = fc_put(&api, "/drives/rootfs",
 			   fc_body_drive("rootfs", cfg->root_disk, true, false), err);
@@ -675,15 +707,62 @@ static int fc_configure(const struct vmm_config *cfg, const char *log_path,
 	return r;
 }
 
+/*
+ * What a confined Firecracker gets: what Firecracker's jailer would set up,
+ * minus the chroot. It runs as the VM's uid and opens its files by path, so:
+ * the VM dir becomes searchable by that uid (0710 root:<uid>); the sockets go
+ * to a directory of their own (root:<uid> 0770, the only place it may
+ * create anything); the log, metrics and disks are granted to its group
+ * (root:<uid>, 0660; the seed 0640), so it can neither replace them nor
+ * change their mode; the tap is owned by the uid (Firecracker attaches by
+ * name); the kernel and initrd are sealed memfd copies it reads through
+ * /proc/self/fd/N (*ret_kernel_fd, *ret_initrd_fd; -1 when none).
+ */
+static int fc_confine(const struct vmm_config *cfg, uid_t uid, const char *log_path,
+		      const char *metrics_path, int *ret_kernel_fd, int *ret_initrd_fd,
+		      struct bg_err *err)
+{
+	_cleanup_free_ char *sock_dir = fc_sock_dir(cfg->ctl_sock);
+	_cleanup_close_ int kernel_fd = -1, initrd_fd = -1;
+	const struct {
+		const char *path;
+		mode_t mode;
+	} files[] = {
+		{ log_path, 0660 },	  { metrics_path, 0660 },   { cfg->root_disk, 0660 },
+		{ cfg->work_disk, 0660 }, { cfg->seed_disk, 0640 },
+	};
+	int r;
+
+	r = vmm_sandbox_traverse(cfg->vm_dir, uid, err);
+	if (r >= 0)
+		r = vmm_sandbox_sock_dir(sock_dir, uid, err);
+	for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(files); i++)
+		if (files[i].path)
+			r = vmm_sandbox_grant_file(files[i].path, uid, files[i].mode, err);
+	if (r >= 0 && cfg->tap)
+		r = vmm_sandbox_tap_own(cfg->tap, uid, err);
+	if (r >= 0 && (r = kernel_fd = vmm_sandbox_memfd_copy(cfg->kernel, err)) >= 0 &&
+	    cfg->initrd)
+		r = initrd_fd = vmm_sandbox_memfd_copy(cfg->initrd, err);
+	if (r < 0)
+		return bg_err_wrap(err, "firecracker sandbox");
+	*ret_kernel_fd = TAKE_FD(kernel_fd);
+	*ret_initrd_fd = TAKE_FD(initrd_fd);
+	return 0;
+}
+
 static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struct bg_err *err)
 {
 	struct proc_spawn_opts opts = PROC_SPAWN_OPTS_INIT;
 	_cleanup_free_ char *binary = NULL, *log_path = NULL, *metrics_path = NULL;
-	_cleanup_free_ char *vsock_path = NULL, *boot_args = NULL;
-	_cleanup_close_ int console_fd = -1;
+	_cleanup_free_ char *vsock_path = NULL, *boot_args = NULL, *sock_dir = NULL;
+	_cleanup_free_ char *kernel = NULL, *initrd = NULL;
+	_cleanup_close_ int console_fd = -1, kernel_fd = -1, initrd_fd = -1;
 	const char *argv[6] = { NULL };
+	int keep[2];
 	uint64_t start_time = 0;
-	bool reaped = false;
+	bool reaped = false, own_uid = false;
+	uid_t uid = 0;
 	pid_t pid;
 	int r;
 
@@ -702,7 +781,16 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 				 strlen(boot_args), FC_CMDLINE_MAX - 1);
 	log_path = fs_path_join(cfg->vm_dir, FC_LOG_NAME);
 	metrics_path = fs_path_join(cfg->vm_dir, FC_METRICS_NAME);
-	vsock_path = fs_path_join(cfg->vm_dir, FC_VSOCK_NAME);
+	vsock_path = fc_vsock_path(cfg->ctl_sock);
+	sock_dir = fc_sock_dir(cfg->ctl_sock);
+	/*
+	 * Its own uid needs a socket directory of its own: a VM made before
+	 * banger put its API socket in one keeps running as root (confined
+	 * otherwise) until it is recreated.
+	 */
+	own_uid = vmm_sandbox_enabled(cfg->sandbox) && strcmp(sock_dir, cfg->vm_dir) != 0;
+	if (strcmp(sock_dir, cfg->vm_dir) != 0 && mkdir(sock_dir, 0700) < 0 && errno != EEXIST)
+		return bg_error(err, errno, "mkdir '%s'", sock_dir);
 	{
 		struct sockaddr_un sa;
 
@@ -722,6 +810,25 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 		r = fc_create_empty(metrics_path, err);
 	if (r < 0)
 		return r;
+	if (own_uid) {
+		r = vmm_sandbox_uid(cfg->sandbox, cfg->vm_dir, &uid, err);
+		if (r < 0)
+			return bg_err_wrap(err, "firecracker");
+		r = fc_confine(cfg, uid, log_path, metrics_path, &kernel_fd, &initrd_fd, err);
+		if (r < 0)
+			return r;
+		kernel = xasprintf("/proc/self/fd/%d", kernel_fd);
+		keep[0] = kernel_fd;
+		opts.keep_fds = keep;
+		opts.n_keep_fds = 1;
+		if (initrd_fd >= 0) {
+			initrd = xasprintf("/proc/self/fd/%d", initrd_fd);
+			keep[opts.n_keep_fds++] = initrd_fd;
+		}
+	} else {
+		kernel = xstrdup(cfg->kernel);
+		initrd = cfg->initrd ? xstrdup(cfg->initrd) : NULL;
+	}
 	console_fd =
 		open(cfg->console_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
 	if (console_fd < 0)
@@ -739,20 +846,26 @@ static int fc_start(const struct vmm_config *cfg, struct vmm_process *ret, struc
 	opts.stderr_fd = console_fd;
 	if (vmm_sandbox_enabled(cfg->sandbox))
 		/*
-		 * What applies without Firecracker's jailer (not run here: no chroot,
-		 * cgroup or uid, as the process opens its paths and tap itself):
-		 * no_new_privs, the seccomp deny-list, mount/ipc/uts namespaces.
+		 * Without the jailer's chroot and cgroup: its uid (fc_confine),
+		 * no_new_privs, the seccomp deny-list, mount/ipc/uts namespaces. Not
+		 * a network namespace (it attaches to the tap by name) nor a pid one
+		 * (as pid 1 it would ignore the SIGTERM of stop()).
 		 */
-		vmm_sandbox_spawn_opts(cfg->sandbox, 0, CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS,
+		vmm_sandbox_spawn_opts(cfg->sandbox, uid, CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS,
 				       &opts);
 	r = proc_spawn(argv, &opts, &pid, err);
+	/* The child holds its own copies of the memfds: the paths stay valid there. */
+	closep(&kernel_fd);
+	closep(&initrd_fd);
+	kernel_fd = initrd_fd = -1;
 	if (r < 0)
 		return r;
 	r = proc_start_time(pid, &start_time, err);
 	if (r >= 0)
 		r = fc_wait_socket(cfg, pid, fc_limits.socket_ms, &reaped, err);
 	if (r >= 0)
-		r = fc_configure(cfg, log_path, metrics_path, vsock_path, boot_args, err);
+		r = fc_configure(cfg, kernel, initrd, log_path, metrics_path, vsock_path, boot_args,
+				 err);
 	if (r < 0) {
 		char how[64], line[256];
 

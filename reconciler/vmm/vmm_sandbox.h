@@ -7,7 +7,10 @@
  *
  * The uid is recorded where rediscovery reads it (handles.c: the VM dir's
  * group) and freed with the VM dir on delete. A VM dir is 0700 root: the
- * group is a record, it grants nothing.
+ * group is a record, it grants nothing; a VMM that opens files by path
+ * (Firecracker) gets 0710, search only, and the files it needs are granted
+ * to its group one by one (root stays their owner, so the VMM cannot change
+ * their mode).
  */
 #ifndef BANGER_RECONCILER_VMM_VMM_SANDBOX_H
 #define BANGER_RECONCILER_VMM_VMM_SANDBOX_H
@@ -55,6 +58,44 @@ int vmm_sandbox_uid(const struct vmm_sandbox *sb, const char *vm_dir, uid_t *ret
  */
 void vmm_sandbox_spawn_opts(const struct vmm_sandbox *sb, uid_t uid, unsigned long unshare_flags,
 			    struct proc_spawn_opts *opts);
+
+/*
+ * Let the VMM uid's group use the regular file or block device at 'path':
+ * it must be owned by root; it becomes root:<uid> with 'mode' (0660 for a
+ * disk the VMM writes, 0640 for one it reads). 0 or -errno.
+ */
+int vmm_sandbox_grant_file(const char *path, uid_t uid, mode_t mode, struct bg_err *err);
+
+/*
+ * A directory where the VMM uid may create its sockets: made if missing (never
+ * through a symlink), then root:<uid> 0770. The uid can plant anything there:
+ * root removes its entries without following them and connects to a socket
+ * there only through vmm_sandbox_sock_path(). 0 or -errno.
+ */
+int vmm_sandbox_sock_dir(const char *path, uid_t uid, struct bg_err *err);
+
+/*
+ * Let the uid reach and search the VM dir (<state>/vms/<id>): it becomes
+ * 0710 root:<uid> (the group already records the uid, see vmm_sandbox_uid()),
+ * <state>/vms and <state> get search for others (o+x, never read), and every
+ * directory above must already allow it (-EACCES names the one that does
+ * not). 0 or -errno.
+ */
+int vmm_sandbox_traverse(const char *vm_dir, uid_t uid, struct bg_err *err);
+
+/*
+ * Make the persistent tap 'name' usable by the uid alone (TUNSETOWNER and
+ * TUNSETGROUP uid): the VMM attaches to it by name. 0 or -errno.
+ */
+int vmm_sandbox_tap_own(const char *name, uid_t uid, struct bg_err *err);
+
+/*
+ * A path that reaches the unix socket at 'path' without following a symlink
+ * in its last component, for connect(): *ret_fd is an O_PATH fd of the
+ * socket (the caller closes it) and ret_path ("/proc/self/fd/N") names it
+ * while that fd is open. -ENOENT, -ELOOP (a symlink), -ENOTSOCK, ...
+ */
+int vmm_sandbox_sock_path(const char *path, int *ret_fd, char ret_path[32]);
 
 /* Open the existing tap 'name' (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR): an fd, or -errno. */
 int vmm_sandbox_tap_open(const char *name, struct bg_err *err);

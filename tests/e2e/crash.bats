@@ -10,7 +10,10 @@ load helpers
 
 setup() {
 	e2e_setup
+	# The stand-in runs as the VM's unprivileged VMM uid: it must reach its log.
 	export FC_STANDIN_LOG=$WORK/firecracker-requests.jsonl
+	install -m 0666 /dev/null "$FC_STANDIN_LOG"
+	chmod 0711 "$WORK"
 }
 
 teardown() {
@@ -28,7 +31,7 @@ fc_yaml() {
 vmm_count() {
 	local id=$1 p n=0
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "vms/$id/api.sock" && n=$((n + 1))
+		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "vms/$id/fc/api.sock" && n=$((n + 1))
 	done
 	echo "$n"
 }

@@ -56,3 +56,11 @@ once() {
 	grep -q "was open to others (mode 0755); now 0750" "$WORK/bangerd.log"
 	grep -q "writable by its group" "$WORK/bangerd.log"
 }
+
+@test "a state dir others may only search (Firecracker VMs' uids need that) is left alone" {
+	mkdir -m 0711 "$WORK/state"
+	run once
+	assert_success
+	[ "$(stat -c %a "$WORK/state")" = "711" ]
+	! grep -q "open to others" "$WORK/bangerd.log"
+}

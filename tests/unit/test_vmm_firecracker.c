@@ -769,6 +769,141 @@ static void fake_call(const char *sock, const char *reply, size_t len, int *ret_
 	assert_int_equal(unlink(sock), 0);
 }
 
+/* A listening unix socket at path (non-blocking, to check nothing connected). */
+static int listen_at(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	assert_true(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	return fd;
+}
+
+/*
+ * The socket directory of a confined VMM is writable by its uid: a symlink
+ * planted in place of the API socket must never lead root's requests (probe,
+ * stop, configuration) to the socket it points at.
+ */
+static void test_socket_symlink_refused(void **state)
+{
+	struct fx *fx = *state;
+	_cleanup_free_ char *target = fs_path_join(fx->dir, "root-only.sock");
+	_cleanup_close_ int lfd = -1, cfd = -1;
+	enum vmm_guest_state gs = VMM_GUEST_STATE_MAX;
+	struct vmm_process proc = { .pid = getpid() };
+	struct bg_err err = { 0 };
+	char path[32];
+	int fd = -1;
+	int r;
+
+	lfd = listen_at(target);
+	assert_int_equal(symlink(target, fx->sock), 0);
+	assert_int_equal(vmm_sandbox_sock_path(fx->sock, &fd, path), -ELOOP);
+	assert_false(fc_socket_accepts(fx->sock));
+	/* A live VMM (this process stands for it) that cannot be asked: an error. */
+	assert_true(proc_start_time(proc.pid, &proc.start_time, NULL) >= 0);
+	r = vmm_driver_firecracker.probe(&fx->cfg, &proc, &gs, &err);
+	assert_true(r < 0);
+	assert_non_null(strstr(err.msg, "API socket"));
+	/* Nothing ever reached the target. */
+	assert_int_equal(accept(lfd, NULL, NULL), -1);
+	assert_int_equal(errno, EAGAIN);
+	/* The target itself works, through the same path as every request. */
+	assert_int_equal(vmm_sandbox_sock_path(target, &fd, path), 0);
+	close(fd);
+	assert_true(fc_socket_accepts(target));
+	cfd = accept(lfd, NULL, NULL);
+	assert_true(cfd >= 0);
+	/* A regular file in its place is not a socket either. */
+	assert_int_equal(unlink(fx->sock), 0);
+	test_write_file(fx->sock, "");
+	assert_int_equal(vmm_sandbox_sock_path(fx->sock, &fd, path), -ENOTSOCK);
+	assert_int_equal(unlink(fx->sock), 0);
+	assert_int_equal(unlink(target), 0);
+}
+
+/* The sockets live next to the API socket: its directory is made and cleaned. */
+static void test_socket_dir(void **state)
+{
+	struct fx *fx = *state;
+	_cleanup_free_ char *sub = fs_path_join(fx->dir, "fc");
+	_cleanup_free_ char *sock = fs_path_join(sub, "api.sock");
+	_cleanup_free_ char *vsock = fs_path_join(sub, FC_VSOCK_NAME);
+	_cleanup_free_ char *d = NULL, *v = NULL;
+	struct vmm_process proc = { 0 };
+	struct standin_log l;
+	struct bg_err err = { 0 };
+
+	d = fc_sock_dir("/s/vms/x/fc/api.sock");
+	assert_string_equal(d, "/s/vms/x/fc");
+	v = fc_vsock_path("/s/vms/x/fc/api.sock");
+	assert_string_equal(v, "/s/vms/x/fc/" FC_VSOCK_NAME);
+
+	fx->cfg.ctl_sock = sock;
+	if (vmm_driver_firecracker.start(&fx->cfg, &proc, &err) < 0)
+		fail_msg("start: %s", err.msg);
+	assert_true(fs_exists(sock));
+	assert_true(fs_exists(vsock));
+	log_read(fx, &l);
+	assert_string_equal(body_str(log_body(&l, "PUT /vsock"), "uds_path"), vsock);
+	log_release(&l);
+	assert_int_equal(vmm_driver_firecracker.stop(&fx->cfg, &proc, 10000, &err), 0);
+	assert_false(fs_exists(sock));
+	assert_false(fs_exists(vsock));
+	fx->cfg.ctl_sock = fx->sock;
+	assert_nothing_left(fx);
+}
+
+/* A field of /proc/<pid>/status as a number ("Uid" gives the real uid). */
+static long status_num(pid_t pid, const char *field)
+{
+	_cleanup_free_ char *path = xasprintf("/proc/%d/status", (int)pid);
+	_cleanup_free_ char *data = NULL, *key = xasprintf("\n%s:", field);
+	const char *p;
+
+	assert_int_equal(fs_read_file(path, 16384, &data, NULL, NULL), 0);
+	p = strstr(data, key);
+	assert_non_null(p);
+	return strtol(p + strlen(key), NULL, 10);
+}
+
+/*
+ * A VM made before the socket directory existed (its API socket right in its
+ * VM dir, where its uid may not create anything) keeps running as root, with
+ * the rest of the confinement: no_new_privs, seccomp.
+ */
+static void test_old_layout_stays_root(void **state)
+{
+	struct fx *fx = *state;
+	struct vmm_sandbox sb;
+	struct vmm_process proc = { 0 };
+	struct bg_err err = { 0 };
+	struct stat st;
+
+	if (geteuid() != 0) {
+		test_skip_reason("namespaces need root");
+		skip();
+	}
+	vmm_sandbox_init(&sb, 200000, 4);
+	fx->cfg.sandbox = &sb;
+	if (vmm_driver_firecracker.start(&fx->cfg, &proc, &err) < 0)
+		fail_msg("start: %s", err.msg);
+	assert_int_equal(status_num(proc.pid, "Uid"), 0);
+	assert_int_equal(status_num(proc.pid, "NoNewPrivs"), 1);
+	assert_int_equal(status_num(proc.pid, "Seccomp"), 2);
+	/* Nothing was handed to a uid. */
+	assert_int_equal(stat(fx->dir, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	assert_int_equal(stat(fx->work, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	assert_int_equal(vmm_driver_firecracker.stop(&fx->cfg, &proc, 10000, &err), 0);
+	fx->cfg.sandbox = NULL;
+	assert_nothing_left(fx);
+}
+
 static void test_http_client_edges(void **state)
 {
 	struct fx *fx = *state;
@@ -894,6 +1029,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_binary, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_http_client_edges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_available, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_socket_symlink_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_socket_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_layout_stays_root, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

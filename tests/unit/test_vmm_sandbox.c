@@ -147,6 +147,96 @@ static void test_allocate(void **state)
 	test_rmtree(tmp);
 }
 
+static void expect_mode(const char *path, uid_t uid, gid_t gid, mode_t mode)
+{
+	struct stat st;
+
+	assert_int_equal(lstat(path, &st), 0);
+	assert_int_equal(st.st_uid, uid);
+	assert_int_equal(st.st_gid, gid);
+	assert_int_equal(st.st_mode & 07777, mode);
+}
+
+/* Files a VMM opens by path are granted to its group; root stays the owner. */
+static void test_grant_file(void **state)
+{
+	_cleanup_free_ char *tmp = test_tmpdir("bg-sandbox");
+	_cleanup_free_ char *disk = fs_path_join(tmp, "work.ext4");
+	_cleanup_free_ char *theirs = fs_path_join(tmp, "theirs");
+	_cleanup_free_ char *fifo = fs_path_join(tmp, "fifo");
+	struct bg_err err = { 0 };
+
+	(void)state;
+	if (geteuid() != 0) {
+		test_skip_reason("chown needs root");
+		skip();
+	}
+	test_write_file(disk, "");
+	assert_int_equal(chmod(disk, 0644), 0);
+	assert_int_equal(vmm_sandbox_grant_file(disk, 200000, 0660, &err), 0);
+	expect_mode(disk, 0, 200000, 0660);
+	assert_int_equal(vmm_sandbox_grant_file(disk, 200001, 0640, &err), 0);
+	expect_mode(disk, 0, 200001, 0640);
+	/* Not root's: refused, left alone. */
+	test_write_file(theirs, "");
+	assert_int_equal(chmod(theirs, 0600), 0);
+	assert_int_equal(chown(theirs, 1234, 1234), 0);
+	assert_int_equal(vmm_sandbox_grant_file(theirs, 200000, 0660, &err), -EPERM);
+	expect_mode(theirs, 1234, 1234, 0600);
+	/* Neither a file nor a block device. */
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(vmm_sandbox_grant_file(fifo, 200000, 0660, &err), -EINVAL);
+	assert_int_equal(vmm_sandbox_grant_file(tmp, 200000, 0660, &err), -EINVAL);
+	test_rmtree(tmp);
+}
+
+/*
+ * The VM dir becomes searchable by its uid, <state>/vms and <state> by
+ * others (search only); a private directory above is named in the error.
+ */
+static void test_traverse_and_sock_dir(void **state)
+{
+	_cleanup_free_ char *tmp = test_tmpdir("bg-sandbox");
+	_cleanup_free_ char *top = fs_path_join(tmp, "top");
+	_cleanup_free_ char *st = fs_path_join(top, "state");
+	_cleanup_free_ char *vms = fs_path_join(st, "vms");
+	_cleanup_free_ char *vm = fs_path_join(vms, "abcdef01");
+	_cleanup_free_ char *fc = fs_path_join(vm, "fc");
+	_cleanup_free_ char *link = fs_path_join(vm, "link");
+	struct bg_err err = { 0 };
+
+	(void)state;
+	if (geteuid() != 0) {
+		test_skip_reason("chown needs root");
+		skip();
+	}
+	assert_int_equal(mkdir(top, 0700), 0);
+	assert_int_equal(mkdir(st, 0700), 0);
+	assert_int_equal(mkdir(vms, 0700), 0);
+	assert_int_equal(mkdir(vm, 0700), 0);
+	/* Only the recorded uid's VM dir is opened. */
+	assert_int_equal(vmm_sandbox_traverse(vm, 200000, &err), -EPERM);
+	assert_int_equal(chown(vm, 0, 200000), 0);
+	assert_int_equal(vmm_sandbox_traverse(vm, 200000, &err), -EACCES);
+	assert_non_null(strstr(err.msg, top));
+	expect_mode(vm, 0, 200000, 0710);
+	expect_mode(vms, 0, 0, 0701);
+	expect_mode(st, 0, 0, 0701);
+	assert_int_equal(chmod(top, 0711), 0);
+	assert_int_equal(chmod(tmp, 0711), 0);
+	assert_int_equal(vmm_sandbox_traverse(vm, 200000, &err), 0);
+	expect_mode(top, 0, 0, 0711);
+
+	/* The socket dir: root:<uid> 0770, made once; never through a symlink. */
+	assert_int_equal(vmm_sandbox_sock_dir(fc, 200000, &err), 0);
+	expect_mode(fc, 0, 200000, 0770);
+	assert_int_equal(vmm_sandbox_sock_dir(fc, 200000, &err), 0);
+	assert_int_equal(symlink(tmp, link), 0);
+	assert_true(vmm_sandbox_sock_dir(link, 200000, &err) < 0);
+	expect_mode(tmp, 0, 0, 0711);
+	test_rmtree(tmp);
+}
+
 static void test_memfd_copy(void **state)
 {
 	_cleanup_free_ char *tmp = test_tmpdir("bg-sandbox");
@@ -344,6 +434,8 @@ int main(void)
 		cmocka_unit_test(test_parse_uids),
 		cmocka_unit_test(test_allocate),
 		cmocka_unit_test(test_memfd_copy),
+		cmocka_unit_test(test_grant_file),
+		cmocka_unit_test(test_traverse_and_sock_dir),
 		cmocka_unit_test(test_spawn_confined),
 		cmocka_unit_test(test_spawn_seccomp_denies),
 		cmocka_unit_test(test_spawn_keep_invalid),
