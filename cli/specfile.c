@@ -18,7 +18,6 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -32,22 +31,6 @@
 #define CHANGED_HINT "changed while banger was editing it; run the command again"
 
 /* ---- the spec dir, as one fd ---------------------------------------------------------- */
-
-static int openat2_beneath(int dfd, const char *rel, uint64_t flags, uint64_t resolve)
-{
-	struct open_how how = {
-		.flags = flags | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
-	};
-	int fd, tries = 0;
-
-	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
-	 * loop in the spec dir cannot keep us here. */
-	do
-		fd = (int)syscall(SYS_openat2, dfd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN && ++tries < 64);
-	return fd;
-}
 
 /* 'file' relative to 'dir' when it is lexically inside it (as the loader names files). */
 static const char *rel_in(const char *dir, const char *file)
@@ -645,7 +628,7 @@ static int locate(int dir_fd, const char *rel, const char *shown, int *ret_dfd, 
 	const char *inner, *slash;
 	struct stat st, now;
 
-	fd = openat2_beneath(dir_fd, rel, O_PATH, 0);
+	fd = fs_open_beneath(dir_fd, rel, O_PATH, 0);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return bg_errorf(err, EAGAIN, "'%s' is gone: it %s", shown, CHANGED_HINT);
@@ -667,7 +650,7 @@ static int locate(int dir_fd, const char *rel, const char *shown, int *ret_dfd, 
 	slash = strrchr(inner, '/');
 	dir = slash ? xstrndup(inner, (size_t)(slash - inner)) : xstrdup("");
 	base = xstrdup(slash ? slash + 1 : inner);
-	dfd = openat2_beneath(dir_fd, dir, O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+	dfd = fs_open_beneath(dir_fd, dir, O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
 	if (dfd < 0)
 		return bg_errorf(err, EAGAIN, "'%s' %s", shown, CHANGED_HINT);
 	if (fstatat(dfd, base, &now, AT_SYMLINK_NOFOLLOW) < 0 || now.st_dev != st.st_dev ||

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <linux/openat2.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -315,4 +317,18 @@ char *fs_path_join(const char *dir, const char *name)
 	while (*name == '/')
 		name++;
 	return xasprintf("%.*s/%s", (int)n, dir, name);
+}
+
+int fs_open_beneath(int dirfd, const char *rel, uint64_t flags, uint64_t resolve)
+{
+	struct open_how how = {
+		.flags = flags | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
+	};
+	int fd, tries = 0;
+
+	do
+		fd = (int)syscall(SYS_openat2, dirfd, *rel ? rel : ".", &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN && ++tries < 64);
+	return fd;
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "common/err.h"
@@ -86,5 +87,15 @@ bool fs_exists(const char *path);
 
 /* Join a directory and a name with exactly one '/'. Owned result. */
 char *fs_path_join(const char *dir, const char *name);
+
+/*
+ * openat2(dirfd, rel, flags | O_CLOEXEC) with RESOLVE_BENEATH |
+ * RESOLVE_NO_MAGICLINKS | 'resolve': the name cannot leave dirfd's tree (an
+ * absolute symlink or one out of it fails with EXDEV), and /proc magic links
+ * are never followed. "" means dirfd itself. EAGAIN (a rename raced the
+ * lookup) is retried a bounded number of times, so a rename loop cannot keep
+ * the caller there. Returns the fd, or -1 with errno set, like open().
+ */
+int fs_open_beneath(int dirfd, const char *rel, uint64_t flags, uint64_t resolve);
 
 #endif

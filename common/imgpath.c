@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -127,15 +126,12 @@ static const char *root_of(const struct imgpath_conf *conf, const char *path)
 	return best;
 }
 
+/* Beneath the image root with no symlinks at all. Returns the fd or -errno. */
 static int openat2_beneath(int dirfd, const char *rel, uint64_t flags)
 {
-	struct open_how how = {
-		.flags = flags | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+	int fd = fs_open_beneath(dirfd, rel, flags, RESOLVE_NO_SYMLINKS);
 
-	return fd < 0 ? -errno : (int)fd;
+	return fd < 0 ? -errno : fd;
 }
 
 static const char *resolve_rule(int r)

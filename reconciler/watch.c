@@ -7,13 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -83,18 +81,7 @@ static void push(struct watched **dirs, size_t *n, size_t *cap, int wd, const ch
  */
 static int open_dir_beneath(int root_fd, const char *rel)
 {
-	struct open_how how = {
-		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-	};
-	int fd, tries = 0;
-
-	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
-	 * loop in the spec dir cannot keep us here. */
-	do
-		fd = (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN && ++tries < 64);
-	return fd;
+	return fs_open_beneath(root_fd, rel, O_RDONLY | O_DIRECTORY, 0);
 }
 
 /*

@@ -14,14 +14,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -621,10 +619,6 @@ static int yp_read_file(void *ctx, const char *name, char **ret_data, size_t *re
 	_cleanup_free_ char *shown = sibling_path(p->file, name);
 	_cleanup_free_ char *rel = NULL;
 	_cleanup_close_ int dfd = -1, fd = -1;
-	struct open_how how = {
-		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-	};
 	struct stat st;
 	int r;
 
@@ -633,7 +627,7 @@ static int yp_read_file(void *ctx, const char *name, char **ret_data, size_t *re
 	if (dfd < 0)
 		return bg_error(err, errno, "cannot open the spec directory '%s'", p->base_dir);
 	rel = *p->rel_dir ? fs_path_join(p->rel_dir, name) : xstrdup(name);
-	fd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
+	fd = fs_open_beneath(dfd, rel, O_RDONLY | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0);
 	if (fd < 0) {
 		if (errno == EXDEV)
 			return bg_errorf(err, EXDEV, "'%s' leads outside the spec directory '%s'",
@@ -1119,20 +1113,9 @@ static void load_file(struct loader *l, const char *path)
  * stay inside it (EXDEV otherwise, also for an absolute link), /proc magic
  * links never.
  */
-static int open_beneath(const struct loader *l, const char *rel, uint64_t flags, uint64_t resolve)
+static int open_beneath(const struct loader *l, const char *rel, uint64_t flags)
 {
-	struct open_how how = {
-		.flags = flags | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY),
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | resolve,
-	};
-	int fd, tries = 0;
-
-	/* EAGAIN: a rename raced the lookup; retried a bounded number of times, so a rename
-	 * loop in the spec dir cannot keep us here. */
-	do
-		fd = (int)syscall(SYS_openat2, l->root_fd, *rel ? rel : ".", &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN && ++tries < 64);
-	return fd;
+	return fs_open_beneath(l->root_fd, rel, flags | ((flags & O_PATH) ? 0 : O_NOCTTY), 0);
 }
 
 /* A spec file found by the walk: 'rel' inside the tree, 'path' its name for diagnostics. */
@@ -1152,7 +1135,7 @@ static void load_walked(struct loader *l, const char *rel, const char *path, con
 		return;
 	}
 	/* Opened again to read it (O_NONBLOCK: never wait on a FIFO swapped in meanwhile). */
-	fd = open_beneath(l, rel, O_RDONLY | O_NONBLOCK, 0);
+	fd = open_beneath(l, rel, O_RDONLY | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return;
@@ -1197,7 +1180,7 @@ static void load_entry(struct loader *l, const char *rel_dir, const char *dir, c
 	struct stat st;
 
 	/* O_PATH: look at what the entry is without opening it (no FIFO, no device). */
-	fd = open_beneath(l, rel, O_PATH, 0);
+	fd = open_beneath(l, rel, O_PATH);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return; /* vanished, or a dangling symlink: nothing to read */
@@ -1248,7 +1231,7 @@ static void load_dir(struct loader *l, const char *rel, const char *path, unsign
 	char **names = NULL;
 	size_t n = 0;
 
-	fd = open_beneath(l, rel, O_RDONLY | O_DIRECTORY, 0);
+	fd = open_beneath(l, rel, O_RDONLY | O_DIRECTORY);
 	if (fd < 0) {
 		if (errno == ENOENT && depth > 0)
 			return;
