@@ -332,3 +332,47 @@ int fs_open_beneath(int dirfd, const char *rel, uint64_t flags, uint64_t resolve
 	while (fd < 0 && errno == EAGAIN && ++tries < 64);
 	return fd;
 }
+
+int fs_copy_fd(int in_fd, int out_fd, uint64_t max, const char *name, struct bg_err *err)
+{
+	char buf[65536];
+	loff_t off = 0;
+	bool rw = false;
+
+	for (;;) {
+		/* Up to 1 GiB at a time; at 'max', one byte more tells EOF from too big. */
+		uint64_t left = (uint64_t)off < max ? max - (uint64_t)off : 1;
+		size_t want = left < (1U << 30) ? (size_t)left : (1U << 30);
+		ssize_t n = -1;
+
+		if (!rw) {
+			n = copy_file_range(in_fd, &off, out_fd, NULL, want, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP))
+				rw = true; /* not between these two files: read and write */
+		}
+		if (rw) {
+			n = pread(in_fd, buf, want < sizeof(buf) ? want : sizeof(buf), off);
+			for (ssize_t done = 0; n > 0 && done < n;) {
+				ssize_t w = write(out_fd, buf + done, (size_t)(n - done));
+
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w < 0)
+					return bg_error(err, errno, "copy '%s'", name);
+				done += w;
+			}
+			if (n > 0)
+				off += n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return bg_error(err, errno, "copy '%s'", name);
+		if (n == 0)
+			return 0;
+		if ((uint64_t)off > max)
+			return bg_errorf(err, EFBIG, "'%s' is larger than %llu bytes", name,
+					 (unsigned long long)max);
+	}
+}

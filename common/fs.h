@@ -98,4 +98,12 @@ char *fs_path_join(const char *dir, const char *name);
  */
 int fs_open_beneath(int dirfd, const char *rel, uint64_t flags, uint64_t resolve);
 
+/*
+ * Copy all of in_fd, from offset 0 to its end, to out_fd at out_fd's file
+ * position: copy_file_range(2) where the kernel can, read and write where it
+ * cannot (another filesystem, a memfd). More than 'max' bytes is EFBIG. 'name'
+ * is in_fd's name for errors. Returns 0 or -errno.
+ */
+int fs_copy_fd(int in_fd, int out_fd, uint64_t max, const char *name, struct bg_err *err);
+
 #endif

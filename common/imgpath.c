@@ -261,7 +261,6 @@ int imgpath_copy_fd(int src_fd, const char *dst, struct bg_err *err)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int out = -1;
-	loff_t off = 0;
 	int r;
 
 	if (asprintf(&tmp, "%s.tmp", dst) < 0)
@@ -270,31 +269,9 @@ int imgpath_copy_fd(int src_fd, const char *dst, struct bg_err *err)
 	out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (out < 0)
 		return bg_error(err, errno, "create '%s'", tmp);
-	for (bool rw = false;;) {
-		ssize_t n = rw ? -1 : copy_file_range(src_fd, &off, out, NULL, 1 << 30, 0);
-
-		if (!rw && n < 0 &&
-		    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
-			rw = true; /* no copy_file_range here: read and write */
-		if (rw) {
-			char buf[65536];
-
-			n = pread(src_fd, buf, sizeof(buf), off);
-			if (n > 0 && write(out, buf, (size_t)n) != n) {
-				if (errno == 0)
-					errno = EIO;
-				n = -1;
-			}
-			if (n > 0)
-				off += n;
-		}
-		if (n == 0)
-			break;
-		if (n < 0) {
-			r = bg_error(err, errno, "copy to '%s'", dst);
-			goto fail;
-		}
-	}
+	r = fs_copy_fd(src_fd, out, UINT64_MAX, dst, err);
+	if (r < 0)
+		goto fail;
 	if (fchmod(out, 0600) < 0 || fsync(out) < 0) {
 		r = bg_error(err, errno, "'%s'", tmp);
 		goto fail;

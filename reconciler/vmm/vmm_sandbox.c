@@ -340,8 +340,7 @@ int vmm_sandbox_memfd_copy(const char *path, struct bg_err *err)
 {
 	_cleanup_close_ int in = -1, mfd = -1;
 	struct stat st;
-	char buf[65536];
-	uint64_t total = 0;
+	int r;
 
 	in = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (in < 0)
@@ -355,28 +354,9 @@ int vmm_sandbox_memfd_copy(const char *path, struct bg_err *err)
 	mfd = memfd_create("banger-vmm-file", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (mfd < 0)
 		return bg_error(err, errno, "memfd_create");
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return bg_error(err, errno, "read '%s'", path);
-		if (n == 0)
-			break;
-		total += (uint64_t)n;
-		if (total > COPY_MAX)
-			return bg_errorf(err, EFBIG, "'%s' grew past %lu bytes", path, COPY_MAX);
-		for (ssize_t off = 0; off < n;) {
-			ssize_t w = write(mfd, buf + off, (size_t)(n - off));
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0)
-				return bg_error(err, errno, "copy '%s'", path);
-			off += w;
-		}
-	}
+	r = fs_copy_fd(in, mfd, COPY_MAX, path, err);
+	if (r < 0)
+		return r;
 	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return bg_error(err, errno, "seal the copy of '%s'", path);
 	return TAKE_FD(mfd);

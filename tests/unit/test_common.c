@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -539,6 +540,46 @@ static void test_resolv_nameservers(void **state)
 	test_rmtree(dir);
 }
 
+/*
+ * fs_copy_fd copies a whole file into a memfd (no copy_file_range between
+ * those: the read/write path) and into a file on the same filesystem, from
+ * offset 0 whatever the source's position; past 'max' it is EFBIG.
+ */
+static void test_copy_fd(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-copyfd");
+	_cleanup_free_ char *src = fs_path_join(dir, "src");
+	_cleanup_free_ char *dst = fs_path_join(dir, "dst");
+	_cleanup_free_ char *data = NULL;
+	_cleanup_close_ int in = -1, mfd = -1, out = -1;
+	struct bg_err err = { 0 };
+	size_t len;
+	char big[200000], back[sizeof(big)];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	assert_int_equal(fs_write_atomic(src, big, sizeof(big), 0600, &err), 0);
+	in = open(src, O_RDONLY | O_CLOEXEC);
+	assert_true(in >= 0);
+	assert_int_equal(lseek(in, 1000, SEEK_SET), 1000);
+	mfd = memfd_create("bg-test", MFD_CLOEXEC);
+	assert_true(mfd >= 0);
+	assert_int_equal(fs_copy_fd(in, mfd, sizeof(big), src, &err), 0);
+	assert_int_equal(pread(mfd, back, sizeof(back), 0), (ssize_t)sizeof(back));
+	assert_memory_equal(back, big, sizeof(big));
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(out >= 0);
+	assert_int_equal(fs_copy_fd(in, out, UINT64_MAX, src, &err), 0);
+	assert_int_equal(fs_read_file(dst, sizeof(big) + 1, &data, &len, &err), 0);
+	assert_int_equal(len, sizeof(big));
+	assert_memory_equal(data, big, sizeof(big));
+	assert_int_equal(ftruncate(mfd, 0), 0);
+	assert_int_equal(lseek(mfd, 0, SEEK_SET), 0);
+	assert_int_equal(fs_copy_fd(in, mfd, sizeof(big) - 1, src, &err), -EFBIG);
+	test_rmtree(dir);
+}
+
 static void test_paths_absolute(void **state)
 {
 	_cleanup_free_ char *cwd = getcwd(NULL, 0);
@@ -577,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_net_connect),
 		cmocka_unit_test(test_resolv_nameservers),
 		cmocka_unit_test(test_paths_absolute),
+		cmocka_unit_test(test_copy_fd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
