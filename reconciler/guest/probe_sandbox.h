@@ -1,6 +1,7 @@
 /*
  * probe_sandbox.h - the jail the SSH readiness probe's child runs libssh2 in
- * (the only includer of seccomp.h). The child parses bytes a guest controls,
+ * (one of the two includers of seccomp.h, with common/proc.c's VMM deny-list;
+ * neither lets a libseccomp type into a header). The child parses bytes a guest controls,
  * so it keeps nothing but the sockets it inherited: no user, no way to gain
  * privileges, and a seccomp allow-list of the syscalls an SSH handshake over
  * an already connected socket needs.
