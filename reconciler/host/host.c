@@ -22,6 +22,15 @@ static const char *const disk_mode_names[DISK_MODE_MAX] = {
 	[DISK_MODE_COPY] = "copy",
 };
 
+static const char *const host_proto_names[HOST_PROTO_MAX] = { "tcp", "udp" };
+
+const char *host_proto_to_string(enum host_proto p)
+{
+	if ((int)p < 0 || p >= HOST_PROTO_MAX)
+		return NULL;
+	return host_proto_names[p];
+}
+
 const char *disk_mode_to_string(enum disk_mode m)
 {
 	if ((int)m < 0 || m >= DISK_MODE_MAX)

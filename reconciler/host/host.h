@@ -36,8 +36,31 @@ int disk_mode_from_string(const char *s);
 struct host_net {
 	const char *bridge; /* default "banger0" */
 	const char *cidr;   /* bridge address and prefix, default "172.30.0.1/24" */
-	bool nat;	    /* masquerade guest traffic (nftables), default off */
+	bool nat;	    /* default egress of a VM whose spec does not say: nat (true) or none */
 };
+
+/* One port forward of a VM (spec.network.ports): host_ip:host_port -> the guest's guest_port. */
+enum host_proto {
+	HOST_PROTO_TCP,
+	HOST_PROTO_UDP,
+	HOST_PROTO_MAX
+};
+
+struct host_forward {
+	char host_ip[16]; /* dotted IPv4; "0.0.0.0": every local address of the host */
+	uint16_t host_port;
+	uint16_t guest_port;
+	enum host_proto proto;
+};
+
+/* A forward that another tap already holds (netrules_ensure). */
+struct host_forward_conflict {
+	struct host_forward fwd; /* the one that was asked for */
+	char holder_tap[16];	 /* the tap whose VM holds that host address and port */
+};
+
+/* "tcp" | "udp"; NULL out of range. */
+const char *host_proto_to_string(enum host_proto p);
 
 /* What the host layer needs to know about one VM. */
 struct host_vm {
@@ -134,6 +157,34 @@ struct host_ops {
 	int (*antispoof_ensure)(const struct host_net *net, const char *tap, const char *mac,
 				const char *ip, struct bg_err *err);
 	int (*antispoof_remove)(const struct host_net *net, const char *tap, struct bg_err *err);
+
+	/*
+	 * Per-VM egress and port forwards (libnftables, table "ip banger-<bridge>",
+	 * everything of one VM named after its tap so it is found, repaired and
+	 * removed by that name). netrules_base_ensure makes the table's sets,
+	 * maps and base chains (elements are kept) and is called with the bridge.
+	 * netrules_ensure makes the VM's rules match: egress_nat true masquerades
+	 * traffic from 'ip' leaving other interfaces and lets it be forwarded;
+	 * false drops new connections from 'ip' to other interfaces. fwd[n_fwd]
+	 * are DNATed to ip:guest_port, from other hosts and from the host itself
+	 * (127.0.0.1 included); forwards the VM had and fwd no longer lists are
+	 * removed. A forward whose host address and port (an overlapping one:
+	 * 0.0.0.0 overlaps every address) another tap holds is not taken: every
+	 * other rule is still applied, the conflicts are returned in *ret_conflicts
+	 * (owned, *ret_n_conflicts of them; NULL/0 when none) and the call returns
+	 * 0. One transaction per call; re-running it repairs a flushed table.
+	 * netrules_remove deletes all of the VM's rules; missing is done.
+	 * netrules_show gives the VM's rules in place as nft text (owned; "" when
+	 * none).
+	 */
+	int (*netrules_base_ensure)(const struct host_net *net, struct bg_err *err);
+	int (*netrules_ensure)(const struct host_net *net, const char *tap, const char *ip,
+			       bool egress_nat, const struct host_forward *fwd, size_t n_fwd,
+			       struct host_forward_conflict **ret_conflicts,
+			       size_t *ret_n_conflicts, struct bg_err *err);
+	int (*netrules_remove)(const struct host_net *net, const char *tap, struct bg_err *err);
+	int (*netrules_show)(const struct host_net *net, const char *tap, char **ret,
+			     struct bg_err *err);
 
 	/* Which disk mode this host supports best for files under state_dir. */
 	int (*disk_mode_detect)(const char *state_dir, enum disk_mode *ret, struct bg_err *err);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@ const char *fake_vmm_script = "exec sleep 600";
 pid_t fake_last_pid;
 char fake_last_args[4096];
 char fake_last_seed[4096];
+const char *fake_netrules_holder;
 
 void fakes_reset(void)
 {
@@ -30,6 +32,7 @@ void fakes_reset(void)
 	fake_last_pid = 0;
 	fake_last_args[0] = '\0';
 	fake_last_seed[0] = '\0';
+	fake_netrules_holder = NULL;
 }
 
 void fakes_release(void)
@@ -86,6 +89,57 @@ static int f_antispoof_remove(const struct host_net *n, const char *tap, struct 
 {
 	(void)n, (void)tap;
 	return call("antispoof-remove", e);
+}
+
+static int f_netrules_base(const struct host_net *n, struct bg_err *e)
+{
+	(void)n;
+	return call("netrules-base", e);
+}
+
+/* Records "netrules" (with the forwards: "netrules:tcp/8080>80,..."); fake_netrules_holder conflicts. */
+static int f_netrules(const struct host_net *n, const char *tap, const char *ip, bool egress_nat,
+		      const struct host_forward *fwd, size_t n_fwd,
+		      struct host_forward_conflict **ret_c, size_t *ret_n, struct bg_err *e)
+{
+	struct buf b = { 0 };
+	int r;
+
+	(void)n;
+	*ret_c = NULL;
+	*ret_n = 0;
+	if (strncmp(tap, "bg", 2) != 0 || !ip || !*ip)
+		return bg_errorf(e, EINVAL, "bad netrules for '%s' '%s'", tap, ip ? ip : "");
+	buf_init(&b);
+	buf_addf(&b, "netrules:%s", egress_nat ? "nat" : "none");
+	for (size_t i = 0; i < n_fwd; i++)
+		buf_addf(&b, "%s%s/%u>%u", i ? "," : ":", host_proto_to_string(fwd[i].proto),
+			 fwd[i].host_port, fwd[i].guest_port);
+	r = call(b.data, e);
+	buf_release(&b);
+	if (r < 0 || !fake_netrules_holder || !n_fwd)
+		return r;
+	*ret_c = calloc(1, sizeof(**ret_c));
+	if (!*ret_c)
+		return -ENOMEM;
+	(*ret_c)[0].fwd = fwd[0];
+	snprintf((*ret_c)[0].holder_tap, sizeof((*ret_c)[0].holder_tap), "%s",
+		 fake_netrules_holder);
+	*ret_n = 1;
+	return 0;
+}
+
+static int f_netrules_remove(const struct host_net *n, const char *tap, struct bg_err *e)
+{
+	(void)n, (void)tap;
+	return call("netrules-remove", e);
+}
+
+static int f_netrules_show(const struct host_net *n, const char *tap, char **ret, struct bg_err *e)
+{
+	(void)n, (void)tap, (void)e;
+	*ret = strdup("");
+	return *ret ? 0 : -ENOMEM;
 }
 
 static int f_detect(const char *dir, enum disk_mode *ret, struct bg_err *e)
@@ -177,6 +231,10 @@ const struct host_ops fake_host = {
 	.nat_remove = f_nat,
 	.antispoof_ensure = f_antispoof,
 	.antispoof_remove = f_antispoof_remove,
+	.netrules_base_ensure = f_netrules_base,
+	.netrules_ensure = f_netrules,
+	.netrules_remove = f_netrules_remove,
+	.netrules_show = f_netrules_show,
 	.disk_mode_detect = f_detect,
 	.rootdisk_ensure = f_rootdisk,
 	.rootdisk_deactivate = f_rootdisk_deactivate,

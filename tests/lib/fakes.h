@@ -36,6 +36,9 @@ extern char fake_last_args[4096];
 /* seed_disk of the last start ("" for none). */
 extern char fake_last_seed[4096];
 
+/* When set, netrules_ensure reports its first forward as held by this tap. */
+extern const char *fake_netrules_holder;
+
 /* Reset all of the above (and start an empty call log). */
 void fakes_reset(void);
 void fakes_release(void);
