@@ -35,6 +35,17 @@ static const char *const guest_config_names[GUEST_CONFIG_MAX] = {
 	[GUEST_CONFIG_CMDLINE] = "cmdline",
 };
 
+static const char *const egress_names[SPEC_EGRESS_MAX] = {
+	[SPEC_EGRESS_DEFAULT] = "",
+	[SPEC_EGRESS_NAT] = "nat",
+	[SPEC_EGRESS_NONE] = "none",
+};
+
+static const char *const proto_names[SPEC_PROTO_MAX] = {
+	[SPEC_PROTO_TCP] = "tcp",
+	[SPEC_PROTO_UDP] = "udp",
+};
+
 static int lookup(const char *const *names, int n, const char *s)
 {
 	if (!s)
@@ -63,6 +74,28 @@ const char *restart_policy_to_string(enum restart_policy p)
 const char *guest_config_to_string(enum guest_config c)
 {
 	return (unsigned)c < GUEST_CONFIG_MAX ? guest_config_names[c] : NULL;
+}
+
+const char *spec_egress_to_string(enum spec_egress e)
+{
+	return e > SPEC_EGRESS_DEFAULT && e < SPEC_EGRESS_MAX ? egress_names[e] : NULL;
+}
+
+const char *spec_proto_to_string(enum spec_proto p)
+{
+	return (unsigned)p < SPEC_PROTO_MAX ? proto_names[p] : NULL;
+}
+
+int spec_egress_from_string(const char *s)
+{
+	int v = lookup(egress_names, SPEC_EGRESS_MAX, s);
+
+	return v == SPEC_EGRESS_DEFAULT ? -EINVAL : v;
+}
+
+int spec_proto_from_string(const char *s)
+{
+	return lookup(proto_names, SPEC_PROTO_MAX, s);
 }
 
 int guest_config_from_string(const char *s)
@@ -100,6 +133,7 @@ void vm_spec_free(struct vm_spec *spec)
 	free(spec->kernel_args);
 	free(spec->rootfs_image);
 	free(spec->ip);
+	free(spec->ports);
 	free(spec->ssh_user);
 	for (size_t i = 0; i < spec->n_ssh_keys; i++)
 		free(spec->ssh_keys[i]);
@@ -132,6 +166,11 @@ struct vm_spec *vm_spec_dup(const struct vm_spec *spec)
 	d->kernel_args = xstrdup_null(spec->kernel_args);
 	d->rootfs_image = xstrdup_null(spec->rootfs_image);
 	d->ip = xstrdup_null(spec->ip);
+	d->ports = NULL;
+	if (spec->n_ports) {
+		d->ports = xcalloc(spec->n_ports, sizeof(*d->ports));
+		memcpy(d->ports, spec->ports, spec->n_ports * sizeof(*d->ports));
+	}
 	d->ssh_user = xstrdup_null(spec->ssh_user);
 	d->ssh_keys = NULL;
 	if (spec->n_ssh_keys) {
@@ -184,6 +223,20 @@ static bool keys_eq(const struct vm_spec *a, const struct vm_spec *b)
 	return true;
 }
 
+static bool ports_eq(const struct vm_spec *a, const struct vm_spec *b)
+{
+	if (a->n_ports != b->n_ports)
+		return false;
+	for (size_t i = 0; i < a->n_ports; i++) {
+		const struct spec_port *x = &a->ports[i], *y = &b->ports[i];
+
+		if (x->host_port != y->host_port || x->guest_port != y->guest_port ||
+		    x->protocol != y->protocol || strcmp(x->host_ip, y->host_ip) != 0)
+			return false;
+	}
+	return true;
+}
+
 enum spec_change spec_compare(const struct vm_spec *a, const struct vm_spec *b)
 {
 	if (!a || !b)
@@ -198,9 +251,12 @@ enum spec_change spec_compare(const struct vm_spec *a, const struct vm_spec *b)
 	    a->guest_config != b->guest_config ||
 	    !str_eq(a->cloudinit_user_data, b->cloudinit_user_data))
 		return SPEC_REBOOT;
-	/* Only the name of a userDataFile whose content is the same: nothing to boot again. */
-	if (!labels_eq(a, b) || a->restart_policy != b->restart_policy ||
-	    !str_eq(a->cloudinit_user_data_file, b->cloudinit_user_data_file))
+	/*
+	 * Only the name of a userDataFile whose content is the same: nothing to
+	 * boot again. Egress and port forwards are host rules, changed live.
+	 */
+	if (!labels_eq(a, b) || a->restart_policy != b->restart_policy || a->egress != b->egress ||
+	    !ports_eq(a, b) || !str_eq(a->cloudinit_user_data_file, b->cloudinit_user_data_file))
 		return SPEC_UPDATE;
 	return SPEC_SAME;
 }

@@ -54,6 +54,12 @@ enum spec_field {
 	SPEC_F_WORK_DISK_SIZE,
 	SPEC_F_NETWORK,
 	SPEC_F_NETWORK_IP,
+	SPEC_F_NETWORK_EGRESS,
+	SPEC_F_NETWORK_PORTS,
+	SPEC_F_PORT_HOST_PORT,
+	SPEC_F_PORT_GUEST_PORT,
+	SPEC_F_PORT_PROTOCOL,
+	SPEC_F_PORT_HOST_IP,
 	SPEC_F_SSH,
 	SPEC_F_SSH_USER,
 	SPEC_F_SSH_KEYS,
@@ -73,6 +79,7 @@ enum spec_field_type {
 	SPEC_FT_ENUM,	/* one of a fixed set of strings */
 	SPEC_FT_STRMAP, /* a mapping of free-form string keys to strings (labels) */
 	SPEC_FT_STRSEQ, /* a sequence of strings (authorizedKeys) */
+	SPEC_FT_MAPSEQ, /* a sequence of mappings of known fields (network.ports) */
 	SPEC_FT_MAX
 };
 
@@ -152,6 +159,14 @@ struct spec_builder {
 	 */
 	struct spec_loc body_loc;
 	struct spec_loc user_data_body; /* body_loc of spec.cloudInit.userData */
+	/*
+	 * Inside an element of a SPEC_FT_MAPSEQ field: its index (the seen/
+	 * key_loc/val_loc slots of the element's fields are reset per element),
+	 * and the positions of every element, for checks across them.
+	 */
+	size_t elem_index;
+	struct spec_loc *port_loc; /* where each spec->ports[i] starts */
+	char path_buf[96];	   /* "spec.network.ports[3].hostPort" for messages */
 };
 
 void spec_builder_init(struct spec_builder *b, struct spec_loc doc_loc, spec_report_fn report,
@@ -193,6 +208,16 @@ void spec_builder_scalar(struct spec_builder *b, enum spec_field f, enum spec_ki
 void spec_builder_label(struct spec_builder *b, enum spec_kind key_kind, const char *key,
 			size_t key_len, struct spec_loc key_loc, enum spec_kind kind,
 			const char *value, size_t len, struct spec_loc loc);
+
+/*
+ * Element 'index' of a SPEC_FT_MAPSEQ field f starts: 'kind' is what it is.
+ * Returns true when it is a mapping (the front end then feeds its keys with
+ * parent f and calls spec_builder_elem_end()), false after reporting it.
+ */
+bool spec_builder_elem_begin(struct spec_builder *b, enum spec_field f, size_t index,
+			     enum spec_kind kind, const char *text, size_t len,
+			     struct spec_loc loc);
+void spec_builder_elem_end(struct spec_builder *b, enum spec_field f);
 
 /* Item 'index' of ssh.authorizedKeys. */
 void spec_builder_item(struct spec_builder *b, enum spec_field f, size_t index, enum spec_kind kind,

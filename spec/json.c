@@ -83,9 +83,30 @@ char *spec_to_json(const struct vm_spec *s)
 		o = add_object(spec, "workDisk");
 		add_number(o, "sizeMiB", (double)s->work_disk_mib);
 	}
-	if (s->ip && *s->ip) {
+	/* Each left out when unset, so specs written before egress and ports keep their hash. */
+	if ((s->ip && *s->ip) || s->egress != SPEC_EGRESS_DEFAULT || s->n_ports) {
 		o = add_object(spec, "network");
-		add_string(o, "ip", s->ip);
+		if (s->ip && *s->ip)
+			add_string(o, "ip", s->ip);
+		if (s->egress != SPEC_EGRESS_DEFAULT)
+			add_string(o, "egress", or_empty(spec_egress_to_string(s->egress)));
+		if (s->n_ports) {
+			cJSON *ports = cJSON_AddArrayToObject(o, "ports");
+
+			if (!ports)
+				abort();
+			for (size_t i = 0; i < s->n_ports; i++) {
+				cJSON *p = cJSON_CreateObject();
+
+				if (!p || !cJSON_AddItemToArray(ports, p))
+					abort();
+				add_number(p, "hostPort", s->ports[i].host_port);
+				add_number(p, "guestPort", s->ports[i].guest_port);
+				add_string(p, "protocol",
+					   or_empty(spec_proto_to_string(s->ports[i].protocol)));
+				add_string(p, "hostIP", s->ports[i].host_ip);
+			}
+		}
 	}
 	o = add_object(spec, "ssh");
 	add_string(o, "user", s->ssh_user ? s->ssh_user : "root");
@@ -211,6 +232,20 @@ static void walk_value(struct spec_builder *b, enum spec_field f, const cJSON *v
 			enum spec_kind vkind = json_kind(it, vbuf, sizeof(vbuf), &vtext);
 
 			spec_builder_item(b, f, i, vkind, vtext, strlen(vtext), no_loc);
+		}
+		break;
+	case SPEC_FT_MAPSEQ:
+		if (!spec_builder_begin(b, f, kind, text, strlen(text), no_loc))
+			break;
+		for (const cJSON *it = v->child; it; it = it->next, i++) {
+			char vbuf[64];
+			const char *vtext;
+			enum spec_kind vkind = json_kind(it, vbuf, sizeof(vbuf), &vtext);
+
+			if (!spec_builder_elem_begin(b, f, i, vkind, vtext, strlen(vtext), no_loc))
+				continue;
+			walk_map(b, f, it);
+			spec_builder_elem_end(b, f);
 		}
 		break;
 	default:

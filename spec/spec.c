@@ -737,6 +737,32 @@ static bool parse_seq(struct yp *p, enum spec_field f)
 	}
 }
 
+static bool parse_map(struct yp *p, enum spec_field parent);
+
+/* The elements of a sequence of mappings (spec.network.ports), after its SEQUENCE-START. */
+static bool parse_mapseq(struct yp *p, enum spec_field f)
+{
+	for (size_t i = 0;; i++) {
+		struct yev item;
+		bool ok;
+
+		if (!next(p, &item))
+			return false;
+		if (item.type == YAML_SEQUENCE_END_EVENT)
+			return true;
+		if (!item.alias && spec_builder_elem_begin(p->b, f, i, item.kind, ev_text(&item),
+							   item.len, item.loc)) {
+			ok = parse_map(p, f);
+			spec_builder_elem_end(p->b, f);
+		} else {
+			ok = skip(p, &item);
+		}
+		yev_release(&item);
+		if (!ok)
+			return false;
+	}
+}
+
 static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev)
 {
 	if (ev->alias) {
@@ -757,6 +783,10 @@ static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev)
 		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
 			return skip(p, ev);
 		return parse_seq(p, f);
+	case SPEC_FT_MAPSEQ:
+		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
+			return skip(p, ev);
+		return parse_mapseq(p, f);
 	default:
 		p->b->body_loc = ev->literal ? literal_body_loc(p, ev) : (struct spec_loc){ 0, 0 };
 		spec_builder_scalar(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc);

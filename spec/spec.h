@@ -17,7 +17,13 @@
  *     kernel: {path: /abs, initrd: /abs, args: "..."}       path required
  *     rootfs: {image: /abs, sizeMiB: 2048}                   image required
  *     workDisk: {sizeMiB: 512}                               optional
- *     network: {ip: 172.30.0.10}                             optional static IPv4
+ *     network:                                               optional
+ *       ip: 172.30.0.10          static IPv4                  (default: leased)
+ *       egress: nat              nat | none                   (default: bangerd --nat)
+ *       ports:                   host -> guest forwards, at most 64
+ *       - {hostPort: 8080, guestPort: 80, protocol: tcp, hostIP: 127.0.0.1}
+ *                                protocol tcp | udp (default tcp); hostIP default
+ *                                127.0.0.1, 0.0.0.0 for every address of the host
  *     ssh: {user: root, authorizedKeys: ["ssh-ed25519 AAAA... c"]}
  *     guest: {config: auto}     auto | cloudinit | cmdline   (default auto)
  *     cloudInit: {userData: "#cloud-config ..."}  or {userDataFile: rel/path}
@@ -89,16 +95,44 @@ enum guest_config {
 	GUEST_CONFIG_MAX
 };
 
+/* spec.network.egress; DEFAULT when the spec does not say (the daemon's --nat decides). */
+enum spec_egress {
+	SPEC_EGRESS_DEFAULT,
+	SPEC_EGRESS_NAT,
+	SPEC_EGRESS_NONE,
+	SPEC_EGRESS_MAX
+};
+
+enum spec_proto {
+	SPEC_PROTO_TCP,
+	SPEC_PROTO_UDP,
+	SPEC_PROTO_MAX
+};
+
+#define SPEC_PORTS_MAX 64
+
+/* One spec.network.ports entry. */
+struct spec_port {
+	char host_ip[16]; /* dotted IPv4: 127.0.0.1 by default; 0.0.0.0: every host address */
+	uint16_t host_port;
+	uint16_t guest_port;
+	enum spec_proto protocol;
+};
+
 /* "running", "auto", "on-failure", "cloudinit", ...; NULL for out-of-range values. */
 const char *vm_desired_state_to_string(enum vm_desired_state s);
 const char *vmm_kind_to_string(enum vmm_kind k);
 const char *restart_policy_to_string(enum restart_policy p);
 const char *guest_config_to_string(enum guest_config c);
+const char *spec_egress_to_string(enum spec_egress e); /* NULL for DEFAULT too */
+const char *spec_proto_to_string(enum spec_proto p);
 /* The enum value, or -EINVAL. */
 int vm_desired_state_from_string(const char *s);
 int vmm_kind_from_string(const char *s);
 int restart_policy_from_string(const char *s);
 int guest_config_from_string(const char *s);
+int spec_egress_from_string(const char *s); /* "nat" | "none" */
+int spec_proto_from_string(const char *s);
 
 struct spec_label {
 	char *key;
@@ -120,8 +154,11 @@ struct vm_spec {
 	uint64_t rootfs_size_mib; /* capacity of the COW disk; 0: the image's size */
 	uint64_t work_disk_mib;	  /* 0: no work disk */
 	char *ip;		  /* static IPv4, or NULL to lease one */
-	char *ssh_user;		  /* never NULL after parsing ("root" by default) */
-	char **ssh_keys;	  /* authorized_keys lines, n_ssh_keys of them */
+	enum spec_egress egress;  /* spec.network.egress */
+	struct spec_port *ports;  /* spec.network.ports, n_ports of them, in spec order */
+	size_t n_ports;
+	char *ssh_user;	 /* never NULL after parsing ("root" by default) */
+	char **ssh_keys; /* authorized_keys lines, n_ssh_keys of them */
 	size_t n_ssh_keys;
 	enum restart_policy restart_policy;
 	enum guest_config guest_config; /* spec.guest.config */
@@ -200,8 +237,9 @@ int spec_from_json(const char *json, struct vm_spec **ret, struct bg_err *err);
 /* How two versions of one VM's spec differ. */
 enum spec_change {
 	SPEC_SAME,   /* nothing that matters changed (the desired state is compared apart) */
-	SPEC_UPDATE, /* metadata only: labels, restartPolicy, the name of a userDataFile
-		      * whose content is unchanged; applied without a reboot */
+	SPEC_UPDATE, /* labels, restartPolicy, the name of a userDataFile whose content
+		      * is unchanged, network.egress and network.ports (host rules);
+		      * applied without a reboot */
 	SPEC_REBOOT, /* anything the guest sees at boot: vcpus, memory, kernel, disks,
 			 * network, ssh, vmm, guest.config, user-data; needs a restart */
 	SPEC_CHANGE_MAX

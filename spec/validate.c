@@ -55,6 +55,18 @@ static const struct field_info fields[SPEC_F_MAX] = {
 				    SPEC_FT_INT, true },
 	[SPEC_F_NETWORK] = { "network", "spec.network", SPEC_F_SPEC, SPEC_FT_MAP, false },
 	[SPEC_F_NETWORK_IP] = { "ip", "spec.network.ip", SPEC_F_NETWORK, SPEC_FT_STRING, false },
+	[SPEC_F_NETWORK_EGRESS] = { "egress", "spec.network.egress", SPEC_F_NETWORK, SPEC_FT_ENUM,
+				    false },
+	[SPEC_F_NETWORK_PORTS] = { "ports", "spec.network.ports", SPEC_F_NETWORK, SPEC_FT_MAPSEQ,
+				   false },
+	[SPEC_F_PORT_HOST_PORT] = { "hostPort", "spec.network.ports[].hostPort",
+				    SPEC_F_NETWORK_PORTS, SPEC_FT_INT, true },
+	[SPEC_F_PORT_GUEST_PORT] = { "guestPort", "spec.network.ports[].guestPort",
+				     SPEC_F_NETWORK_PORTS, SPEC_FT_INT, true },
+	[SPEC_F_PORT_PROTOCOL] = { "protocol", "spec.network.ports[].protocol",
+				   SPEC_F_NETWORK_PORTS, SPEC_FT_ENUM, false },
+	[SPEC_F_PORT_HOST_IP] = { "hostIP", "spec.network.ports[].hostIP", SPEC_F_NETWORK_PORTS,
+				  SPEC_FT_STRING, false },
 	[SPEC_F_SSH] = { "ssh", "spec.ssh", SPEC_F_SPEC, SPEC_FT_MAP, false },
 	[SPEC_F_SSH_USER] = { "user", "spec.ssh.user", SPEC_F_SSH, SPEC_FT_STRING, false },
 	[SPEC_F_SSH_KEYS] = { "authorizedKeys", "spec.ssh.authorizedKeys", SPEC_F_SSH,
@@ -100,7 +112,28 @@ const char *spec_kind_name(enum spec_kind k)
 
 static bool is_collection(enum spec_field_type t)
 {
-	return t == SPEC_FT_MAP || t == SPEC_FT_STRMAP || t == SPEC_FT_STRSEQ;
+	return t == SPEC_FT_MAP || t == SPEC_FT_STRMAP || t == SPEC_FT_STRSEQ ||
+	       t == SPEC_FT_MAPSEQ;
+}
+
+/* A field of an element of a sequence of mappings (a spec.network.ports entry)? */
+static bool in_element(enum spec_field f)
+{
+	return f != SPEC_F_ROOT && fields[fields[f].parent].type == SPEC_FT_MAPSEQ;
+}
+
+/*
+ * The field's path for a message: with the element's index inside a
+ * sequence of mappings ("spec.network.ports[2].hostPort"). Valid until the
+ * next call.
+ */
+static const char *path_of(struct spec_builder *b, enum spec_field f)
+{
+	if (!in_element(f))
+		return fields[f].path;
+	snprintf(b->path_buf, sizeof(b->path_buf), "%s[%zu].%s", fields[fields[f].parent].path,
+		 b->elem_index, fields[f].key);
+	return b->path_buf;
 }
 
 static const char *type_expects(enum spec_field_type t)
@@ -110,6 +143,7 @@ static const char *type_expects(enum spec_field_type t)
 	case SPEC_FT_STRMAP:
 		return "a mapping";
 	case SPEC_FT_STRSEQ:
+	case SPEC_FT_MAPSEQ:
 		return "a sequence";
 	case SPEC_FT_INT:
 		return "an integer";
@@ -452,7 +486,7 @@ static bool check_text(struct spec_builder *b, enum spec_field f, const char *s,
 	const char *problem = text_problem(s, len, false);
 
 	if (problem)
-		spec_builder_error(b, loc, "%s: %s", fields[f].path, problem);
+		spec_builder_error(b, loc, "%s: %s", path_of(b, f), problem);
 	return !problem;
 }
 
@@ -463,13 +497,13 @@ static bool check_path(struct spec_builder *b, enum spec_field f, const char *s,
 		return false;
 	if (len > SPEC_PATH_MAX) {
 		spec_builder_error(b, loc, "%s: must be at most %d bytes long, got %zu",
-				   fields[f].path, SPEC_PATH_MAX, len);
+				   path_of(b, f), SPEC_PATH_MAX, len);
 		return false;
 	}
 	if (len == 0 || s[0] != '/') {
 		_cleanup_free_ char *shown = show(s, len);
 
-		spec_builder_error(b, loc, "%s: must be an absolute path, got %s", fields[f].path,
+		spec_builder_error(b, loc, "%s: must be an absolute path, got %s", path_of(b, f),
 				   shown);
 		return false;
 	}
@@ -611,6 +645,8 @@ void spec_builder_release(struct spec_builder *b)
 	b->spec = NULL;
 	free(b->label_loc);
 	b->label_loc = NULL;
+	free(b->port_loc);
+	b->port_loc = NULL;
 }
 
 /* Report one error (file NULL: the document's own file). */
@@ -691,7 +727,7 @@ int spec_builder_key(struct spec_builder *b, enum spec_field parent, const char 
 		if (fields[f].parent != parent || !text_is(key, len, fields[f].key))
 			continue;
 		if (b->seen[f]) {
-			spec_builder_error(b, loc, "duplicate key '%s'%s", fields[f].path,
+			spec_builder_error(b, loc, "duplicate key '%s'%s", path_of(b, f),
 					   first_at(b->key_loc[f], where, sizeof(where)));
 			/*
 			 * A second scalar is still checked; a second mapping is
@@ -721,7 +757,10 @@ int spec_builder_key(struct spec_builder *b, enum spec_field parent, const char 
 	} else {
 		_cleanup_free_ char *raw = show_text(key, len, false);
 
-		shown = xasprintf("'%s.%s'", fields[parent].path, raw);
+		if (fields[parent].type == SPEC_FT_MAPSEQ)
+			shown = xasprintf("'%s[%zu].%s'", fields[parent].path, b->elem_index, raw);
+		else
+			shown = xasprintf("'%s.%s'", fields[parent].path, raw);
 	}
 	if (best && len > 2)
 		spec_builder_error(b, loc, "unknown field %s (did you mean '%s'?)", shown, best);
@@ -741,16 +780,16 @@ static void type_error(struct spec_builder *b, enum spec_field f, enum spec_kind
 	    kind == SPEC_KIND_BOOL)
 		shown = show(text, len);
 	if (kind == SPEC_KIND_STRING)
-		spec_builder_error(b, loc, "%s: expected %s, got the string %s", fields[f].path,
+		spec_builder_error(b, loc, "%s: expected %s, got the string %s", path_of(b, f),
 				   expects, shown);
 	else if (shown && !strcmp(expects, "a string"))
 		spec_builder_error(b, loc, "%s: expected a string, got %s %s (quote it)",
-				   fields[f].path, spec_kind_name(kind), shown);
+				   path_of(b, f), spec_kind_name(kind), shown);
 	else if (shown)
-		spec_builder_error(b, loc, "%s: expected %s, got %s %s", fields[f].path, expects,
+		spec_builder_error(b, loc, "%s: expected %s, got %s %s", path_of(b, f), expects,
 				   spec_kind_name(kind), shown);
 	else
-		spec_builder_error(b, loc, "%s: expected %s, got %s", fields[f].path, expects,
+		spec_builder_error(b, loc, "%s: expected %s, got %s", path_of(b, f), expects,
 				   spec_kind_name(kind));
 }
 
@@ -763,7 +802,7 @@ bool spec_builder_begin(struct spec_builder *b, enum spec_field f, enum spec_kin
 	b->val_loc[f] = loc;
 	if (t == SPEC_FT_MAP || t == SPEC_FT_STRMAP)
 		ok = kind == SPEC_KIND_MAPPING;
-	else if (t == SPEC_FT_STRSEQ)
+	else if (t == SPEC_FT_STRSEQ || t == SPEC_FT_MAPSEQ)
 		ok = kind == SPEC_KIND_SEQUENCE;
 	else
 		ok = false;
@@ -787,11 +826,50 @@ static bool check_range(struct spec_builder *b, enum spec_field f, const char *t
 		_cleanup_free_ char *shown = show_text(text, len, false);
 
 		spec_builder_error(b, loc, "%s: must be between %lld and %lld, got %s",
-				   fields[f].path, (long long)min, (long long)max, shown);
+				   path_of(b, f), (long long)min, (long long)max, shown);
 		b->bad[f] = true;
 		return false;
 	}
 	*ret = v;
+	return true;
+}
+
+/* The spec.network.ports entry being built. */
+static struct spec_port *cur_port(struct spec_builder *b)
+{
+	return &b->spec->ports[b->spec->n_ports - 1];
+}
+
+/*
+ * A forward's host address: an IPv4 address of this host to listen on, or
+ * 0.0.0.0 for all of them. Multicast, broadcast and class E are refused.
+ */
+static bool check_host_ip(struct spec_builder *b, enum spec_field f, const char *s, size_t len,
+			  struct spec_loc loc, char ret[16])
+{
+	_cleanup_free_ char *shown = show(s, len);
+	char tmp[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if (len >= sizeof(tmp) || memchr(s, '\0', len)) {
+		spec_builder_error(b, loc, "%s: %s is not an IPv4 address", path_of(b, f), shown);
+		return false;
+	}
+	memcpy(tmp, s, len);
+	tmp[len] = '\0';
+	if (inet_pton(AF_INET, tmp, &a) != 1) {
+		spec_builder_error(b, loc, "%s: %s is not an IPv4 address (a.b.c.d expected)",
+				   path_of(b, f), shown);
+		return false;
+	}
+	if ((ntohl(a.s_addr) >> 28) >= 14) {
+		spec_builder_error(b, loc,
+				   "%s: %s is not a unicast address (use 0.0.0.0 for every "
+				   "address of the host)",
+				   path_of(b, f), shown);
+		return false;
+	}
+	inet_ntop(AF_INET, &a, ret, 16);
 	return true;
 }
 
@@ -801,7 +879,7 @@ static void enum_error(struct spec_builder *b, enum spec_field f, const char *al
 	_cleanup_free_ char *shown = show(text, len);
 
 	b->bad[f] = true;
-	spec_builder_error(b, loc, "%s: must be one of %s; got %s", fields[f].path, allowed, shown);
+	spec_builder_error(b, loc, "%s: must be one of %s; got %s", path_of(b, f), allowed, shown);
 }
 
 static void set_enum(struct spec_builder *b, enum spec_field f, const char *text, size_t len,
@@ -837,6 +915,20 @@ static void set_enum(struct spec_builder *b, enum spec_field f, const char *text
 		else
 			b->spec->restart_policy = (enum restart_policy)v;
 		break;
+	case SPEC_F_NETWORK_EGRESS:
+		v = spec_egress_from_string(s);
+		if (v < 0)
+			enum_error(b, f, "nat, none", text, len, loc);
+		else
+			b->spec->egress = (enum spec_egress)v;
+		break;
+	case SPEC_F_PORT_PROTOCOL:
+		v = spec_proto_from_string(s);
+		if (v < 0)
+			enum_error(b, f, "tcp, udp", text, len, loc);
+		else
+			cur_port(b)->protocol = (enum spec_proto)v;
+		break;
 	case SPEC_F_GUEST_CONFIG:
 		v = guest_config_from_string(s);
 		if (v < 0)
@@ -871,6 +963,14 @@ static void set_int(struct spec_builder *b, enum spec_field f, const char *text,
 		if (check_range(b, f, text, len, 1, SPEC_SIZE_MIB_MAX, &v, loc))
 			b->spec->work_disk_mib = (uint64_t)v;
 		break;
+	case SPEC_F_PORT_HOST_PORT:
+		if (check_range(b, f, text, len, 1, 65535, &v, loc))
+			cur_port(b)->host_port = (uint16_t)v;
+		break;
+	case SPEC_F_PORT_GUEST_PORT:
+		if (check_range(b, f, text, len, 1, 65535, &v, loc))
+			cur_port(b)->guest_port = (uint16_t)v;
+		break;
 	default:
 		abort();
 	}
@@ -889,7 +989,7 @@ static bool check_relative_path(struct spec_builder *b, enum spec_field f, const
 		return false;
 	if (len > SPEC_PATH_MAX) {
 		spec_builder_error(b, loc, "%s: must be at most %d bytes long, got %zu",
-				   fields[f].path, SPEC_PATH_MAX, len);
+				   path_of(b, f), SPEC_PATH_MAX, len);
 		return false;
 	}
 	shown = show(s, len);
@@ -897,7 +997,7 @@ static bool check_relative_path(struct spec_builder *b, enum spec_field f, const
 		spec_builder_error(b, loc,
 				   "%s: must be a path relative to the spec file's directory, got "
 				   "%s",
-				   fields[f].path, shown);
+				   path_of(b, f), shown);
 		return false;
 	}
 	return true;
@@ -957,8 +1057,7 @@ static void finish_user_data(struct spec_builder *b)
 		/* The canonical JSON carries the content next to the name. */
 		if (!b->seen[fu])
 			spec_builder_error(b, b->val_loc[fd],
-					   "%s: its content (userData) is missing",
-					   fields[fd].path);
+					   "%s: its content (userData) is missing", path_of(b, fd));
 		return;
 	}
 	if (b->seen[fu]) {
@@ -968,10 +1067,10 @@ static void finish_user_data(struct spec_builder *b)
 		return;
 	}
 	if (b->read_file(b->read_ctx, s->cloudinit_user_data_file, &data, &len, &shown, &err) < 0) {
-		spec_builder_error(b, b->val_loc[fd], "%s: %s", fields[fd].path, err.msg);
+		spec_builder_error(b, b->val_loc[fd], "%s: %s", path_of(b, fd), err.msg);
 		return;
 	}
-	if (!check_user_data(b, fields[fd].path, shown, data, len, b->val_loc[fd],
+	if (!check_user_data(b, path_of(b, fd), shown, data, len, b->val_loc[fd],
 			     (struct spec_loc){ 0, 0 }))
 		return;
 	free(s->cloudinit_user_data);
@@ -991,7 +1090,7 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 
 		if (!text_is(text, len, want)) {
 			shown = show(text, len);
-			spec_builder_error(b, loc, "%s: must be '%s', got %s", fields[f].path, want,
+			spec_builder_error(b, loc, "%s: must be '%s', got %s", path_of(b, f), want,
 					   shown);
 		}
 		break;
@@ -1038,7 +1137,7 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 			break;
 		if (len > SPEC_ARGS_MAX) {
 			spec_builder_error(b, loc, "%s: must be at most %d bytes long, got %zu",
-					   fields[f].path, SPEC_ARGS_MAX, len);
+					   path_of(b, f), SPEC_ARGS_MAX, len);
 			break;
 		}
 		free(s->kernel_args);
@@ -1048,6 +1147,12 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 	case SPEC_F_NETWORK_IP:
 		if (check_ip(b, text, len, loc))
 			set_string(&s->ip, text, len);
+		break;
+	case SPEC_F_PORT_HOST_IP:
+		if (check_host_ip(b, f, text, len, loc, cur_port(b)->host_ip))
+			;
+		else
+			b->bad[f] = true;
 		break;
 	case SPEC_F_SSH_USER:
 		if (!user_valid(text, len)) {
@@ -1062,7 +1167,7 @@ static void set_str(struct spec_builder *b, enum spec_field f, const char *text,
 		set_string(&s->ssh_user, text, len);
 		break;
 	case SPEC_F_CLOUDINIT_USER_DATA:
-		if (check_user_data(b, fields[f].path, NULL, text, len, loc, b->body_loc)) {
+		if (check_user_data(b, path_of(b, f), NULL, text, len, loc, b->body_loc)) {
 			set_string(&s->cloudinit_user_data, text, len);
 			b->user_data_body = b->body_loc;
 		} else {
@@ -1157,6 +1262,73 @@ void spec_builder_label(struct spec_builder *b, enum spec_kind key_kind, const c
 	s->n_labels++;
 }
 
+bool spec_builder_elem_begin(struct spec_builder *b, enum spec_field f, size_t index,
+			     enum spec_kind kind, const char *text, size_t len, struct spec_loc loc)
+{
+	struct vm_spec *s = b->spec;
+
+	if (f != SPEC_F_NETWORK_PORTS)
+		abort();
+	b->elem_index = index;
+	if (kind != SPEC_KIND_MAPPING) {
+		_cleanup_free_ char *shown = NULL;
+
+		b->bad[f] = true;
+		if (kind == SPEC_KIND_STRING || kind == SPEC_KIND_INT || kind == SPEC_KIND_FLOAT ||
+		    kind == SPEC_KIND_BOOL)
+			shown = show(text, len);
+		spec_builder_error(b, loc,
+				   "%s[%zu]: expected a mapping (hostPort, guestPort, "
+				   "protocol, hostIP), got %s%s%s",
+				   fields[f].path, index, spec_kind_name(kind), shown ? " " : "",
+				   shown ? shown : "");
+		return false;
+	}
+	if (s->n_ports == SPEC_PORTS_MAX) {
+		if (s->n_ports == index)
+			spec_builder_error(b, loc, "%s: at most %d forwards, got more",
+					   fields[f].path, SPEC_PORTS_MAX);
+		b->bad[f] = true;
+		return false;
+	}
+	s->ports = xreallocarray(s->ports, s->n_ports + 1, sizeof(*s->ports));
+	b->port_loc = xreallocarray(b->port_loc, s->n_ports + 1, sizeof(*b->port_loc));
+	s->ports[s->n_ports] =
+		(struct spec_port){ .host_ip = "127.0.0.1", .protocol = SPEC_PROTO_TCP };
+	b->port_loc[s->n_ports] = loc;
+	s->n_ports++;
+	for (int c = SPEC_F_ROOT + 1; c < SPEC_F_MAX; c++) {
+		if (fields[c].parent != f)
+			continue;
+		b->seen[c] = false;
+		b->bad[c] = false;
+		b->key_loc[c] = loc;
+		b->val_loc[c] = loc;
+	}
+	return true;
+}
+
+void spec_builder_elem_end(struct spec_builder *b, enum spec_field f)
+{
+	struct vm_spec *s = b->spec;
+	bool bad = false;
+
+	for (int c = SPEC_F_ROOT + 1; c < SPEC_F_MAX; c++) {
+		if (fields[c].parent != f)
+			continue;
+		if (fields[c].required && !b->seen[c]) {
+			spec_builder_error(b, b->port_loc[s->n_ports - 1],
+					   "%s[%zu]: missing required field '%s'", fields[f].path,
+					   b->elem_index, fields[c].key);
+			bad = true;
+		}
+		bad = bad || b->bad[c];
+	}
+	/* A broken entry is not compared with the others (its error is enough). */
+	if (bad)
+		s->n_ports--;
+}
+
 void spec_builder_item(struct spec_builder *b, enum spec_field f, size_t index, enum spec_kind kind,
 		       const char *text, size_t len, struct spec_loc loc)
 {
@@ -1234,6 +1406,35 @@ static void sort_labels(struct spec_builder *b)
 	s->n_labels = n;
 }
 
+/* Do two forwards listen on the same host address (0.0.0.0 is every address) and port? */
+static bool ports_overlap(const struct spec_port *x, const struct spec_port *y)
+{
+	return x->protocol == y->protocol && x->host_port == y->host_port &&
+	       (strcmp(x->host_ip, y->host_ip) == 0 || strcmp(x->host_ip, "0.0.0.0") == 0 ||
+		strcmp(y->host_ip, "0.0.0.0") == 0);
+}
+
+/* Forwards of one VM must not overlap each other. */
+static void check_ports(struct spec_builder *b)
+{
+	const struct vm_spec *s = b->spec;
+
+	for (size_t i = 0; i < s->n_ports; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct spec_port *x = &s->ports[i], *y = &s->ports[j];
+			char where[80];
+
+			if (!ports_overlap(x, y))
+				continue;
+			spec_builder_error(b, b->port_loc[i],
+					   "spec.network.ports: %s:%u/%s is forwarded twice%s",
+					   x->host_ip, x->host_port,
+					   spec_proto_to_string(x->protocol),
+					   first_at(b->port_loc[j], where, sizeof(where)));
+			break;
+		}
+}
+
 struct vm_spec *spec_builder_finish(struct spec_builder *b)
 {
 	struct vm_spec *s = b->spec;
@@ -1242,11 +1443,11 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 		enum spec_field p = fields[f].parent;
 		struct spec_loc at = p == SPEC_F_ROOT ? b->doc_loc : b->key_loc[p];
 
-		if (!fields[f].required || b->seen[f] || b->bad[SPEC_F_ROOT])
+		if (!fields[f].required || b->seen[f] || b->bad[SPEC_F_ROOT] || in_element(f))
 			continue;
 		if (p != SPEC_F_ROOT && (!b->seen[p] || b->bad[p]))
 			continue;
-		spec_builder_error(b, at, "missing required field '%s'", fields[f].path);
+		spec_builder_error(b, at, "missing required field '%s'", path_of(b, f));
 	}
 	if (s->vmm == VMM_FIRECRACKER && s->vcpus > 1 && s->vcpus % 2 != 0 && !b->bad[SPEC_F_VMM] &&
 	    !b->bad[SPEC_F_VCPUS])
@@ -1255,6 +1456,7 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 				   "got %u",
 				   s->vcpus);
 	sort_labels(b);
+	check_ports(b);
 	finish_user_data(b);
 	if (!s->ssh_user)
 		s->ssh_user = xstrdup("root");
@@ -1264,6 +1466,8 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b)
 	free(b->label_loc);
 	b->label_loc = NULL;
 	b->label_alloc = 0;
+	free(b->port_loc);
+	b->port_loc = NULL;
 	return TAKE_PTR(b->spec);
 }
 

@@ -210,9 +210,20 @@ char *spec_to_yaml(const struct vm_spec *s)
 	if (s->work_disk_mib)
 		buf_addf(&b, "  workDisk:\n    sizeMiB: %llu\n",
 			 (unsigned long long)s->work_disk_mib);
-	if (s->ip && *s->ip) {
+	if ((s->ip && *s->ip) || s->egress != SPEC_EGRESS_DEFAULT || s->n_ports) {
 		buf_adds(&b, "  network:\n");
-		add_field(&b, 4, "ip", s->ip);
+		if (s->ip && *s->ip)
+			add_field(&b, 4, "ip", s->ip);
+		if (s->egress != SPEC_EGRESS_DEFAULT)
+			add_enum(&b, 4, "egress", spec_egress_to_string(s->egress));
+		if (s->n_ports)
+			buf_adds(&b, "    ports:\n");
+		for (size_t i = 0; i < s->n_ports; i++)
+			buf_addf(&b,
+				 "      - {hostPort: %u, guestPort: %u, protocol: %s, hostIP: "
+				 "\"%s\"}\n",
+				 s->ports[i].host_port, s->ports[i].guest_port,
+				 spec_proto_to_string(s->ports[i].protocol), s->ports[i].host_ip);
 	}
 	buf_adds(&b, "  ssh:\n");
 	add_field(&b, 4, "user", s->ssh_user ? s->ssh_user : "root");

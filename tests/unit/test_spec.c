@@ -582,6 +582,98 @@ static void test_network(void **state)
 	check_bad_cases(bad, ARRAY_SIZE(bad));
 }
 
+/* spec.network.egress and spec.network.ports: defaults, every error, JSON and YAML, compare. */
+static void test_network_egress_ports(void **state)
+{
+	static const char *const yaml =
+		HEAD "  network:\n    egress: none\n    ports:\n"
+		     "      - {hostPort: 8080, guestPort: 80}\n"
+		     "      - {hostPort: 5353, guestPort: 53, protocol: udp, hostIP: 0.0.0.0}\n"
+		     "      - {hostPort: 8080, guestPort: 80, hostIP: 192.168.1.5}\n";
+	_cleanup_(vm_spec_freep) struct vm_spec *s = parse_ok(yaml);
+	_cleanup_(vm_spec_freep) struct vm_spec *plain = parse_ok(HEAD);
+	_cleanup_(vm_spec_freep) struct vm_spec *back = NULL;
+	_cleanup_free_ char *json = spec_to_json(s), *json2 = NULL, *plain_json = NULL;
+	_cleanup_free_ char *out = spec_to_yaml(s);
+	struct bg_err err = { 0 };
+	static const struct bad_case bad[] = {
+		{ HEAD "  network: {egress: open}\n", 8, 21,
+		  "spec.network.egress: must be one of nat, none; got 'open'" },
+		{ HEAD "  network: {ports: {hostPort: 1}}\n", 8, 20,
+		  "spec.network.ports: expected a sequence, got a mapping" },
+		{ HEAD "  network: {ports: [8080]}\n", 8, 21,
+		  "spec.network.ports[0]: expected a mapping (hostPort, guestPort, protocol, "
+		  "hostIP), got an integer '8080'" },
+		{ HEAD "  network: {ports: [{guestPort: 80}]}\n", 8, 21,
+		  "spec.network.ports[0]: missing required field 'hostPort'" },
+		{ HEAD "  network: {ports: [{hostPort: 80}]}\n", 8, 21,
+		  "spec.network.ports[0]: missing required field 'guestPort'" },
+		{ HEAD "  network: {ports: [{hostPort: 0, guestPort: 80}]}\n", 8, 32,
+		  "spec.network.ports[0].hostPort: must be between 1 and 65535, got 0" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 65536}]}\n", 8, 46,
+		  "spec.network.ports[0].guestPort: must be between 1 and 65535, got 65536" },
+		{ HEAD "  network: {ports: [{hostPort: \"80\", guestPort: 80}]}\n", 8, 32,
+		  "spec.network.ports[0].hostPort: expected an integer, got the string '80'" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 2, protocol: sctp}]}\n", 8, 59,
+		  "spec.network.ports[0].protocol: must be one of tcp, udp; got 'sctp'" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 2, hostIP: localhost}]}\n", 8,
+		  57, "spec.network.ports[0].hostIP: 'localhost' is not an IPv4 address" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 2, hostIP: 224.0.0.9}]}\n", 8,
+		  57, "'224.0.0.9' is not a unicast address" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 2, host: 1.2.3.4}]}\n", 8, 49,
+		  "unknown field 'spec.network.ports[0].host' (did you mean 'hostIP'?)" },
+		{ HEAD "  network: {ports: [{hostPort: 1, guestPort: 2, hostPort: 3}]}\n", 8, 49,
+		  "duplicate key 'spec.network.ports[0].hostPort'" },
+		{ HEAD "  network:\n    ports:\n      - {hostPort: 1, guestPort: 2}\n"
+		       "      - {hostPort: 1, guestPort: 3, hostIP: 0.0.0.0}\n",
+		  11, 9,
+		  "spec.network.ports: 0.0.0.0:1/tcp is forwarded twice (first at line 10, column "
+		  "9)" },
+	};
+	struct buf many;
+
+	(void)state;
+	assert_int_equal(s->egress, SPEC_EGRESS_NONE);
+	assert_int_equal(s->n_ports, 3);
+	assert_string_equal(s->ports[0].host_ip, "127.0.0.1");
+	assert_int_equal(s->ports[0].host_port, 8080);
+	assert_int_equal(s->ports[0].guest_port, 80);
+	assert_int_equal(s->ports[0].protocol, SPEC_PROTO_TCP);
+	assert_string_equal(s->ports[1].host_ip, "0.0.0.0");
+	assert_int_equal(s->ports[1].protocol, SPEC_PROTO_UDP);
+	assert_string_equal(s->ports[2].host_ip, "192.168.1.5");
+	/* Unset: the daemon decides, and the canonical form (so the hash) is as before. */
+	assert_int_equal(plain->egress, SPEC_EGRESS_DEFAULT);
+	assert_int_equal(plain->n_ports, 0);
+	plain_json = spec_to_json(plain);
+	assert_null(strstr(plain_json, "network"));
+	/* JSON round trip and YAML output read back give the same spec. */
+	assert_non_null(strstr(json, "\"egress\":\"none\""));
+	assert_int_equal(spec_from_json(json, &back, &err), 0);
+	json2 = spec_to_json(back);
+	assert_string_equal(json, json2);
+	{
+		_cleanup_(vm_spec_freep) struct vm_spec *again = parse_ok(out);
+
+		assert_int_equal(spec_compare(s, again), SPEC_SAME);
+	}
+	/* Egress and forwards are changed live; the rest of network still reboots. */
+	assert_int_equal(spec_compare(plain, s), SPEC_UPDATE);
+	back->ports[0].guest_port = 81;
+	assert_int_equal(spec_compare(s, back), SPEC_UPDATE);
+	back->ports[0].guest_port = 80;
+	back->egress = SPEC_EGRESS_NAT;
+	assert_int_equal(spec_compare(s, back), SPEC_UPDATE);
+	check_bad_cases(bad, ARRAY_SIZE(bad));
+	/* At most SPEC_PORTS_MAX forwards. */
+	buf_init(&many);
+	buf_adds(&many, HEAD "  network:\n    ports:\n");
+	for (int i = 0; i <= SPEC_PORTS_MAX; i++)
+		buf_addf(&many, "      - {hostPort: %d, guestPort: 80}\n", 1000 + i);
+	check_error(many.data, 10 + SPEC_PORTS_MAX, 9, "spec.network.ports: at most 64 forwards");
+	buf_release(&many);
+}
+
 static void test_ssh(void **state)
 {
 	_cleanup_(vm_spec_freep) struct vm_spec *s =
@@ -2243,6 +2335,7 @@ int main(void)
 		cmocka_unit_test(test_kernel),
 		cmocka_unit_test(test_rootfs_workdisk),
 		cmocka_unit_test(test_network),
+		cmocka_unit_test(test_network_egress_ports),
 		cmocka_unit_test(test_ssh),
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_multi_document_errors),
