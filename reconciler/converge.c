@@ -34,6 +34,7 @@ enum step_id {
 	S_BRIDGE,
 	S_TAP,
 	S_ANTISPOOF,
+	S_NETRULES,
 	S_ROOTDISK,
 	S_WORKDISK,
 	S_SEED,
@@ -57,6 +58,7 @@ static const char *const step_names[S_MAX] = {
 	[S_BRIDGE] = "bridge",
 	[S_TAP] = "tap",
 	[S_ANTISPOOF] = "antispoof",
+	[S_NETRULES] = "netrules",
 	[S_ROOTDISK] = "rootdisk",
 	[S_WORKDISK] = "workdisk",
 	[S_SEED] = "seed",
@@ -76,16 +78,17 @@ static const char *const step_names[S_MAX] = {
 
 /* clang-format off */
 static const enum step_id steps_create[] = { S_RECORD, S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP,
-					     S_ANTISPOOF, S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH,
-					     END };
+					     S_ANTISPOOF, S_NETRULES, S_ROOTDISK, S_WORKDISK,
+					     S_SEED, S_LAUNCH, END };
 static const enum step_id steps_start[] = { S_PREPARE, S_LEASE_IP, S_BRIDGE, S_TAP, S_ANTISPOOF,
-					    S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
+					    S_NETRULES, S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH,
+					    END };
 static const enum step_id steps_restart[] = { S_STOP_VMM, S_TEARDOWN, S_PREPARE, S_LEASE_IP,
-					      S_BRIDGE, S_TAP, S_ANTISPOOF, S_ROOTDISK,
-					      S_WORKDISK, S_SEED, S_LAUNCH, END };
+					      S_BRIDGE, S_TAP, S_ANTISPOOF, S_NETRULES,
+					      S_ROOTDISK, S_WORKDISK, S_SEED, S_LAUNCH, END };
 /* clang-format on */
 static const enum step_id steps_stop[] = { S_STOP_VMM, S_TEARDOWN, END };
-static const enum step_id steps_update[] = { S_APPLY_SPEC, END };
+static const enum step_id steps_update[] = { S_APPLY_SPEC, S_NETRULES, END };
 static const enum step_id steps_demote[] = { S_TEARDOWN, END };
 static const enum step_id steps_delete[] = { S_TOMBSTONE,    S_STOP_VMM,     S_TEARDOWN,
 					     S_REMOVE_DISKS, S_REMOVE_FILES, S_RELEASE_IP,
@@ -100,14 +103,15 @@ static const enum step_id *const action_steps[PLAN_ACTION_MAX] = {
 /* clang-format off */
 const char *const converge_failpoints[] = {
 	"create.record", "create.prepare", "create.lease-ip", "create.bridge", "create.tap",
-	"create.antispoof", "create.rootdisk", "create.workdisk", "create.seed", "create.launch",
+	"create.antispoof", "create.netrules", "create.rootdisk", "create.workdisk", "create.seed",
+	"create.launch",
 	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.antispoof",
-	"start.rootdisk", "start.workdisk", "start.seed", "start.launch",
+	"start.netrules", "start.rootdisk", "start.workdisk", "start.seed", "start.launch",
 	"restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
-	"restart.bridge", "restart.tap", "restart.antispoof", "restart.rootdisk",
-	"restart.workdisk", "restart.seed", "restart.launch",
+	"restart.bridge", "restart.tap", "restart.antispoof", "restart.netrules",
+	"restart.rootdisk", "restart.workdisk", "restart.seed", "restart.launch",
 	"stop.stop-vmm", "stop.teardown",
-	"update.apply-spec",
+	"update.apply-spec", "update.netrules",
 	"demote.teardown",
 	"delete.tombstone", "delete.stop-vmm", "delete.teardown", "delete.remove-disks",
 	"delete.remove-files", "delete.release-ip", "delete.unpin", "delete.forget",
@@ -371,6 +375,96 @@ static int step_tap(struct conv *c, struct bg_err *err)
 static int step_antispoof(struct conv *c, struct bg_err *err)
 {
 	return c->env->host->antispoof_ensure(&c->env->net, c->tap, c->rec.mac, c->rec.ip, err);
+}
+
+/*
+ * The VM's egress and port forwards as its spec says (egress unset: the
+ * daemon's --nat). A forward another VM holds is not a failure: the VM runs
+ * without it, rec->net_error says why (and which VM), and every resync tries
+ * again, so the forward follows once the holder lets it go. Returns whether
+ * net_error changed; the caller records the row.
+ */
+static int netrules_sync(struct converge_env *env, struct vm_record *rec,
+			 const struct vm_spec *spec, bool *ret_changed, struct bg_err *err)
+{
+	_cleanup_free_ struct host_forward *fwd = NULL;
+	_cleanup_free_ struct host_forward_conflict *conflicts = NULL;
+	_cleanup_buf_ struct buf msg = { 0 };
+	size_t n_conflicts = 0, n_fwd = spec ? spec->n_ports : 0;
+	bool nat = env->net.nat;
+	char tap[16];
+	int r;
+
+	*ret_changed = false;
+	if (!rec->ip)
+		return bg_errorf(err, EINVAL, "vm '%s': no address recorded", rec->name);
+	if (spec && spec->egress != SPEC_EGRESS_DEFAULT)
+		nat = spec->egress == SPEC_EGRESS_NAT;
+	fwd = xcalloc(n_fwd ? n_fwd : 1, sizeof(*fwd));
+	for (size_t i = 0; i < n_fwd; i++) {
+		const struct spec_port *p = &spec->ports[i];
+
+		(void)str_copy(fwd[i].host_ip, sizeof(fwd[i].host_ip), p->host_ip);
+		fwd[i].host_port = p->host_port;
+		fwd[i].guest_port = p->guest_port;
+		fwd[i].proto = p->protocol == SPEC_PROTO_UDP ? HOST_PROTO_UDP : HOST_PROTO_TCP;
+	}
+	handles_tap_name(rec->id, tap);
+	r = env->host->netrules_base_ensure(&env->net, err);
+	if (r < 0)
+		return r;
+	r = env->host->netrules_ensure(&env->net, tap, rec->ip, nat, fwd, n_fwd, &conflicts,
+				       &n_conflicts, err);
+	if (r < 0)
+		return r;
+	buf_init(&msg);
+	for (size_t i = 0; i < n_conflicts; i++) {
+		const struct host_forward *f = &conflicts[i].fwd;
+		struct vm_record holder = { 0 };
+		const char *who = conflicts[i].holder_tap;
+
+		/* The tap is "bg<id>": name the VM when this store knows it. */
+		if (strncmp(who, "bg", 2) == 0 &&
+		    store_vm_get(env->store, who + 2, &holder, NULL) == 0)
+			who = holder.name;
+		buf_addf(&msg, "%shost port %s:%u/%s is already forwarded to %s '%s'",
+			 i ? "; " : "", f->host_ip, f->host_port, host_proto_to_string(f->proto),
+			 who == conflicts[i].holder_tap ? "tap" : "vm", who);
+		vm_record_release(&holder);
+	}
+	if (!str_eq(rec->net_error, n_conflicts ? msg.data : NULL)) {
+		free(rec->net_error);
+		rec->net_error = n_conflicts ? xstrdup(msg.data) : NULL;
+		*ret_changed = true;
+		(void)store_event_add(env->store, rec->name, n_conflicts ? "Warning" : "Normal",
+				      n_conflicts ? "PortConflict" : "PortsForwarded",
+				      n_conflicts ? msg.data : "every port forward is in place",
+				      NULL);
+	}
+	return 0;
+}
+
+/* Egress and forwards, once the tap and its filter are there (and live, on an update). */
+static int step_netrules(struct conv *c, struct bg_err *err)
+{
+	const struct vm_spec *spec = c->spec ? c->spec : c->rec_spec;
+	bool changed;
+	int r;
+
+	/*
+	 * An update of a VM that does not run: its rules come with its next
+	 * start. One that changed neither egress nor forwards touches nothing
+	 * (a resumed one redoes them: the record already has the new spec).
+	 */
+	if (c->type == PLAN_UPDATE &&
+	    ((c->rec.phase != VM_PHASE_STARTING && c->rec.phase != VM_PHASE_RUNNING) ||
+	     (c->a->type != PLAN_RESUME && c->spec && c->rec_spec &&
+	      c->spec->egress == c->rec_spec->egress && spec_ports_equal(c->spec, c->rec_spec))))
+		return 0;
+	r = netrules_sync(c->env, &c->rec, spec, &changed, err);
+	if (r < 0)
+		return r;
+	return changed ? save(c, err) : 0;
 }
 
 /*
@@ -888,6 +982,15 @@ static int step_teardown(struct conv *c, struct bg_err *err)
 		return r;
 	if (vm_alive(&h))
 		return bg_errorf(err, EBUSY, "VMM pid %d is still running", (int)h.pid);
+	r = c->env->host->netrules_remove(&c->env->net, c->tap, err);
+	if (r < 0)
+		return r;
+	if (c->rec.net_error) {
+		set_str(&c->rec.net_error, NULL); /* a stopped VM holds no port */
+		r = save(c, err);
+		if (r < 0)
+			return r;
+	}
 	r = c->env->host->antispoof_remove(&c->env->net, c->tap, err);
 	if (r < 0)
 		return r;
@@ -993,6 +1096,7 @@ static const step_fn step_fns[S_MAX] = {
 	[S_BRIDGE] = step_bridge,
 	[S_TAP] = step_tap,
 	[S_ANTISPOOF] = step_antispoof,
+	[S_NETRULES] = step_netrules,
 	[S_ROOTDISK] = step_rootdisk,
 	[S_WORKDISK] = step_workdisk,
 	[S_SEED] = step_seed,
@@ -1239,4 +1343,23 @@ int converge_guard(struct converge_env *env, const struct vm_record *rec, struct
 	if (r < 0)
 		return bg_err_wrap(err, "vm '%s'", rec->name);
 	return 0;
+}
+
+int converge_netrules(struct converge_env *env, const struct vm_record *rec, struct bg_err *err)
+{
+	_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
+	struct vm_record copy = { 0 };
+	bool changed = false;
+	int r;
+
+	if (spec_from_json(rec->spec_json, &spec, NULL) < 0)
+		spec = NULL;
+	vm_record_copy(&copy, rec);
+	r = netrules_sync(env, &copy, spec, &changed, err);
+	if (r >= 0 && changed)
+		r = store_vm_update(env->store, &copy, err);
+	if (r < 0)
+		r = bg_err_wrap(err, "vm '%s'", rec->name);
+	vm_record_release(&copy);
+	return r < 0 ? r : 0;
 }

@@ -11,12 +11,13 @@
  * VM Failed with its error and a backoff, and a later pass converges again.
  *
  * Steps by action (failpoint names are "<action>.<step>"):
- *   create   record prepare lease-ip bridge tap antispoof rootdisk workdisk seed launch
- *   start    prepare lease-ip bridge tap antispoof rootdisk workdisk seed launch
- *   restart  stop-vmm teardown prepare lease-ip bridge tap antispoof rootdisk workdisk seed
+ *   create   record prepare lease-ip bridge tap antispoof netrules rootdisk workdisk seed
  *            launch
+ *   start    prepare lease-ip bridge tap antispoof netrules rootdisk workdisk seed launch
+ *   restart  stop-vmm teardown prepare lease-ip bridge tap antispoof netrules rootdisk
+ *            workdisk seed launch
  *   stop     stop-vmm teardown
- *   update   apply-spec
+ *   update   apply-spec netrules (netrules only while the VM runs)
  *   demote   teardown
  *   delete   tombstone stop-vmm teardown remove-disks remove-files release-ip unpin forget
  */
@@ -86,6 +87,14 @@ int converge_action(struct converge_env *env, const struct plan_action *a, struc
  * can claim. Touches no record. -errno with err set.
  */
 int converge_guard(struct converge_env *env, const struct vm_record *rec, struct bg_err *err);
+
+/*
+ * Re-ensure a running VM's egress and port forwards from its recorded spec
+ * (netrules_ensure), on every full resync: flushed rules come back, and a
+ * forward another VM held is taken once it is free. Writes the row only when
+ * its net_error changes (with an event). -errno with err set.
+ */
+int converge_netrules(struct converge_env *env, const struct vm_record *rec, struct bg_err *err);
 
 /* Every failpoint name, NULL-terminated. */
 extern const char *const converge_failpoints[];

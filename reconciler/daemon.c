@@ -505,8 +505,13 @@ static void observe(struct daemon *d, bool full)
 				wake_at(d, now + STARTING_POLL_MS);
 			continue;
 		}
-		if (full)
+		if (full) {
 			(void)guard(d, rec);
+			if (converge_netrules(&d->env, rec, &err) < 0) {
+				log_warn("%s", err.msg);
+				bg_err_clear(&err);
+			}
+		}
 		/* A stable run forgives earlier failures. */
 		if (rec->failures > 0 && rec->running_since &&
 		    now - rec->running_since >= PLAN_STABLE_RUN_MS) {

@@ -131,6 +131,8 @@ static const char *const schema_steps[] = {
 	"  resync_ms INTEGER NOT NULL,"
 	"  spec_errors TEXT"
 	") STRICT;",
+	/* 2: what keeps the VM's network rules from being whole (a port another VM holds) */
+	"ALTER TABLE vms ADD COLUMN net_error TEXT;",
 };
 
 /* The steps migrate() applies; a test may point these at its own list. */
@@ -642,7 +644,7 @@ void store_free(struct store *s)
 	"id, name, source_file, spec_json, spec_hash, generation, observed_generation, phase, "  \
 	"desired_state, ip, mac, cid, vmm, disk_mode, vm_dir, api_sock, console_log, cow_disk, " \
 	"work_disk, last_error, restarts, failures, backoff_until, running_since, last_exit, "   \
-	"action, step, created_at, updated_at"
+	"action, step, created_at, updated_at, net_error"
 
 enum {
 	COL_ID,
@@ -674,6 +676,7 @@ enum {
 	COL_STEP,
 	COL_CREATED_AT,
 	COL_UPDATED_AT,
+	COL_NET_ERROR,
 	COL_MAX
 };
 
@@ -703,7 +706,7 @@ static int check_record(const struct vm_record *rec, struct bg_err *err)
 	return 0;
 }
 
-/* Bind all VM_COLUMNS in order as ?1..?29. */
+/* Bind all VM_COLUMNS in order as ?1..?30. */
 static void bind_vm(struct binder *b, const struct vm_record *rec, int64_t created_at,
 		    int64_t updated_at)
 {
@@ -736,6 +739,7 @@ static void bind_vm(struct binder *b, const struct vm_record *rec, int64_t creat
 	bind_text(b, rec->step);
 	bind_int(b, created_at);
 	bind_int(b, updated_at);
+	bind_text(b, rec->net_error);
 }
 
 /* Read one row of VM_COLUMNS into *ret (owned). -EBADMSG for a row this build can't trust. */
@@ -787,6 +791,7 @@ static int read_vm(sqlite3_stmt *st, struct vm_record *ret, struct bg_err *err)
 	rec.step = col_strdup(st, COL_STEP);
 	rec.created_at = sqlite3_column_int64(st, COL_CREATED_AT);
 	rec.updated_at = sqlite3_column_int64(st, COL_UPDATED_AT);
+	rec.net_error = col_strdup(st, COL_NET_ERROR);
 	if (!rec.name) {
 		int r = bg_errorf(err, EBADMSG, "corrupt VM row %s: no name", rec.id);
 
@@ -984,7 +989,7 @@ static int insert_txn(struct store *s, void *arg, struct bg_err *err)
 	r = prepare(s,
 		    "INSERT INTO vms (" VM_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
 		    "?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-		    "?25, ?26, ?27, ?28, ?29)",
+		    "?25, ?26, ?27, ?28, ?29, ?30)",
 		    &st, err);
 	if (r < 0)
 		return r;
@@ -1061,7 +1066,7 @@ static int update_txn(struct store *s, void *arg, struct bg_err *err)
 		    "api_sock = ?16, console_log = ?17, cow_disk = ?18, work_disk = ?19, "
 		    "last_error = ?20, restarts = ?21, failures = ?22, backoff_until = ?23, "
 		    "running_since = ?24, last_exit = ?25, action = ?26, step = ?27, "
-		    "updated_at = ?29 WHERE id = ?1",
+		    "updated_at = ?29, net_error = ?30 WHERE id = ?1",
 		    &st, err);
 	if (r < 0)
 		return r;

@@ -57,6 +57,7 @@ void vm_record_release(struct vm_record *rec)
 	free(rec->cow_disk);
 	free(rec->work_disk);
 	free(rec->last_error);
+	free(rec->net_error);
 	free(rec->action);
 	free(rec->step);
 	memset(rec, 0, sizeof(*rec));
@@ -84,6 +85,7 @@ void vm_record_copy(struct vm_record *dst, const struct vm_record *src)
 	dst->cow_disk = xstrdup_null(src->cow_disk);
 	dst->work_disk = xstrdup_null(src->work_disk);
 	dst->last_error = xstrdup_null(src->last_error);
+	dst->net_error = xstrdup_null(src->net_error);
 	dst->action = xstrdup_null(src->action);
 	dst->step = xstrdup_null(src->step);
 }

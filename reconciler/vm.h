@@ -74,6 +74,12 @@ struct vm_record {
 	char *step;	       /* its step in progress, or NULL */
 	int64_t created_at;    /* epoch ms */
 	int64_t updated_at;    /* epoch ms */
+	/*
+	 * Why the VM's network rules are not whole although it runs (a port
+	 * forward another VM holds), or NULL. Set and cleared by the netrules
+	 * step and the resync's re-check; the VM runs either way.
+	 */
+	char *net_error;
 };
 
 /* Free what a record owns and zero it. */

@@ -223,7 +223,7 @@ static bool keys_eq(const struct vm_spec *a, const struct vm_spec *b)
 	return true;
 }
 
-static bool ports_eq(const struct vm_spec *a, const struct vm_spec *b)
+bool spec_ports_equal(const struct vm_spec *a, const struct vm_spec *b)
 {
 	if (a->n_ports != b->n_ports)
 		return false;
@@ -256,7 +256,8 @@ enum spec_change spec_compare(const struct vm_spec *a, const struct vm_spec *b)
 	 * boot again. Egress and port forwards are host rules, changed live.
 	 */
 	if (!labels_eq(a, b) || a->restart_policy != b->restart_policy || a->egress != b->egress ||
-	    !ports_eq(a, b) || !str_eq(a->cloudinit_user_data_file, b->cloudinit_user_data_file))
+	    !spec_ports_equal(a, b) ||
+	    !str_eq(a->cloudinit_user_data_file, b->cloudinit_user_data_file))
 		return SPEC_UPDATE;
 	return SPEC_SAME;
 }

@@ -247,6 +247,8 @@ enum spec_change {
 
 /* Compare old and new, ignoring 'state' and provenance. */
 enum spec_change spec_compare(const struct vm_spec *old_spec, const struct vm_spec *new_spec);
+/* Same spec.network.ports, in the same order. */
+bool spec_ports_equal(const struct vm_spec *a, const struct vm_spec *b);
 
 /* ---- loading ------------------------------------------------------------- */
 

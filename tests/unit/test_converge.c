@@ -181,8 +181,9 @@ static void test_create_runs_every_step(void **state)
 	struct vm_handles h;
 
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -295,7 +296,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop antispoof-remove tap-remove rootdisk-deactivate bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -312,10 +313,11 @@ static void test_reboot_change_restarts(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "stop antispoof-remove tap-remove rootdisk-deactivate bridge tap "
-			    "antispoof rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
-			    "launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge tap "
+		"antispoof netrules-base netrules:none rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
+		"launch ");
 }
 
 /*
@@ -352,8 +354,9 @@ static void test_image_confined(void **state)
 	f->spec->rootfs_image = xstrdup(image);
 	spec_hash(f->spec, hash);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	copy = fs_path_join(rec.vm_dir, "kernel");
 	assert_int_equal(stat(copy, &st), 0);
@@ -413,7 +416,8 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data, "antispoof-remove tap-remove rootdisk-deactivate ");
+	assert_string_equal(fake_calls.data,
+			    "netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_FAILED);
 	assert_int_equal(rec.restarts, 1);
@@ -427,8 +431,9 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	vm_record_release(&rec);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_stop_then_start(void **state)
@@ -442,8 +447,9 @@ static void test_stop_then_start(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "stop antispoof-remove tap-remove rootdisk-deactivate ");
+	assert_string_equal(
+		fake_calls.data,
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
@@ -452,8 +458,9 @@ static void test_stop_then_start(void **state)
 	f->spec->state = VM_DESIRED_RUNNING;
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
-	assert_string_equal(fake_calls.data,
-			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -488,7 +495,7 @@ static void test_delete_leaves_nothing(void **state)
 	assert_int_equal(pass(f, NULL, NULL), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop antispoof-remove tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
 	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
 	assert_false(proc_identity_matches(h.pid, h.start_time));
 	assert_false(fs_exists(vm_dir));
@@ -540,8 +547,9 @@ static void test_resumed_stop_with_running_spec_restarts(void **state)
 	vm_record_release(&rec);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, f->hash), 0); /* ... and it starts again */
-	assert_string_equal(fake_calls.data,
-			    "bridge tap antispoof baseimg rootdisk rootfs-grow workdisk launch ");
+	assert_string_equal(
+		fake_calls.data,
+		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	vm_record_release(&rec);
@@ -573,7 +581,7 @@ static void test_failed_demote_is_retried_as_demote(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"antispoof-remove tap-remove rootdisk-deactivate "); /* demoted, not launched */
+		"netrules-remove antispoof-remove tap-remove rootdisk-deactivate "); /* demoted, not launched */
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	vm_record_release(&rec);
@@ -810,7 +818,7 @@ static void test_failpoint_names(void **state)
 		assert_non_null(strchr(*p, '.'));
 		n++;
 	}
-	assert_int_equal(n, 42);
+	assert_int_equal(n, 46);
 }
 
 int main(void)

@@ -229,39 +229,37 @@ static void test_refuses_foreign_files(void **state)
 	assert_null(s);
 }
 
+/* The real schema steps (NREAL of them) followed by test steps. */
+#define NREAL ARRAY_SIZE(schema_steps)
+
 static void test_migration_is_atomic(void **state)
 {
 	struct fixture *f = *state;
-	static const char *const broken[] = {
-		NULL, /* step 1 filled in below */
-		"CREATE TABLE extra (x); INSERT INTO no_such_table VALUES (1)",
-	};
-	static const char *steps2[2];
-	const char *list[2];
+	const char *list[NREAL + 1];
 	struct bg_err err = { 0 };
 	struct store *s = open_rw(f->db);
+	char name[32];
 
 	store_free(s);
 	s = NULL;
-	memcpy(list, broken, sizeof(list));
-	list[0] = schema_steps[0];
+	memcpy(list, schema_steps, sizeof(schema_steps));
+	list[NREAL] = "CREATE TABLE extra (x); INSERT INTO no_such_table VALUES (1)";
 	migrations = list;
-	n_migrations = 2;
+	n_migrations = NREAL + 1;
 	assert_int_equal(store_open(f->db, STORE_READ_WRITE, &s, &err), -EIO);
 	assert_non_null(strstr(err.msg, "no such table"));
-	assert_non_null(strstr(err.msg, "schema step 1 -> 2"));
+	snprintf(name, sizeof(name), "schema step %zu -> %zu", NREAL, NREAL + 1);
+	assert_non_null(strstr(err.msg, name));
 	/* Nothing of the failed step stuck, and the version is the old one. */
-	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), (int64_t)NREAL);
 	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'extra'"),
 			 0);
 
-	/* A good step 2 applies, and the version follows. */
-	steps2[0] = schema_steps[0];
-	steps2[1] = "CREATE TABLE extra (x)";
-	migrations = steps2;
+	/* A good next step applies, and the version follows. */
+	list[NREAL] = "CREATE TABLE extra (x)";
 	s = open_rw(f->db);
-	assert_int_equal(store_schema_version(), 2);
-	assert_int_equal(pragma(s, "user_version"), 2);
+	assert_int_equal(store_schema_version(), (int)NREAL + 1);
+	assert_int_equal(pragma(s, "user_version"), (int64_t)NREAL + 1);
 	store_free(s);
 	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'extra'"),
 			 1);
@@ -269,7 +267,7 @@ static void test_migration_is_atomic(void **state)
 
 static void kill_self(int version)
 {
-	if (version == 2)
+	if (version == (int)NREAL + 1)
 		raise(SIGKILL);
 }
 
@@ -277,37 +275,37 @@ static void kill_self(int version)
 static void test_migration_crash(void **state)
 {
 	struct fixture *f = *state;
-	static const char *steps[3];
+	static const char *steps[NREAL + 2];
 	struct store *s = open_rw(f->db);
 	int status;
 	pid_t pid;
 
 	insert_vm(s, "survivor", NULL);
 	store_free(s);
-	steps[0] = schema_steps[0];
-	steps[1] = "CREATE TABLE step2 (x); INSERT INTO step2 VALUES (1)";
-	steps[2] = "CREATE TABLE step3 (x)";
+	memcpy(steps, schema_steps, sizeof(schema_steps));
+	steps[NREAL] = "CREATE TABLE step2 (x); INSERT INTO step2 VALUES (1)";
+	steps[NREAL + 1] = "CREATE TABLE step3 (x)";
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		/* A fresh process: no SQLite state is shared with the parent (closed above). */
 		migrations = steps;
-		n_migrations = 3;
+		n_migrations = NREAL + 2;
 		migrate_hook = kill_self;
 		(void)store_open(f->db, STORE_READ_WRITE, &s, NULL);
 		_exit(0); /* not reached */
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), (int64_t)NREAL);
 	assert_int_equal(
 		raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'step%'"), 0);
 	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM vms WHERE name = 'survivor'"), 1);
 	/* The next start migrates for real. */
 	migrations = steps;
-	n_migrations = 3;
+	n_migrations = NREAL + 2;
 	s = open_rw(f->db);
-	assert_int_equal(pragma(s, "user_version"), 3);
+	assert_int_equal(pragma(s, "user_version"), (int64_t)NREAL + 2);
 	store_free(s);
 }
 
@@ -366,6 +364,7 @@ static void fill_record(struct vm_record *rec, const char *name, int salt)
 	rec->cow_disk = xasprintf("/var/lib/banger/vms/%d/cow", salt);
 	rec->work_disk = salt % 2 ? NULL : xasprintf("/var/lib/banger/vms/%d/work", salt);
 	rec->last_error = xasprintf("error 'number' %d: ünïcode", salt);
+	rec->net_error = xasprintf("host port 127.0.0.1:%d/tcp is already forwarded", 1000 + salt);
 	rec->restarts = 3 + salt;
 	rec->failures = 2 + salt;
 	rec->backoff_until = 1700000000000LL + salt;
@@ -405,6 +404,7 @@ static void assert_records_equal(const struct vm_record *a, const struct vm_reco
 	assert_str_or_null(a->cow_disk, b->cow_disk);
 	assert_str_or_null(a->work_disk, b->work_disk);
 	assert_str_or_null(a->last_error, b->last_error);
+	assert_str_or_null(a->net_error, b->net_error);
 	assert_int_equal(a->restarts, b->restarts);
 	assert_int_equal(a->failures, b->failures);
 	assert_int_equal(a->backoff_until, b->backoff_until);
