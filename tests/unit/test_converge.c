@@ -809,6 +809,58 @@ static void test_unconfigured_vmm_is_replaced(void **state)
 	vm_record_release(&rec);
 }
 
+/*
+ * Egress and forwards: a create applies them; a forward another VM holds is
+ * recorded (net_error, a PortConflict event) and the VM still launches; a
+ * live change of the forwards is an update that re-applies them without a
+ * restart; once the port is free, the next resync's re-check clears the error.
+ */
+static void test_forwards_conflict_and_live_update(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+	struct vm_event *ev = NULL;
+	size_t n_ev = 0;
+	bool conflict_event = false;
+
+	f->spec->egress = SPEC_EGRESS_NAT;
+	f->spec->n_ports = 1;
+	f->spec->ports = xcalloc(1, sizeof(*f->spec->ports));
+	f->spec->ports[0] = (struct spec_port){ .host_ip = "127.0.0.1",
+						.host_port = 8080,
+						.guest_port = 80,
+						.protocol = SPEC_PROTO_TCP };
+	spec_hash(f->spec, hash);
+	fake_netrules_holder = "bg0badc0de";
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_non_null(strstr(fake_calls.data, "netrules:nat:tcp/8080>80 "));
+	assert_non_null(strstr(fake_calls.data, " launch "));
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	assert_non_null(rec.net_error);
+	assert_string_equal(rec.net_error, "host port 127.0.0.1:8080/tcp is already forwarded to "
+					   "tap 'bg0badc0de'");
+	assert_int_equal(store_event_list(f->store, "web", 20, &ev, &n_ev, NULL), 0);
+	for (size_t i = 0; i < n_ev; i++)
+		conflict_event |= strcmp(ev[i].reason, "PortConflict") == 0;
+	vm_event_array_free(ev, n_ev);
+	assert_true(conflict_event);
+	vm_record_release(&rec);
+
+	/* Another guest port, live: an update, not a restart, and now nothing conflicts. */
+	fake_netrules_holder = NULL;
+	f->spec->ports[0].guest_port = 8000;
+	spec_hash(f->spec, hash);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_calls.data, "netrules-base netrules:nat:tcp/8080>8000 ");
+	get_rec(f, &rec);
+	assert_null(rec.net_error);
+	assert_int_equal(rec.generation, 2);
+	vm_record_release(&rec);
+}
+
 static void test_failpoint_names(void **state)
 {
 	size_t n = 0;
@@ -848,6 +900,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recreate_new_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seed_failure_fails_the_vm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_vmm_is_replaced, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forwards_conflict_and_live_update, setup,
+						teardown),
 		cmocka_unit_test(test_failpoint_names),
 	};
 
