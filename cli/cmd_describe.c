@@ -11,6 +11,7 @@
 #include "cli/vmview.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "reconciler/host/host.h"
 #include "common/xalloc.h"
 #include "common/timeutil.h"
 #include "reconciler/guest/hostkey.h"
@@ -51,6 +52,44 @@ static void guest_fields(const struct vm_record *rec, const struct vm_spec *spec
 	line = xasprintf("ssh-ed25519 %s, pinned before the first boot", k.fingerprint);
 	field("Host key:", line);
 	hostkey_release(&k);
+}
+
+/*
+ * The DNS name, egress and forwards as the spec asks, then the nftables
+ * rules really in place for the VM (read from the kernel, so a flushed
+ * ruleset shows as missing until the next resync puts it back).
+ */
+static void network_fields(struct store *s, const struct vm_record *rec, struct vm_view *v)
+{
+	_cleanup_free_ char *dns = rec->ip ? xasprintf("%s.vm", rec->name) : NULL;
+	_cleanup_free_ char *ports = vm_view_ports(v);
+	_cleanup_free_ char *rules = NULL;
+	struct daemon_info info = { 0 };
+	struct bg_err err = { 0 };
+
+	vm_view_set_daemon(v, 1, s);
+	field("DNS name:", dns);
+	field("Egress:", vm_view_egress(v));
+	field("Ports:", ports);
+	field("Network error:", rec->net_error);
+	if (!v->handles.tap[0] || store_daemon_get(s, &info, NULL) < 0 || !info.bridge) {
+		daemon_info_release(&info);
+		return;
+	}
+	{
+		struct host_net net = { .bridge = info.bridge,
+					.cidr = info.subnet,
+					.nat = info.nat };
+
+		if (host_ops_linux.netrules_show(&net, v->handles.tap, &rules, &err) < 0)
+			printf("Rules in place:    cannot read them: %s\n", err.msg);
+		else if (!rules || !*rules)
+			printf("Rules in place:    none\n");
+		else
+			printf("Rules in place (nftables, table ip banger-%s):\n%s%s", info.bridge,
+			       rules, rules[strlen(rules) - 1] == '\n' ? "" : "\n");
+	}
+	daemon_info_release(&info);
 }
 
 int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
@@ -111,6 +150,7 @@ int cmd_describe(const struct cli_ctx *ctx, int argc, char **argv)
 	field("Disk mode:", rec.disk_mode);
 	field("Root disk:", rec.cow_disk);
 	field("Work disk:", rec.work_disk);
+	network_fields(s, &rec, &v);
 	guest_fields(&rec, v.spec);
 	field("Console log:", rec.console_log);
 	snprintf(buf, sizeof(buf), "%d (consecutive failures %d)", rec.restarts, rec.failures);

@@ -24,7 +24,8 @@ static void usage(FILE *f, const char *verb)
 		"Usage: banger %s [NAME...] [-o table|wide|json|yaml]\n\n"
 		"Show VMs as bangerd last observed them, checked against their processes.\n"
 		"A phase marked '*' is recorded but not backed by a running VMM (bangerd will\n"
-		"notice on its next pass). -o wide adds vcpus, memory, CPU%%, RSS, disk mode, tap.\n",
+		"notice on its next pass). -o wide adds vcpus, memory, CPU%%, RSS, disk mode, tap,\n"
+		"id, the DNS name, egress and port forwards.\n",
 		verb);
 }
 
@@ -42,8 +43,8 @@ static void print_table(struct vm_view *views, size_t n, bool wide)
 {
 	static const char *const cols[] = { "NAME", "PHASE", "DESIRED", "IP",
 					    "VMM",  "PID",   "AGE",	"RESTARTS" };
-	static const char *const wide_cols[] = { "VCPUS", "MEMORY", "CPU%", "RSS",
-						 "DISK",  "TAP",    "ID" };
+	static const char *const wide_cols[] = { "VCPUS", "MEMORY", "CPU%", "RSS",    "DISK",
+						 "TAP",	  "ID",	    "DNS",  "EGRESS", "PORTS" };
 	size_t nc = ARRAY_SIZE(cols) + (wide ? ARRAY_SIZE(wide_cols) : 0) + 1;
 	struct cli_table t;
 	const char *hdr[ARRAY_SIZE(cols) + ARRAY_SIZE(wide_cols) + 1];
@@ -64,14 +65,18 @@ static void print_table(struct vm_view *views, size_t n, bool wide)
 		char pid[16], age[16], restarts[16], vcpus[16], mem[24], cpu[24], rss[32];
 		char err[72];
 		const char *row[ARRAY_SIZE(cols) + ARRAY_SIZE(wide_cols) + 1];
+		/* A failed action first; else what keeps its network from being whole. */
+		const char *why = rec->last_error ? rec->last_error : rec->net_error;
+		_cleanup_free_ char *dns = rec->ip ? xasprintf("%s.vm", rec->name) : xstrdup("-");
+		_cleanup_free_ char *ports = vm_view_ports(v);
 		size_t k = 0;
 
 		any_unconfirmed |= v->unconfirmed;
 		snprintf(pid, sizeof(pid), "%d", (int)v->handles.pid);
 		format_age(now_real_ms() - rec->created_at, age, sizeof(age));
 		snprintf(restarts, sizeof(restarts), "%d", rec->restarts);
-		snprintf(err, sizeof(err), "%.60s%s", rec->last_error ? rec->last_error : "",
-			 rec->last_error && strlen(rec->last_error) > 60 ? "..." : "");
+		snprintf(err, sizeof(err), "%.60s%s", why ? why : "",
+			 why && strlen(why) > 60 ? "..." : "");
 		row[k++] = rec->name;
 		row[k++] = phase;
 		row[k++] = vm_desired_state_to_string(rec->desired_state);
@@ -99,6 +104,9 @@ static void print_table(struct vm_view *views, size_t n, bool wide)
 			row[k++] = rec->disk_mode ? rec->disk_mode : "-";
 			row[k++] = v->handles.tap[0] ? v->handles.tap : "-";
 			row[k++] = rec->id;
+			row[k++] = dns;
+			row[k++] = vm_view_egress(v);
+			row[k++] = ports;
 		}
 		row[k++] = err[0] ? err : "-";
 		cli_table_add(&t, row);
@@ -184,6 +192,7 @@ static int run(const struct cli_ctx *ctx, int argc, char **argv)
 			rc = CLI_EXIT_FAIL;
 		}
 	}
+	vm_view_set_daemon(views, nv, s);
 	if (out == CLI_OUTPUT_WIDE || out == CLI_OUTPUT_JSON || out == CLI_OUTPUT_YAML)
 		vm_view_measure_all(views, nv, 200);
 

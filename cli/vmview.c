@@ -9,10 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "reconciler/store.h"
 
 void vm_view_init(struct vm_view *v, const struct vm_record *rec)
 {
@@ -111,6 +113,42 @@ void vm_view_measure(struct vm_view *v, int sample_ms)
 	vm_view_measure_all(v, 1, sample_ms);
 }
 
+const char *vm_view_egress(const struct vm_view *v)
+{
+	if (v->spec && v->spec->egress != SPEC_EGRESS_DEFAULT)
+		return spec_egress_to_string(v->spec->egress);
+	return v->default_nat ? "nat" : "none";
+}
+
+char *vm_view_ports(const struct vm_view *v)
+{
+	struct buf b;
+
+	if (!v->spec || !v->spec->n_ports)
+		return xstrdup("-");
+	buf_init(&b);
+	for (size_t i = 0; i < v->spec->n_ports; i++) {
+		const struct spec_port *p = &v->spec->ports[i];
+
+		buf_addf(&b, "%s%s:%u->%u/%s", i ? "," : "", p->host_ip, p->host_port,
+			 p->guest_port, spec_proto_to_string(p->protocol));
+	}
+	return buf_detach(&b, NULL);
+}
+
+void vm_view_set_daemon(struct vm_view *views, size_t n, struct store *s)
+{
+	struct daemon_info info = { 0 };
+	bool nat = false;
+
+	if (s && store_daemon_get(s, &info, NULL) == 0) {
+		nat = info.nat;
+		daemon_info_release(&info);
+	}
+	for (size_t i = 0; i < n; i++)
+		views[i].default_nat = nat;
+}
+
 char *vm_view_phase(const struct vm_view *v)
 {
 	return xasprintf("%s%s", vm_phase_to_string(v->rec->phase), v->unconfirmed ? "*" : "");
@@ -149,6 +187,25 @@ cJSON *vm_view_json(const struct vm_view *v)
 	cJSON_AddNumberToObject(o, "observedGeneration", (double)rec->observed_generation);
 	add_str(o, "diskMode", rec->disk_mode);
 	add_str(o, "tap", v->handles.tap[0] ? v->handles.tap : NULL);
+	{
+		/* The name bangerd's DNS answers for, once the VM has an address. */
+		_cleanup_free_ char *dns = rec->ip ? xasprintf("%s.vm", rec->name) : NULL;
+		cJSON *ports = cJSON_AddArrayToObject(o, "ports");
+
+		add_str(o, "dnsName", dns);
+		cJSON_AddStringToObject(o, "egress", vm_view_egress(v));
+		for (size_t i = 0; v->spec && i < v->spec->n_ports; i++) {
+			const struct spec_port *p = &v->spec->ports[i];
+			cJSON *e = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(e, "hostIP", p->host_ip);
+			cJSON_AddNumberToObject(e, "hostPort", p->host_port);
+			cJSON_AddNumberToObject(e, "guestPort", p->guest_port);
+			cJSON_AddStringToObject(e, "protocol", spec_proto_to_string(p->protocol));
+			cJSON_AddItemToArray(ports, e);
+		}
+		add_str(o, "netError", rec->net_error);
+	}
 	if (v->spec) {
 		cJSON_AddNumberToObject(o, "vcpus", v->spec->vcpus);
 		cJSON_AddNumberToObject(o, "memoryMiB", v->spec->memory_mib);

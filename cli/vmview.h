@@ -14,6 +14,7 @@
 #include "spec/spec.h"
 
 struct cJSON;
+struct store;
 
 struct vm_view {
 	const struct vm_record *rec; /* borrowed */
@@ -23,6 +24,7 @@ struct vm_view {
 	bool unconfirmed;   /* recorded up, but its VMM is not running */
 	double cpu_percent; /* -1: not measured */
 	uint64_t rss_bytes; /* 0: not measured */
+	bool default_nat;   /* bangerd's --nat: the egress of a spec that does not say */
 };
 
 /* Fill a view of rec (handles read from its vm dir). */
@@ -42,6 +44,15 @@ void vm_view_measure(struct vm_view *v, int sample_ms);
 
 /* The stable JSON object for one VM (documented in README "JSON output"). Owned. */
 struct cJSON *vm_view_json(const struct vm_view *v);
+
+/* The VM's egress as applied: "nat" or "none" (the spec's, else bangerd's default). */
+const char *vm_view_egress(const struct vm_view *v);
+
+/* Its forwards, "127.0.0.1:8080->80/tcp,0.0.0.0:53->53/udp", or "-" for none. Owned. */
+char *vm_view_ports(const struct vm_view *v);
+
+/* Set default_nat of n views from the daemon row (false when there is none). */
+void vm_view_set_daemon(struct vm_view *views, size_t n, struct store *s);
 
 /* "Running", or "Running*" when unconfirmed. Owned. */
 char *vm_view_phase(const struct vm_view *v);

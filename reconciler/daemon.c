@@ -630,6 +630,7 @@ static void heartbeat(struct daemon *d, bool full)
 		.heartbeat = now_real_ms(),
 		.resync_ms = d->cfg.resync_ms,
 		.spec_errors = d->spec_errors,
+		.nat = d->cfg.nat,
 	};
 	struct bg_err err = { 0 };
 

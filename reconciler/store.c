@@ -131,8 +131,12 @@ static const char *const schema_steps[] = {
 	"  resync_ms INTEGER NOT NULL,"
 	"  spec_errors TEXT"
 	") STRICT;",
-	/* 2: what keeps the VM's network rules from being whole (a port another VM holds) */
-	"ALTER TABLE vms ADD COLUMN net_error TEXT;",
+	/*
+	 * 2: what keeps a VM's network rules from being whole (a port another VM
+	 * holds); the daemon's default egress (--nat), for status
+	 */
+	"ALTER TABLE vms ADD COLUMN net_error TEXT;"
+	"ALTER TABLE daemon ADD COLUMN nat INTEGER NOT NULL DEFAULT 0 CHECK (nat IN (0, 1));",
 };
 
 /* The steps migrate() applies; a test may point these at its own list. */
@@ -1648,8 +1652,8 @@ static int daemon_put_txn(struct store *s, void *arg, struct bg_err *err)
 
 	r = prepare(s,
 		    "INSERT OR REPLACE INTO daemon (id, pid, version, spec_dir, bridge, subnet, "
-		    "disk_mode, started_at, heartbeat, last_resync, resync_ms, spec_errors) "
-		    "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		    "disk_mode, started_at, heartbeat, last_resync, resync_ms, spec_errors, nat) "
+		    "VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		    &st, err);
 	if (r < 0)
 		return r;
@@ -1665,6 +1669,7 @@ static int daemon_put_txn(struct store *s, void *arg, struct bg_err *err)
 	bind_int(&b, d->last_resync);
 	bind_int(&b, d->resync_ms);
 	bind_text(&b, d->spec_errors);
+	bind_int(&b, d->nat ? 1 : 0);
 	r = bind_check(s, &b, err);
 	if (r < 0)
 		return r;
@@ -1685,7 +1690,7 @@ int store_daemon_get(struct store *s, struct daemon_info *ret, struct bg_err *er
 
 	r = prepare(s,
 		    "SELECT pid, version, spec_dir, bridge, subnet, disk_mode, started_at, "
-		    "heartbeat, last_resync, resync_ms, spec_errors FROM daemon WHERE id = 1",
+		    "heartbeat, last_resync, resync_ms, spec_errors, nat FROM daemon WHERE id = 1",
 		    &st, err);
 	if (r < 0)
 		return r;
@@ -1706,6 +1711,7 @@ int store_daemon_get(struct store *s, struct daemon_info *ret, struct bg_err *er
 		.last_resync = sqlite3_column_int64(st, 8),
 		.resync_ms = sqlite3_column_int64(st, 9),
 		.spec_errors = col_strdup(st, 10),
+		.nat = sqlite3_column_int(st, 11) != 0,
 	};
 	return 0;
 }

@@ -150,6 +150,7 @@ struct daemon_info {
 	int64_t last_resync; /* epoch ms of the last full resync */
 	int64_t resync_ms;   /* configured resync period */
 	char *spec_errors;   /* newline-separated "file:line:col: msg", or NULL */
+	bool nat;	     /* --nat: the egress of VMs whose spec does not say */
 };
 
 /* Replace the daemon row. */
