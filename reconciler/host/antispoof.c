@@ -1,6 +1,6 @@
 /*
- * antispoof.c - per-tap anti-spoofing on the bridge, with libnftables (the
- * only includer of nftables/libnftables.h). One table per bridge, "bridge
+ * antispoof.c - per-tap anti-spoofing on the bridge, with libnftables
+ * (through nft.c). One table per bridge, "bridge
  * banger-<bridge>": a prerouting base chain sends each frame entering the
  * bridge from a port through the verdict map @taps (port name -> jump to the
  * VM's chain "bg<id>"); a frame from a port in the set @ports (every tap
@@ -14,23 +14,17 @@
  * VM's filter is never seen half-made.
  */
 #include <arpa/inet.h>
-#include <linux/netlink.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <nftables/libnftables.h>
 
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
-
-#define NFT_ERROR_MAX 512
 
 static bool valid_mac(const char *mac)
 {
@@ -104,73 +98,6 @@ int host_antispoof_ruleset(const char *bridge, const char *tap, const char *mac,
 	return 0;
 }
 
-/* A libnftables context whose output and errors go to buffers. NULL on OOM. */
-static struct nft_ctx *ctx_new(bool json)
-{
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-
-	if (!ctx)
-		return NULL;
-	if (nft_ctx_buffer_output(ctx) < 0 || nft_ctx_buffer_error(ctx) < 0) {
-		nft_ctx_free(ctx);
-		return NULL;
-	}
-	if (json)
-		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
-	return ctx;
-}
-
-static void ctx_freep(struct nft_ctx **ctx)
-{
-	if (*ctx)
-		nft_ctx_free(*ctx);
-}
-
-/* The first line of libnftables' error text that says what failed. */
-static void error_summary(struct nft_ctx *ctx, char ret[NFT_ERROR_MAX])
-{
-	const char *msg = nft_ctx_get_error_buffer(ctx);
-	const char *line = msg ? strstr(msg, "Error:") : NULL;
-	size_t n;
-
-	if (!line)
-		line = msg && *msg ? msg : "unknown error";
-	n = strcspn(line, "\n");
-	snprintf(ret, NFT_ERROR_MAX, "%.*s", (int)n, line);
-}
-
-/*
- * Run cmds (nft syntax) as one transaction. *ret_out (may be NULL) gets the
- * output (owned). -ENOENT when the error says an object does not exist.
- */
-static int nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err)
-{
-	struct nft_ctx *ctx __attribute__((cleanup(ctx_freep))) = NULL;
-	char summary[NFT_ERROR_MAX];
-	int probe;
-
-	/*
-	 * libnftables exit()s the whole process when it cannot open its netlink
-	 * socket (a kernel without nf_tables): look first, and fail as an error.
-	 */
-	probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-	if (probe < 0)
-		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
-				 strerror(errno));
-	close(probe);
-	ctx = ctx_new(json);
-	if (!ctx)
-		return bg_errorf(err, ENOMEM, "nftables: cannot make a context");
-	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
-		error_summary(ctx, summary);
-		return bg_errorf(err, strstr(summary, "No such file or directory") ? ENOENT : EIO,
-				 "nftables: %s", summary);
-	}
-	if (ret_out)
-		*ret_out = xstrdup(nft_ctx_get_output_buffer(ctx));
-	return 0;
-}
-
 int host_antispoof_ensure(const struct host_net *net, const char *tap, const char *mac,
 			  const char *ip, struct bg_err *err)
 {
@@ -182,7 +109,7 @@ int host_antispoof_ensure(const struct host_net *net, const char *tap, const cha
 	r = host_antispoof_ruleset(net->bridge, tap, mac, ip, &rules, err);
 	if (r < 0)
 		return bg_err_wrap(err, "antispoof");
-	r = nft_run(rules, false, NULL, err);
+	r = host_nft_run(rules, false, NULL, err);
 	if (r < 0)
 		return bg_err_wrap(err, "antispoof filter of tap '%s' on bridge '%s'", tap,
 				   net->bridge);
@@ -199,7 +126,7 @@ static int remove_chain(const char *table, const char *tap, struct bg_err *err)
 	if (!host_parse_tap_name(tap, NULL))
 		return bg_errorf(err, EINVAL, "invalid tap name '%s'", tap ? tap : "");
 	check = xasprintf("list chain bridge %s %s\n", table, tap);
-	r = nft_run(check, false, NULL, NULL);
+	r = host_nft_run(check, false, NULL, NULL);
 	if (r == -ENOENT)
 		return 0;
 	/*
@@ -217,7 +144,7 @@ static int remove_chain(const char *table, const char *tap, struct bg_err *err)
 			 "delete chain bridge %s %s\n",
 			 table, table, table, tap, tap, table, tap, table, tap, table, tap, table,
 			 tap, table, tap);
-	r = nft_run(cmds, false, NULL, err);
+	r = host_nft_run(cmds, false, NULL, err);
 	if (r == -ENOENT)
 		return 0; /* gone in between */
 	return r;
@@ -247,7 +174,7 @@ int host_antispoof_foreach(int (*cb)(const char *bridge, const char *tap, void *
 	int r;
 
 	/* No table exists where there is no nf_tables (-ENOTSUP): nothing to list. */
-	r = nft_run("list chains bridge\n", true, &out, err);
+	r = host_nft_run("list chains bridge\n", true, &out, err);
 	if (r < 0)
 		return r == -ENOENT || r == -ENOTSUP ? 0 : bg_err_wrap(err, "list bridge chains");
 	root = cJSON_Parse(out);

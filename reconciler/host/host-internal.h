@@ -142,6 +142,17 @@ int host_nat_ruleset(const struct host_net *net, char **ret, struct bg_err *err)
 int host_nat_ensure(const struct host_net *net, struct bg_err *err);
 int host_nat_remove(const struct host_net *net, struct bg_err *err);
 
+/* ---- libnftables (nft.c) -------------------------------------------------- */
+
+/*
+ * Run cmds (nft syntax) as one transaction, in a fresh libnftables context;
+ * with json the output is JSON. *ret_out (may be NULL) gets the output
+ * (owned). -ENOTSUP when the kernel has no nf_tables, -ENOENT when the error
+ * says an object does not exist, -EEXIST when one exists (e.g. a map element
+ * with another verdict), -EIO otherwise; err has libnftables' first error line.
+ */
+int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err);
+
 /* ---- anti-spoofing (antispoof.c) ------------------------------------------- */
 
 /* The nftables table of a bridge's tap filters: "banger-<bridge>" (family bridge). */

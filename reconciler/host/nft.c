@@ -1,0 +1,88 @@
+/*
+ * nft.c - the libnftables plumbing every nftables user of reconciler/host/
+ * shares (antispoof.c, netrules.c), and the only includer of
+ * nftables/libnftables.h: commands in nft syntax run as one transaction per
+ * call in a fresh context whose output and errors go to buffers, a netlink
+ * probe first (libnftables exit()s the process without nf_tables), and the
+ * first line of libnftables' error text as the error message.
+ */
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nftables/libnftables.h>
+
+#include "common/xalloc.h"
+#include "reconciler/host/host-internal.h"
+
+#define NFT_ERROR_MAX 512
+
+/* A libnftables context whose output and errors go to buffers. NULL on OOM. */
+static struct nft_ctx *ctx_new(bool json)
+{
+	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+
+	if (!ctx)
+		return NULL;
+	if (nft_ctx_buffer_output(ctx) < 0 || nft_ctx_buffer_error(ctx) < 0) {
+		nft_ctx_free(ctx);
+		return NULL;
+	}
+	if (json)
+		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
+	return ctx;
+}
+
+static void ctx_freep(struct nft_ctx **ctx)
+{
+	if (*ctx)
+		nft_ctx_free(*ctx);
+}
+
+/* The first line of libnftables' error text that says what failed. */
+static void error_summary(struct nft_ctx *ctx, char ret[NFT_ERROR_MAX])
+{
+	const char *msg = nft_ctx_get_error_buffer(ctx);
+	const char *line = msg ? strstr(msg, "Error:") : NULL;
+	size_t n;
+
+	if (!line)
+		line = msg && *msg ? msg : "unknown error";
+	n = strcspn(line, "\n");
+	snprintf(ret, NFT_ERROR_MAX, "%.*s", (int)n, line);
+}
+
+int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err)
+{
+	struct nft_ctx *ctx __attribute__((cleanup(ctx_freep))) = NULL;
+	char summary[NFT_ERROR_MAX];
+	int probe;
+
+	/*
+	 * libnftables exit()s the whole process when it cannot open its netlink
+	 * socket (a kernel without nf_tables): look first, and fail as an error.
+	 */
+	probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (probe < 0)
+		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
+				 strerror(errno));
+	close(probe);
+	ctx = ctx_new(json);
+	if (!ctx)
+		return bg_errorf(err, ENOMEM, "nftables: cannot make a context");
+	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
+		error_summary(ctx, summary);
+		if (strstr(summary, "No such file or directory"))
+			return bg_errorf(err, ENOENT, "nftables: %s", summary);
+		if (strstr(summary, "File exists"))
+			return bg_errorf(err, EEXIST, "nftables: %s", summary);
+		return bg_errorf(err, EIO, "nftables: %s", summary);
+	}
+	if (ret_out)
+		*ret_out = xstrdup(nft_ctx_get_output_buffer(ctx));
+	return 0;
+}
