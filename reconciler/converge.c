@@ -355,15 +355,10 @@ static int step_lease_ip(struct conv *c, struct bg_err *err)
 	return save(c, err);
 }
 
+/* The nftables base of egress and forwards is made by step 'netrules' (converge_netrules). */
 static int step_bridge(struct conv *c, struct bg_err *err)
 {
-	int r = c->env->host->bridge_ensure(&c->env->net, err);
-
-	if (r < 0)
-		return r;
-	if (c->env->net.nat)
-		return c->env->host->nat_ensure(&c->env->net, err);
-	return 0;
+	return c->env->host->bridge_ensure(&c->env->net, err);
 }
 
 static int step_tap(struct conv *c, struct bg_err *err)

@@ -7,7 +7,8 @@
  * <state>/images/ (baseimg.c): a <sha>.raw that no <state>/vms/<any>/root.base
  * names and no loop device is backed by, a <sha>.src left without its .raw,
  * and temp files of a conversion that nobody holds locked; tap filter chains
- * "bg<id>" in nftables tables "bridge banger-<bridge>" (antispoof.c).
+ * "bg<id>" in nftables tables "bridge banger-<bridge>" (antispoof.c); egress
+ * and forward chains "bg<id>-*" in tables "ip banger-<bridge>" (netrules.c).
  *
  * "Known" means known to THIS state dir, but taps and dm devices are named
  * host-wide, so another banger instance's running VMs carry the same kind of
@@ -240,12 +241,29 @@ static int filter_cb(const char *bridge, const char *tap, void *userdata)
 	return 0;
 }
 
+static int netrules_cb(const char *bridge, const char *tap, void *userdata)
+{
+	struct scan *s = userdata;
+	const char *id;
+
+	if (host_parse_tap_name(tap, &id) && !is_known(s, id)) {
+		char table[64];
+
+		if (host_netrules_table(bridge, table, NULL) < 0)
+			return 0;
+		add(s, HOST_ORPHAN_NETRULES, tap, table);
+		snprintf(s->v[s->n - 1].master, sizeof(s->v[s->n - 1].master), "%s", bridge);
+	}
+	return 0;
+}
+
 bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge)
 {
 	switch (o->kind) {
 	case HOST_ORPHAN_TAP:
 		return !o->master[0] || (bridge && strcmp(o->master, bridge) == 0);
 	case HOST_ORPHAN_FILTER:
+	case HOST_ORPHAN_NETRULES:
 		return bridge && strcmp(o->master, bridge) == 0;
 	case HOST_ORPHAN_DM:
 		return !o->unowned;
@@ -513,7 +531,10 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	prefix = xasprintf("%s/", vms);
 	s.vms_prefix = prefix;
 
-	/* In removal order: dm (top, then base), loops, taps, filters, directories, image caches. */
+	/*
+	 * In removal order: dm (top, then base), loops, taps, filters, netrules,
+	 * directories, image caches.
+	 */
 	if (host_dm_available()) {
 		r = host_dm_foreach(dm_cb, &s, err);
 		if (r < 0)
@@ -529,6 +550,9 @@ int host_gc_scan(const char *state_dir, const char *const *known_ids, size_t n_k
 	if (r < 0)
 		goto fail;
 	r = host_antispoof_foreach(filter_cb, &s, err);
+	if (r < 0)
+		goto fail;
+	r = host_netrules_foreach(netrules_cb, &s, err);
 	if (r < 0)
 		goto fail;
 	r = scan_vm_dirs(&s, vms, err);
@@ -608,6 +632,13 @@ int host_gc_remove(const struct host_orphan *o, struct bg_err *err)
 		if (!host_parse_tap_name(o->name, NULL))
 			return bg_errorf(err, EINVAL, "gc: '%s' is not a tap filter", o->name);
 		return host_antispoof_remove(&net, o->name, err);
+	}
+	case HOST_ORPHAN_NETRULES: {
+		struct host_net net = { .bridge = o->master };
+
+		if (!host_parse_tap_name(o->name, NULL))
+			return bg_errorf(err, EINVAL, "gc: '%s' is not a tap's netrules", o->name);
+		return host_netrules_remove(&net, o->name, err);
 	}
 	case HOST_ORPHAN_KIND_MAX:
 		break;

@@ -127,20 +127,26 @@ int host_net_tap_ensure(const struct host_net *net, const char *name, uid_t uid,
 			struct bg_err *err);
 int host_net_tap_remove(const char *name, struct bg_err *err);
 
-/* ---- NAT (nat.c) ------------------------------------------------------------ */
+/* ---- egress and port forwards (netrules.c) -------------------------------- */
 
-/* The nftables table banger owns for a bridge: "banger-<bridge>" (family ip). */
-int host_nat_table_name(const char *bridge, char ret[64], struct bg_err *err);
+/* The nftables table of a bridge's per-VM egress and forwards: "banger-<bridge>" (family ip). */
+int host_netrules_table(const char *bridge, char ret[64], struct bg_err *err);
+
+int host_netrules_base_ensure(const struct host_net *net, struct bg_err *err);
+int host_netrules_ensure(const struct host_net *net, const char *tap, const char *ip,
+			 bool egress_nat, const struct host_forward *fwd, size_t n_fwd,
+			 struct host_forward_conflict **ret_conflicts, size_t *ret_n_conflicts,
+			 struct bg_err *err);
+int host_netrules_remove(const struct host_net *net, const char *tap, struct bg_err *err);
+int host_netrules_show(const struct host_net *net, const char *tap, char **ret, struct bg_err *err);
 
 /*
- * The ruleset nat_ensure() feeds to 'nft -f -': (re)creates table ip
- * banger-<bridge> atomically with a masquerade rule for the bridge's subnet
- * and forward accepts. Owned string.
+ * Call cb once for every VM that has chains ("<tap>-dnat", "-masq",
+ * "-egress") in a table "banger-<bridge>" of family ip in this network
+ * namespace. A negative return from cb stops and is returned.
  */
-int host_nat_ruleset(const struct host_net *net, char **ret, struct bg_err *err);
-
-int host_nat_ensure(const struct host_net *net, struct bg_err *err);
-int host_nat_remove(const struct host_net *net, struct bg_err *err);
+int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *userdata),
+			  void *userdata, struct bg_err *err);
 
 /* ---- libnftables (nft.c) -------------------------------------------------- */
 

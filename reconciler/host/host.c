@@ -55,6 +55,7 @@ static const char *const orphan_kind_names[HOST_ORPHAN_KIND_MAX] = {
 	[HOST_ORPHAN_VM_DIR] = "vm-dir",
 	[HOST_ORPHAN_IMAGE_CACHE] = "image-cache",
 	[HOST_ORPHAN_FILTER] = "filter",
+	[HOST_ORPHAN_NETRULES] = "netrules",
 };
 
 const char *host_orphan_kind_to_string(enum host_orphan_kind k)
@@ -198,10 +199,12 @@ const struct host_ops host_ops_linux = {
 	.bridge_ensure = host_net_bridge_ensure,
 	.tap_ensure = host_net_tap_ensure,
 	.tap_remove = host_net_tap_remove,
-	.nat_ensure = host_nat_ensure,
-	.nat_remove = host_nat_remove,
 	.antispoof_ensure = host_antispoof_ensure,
 	.antispoof_remove = host_antispoof_remove,
+	.netrules_base_ensure = host_netrules_base_ensure,
+	.netrules_ensure = host_netrules_ensure,
+	.netrules_remove = host_netrules_remove,
+	.netrules_show = host_netrules_show,
 	.disk_mode_detect = host_disk_mode_detect,
 	.rootdisk_ensure = host_rootdisk_ensure,
 	.rootdisk_deactivate = host_rootdisk_deactivate,

@@ -101,6 +101,8 @@ enum host_orphan_kind {
 	HOST_ORPHAN_IMAGE_CACHE, /* <state>/images/: an unused <sha>.raw (with its .src),
 				  * a .src without its .raw, an interrupted conversion's .tmp-* */
 	HOST_ORPHAN_FILTER,	 /* a tap's anti-spoofing chain "bg<id>"; master: its bridge */
+	HOST_ORPHAN_NETRULES,	 /* a tap's egress/forward chains "bg<id>-*" in table
+				  * "ip banger-<bridge>"; name: the tap; master: its bridge */
 	HOST_ORPHAN_KIND_MAX
 };
 
@@ -115,7 +117,7 @@ struct host_orphan {
 	 * saw; host_orphan_is_ours() decides.
 	 */
 	char master[16]; /* HOST_ORPHAN_TAP: the bridge it is enslaved to, "" when none;
-			  * HOST_ORPHAN_FILTER: the bridge whose table holds it */
+			  * HOST_ORPHAN_FILTER, _NETRULES: the bridge whose table holds it */
 	bool unowned;	 /* HOST_ORPHAN_DM: nothing ties it to this state dir (no loop
 			  * under it is over a file in <state>/vms/, no <state>/vms/<id>) */
 };
@@ -126,7 +128,7 @@ const char *host_orphan_kind_to_string(enum host_orphan_kind k);
  * Whether gc may take o for a leak of the banger instance whose bridge is
  * 'bridge' (daemon_info.bridge; NULL when no bangerd has recorded one): a
  * tap only when it is enslaved to no bridge or to that one, a dm device only
- * when it is not 'unowned', a filter only when it is in that bridge's table. Loops, VM dirs and image caches are found under
+ * when it is not 'unowned', a filter or netrules only when they are in that bridge's table. Loops, VM dirs and image caches are found under
  * the state dir, so they are always this instance's.
  */
 bool host_orphan_is_ours(const struct host_orphan *o, const char *bridge);
@@ -138,13 +140,6 @@ struct host_ops {
 	int (*tap_ensure)(const struct host_net *net, const char *name, uid_t uid, gid_t gid,
 			  struct bg_err *err);
 	int (*tap_remove)(const char *name, struct bg_err *err);
-	/*
-	 * Guest NAT (when net->nat): masquerade traffic from cidr leaving other
-	 * interfaces, in nftables table "ip banger-<bridge>", and turn on IPv4
-	 * forwarding. With net->nat false it removes that table (like nat_remove).
-	 */
-	int (*nat_ensure)(const struct host_net *net, struct bg_err *err);
-	int (*nat_remove)(const struct host_net *net, struct bg_err *err);
 	/*
 	 * Anti-spoofing for tap 'tap' (nftables table "bridge banger-<bridge>",
 	 * chain 'tap'): frames the guest sends through it must come from 'mac'
@@ -241,7 +236,7 @@ struct host_ops {
 	/*
 	 * Find objects with banger's names under state_dir / on this host whose id
 	 * is not in known_ids. Returns an owned array (free()), in an order that
-	 * is safe to remove one by one: dm devices, loops, taps, tap filters, directories,
+	 * is safe to remove one by one: dm devices, loops, taps, tap filters, netrules, directories,
 	 * image caches (which are unused whatever known_ids says: no
 	 * <state>/vms/<dir>/root.base names them and no loop device is over them).
 	 */

@@ -317,61 +317,6 @@ static void test_tap_refuses(void **state)
 	assert_int_equal(hosttest_sh("ip link del %s", tap), 0);
 }
 
-static int nft_table_count(const char *table)
-{
-	_cleanup_free_ char *out =
-		hosttest_sh_output("nft list tables ip | grep -c -x 'table ip %s'", table);
-
-	return out ? atoi(out) : -1;
-}
-
-static void test_nat(void **state)
-{
-	struct fixture *f = *state;
-	struct bg_err err = { 0 };
-	struct host_net net = f->net;
-	_cleanup_free_ char *rules = NULL;
-	char table[64];
-
-	if (skip_reason)
-		skip();
-	net.nat = true;
-	assert_int_equal(host_nat_table_name(f->bridge, table, &err), 0);
-	assert_int_equal(hosttest_sh("echo 0 > /proc/sys/net/ipv4/ip_forward"), 0);
-	assert_int_equal(nft_table_count(table), 0);
-
-	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), 0);
-	assert_int_equal(nft_table_count(table), 1);
-	rules = hosttest_sh_output("nft list table ip %s", table);
-	assert_non_null(rules);
-	assert_non_null(strstr(rules, "masquerade"));
-	assert_non_null(strstr(rules, f->subnet));
-	assert_non_null(strstr(rules, f->bridge));
-	assert_int_equal(hosttest_sh("grep -qx 1 /proc/sys/net/ipv4/ip_forward"), 0);
-
-	/* Twice: still one table with one rule. */
-	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), 0);
-	assert_int_equal(nft_table_count(table), 1);
-	assert_int_equal(
-		hosttest_sh("test $(nft list table ip %s | grep -c masquerade) = 1", table), 0);
-
-	/* Remove twice. */
-	assert_int_equal(host_ops_linux.nat_remove(&net, &err), 0);
-	assert_int_equal(nft_table_count(table), 0);
-	assert_int_equal(host_ops_linux.nat_remove(&net, &err), 0);
-
-	/* nat off: ensure removes what is there. */
-	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), 0);
-	net.nat = false;
-	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), 0);
-	assert_int_equal(nft_table_count(table), 0);
-
-	net.bridge = "x\";y";
-	net.nat = true;
-	assert_int_equal(host_ops_linux.nat_ensure(&net, &err), -EINVAL);
-	assert_int_equal(hosttest_sh("test -z \"$(nft list ruleset)\""), 0);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -381,7 +326,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tap_half_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_refuses, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_nat, setup, teardown),
 	};
 
 	if (!hosttest_sandbox(&skip_reason))

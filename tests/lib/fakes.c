@@ -70,12 +70,6 @@ static int f_tap_remove(const char *name, struct bg_err *e)
 	return call("tap-remove", e);
 }
 
-static int f_nat(const struct host_net *n, struct bg_err *e)
-{
-	(void)n;
-	return call("nat", e);
-}
-
 static int f_antispoof(const struct host_net *n, const char *tap, const char *mac, const char *ip,
 		       struct bg_err *e)
 {
@@ -227,8 +221,6 @@ const struct host_ops fake_host = {
 	.bridge_ensure = f_bridge,
 	.tap_ensure = f_tap,
 	.tap_remove = f_tap_remove,
-	.nat_ensure = f_nat,
-	.nat_remove = f_nat,
 	.antispoof_ensure = f_antispoof,
 	.antispoof_remove = f_antispoof_remove,
 	.netrules_base_ensure = f_netrules_base,

@@ -242,30 +242,6 @@ static void test_bridge_mac(void **state)
 	assert_int_equal(a[0] & 2, 2); /* locally administered */
 }
 
-static void test_nat_ruleset(void **state)
-{
-	struct host_net net = { .bridge = "banger0", .cidr = "172.30.0.1/24", .nat = true };
-	struct host_net bad = { .bridge = "br\";x", .cidr = "172.30.0.1/24", .nat = true };
-	struct bg_err err = { 0 };
-	_cleanup_free_ char *rs = NULL;
-	char table[64];
-
-	(void)state;
-	assert_int_equal(host_nat_table_name("banger0", table, &err), 0);
-	assert_string_equal(table, "banger-banger0");
-	assert_int_equal(host_nat_ruleset(&net, &rs, &err), 0);
-	assert_string_equal(rs, "table ip banger-banger0\n"
-				"delete table ip banger-banger0\n"
-				"table ip banger-banger0 {\n"
-				"\tchain postrouting {\n"
-				"\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
-				"\t\tip saddr 172.30.0.0/24 oifname != \"banger0\" masquerade\n"
-				"\t}\n"
-				"}\n");
-	assert_int_equal(host_nat_ruleset(&bad, &rs, &err), -EINVAL);
-	assert_int_equal(host_nat_table_name("", table, &err), -EINVAL);
-}
-
 /* What a tap's filter lets through, as the commands that make it. */
 static void test_antispoof_ruleset(void **state)
 {
@@ -540,7 +516,6 @@ int main(void)
 		cmocka_unit_test(test_cidr),
 		cmocka_unit_test(test_antispoof_ruleset),
 		cmocka_unit_test(test_bridge_mac),
-		cmocka_unit_test(test_nat_ruleset),
 		cmocka_unit_test(test_retry_backoff),
 		cmocka_unit_test(test_ext_superblock),
 		cmocka_unit_test(test_ext_grow_nothing),
