@@ -68,9 +68,9 @@ struct nr_elem {
 	char ip[16]; /* forwards, masq, egress */
 	enum host_proto proto;
 	uint16_t port;
-	char key[64];	  /* nft text of the key */
-	char target[32];  /* the chain it jumps to */
-	char holder[16];  /* the tap of that chain; "" when not a VM chain */
+	char key[64];	 /* nft text of the key */
+	char target[32]; /* the chain it jumps to */
+	char holder[16]; /* the tap of that chain; "" when not a VM chain */
 };
 
 struct nr_state {
@@ -78,7 +78,6 @@ struct nr_state {
 	size_t n_elems;
 	char (*chains)[64]; /* regular chains of the table */
 	size_t n_chains;
-	bool has_table;
 };
 
 static void nr_state_release(struct nr_state *s)
@@ -221,7 +220,6 @@ static int nr_state_read(const char *table, struct nr_state *ret, struct bg_err 
 	root = cJSON_Parse(out);
 	if (!root)
 		return bg_errorf(err, EBADMSG, "nftables: unreadable JSON listing of '%s'", table);
-	ret->has_table = true;
 	items = cJSON_GetObjectItemCaseSensitive(root, "nftables");
 	cJSON_ArrayForEach(it, items)
 	{
@@ -234,8 +232,8 @@ static int nr_state_read(const char *table, struct nr_state *ret, struct bg_err 
 			name = cJSON_GetObjectItemCaseSensitive(chain, "name");
 			if (!cJSON_IsString(name) || strlen(name->valuestring) >= 64)
 				continue;
-			ret->chains = xreallocarray(ret->chains, ret->n_chains + 1,
-						    sizeof(*ret->chains));
+			ret->chains =
+				xreallocarray(ret->chains, ret->n_chains + 1, sizeof(*ret->chains));
 			snprintf(ret->chains[ret->n_chains++], 64, "%s", name->valuestring);
 			continue;
 		}
@@ -249,8 +247,8 @@ static int nr_state_read(const char *table, struct nr_state *ret, struct bg_err 
 
 			if (!parse_elem((enum nr_map)m, pair, &e))
 				continue;
-			ret->elems = xreallocarray(ret->elems, ret->n_elems + 1,
-						   sizeof(*ret->elems));
+			ret->elems =
+				xreallocarray(ret->elems, ret->n_elems + 1, sizeof(*ret->elems));
 			ret->elems[ret->n_elems++] = e;
 		}
 	}
@@ -337,8 +335,7 @@ static int check_forward(const struct host_forward *f, struct bg_err *err)
 {
 	struct in_addr a;
 
-	if (memchr(f->host_ip, '\0', sizeof(f->host_ip)) == NULL ||
-	    !parse_ipv4(f->host_ip, &a))
+	if (memchr(f->host_ip, '\0', sizeof(f->host_ip)) == NULL || !parse_ipv4(f->host_ip, &a))
 		return bg_errorf(err, EINVAL, "invalid host address '%.15s' of a forward",
 				 f->host_ip);
 	if ((int)f->proto < 0 || f->proto >= HOST_PROTO_MAX)
@@ -473,7 +470,8 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 						 "%s:%u/%s overlap",
 						 tap, fwd[j].host_ip, fwd[j].host_port,
 						 host_proto_to_string(fwd[j].proto), fwd[i].host_ip,
-						 fwd[i].host_port, host_proto_to_string(fwd[i].proto));
+						 fwd[i].host_port,
+						 host_proto_to_string(fwd[i].proto));
 	}
 	r = nr_state_read(table, &s, err);
 	if (r < 0)
@@ -513,7 +511,7 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 		buf_addf(&b, "flush chain ip %s %s%s\n", table, tap, chain_suffixes[i]);
 	}
 	delete_elems(&b, table, &s, tap, ip);
-	/* Specific addresses first: with 0.0.0.0 of another port they share the chain. */
+	/* No two forwards of this VM overlap (checked above), so rule order does not matter. */
 	for (size_t i = 0; i < n_fwd; i++) {
 		const struct host_forward *f = &fwd[i];
 		const char *proto = host_proto_to_string(f->proto);
@@ -532,8 +530,7 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 				 "add rule ip %s %s-dnat ip daddr %s meta l4proto %s th dport %u "
 				 "dnat to %s:%u\n",
 				 table, tap, f->host_ip, proto, f->host_port, ip, f->guest_port);
-			buf_addf(&b,
-				 "add element ip %s forwards { %s . %s . %u : jump %s-dnat }\n",
+			buf_addf(&b, "add element ip %s forwards { %s . %s . %u : jump %s-dnat }\n",
 				 table, f->host_ip, proto, f->host_port, tap);
 		}
 	}
@@ -563,7 +560,7 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 		if (r < 0)
 			return bg_err_wrap(err, "netrules of tap '%s'", tap);
 	}
-	if (ret_conflicts) {
+	if (ret_conflicts && ret_n_conflicts) {
 		*ret_conflicts = n_conf ? TAKE_PTR(conf) : NULL;
 		*ret_n_conflicts = n_conf;
 	}
@@ -606,8 +603,7 @@ int host_netrules_remove(const struct host_net *net, const char *tap, struct bg_
 	return 0;
 }
 
-int host_netrules_show(const struct host_net *net, const char *tap, char **ret,
-		       struct bg_err *err)
+int host_netrules_show(const struct host_net *net, const char *tap, char **ret, struct bg_err *err)
 {
 	_cleanup_buf_ struct buf b = { 0 };
 	char table[64];
@@ -687,7 +683,8 @@ int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *u
 		if (!host_valid_ifname(bridge))
 			continue;
 		/* A VM has up to three chains: report it once. */
-		if (strlen(table->valuestring) >= 64 || seen_add(&seen, &n_seen, table->valuestring, tap))
+		if (strlen(table->valuestring) >= 64 ||
+		    seen_add(&seen, &n_seen, table->valuestring, tap))
 			continue;
 		r = cb(bridge, tap, userdata);
 		if (r < 0)

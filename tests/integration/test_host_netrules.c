@@ -106,18 +106,17 @@ static int setup(void **state)
 	sh_ok("ip link set lo up");
 
 	assert_int_equal(host_ops_linux.bridge_ensure(&f->net, &err), 0);
-	cmd = xasprintf(
-		"set -e; ip netns add %1$s; ip netns add %2$s; "
-		"ip link add %3$s type veth peer name eth0 netns %1$s; "
-		"ip link set %3$s master %5$s up; "
-		"ip -n %1$s link set lo up; ip -n %1$s addr add %6$s/24 dev eth0; "
-		"ip -n %1$s link set eth0 up; ip -n %1$s route add default via %7$s; "
-		"ip link add %4$s type veth peer name eth0 netns %2$s; "
-		"ip addr add %8$s/24 dev %4$s; ip link set %4$s up; "
-		"ip -n %2$s link set lo up; ip -n %2$s addr add %9$s/24 dev eth0; "
-		"ip -n %2$s link set eth0 up",
-		f->ns_guest, f->ns_out, f->veth_g, f->veth_o, f->bridge, f->ip, f->bridge_ip,
-		f->host_out, f->out_ip);
+	cmd = xasprintf("set -e; ip netns add %1$s; ip netns add %2$s; "
+			"ip link add %3$s type veth peer name eth0 netns %1$s; "
+			"ip link set %3$s master %5$s up; "
+			"ip -n %1$s link set lo up; ip -n %1$s addr add %6$s/24 dev eth0; "
+			"ip -n %1$s link set eth0 up; ip -n %1$s route add default via %7$s; "
+			"ip link add %4$s type veth peer name eth0 netns %2$s; "
+			"ip addr add %8$s/24 dev %4$s; ip link set %4$s up; "
+			"ip -n %2$s link set lo up; ip -n %2$s addr add %9$s/24 dev eth0; "
+			"ip -n %2$s link set eth0 up",
+			f->ns_guest, f->ns_out, f->veth_g, f->veth_o, f->bridge, f->ip,
+			f->bridge_ip, f->host_out, f->out_ip);
 	sh_ok(cmd);
 	*state = f;
 	return 0;
@@ -515,8 +514,8 @@ static void test_bad_input(void **state)
 							NULL, NULL, &err),
 			 -EINVAL);
 	assert_non_null(strstr(err.msg, "invalid tap name"));
-	assert_int_equal(host_ops_linux.netrules_ensure(&f->net, f->tap, "1.2.3.4 drop", true,
-							NULL, 0, NULL, NULL, &err),
+	assert_int_equal(host_ops_linux.netrules_ensure(&f->net, f->tap, "1.2.3.4 drop", true, NULL,
+							0, NULL, NULL, &err),
 			 -EINVAL);
 	assert_non_null(strstr(err.msg, "invalid IPv4 address"));
 	fw = fwd_of("127.0.0.1", 0, 80, HOST_PROTO_TCP);
@@ -544,9 +543,9 @@ static void test_bad_input(void **state)
 	/* Base alone: the table with empty maps, twice. */
 	assert_int_equal(host_ops_linux.netrules_base_ensure(&f->net, &err), 0);
 	assert_int_equal(host_ops_linux.netrules_base_ensure(&f->net, &err), 0);
-	assert_int_equal(hosttest_sh("nft list table ip %s | grep -c 'vmap @masq' | grep -qx 1",
-				     f->table),
-			 0);
+	assert_int_equal(
+		hosttest_sh("nft list table ip %s | grep -c 'vmap @masq' | grep -qx 1", f->table),
+		0);
 }
 
 int main(void)

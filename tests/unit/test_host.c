@@ -242,6 +242,20 @@ static void test_bridge_mac(void **state)
 	assert_int_equal(a[0] & 2, 2); /* locally administered */
 }
 
+static void test_netrules_table(void **state)
+{
+	struct bg_err err = { 0 };
+	char table[64];
+
+	(void)state;
+	assert_int_equal(host_netrules_table("banger0", table, &err), 0);
+	assert_string_equal(table, "banger-banger0");
+	assert_int_equal(host_netrules_table("br\";x", table, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "invalid bridge name"));
+	assert_int_equal(host_netrules_table("", table, &err), -EINVAL);
+	assert_int_equal(host_netrules_table(NULL, table, &err), -EINVAL);
+}
+
 /* What a tap's filter lets through, as the commands that make it. */
 static void test_antispoof_ruleset(void **state)
 {
@@ -514,6 +528,7 @@ int main(void)
 		cmocka_unit_test(test_rootdisk_size),
 		cmocka_unit_test(test_cow_store_size),
 		cmocka_unit_test(test_cidr),
+		cmocka_unit_test(test_netrules_table),
 		cmocka_unit_test(test_antispoof_ruleset),
 		cmocka_unit_test(test_bridge_mac),
 		cmocka_unit_test(test_retry_backoff),
