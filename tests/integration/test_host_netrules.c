@@ -548,6 +548,31 @@ static void test_bad_input(void **state)
 		0);
 }
 
+/* The table nat.c made before netrules.c (subnet-wide masquerade) is taken over, not kept. */
+static void test_takes_over_old_nat_table(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	_cleanup_free_ char *text = NULL;
+
+	if (skip_reason)
+		skip();
+	assert_int_equal(
+		hosttest_sh("printf '%%s\\n' 'table ip %s {' 'chain postrouting {' "
+			    "'type nat hook postrouting priority srcnat; policy accept;' "
+			    "'ip saddr 172.21.%u.0/24 oifname != \"%s\" masquerade' '}' '}' "
+			    "| nft -f -",
+			    f->table, f->n3, f->bridge),
+		0);
+	assert_int_equal(
+		hosttest_sh("nft list table ip %s | grep -q 'oifname != .* masquerade'", f->table),
+		0);
+	assert_int_equal(host_ops_linux.netrules_base_ensure(&f->net, &err), 0);
+	text = table_text(f);
+	assert_non_null(strstr(text, "vmap @masq"));
+	assert_null(strstr(text, "oifname != "));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -557,6 +582,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_takes_over_old_nat_table, setup, teardown),
 	};
 	char here[] = __FILE__;
 
