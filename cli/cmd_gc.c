@@ -50,7 +50,7 @@ static void print_skipped(const struct host_orphan *o, const char *bridge, const
 		printf("skipped %s %s: enslaved to bridge '%s', and no bangerd has recorded "
 		       "its bridge in '%s'\n",
 		       kind, o->name, o->master, state_dir);
-	else if (o->kind == HOST_ORPHAN_FILTER)
+	else if (o->kind == HOST_ORPHAN_FILTER || o->kind == HOST_ORPHAN_NETRULES)
 		printf("skipped %s %s: in the table of bridge '%s', not of this instance's '%s'\n",
 		       kind, o->name, o->master, bridge ? bridge : "(none recorded)");
 	else

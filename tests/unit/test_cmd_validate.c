@@ -119,7 +119,7 @@ static void test_valid(void **state)
 
 	r = run_validate(NULL, "-f", "examples/", NULL);
 	assert_int_equal(r.rc, 0);
-	assert_string_equal(r.out, "5 VMs valid: batch-1, db-1, debian, hello, web-1\n");
+	assert_string_equal(r.out, "6 VMs valid: batch-1, db-1, debian, hello, web, web-1\n");
 	run_release(&r);
 
 	r = run_validate(NULL, "--filename", "examples/fleet.yaml",
