@@ -12,6 +12,7 @@
 #ifndef BANGER_RECONCILER_DNS_DNS_H
 #define BANGER_RECONCILER_DNS_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,5 +68,20 @@ void dns_server_set_names(struct dns_server *s, const struct dns_name *names, si
 
 /* The port actually bound (cfg->port, or the kernel's choice when it was 0). */
 uint16_t dns_server_port(const struct dns_server *s);
+
+/* ---- systemd-resolved (resolved.c) ------------------------------------------------- */
+
+/* Does systemd-resolved run here (/run/systemd/resolve exists, resolvectl is in PATH)? */
+bool dns_resolved_present(void);
+
+/*
+ * Have resolved send '*.vm' to ip over the link 'bridge' (resolvectl dns and
+ * domain '~vm'; the link must exist). Blocks for at most a few seconds.
+ * Returns 0 or -errno with resolvectl's message.
+ */
+int dns_resolved_set(const char *bridge, const char *ip, struct bg_err *err);
+
+/* Undo dns_resolved_set (resolvectl revert). Returns 0 or -errno. */
+int dns_resolved_revert(const char *bridge, struct bg_err *err);
 
 #endif
