@@ -18,7 +18,6 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(ldns_pkt, ldns_pkt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ldns_rdf, ldns_rdf_deep_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(ldns_rr, ldns_rr_free);
 
 /* ---- the table ------------------------------------------------------------------- */
 
