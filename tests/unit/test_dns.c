@@ -744,6 +744,62 @@ static void test_server_garbage(void **state)
 	assert_int_equal(recv(t, &c, 1, 0), 0);
 }
 
+/* resolv.conf: IPv4 nameservers only, at most three, never ourselves; re-read on change. */
+static void test_upstreams(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-dns-up");
+	_cleanup_free_ char *path = xasprintf("%s/resolv.conf", dir);
+	struct dns_upstreams u = { .path = path, .port = 53 };
+
+	(void)state;
+	u.self.sin_family = AF_INET;
+	u.self.sin_port = htons(53);
+	assert_int_equal(inet_pton(AF_INET, "172.22.0.1", &u.self.sin_addr), 1);
+	dns_upstreams_refresh(&u);
+	assert_int_equal(u.n, 0); /* missing file: none */
+	test_write_file(path, "nameserver 172.22.0.1\nnameserver fe80::1\n"
+			      "  nameserver\t10.0.0.2 # comment\nnameserverx 10.0.0.9\n"
+			      "nameserver 10.0.0.3\nnameserver 10.0.0.4\nnameserver 10.0.0.5\n");
+	dns_upstreams_refresh(&u);
+	assert_int_equal(u.n, 3);
+	assert_int_equal(ntohl(u.addr[0].sin_addr.s_addr), 0x0a000002);
+	assert_int_equal(ntohl(u.addr[2].sin_addr.s_addr), 0x0a000004);
+	assert_int_equal(ntohs(u.addr[0].sin_port), 53);
+	assert_true(dns_upstreams_has(&u, &u.addr[1]));
+	assert_false(dns_upstreams_has(&u, &u.self));
+	/* Changed (another size): read again. */
+	test_write_file(path, "nameserver 192.0.2.53\n");
+	dns_upstreams_refresh(&u);
+	assert_int_equal(u.n, 1);
+	assert_int_equal(ntohl(u.addr[0].sin_addr.s_addr), 0xc0000235);
+	/* Our own address on another port is a fine upstream (a test's port 53 elsewhere). */
+	u.self.sin_port = htons(5353);
+	u.loaded = false;
+	test_write_file(path, "nameserver 172.22.0.1\n");
+	dns_upstreams_refresh(&u);
+	assert_int_equal(u.n, 1);
+	test_rmtree(dir);
+}
+
+/* An empty resolv.conf gives SERVFAIL; once it names the upstream, forwarding works. */
+static void test_resolv_reread(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_close_ int c = client_socket(f, SOCK_DGRAM);
+	_cleanup_free_ char *path = xasprintf("%s/resolv.conf", f->dir);
+	char ip[INET_ADDRSTRLEN];
+	ldns_pkt *p = udp_ask(f, c, "example.com", LDNS_RR_TYPE_A, 1, 1000);
+
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_SERVFAIL);
+	ldns_pkt_free(p);
+	test_write_file(path, "nameserver 127.0.0.1\n");
+	p = udp_ask(f, c, "example.com", LDNS_RR_TYPE_A, 2, 2000);
+	assert_non_null(p);
+	assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_NOERROR);
+	assert_string_equal(first_a(p, ip), "192.0.2.1");
+	ldns_pkt_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -759,6 +815,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_inflight_bound, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_truncation_then_tcp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_upstream, setup_none, teardown),
+		cmocka_unit_test(test_upstreams),
+		cmocka_unit_test_setup_teardown(test_resolv_reread, setup_none, teardown),
 		cmocka_unit_test_setup_teardown(test_server_garbage, setup, teardown),
 	};
 
