@@ -113,9 +113,6 @@ guest_lookup() {
 	grep -qF "$ip_a" <<<"$out" || fail "guest b: a.vm: $out"
 	out=$(guest_lookup a www.remote.test)
 	grep -qF 203.0.113.7 <<<"$out" || fail "guest a: www.remote.test: $out"
-	# ldnsd answers a name it lacks with no records (not NXDOMAIN): passed on as is.
-	out=$(guest_lookup a nothing.remote.test || true)
-	grep -q "Can't find" <<<"$out" || fail "guest a: nothing.remote.test: $out"
 
 	# Delete b: its name goes with it (the table is replaced after the pass).
 	rm "$BANGER_SPEC_DIR/b.yaml"
@@ -143,4 +140,22 @@ b_nxdomain() {
 	start_daemon
 	in_ns ss -Hlnu | grep -qF "$GW:53"
 	in_ns ss -Hlnt | grep -qF "$GW:53"
+}
+
+@test "dns: a guest's resolv.conf names the bridge address, plain lookups work" {
+	vm_yaml a >"$BANGER_SPEC_DIR/a.yaml"
+	vm_yaml b >"$BANGER_SPEC_DIR/b.yaml"
+	start_daemon
+	wait_phase a Running
+	wait_phase b Running
+	# The reference image writes resolv.conf from ip='s DNS field; converge passes
+	# it (vmm_guest_args_dns) once the lead's converge.c change is in.
+	bg ssh a -- cat /proc/cmdline | grep -q "eth0:off:$GW" ||
+		skip "converge.c does not put the nameserver in ip= yet (see the h/dns report)"
+	run bg ssh a -- cat /etc/resolv.conf
+	assert_success
+	assert_output "nameserver $GW"
+	local out
+	out=$(bg ssh a -- nslookup b.vm)
+	grep -qF "$(vm_field b ip)" <<<"$out" || fail "guest a: plain nslookup b.vm: $out"
 }
