@@ -462,10 +462,13 @@ static void upstream_udp_event(struct dns_server *s)
 
 static void fwd_tcp_event(struct dns_server *s, size_t slot, uint32_t events)
 {
-	struct fwd *f = &s->fwds[slot];
+	struct fwd *f;
 	ssize_t n;
 
-	if (slot >= s->max_inflight || !f->used || f->tfd < 0)
+	if (slot >= s->max_inflight)
+		return;
+	f = &s->fwds[slot];
+	if (!f->used || f->tfd < 0)
 		return;
 	if (!f->treading) {
 		n = send(f->tfd, f->tbuf + f->toff, f->tlen - f->toff, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -661,6 +661,19 @@ static void test_silent_upstream(void **state)
 	assert_true(took >= 250);
 	assert_true(took < 2000);
 	ldns_pkt_free(p);
+	/* Over TCP the upstream closes without answering: SERVFAIL, and the connection lives on. */
+	{
+		_cleanup_close_ int t = client_socket(f, SOCK_STREAM);
+		char ip[INET_ADDRSTRLEN];
+
+		p = tcp_ask(f, t, "silent.example", LDNS_RR_TYPE_A, 78);
+		assert_int_equal(ldns_pkt_id(p), 78);
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_SERVFAIL);
+		ldns_pkt_free(p);
+		p = tcp_ask(f, t, "web-1.vm", LDNS_RR_TYPE_A, 79);
+		assert_string_equal(first_a(p, ip), "172.22.0.10");
+		ldns_pkt_free(p);
+	}
 }
 
 static void test_inflight_bound(void **state)
