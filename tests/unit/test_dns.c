@@ -21,11 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/cleanup.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -813,6 +815,35 @@ static void test_resolv_reread(void **state)
 	ldns_pkt_free(p);
 }
 
+/* The resolvectl calls, by argv, against a stand-in resolvectl first in PATH. */
+static void test_resolvectl_argv(void **state)
+{
+	_cleanup_free_ char *dir = test_tmpdir("bg-dns-rctl");
+	_cleanup_free_ char *bin = xasprintf("%s/resolvectl", dir);
+	_cleanup_free_ char *log = xasprintf("%s/calls", dir);
+	_cleanup_free_ char *script =
+		xasprintf("#!/bin/sh\necho \"$*\" >>'%s'\n[ \"$2\" != fail ]\n", log);
+	_cleanup_free_ char *old_path = xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+	_cleanup_free_ char *path = xasprintf("%s:%s", dir, old_path);
+	_cleanup_free_ char *calls = NULL;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	test_write_file(bin, script);
+	assert_int_equal(chmod(bin, 0755), 0);
+	setenv("PATH", path, 1);
+	assert_int_equal(dns_resolved_set("bgbr0", "172.22.0.1", &err), 0);
+	assert_int_equal(dns_resolved_revert("bgbr0", &err), 0);
+	/* A failing resolvectl is an error with context. */
+	assert_true(dns_resolved_set("fail", "172.22.0.1", &err) < 0);
+	assert_non_null(strstr(err.msg, "resolvectl"));
+	setenv("PATH", old_path, 1);
+	assert_int_equal(fs_read_file(log, 4096, &calls, NULL, NULL), 0);
+	assert_string_equal(calls, "dns bgbr0 172.22.0.1\ndomain bgbr0 ~vm\nrevert bgbr0\n"
+				   "dns fail 172.22.0.1\n");
+	test_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -829,6 +860,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncation_then_tcp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_upstream, setup_none, teardown),
 		cmocka_unit_test(test_upstreams),
+		cmocka_unit_test(test_resolvectl_argv),
 		cmocka_unit_test_setup_teardown(test_resolv_reread, setup_none, teardown),
 		cmocka_unit_test_setup_teardown(test_server_garbage, setup, teardown),
 	};
