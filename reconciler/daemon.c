@@ -300,7 +300,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	}
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
-	if (cfg->nat || cfg->dns_port)
+	if (cfg->nat || cfg->dns_port == 53)
 		guest_nameservers(d);
 
 	report_vmm_choice(d);
