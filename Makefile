@@ -19,7 +19,7 @@ PKG_CONFIG ?= pkg-config
 CLANG_FORMAT ?= clang-format
 BUILD ?= build
 
-DEPS := yaml-0.1 libssh2 sqlite3 devmapper libcjson libcurl libmnl libcrypto libseccomp libnftables
+DEPS := yaml-0.1 libssh2 sqlite3 devmapper libcjson libcurl libmnl libcrypto libseccomp libnftables ldns
 TEST_DEPS := cmocka
 
 STD := -std=gnu11 -D_GNU_SOURCE
@@ -63,10 +63,10 @@ FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/%,$(FUZZ_SRCS)
 
 # Debian packages: build, tests, demo. Fragments in mk/ may add to these.
 DEB_BUILD := build-essential pkg-config libyaml-dev libssh2-1-dev libsqlite3-dev \
-	libdevmapper-dev libcjson-dev libcurl4-openssl-dev libmnl-dev libssl-dev libseccomp-dev libnftables-dev
+	libdevmapper-dev libcjson-dev libcurl4-openssl-dev libmnl-dev libssl-dev libseccomp-dev libnftables-dev libldns-dev
 DEB_TEST := libcmocka-dev bats bats-assert bats-support clang clang-format \
 	libclang-rt-14-dev python3 python3-yaml iproute2 openssh-client openssh-server \
-	e2fsprogs util-linux procps kmod jq sqlite3 bc diffutils
+	e2fsprogs util-linux procps kmod jq sqlite3 bc diffutils ldnsutils
 DEB_RUN := qemu-system-x86 qemu-utils openssh-client e2fsprogs genisoimage
 
 # V=1 shows full command lines.

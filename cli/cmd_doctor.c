@@ -17,6 +17,8 @@
 #include "common/paths.h"
 #include "common/proc.h"
 #include "common/xalloc.h"
+#include "reconciler/daemon.h"
+#include "reconciler/dns/dns.h"
 #include "reconciler/host/host.h"
 #include "reconciler/vmm/vmm.h"
 
@@ -212,6 +214,23 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 		} else {
 			snprintf(detail, sizeof(detail), "%s does not exist yet", ctx->spec_dir);
 			info_line("spec dir", detail);
+		}
+	}
+	{
+		/* bangerd's DNS responder listens on the bridge address (default --subnet). */
+		char ip[32];
+
+		snprintf(ip, sizeof(ip), "%s", DAEMON_DEFAULT_SUBNET);
+		ip[strcspn(ip, "/")] = '\0';
+		if (dns_resolved_present()) {
+			info_line("host resolves *.vm",
+				  "systemd-resolved: bangerd routes ~vm to its bridge");
+		} else {
+			info_line("host resolves *.vm", "no systemd-resolved: not without help");
+			printf("       hint: with dnsmasq: 'server=/vm/%s' in /etc/dnsmasq.d/banger.conf;\n"
+			       "       or make 'nameserver %s' the first line of /etc/resolv.conf\n"
+			       "       (bangerd forwards every other name); use your --subnet's address\n",
+			       ip, ip);
 		}
 	}
 	if (!fc_ok && !qemu_ok) {

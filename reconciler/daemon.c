@@ -154,16 +154,29 @@ static void fix_dir_mode(const char *dir)
 }
 
 /*
- * With NAT the guests can reach the host's resolvers: hand them to the guests'
- * network-config. A systemd-resolved stub (127.0.0.53) is loopback, so its
- * upstream list is used instead. Without NAT no resolver is reachable.
+ * With bangerd's DNS responder on port 53 the guests' nameserver is the
+ * bridge address (guests' resolvers ask port 53 only; another port is for
+ * tests). Else, with NAT, the guests can reach the host's resolvers: hand
+ * them to the guests' network-config. A systemd-resolved stub (127.0.0.53)
+ * is loopback, so its upstream list is used instead. Without NAT no resolver
+ * is reachable.
  */
 static void guest_nameservers(struct daemon *d)
 {
 	static const char *const files[] = { "/etc/resolv.conf",
 					     "/run/systemd/resolve/resolv.conf" };
 	struct bg_err err = { 0 };
+	uint32_t gw, net;
+	unsigned prefix;
 
+	if (d->cfg.dns_port == 53 && ipam_parse_subnet(d->cfg.subnet, &gw, &net, &prefix) == 0) {
+		d->env.nameservers = xcalloc(2, sizeof(char *));
+		d->env.nameservers[0] = xasprintf("%u.%u.%u.%u", gw >> 24, (gw >> 16) & 0xff,
+						  (gw >> 8) & 0xff, gw & 0xff);
+		d->env.n_nameservers = 1;
+		log_info("guest DNS: bangerd's responder on %s", d->env.nameservers[0]);
+		return;
+	}
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		char **ns = NULL;
 		int n = net_resolv_nameservers(files[i], &ns, &err);
@@ -287,7 +300,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	}
 	d->env.driver_for = driver_for;
 	d->env.driver_ctx = d;
-	if (cfg->nat)
+	if (cfg->nat || cfg->dns_port == 53)
 		guest_nameservers(d);
 
 	report_vmm_choice(d);

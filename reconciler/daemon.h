@@ -47,6 +47,7 @@ struct daemon_config {
 	bool skip_kvm_check;  /* accept a firecracker binary without KVM (the stand-in) */
 	const char *vmm_uids; /* --vmm-uids START:COUNT|off; NULL: VMM_SANDBOX_DEFAULT_UIDS */
 	bool nat;
+	uint16_t dns_port; /* the DNS responder's port on the bridge address, 0: off */
 	int stop_grace_ms;
 	/*
 	 * --image-dir: the only directories spec-named images, kernels and

@@ -6,7 +6,8 @@
  * a one-shot timerfd (requeue: backoffs ending, booting guests to look at),
  * a signalfd (TERM/INT stop the loop and leave VMs running, HUP forces a
  * resync, CHLD reaps VMMs we started) and a pidfd per alive VMM (a VMM that
- * dies, even one adopted from an earlier daemon, wakes the loop at once).
+ * dies, even one adopted from an earlier daemon, wakes the loop at once) and
+ * the DNS responder's epoll fd (its names are replaced after every pass).
  *
  * Init order: options -> logging -> lock -> daemon (store, keys, disk mode) ->
  * watch -> loop; teardown in reverse.
@@ -35,6 +36,7 @@
 #include "common/xalloc.h"
 #include "reconciler/converge.h"
 #include "reconciler/daemon.h"
+#include "reconciler/dns/dns.h"
 #include "reconciler/failpoint.h"
 #include "reconciler/notify.h"
 #include "reconciler/watch.h"
@@ -53,6 +55,7 @@ enum {
 	TAG_RESYNC,
 	TAG_WAKE,
 	TAG_SIGNAL,
+	TAG_DNS,
 	TAG_PIDFD_BASE = 16
 };
 
@@ -66,6 +69,9 @@ static void usage(FILE *f)
 		"  --bridge NAME         bridge for guests (default %s)\n"
 		"  --subnet CIDR         bridge address and prefix (default %s)\n"
 		"  --nat                 masquerade guest traffic (default off)\n"
+		"  --dns-port PORT       answer <name>.vm on the bridge address, forward the rest\n"
+		"                        (default 53, the guests' nameserver; 0: off)\n"
+		"  --dns-resolv FILE     the resolvers names are forwarded to (default %s)\n"
 		"  --resync SECONDS      full resync period (default %d)\n"
 		"  --vmm auto|firecracker|qemu   VMM for specs that say auto (default auto)\n"
 		"  --firecracker PATH    firecracker binary (default: firecracker in PATH)\n"
@@ -81,8 +87,8 @@ static void usage(FILE *f)
 		"  --list-failpoints     print the names BANGER_FAILPOINT accepts\n"
 		"  -v, --verbose         more logging (env BANGER_LOG_LEVEL)\n"
 		"  -h, --help, --version\n",
-		DAEMON_DEFAULT_BRIDGE, DAEMON_DEFAULT_SUBNET, DAEMON_DEFAULT_RESYNC_MS / 1000,
-		DAEMON_DEFAULT_STOP_GRACE_MS / 1000);
+		DAEMON_DEFAULT_BRIDGE, DAEMON_DEFAULT_SUBNET, DNS_DEFAULT_RESOLV,
+		DAEMON_DEFAULT_RESYNC_MS / 1000, DAEMON_DEFAULT_STOP_GRACE_MS / 1000);
 }
 
 /* SQLite must never get fds 0-2 (see its "how to corrupt" notes): keep them open. */
@@ -220,10 +226,15 @@ struct loop {
 	struct spec_watch *watch;
 	struct pidwatch pids[MAX_PIDFDS];
 	size_t n_pids;
+	struct dns_server *dns; /* NULL: --dns-port 0 */
+	bool resolved;		/* systemd-resolved runs: point its bridge link at us */
+	bool resolved_set, resolved_failed;
+	char dns_ip[16];
 };
 
 static void loop_close(struct loop *l)
 {
+	dns_server_free(l->dns);
 	for (size_t i = 0; i < l->n_pids; i++)
 		close(l->pids[i].fd);
 	spec_watch_free(l->watch);
@@ -279,6 +290,44 @@ static int loop_open(struct loop *l, const struct daemon_config *cfg, struct bg_
 	return 0;
 }
 
+/* The responder answers for every VM with an address; and resolved learns of it. */
+static void dns_sync(struct daemon *d, struct loop *l)
+{
+	_cleanup_free_ char *sys = NULL;
+	_cleanup_free_ struct dns_name *names = NULL;
+	struct vm_record *vms = NULL;
+	struct bg_err err = { 0 };
+	size_t n = 0, k = 0;
+
+	if (!l->dns)
+		return;
+	if (store_vm_list(d->store, &vms, &n, &err) < 0) {
+		log_warn("dns: %s, keeping the old names", err.msg);
+		return;
+	}
+	names = xcalloc(n + 1, sizeof(*names));
+	for (size_t i = 0; i < n; i++)
+		if (vms[i].ip && *vms[i].ip)
+			names[k++] = (struct dns_name){ vms[i].name, vms[i].ip };
+	dns_server_set_names(l->dns, names, k);
+	vm_record_array_free(vms, n);
+
+	/* The link exists from the first VM's converge on; resolved forgets it with the link. */
+	sys = xasprintf("/sys/class/net/%s", d->cfg.bridge);
+	if (access(sys, F_OK) < 0)
+		l->resolved_set = false;
+	else if (l->resolved && !l->resolved_set && !l->resolved_failed) {
+		if (dns_resolved_set(d->cfg.bridge, l->dns_ip, &err) < 0) {
+			log_warn("dns: %s; the host does not resolve *.vm", err.msg);
+			l->resolved_failed = true;
+		} else {
+			log_info("dns: resolved sends *.vm to %s on '%s'", l->dns_ip,
+				 d->cfg.bridge);
+			l->resolved_set = true;
+		}
+	}
+}
+
 static void run_pass(struct daemon *d, struct loop *l, bool full)
 {
 	struct bg_err err = { 0 };
@@ -286,6 +335,7 @@ static void run_pass(struct daemon *d, struct loop *l, bool full)
 
 	if (daemon_pass(d, full, &err) < 0)
 		log_err("pass failed: %s", err.msg);
+	dns_sync(d, l);
 	sync_pidfds(l->ep, l->pids, &l->n_pids, d);
 	wake = d->next_wakeup ? d->next_wakeup - now_real_ms() : 0;
 	if (d->next_wakeup && wake < 10)
@@ -363,6 +413,8 @@ static int run_loop(struct daemon *d, struct loop *l)
 						pass = true;
 					}
 				}
+			} else if (tag == TAG_DNS) {
+				dns_server_dispatch(l->dns);
 			} else if (tag >= TAG_PIDFD_BASE) {
 				/* A VMM ended. The pass re-syncs (and closes) the watch. */
 				pass = true;
@@ -385,6 +437,8 @@ int main(int argc, char **argv)
 		{ "bridge", required_argument, NULL, 'b' },
 		{ "subnet", required_argument, NULL, 'n' },
 		{ "nat", no_argument, NULL, 'N' },
+		{ "dns-port", required_argument, NULL, 'D' },
+		{ "dns-resolv", required_argument, NULL, 'R' },
 		{ "resync", required_argument, NULL, 'r' },
 		{ "vmm", required_argument, NULL, 'm' },
 		{ "firecracker", required_argument, NULL, 'f' },
@@ -406,7 +460,10 @@ int main(int argc, char **argv)
 		.resync_ms = DAEMON_DEFAULT_RESYNC_MS,
 		.vmm = VMM_AUTO,
 		.stop_grace_ms = DAEMON_DEFAULT_STOP_GRACE_MS,
+		.dns_port = DNS_DEFAULT_PORT,
 	};
+	const char *dns_resolv = DNS_DEFAULT_RESOLV;
+	struct dns_server *dns = NULL;
 	const char *spec_flag = NULL, *state_flag = NULL;
 	_cleanup_strv_free_ char **image_dirs = NULL;
 	size_t n_image_dirs = 0;
@@ -418,6 +475,7 @@ int main(int argc, char **argv)
 	int verbosity = 0, lock_fd = -1, c, r;
 	uint32_t gw, net;
 	unsigned prefix;
+	char gw_ip[16];
 	int64_t ms;
 
 	ensure_std_fds();
@@ -437,6 +495,21 @@ int main(int argc, char **argv)
 			break;
 		case 'N':
 			cfg.nat = true;
+			break;
+		case 'D': {
+			char *end;
+			unsigned long port = strtoul(optarg, &end, 10);
+
+			if (!*optarg || *end || port > 65535 || optarg[0] == '-') {
+				fprintf(stderr, "bangerd: invalid --dns-port '%s' (0-65535)\n",
+					optarg);
+				return 2;
+			}
+			cfg.dns_port = (uint16_t)port;
+			break;
+		}
+		case 'R':
+			dns_resolv = optarg;
 			break;
 		case 'r':
 		case 't':
@@ -517,6 +590,8 @@ int main(int argc, char **argv)
 			cfg.subnet, DAEMON_DEFAULT_SUBNET);
 		return 2;
 	}
+	snprintf(gw_ip, sizeof(gw_ip), "%u.%u.%u.%u", gw >> 24, (gw >> 16) & 0xff, (gw >> 8) & 0xff,
+		 gw & 0xff);
 	/* Everything bangerd creates is private unless it says otherwise (the spec dir). */
 	umask(077);
 	/* Relative directories would move with every chdir of a child and name nothing
@@ -543,9 +618,26 @@ int main(int argc, char **argv)
 		log_err("%s", err.msg);
 		return 1;
 	}
+	if (cfg.dns_port && !once) {
+		struct dns_config dc = { .port = cfg.dns_port,
+					 .subnet = cfg.subnet,
+					 .resolv_conf = dns_resolv };
+		dc.listen_ip = gw_ip;
+		/* A port taken by another resolver costs the names, not the VMs. */
+		if (dns_server_new(&dc, &dns, &err) < 0) {
+			log_err("%s: no DNS for guests (--dns-port 0 turns it off)", err.msg);
+			bg_err_clear(&err);
+			cfg.dns_port = 0;
+		} else {
+			log_info("dns: answering *.vm on %s:%u, forwarding to the resolvers in "
+				 "'%s'",
+				 gw_ip, (unsigned)cfg.dns_port, dns_resolv);
+		}
+	}
 	r = daemon_init(&d, &cfg, &err);
 	if (r < 0) {
 		log_err("%s", err.msg);
+		dns_server_free(dns);
 		close(lock_fd);
 		return 1;
 	}
@@ -558,10 +650,18 @@ int main(int argc, char **argv)
 		return r < 0 ? 1 : 0;
 	}
 	r = loop_open(&l, &cfg, &err);
+	l.dns = TAKE_PTR(dns);
+	if (r >= 0 && l.dns) {
+		snprintf(l.dns_ip, sizeof(l.dns_ip), "%s", gw_ip);
+		l.resolved = dns_resolved_present();
+		r = epoll_add(l.ep, dns_server_fd(l.dns), TAG_DNS, &err);
+	}
 	if (r < 0)
 		log_err("%s", err.msg);
 	else
 		r = run_loop(&d, &l);
+	if (l.resolved_set && dns_resolved_revert(cfg.bridge, &err) < 0)
+		log_warn("dns: %s, ignoring", err.msg);
 	loop_close(&l);
 	daemon_fini(&d);
 	close(lock_fd);

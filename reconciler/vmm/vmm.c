@@ -88,6 +88,14 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, con
 		   const char *user, const char *authorized_keys, const char *extra_args,
 		   char **ret, struct bg_err *err)
 {
+	return vmm_guest_args_dns(ip, gateway, netmask, NULL, hostname, user, authorized_keys,
+				  extra_args, ret, err);
+}
+
+int vmm_guest_args_dns(const char *ip, const char *gateway, const char *netmask, const char *dns,
+		       const char *hostname, const char *user, const char *authorized_keys,
+		       const char *extra_args, char **ret, struct bg_err *err)
+{
 	_cleanup_buf_ struct buf b = { 0 };
 	_cleanup_free_ char *keys64 = NULL;
 	size_t keys_len = authorized_keys ? strlen(authorized_keys) : 0;
@@ -101,6 +109,8 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, con
 	if (!is_dotted_quad(netmask))
 		return bg_errorf(err, EINVAL, "netmask '%s' is not an IPv4 address",
 				 netmask ? netmask : "");
+	if (dns && !is_dotted_quad(dns))
+		return bg_errorf(err, EINVAL, "nameserver '%s' is not an IPv4 address", dns);
 	if (!is_ip_field(hostname))
 		return bg_errorf(err, EINVAL,
 				 "hostname '%s' cannot go in ip=", hostname ? hostname : "");
@@ -112,8 +122,8 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, con
 		return bg_errorf(err, EINVAL, "kernel arguments contain control characters");
 
 	buf_init(&b);
-	buf_addf(&b, "root=/dev/vda rw ip=%s::%s:%s:%s:eth0:off banger.user=%s", ip, gateway,
-		 netmask, hostname, user);
+	buf_addf(&b, "root=/dev/vda rw ip=%s::%s:%s:%s:eth0:off%s%s banger.user=%s", ip, gateway,
+		 netmask, hostname, dns ? ":" : "", dns ? dns : "", user);
 	/* Check the size before encoding anything: the keys come from users. */
 	keys64_len = keys_len ? strlen(" banger.sshkeys=") + 4 * ((keys_len + 2) / 3) : 0;
 	extra_len = extra_args && *extra_args ? 1 + strlen(extra_args) : 0;

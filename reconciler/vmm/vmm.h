@@ -126,6 +126,14 @@ int vmm_guest_args(const char *ip, const char *gateway, const char *netmask, con
 		   char **ret, struct bg_err *err);
 
 /*
+ * vmm_guest_args() with the guest's nameserver (a dotted quad, or NULL for
+ * none) in the ip= field's DNS slot: ip=<ip>::<gw>:<mask>:<host>:eth0:off:<dns>.
+ */
+int vmm_guest_args_dns(const char *ip, const char *gateway, const char *netmask, const char *dns,
+		       const char *hostname, const char *user, const char *authorized_keys,
+		       const char *extra_args, char **ret, struct bg_err *err);
+
+/*
  * The kernel arguments of a guest configured from its seed alone
  * (spec.guest.config 'cloudinit'): "root=/dev/vda rw" followed by
  * extra_args (may be NULL). Owned result; -EINVAL for control characters.

@@ -52,6 +52,23 @@ static void test_guest_args_exact(void **state)
 				  "web-1:eth0:off banger.user=root banger.sshkeys=YWJjCg==");
 }
 
+/* The nameserver goes in ip='s DNS slot (field 8), which the reference image's rcS reads. */
+static void test_guest_args_dns(void **state)
+{
+	_cleanup_free_ char *args = NULL;
+	struct bg_err err = { 0 };
+
+	(void)state;
+	assert_int_equal(vmm_guest_args_dns("172.30.0.5", "172.30.0.1", "255.255.255.0",
+					    "172.30.0.1", "web-1", NULL, NULL, NULL, &args, &err),
+			 0);
+	assert_string_equal(args, "root=/dev/vda rw ip=172.30.0.5::172.30.0.1:255.255.255.0:"
+				  "web-1:eth0:off:172.30.0.1 banger.user=root");
+	assert_int_equal(vmm_guest_args_dns("172.30.0.5", "172.30.0.1", "255.255.255.0", "dns:x",
+					    "web-1", NULL, NULL, NULL, &args, &err),
+			 -EINVAL);
+}
+
 static void test_guest_args_user_and_extra(void **state)
 {
 	_cleanup_free_ char *args = NULL;
@@ -337,6 +354,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_state_names),
 		cmocka_unit_test(test_guest_args_exact),
+		cmocka_unit_test(test_guest_args_dns),
 		cmocka_unit_test(test_guest_args_user_and_extra),
 		cmocka_unit_test(test_guest_args_keys_roundtrip),
 		cmocka_unit_test(test_guest_root_args),
