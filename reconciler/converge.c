@@ -649,8 +649,9 @@ static int guest_args(struct conv *c, const char *extra, char **ret, struct bg_e
 	if (r < 0)
 		return r;
 	keys = guest_authorized_keys(c);
-	return vmm_guest_args(c->rec.ip, gw_s, mask_s, c->rec.name, c->spec->ssh_user, keys, extra,
-			      ret, err);
+	return vmm_guest_args_dns(c->rec.ip, gw_s, mask_s,
+				  c->env->n_nameservers ? c->env->nameservers[0] : NULL,
+				  c->rec.name, c->spec->ssh_user, keys, extra, ret, err);
 }
 
 /* The VM's seed disk, or NULL when its guest reads none (guest.config: cmdline). Owned. */
