@@ -620,7 +620,8 @@ int main(int argc, char **argv)
 	}
 	if (cfg.dns_port && !once) {
 		struct dns_config dc = { .port = cfg.dns_port,
-					 .subnet = cfg.subnet,
+					 .subnet = net,
+					 .subnet_prefix = prefix,
 					 .resolv_conf = dns_resolv };
 		dc.listen_ip = gw_ip;
 		/* A port taken by another resolver costs the names, not the VMs. */

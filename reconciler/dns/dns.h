@@ -28,7 +28,8 @@
 struct dns_config {
 	const char *listen_ip;	 /* dotted quad: the bridge address */
 	uint16_t port;		 /* 53 unless testing */
-	const char *subnet;	 /* "a.b.c.d/p": PTR answers for addresses inside it */
+	uint32_t subnet;	 /* the bridge network (host order): PTR answers inside it */
+	unsigned subnet_prefix;	 /* its prefix length; 0: no PTR answers */
 	const char *resolv_conf; /* upstreams (its IPv4 nameservers); NULL: DNS_DEFAULT_RESOLV */
 	uint16_t upstream_port;	 /* 0: 53. For tests: resolv.conf cannot name a port */
 	int timeout_ms;		 /* per upstream try; 0: DNS_FORWARD_TIMEOUT_MS */

@@ -29,7 +29,6 @@
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "reconciler/dns/dns-internal.h"
-#include "reconciler/store.h"
 
 #define TCP_IDLE_MS 10000 /* a TCP client that sends no complete query for this long is closed */
 #define UDP_BATCH 64	  /* datagrams read per socket per dispatch: the loop stays fair */
@@ -634,8 +633,6 @@ int dns_server_new(const struct dns_config *cfg, struct dns_server **ret, struct
 	struct dns_server *s = xcalloc(1, sizeof(*s));
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(cfg->port) };
 	socklen_t alen = sizeof(a);
-	uint32_t gw, net;
-	unsigned prefix;
 	int r;
 
 	s->ep = s->udp = s->tcp = s->timer = s->up_udp = -1;
@@ -653,14 +650,9 @@ int dns_server_new(const struct dns_config *cfg, struct dns_server **ret, struct
 			      cfg->listen_ip ? cfg->listen_ip : "");
 		goto fail;
 	}
-	if (cfg->subnet) {
-		if (ipam_parse_subnet(cfg->subnet, &gw, &net, &prefix) < 0) {
-			r = bg_errorf(err, EINVAL, "dns: bad subnet '%s'", cfg->subnet);
-			goto fail;
-		}
-		s->table.network = net;
-		s->table.mask = prefix ? ~(uint32_t)0 << (32 - prefix) : 0;
-		s->table.network &= s->table.mask;
+	if (cfg->subnet_prefix > 0 && cfg->subnet_prefix <= 32) {
+		s->table.mask = ~(uint32_t)0 << (32 - cfg->subnet_prefix);
+		s->table.network = cfg->subnet & s->table.mask;
 	}
 	r = s->udp = bind_socket(SOCK_DGRAM, &a, err);
 	if (r < 0)

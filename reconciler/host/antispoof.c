@@ -19,8 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/xalloc.h"
@@ -166,41 +164,25 @@ int host_antispoof_remove(const struct host_net *net, const char *tap, struct bg
 	return 0;
 }
 
+struct foreach_ctx {
+	int (*cb)(const char *bridge, const char *tap, void *userdata);
+	void *userdata;
+};
+
+/* A tap's filter chain is named after the tap; the base chain is not. */
+static int foreach_tap_chain(const char *bridge, const char *chain, void *userdata)
+{
+	const struct foreach_ctx *f = userdata;
+
+	if (!host_parse_tap_name(chain, NULL))
+		return 0;
+	return f->cb(bridge, chain, f->userdata);
+}
+
 int host_antispoof_foreach(int (*cb)(const char *bridge, const char *tap, void *userdata),
 			   void *userdata, struct bg_err *err)
 {
-	_cleanup_free_ char *out = NULL;
-	cJSON *root, *items, *it;
-	int r;
+	struct foreach_ctx f = { cb, userdata };
 
-	/* No table exists where there is no nf_tables (-ENOTSUP): nothing to list. */
-	r = host_nft_run("list chains bridge\n", true, &out, err);
-	if (r < 0)
-		return r == -ENOENT || r == -ENOTSUP ? 0 : bg_err_wrap(err, "list bridge chains");
-	root = cJSON_Parse(out);
-	if (!root)
-		return bg_errorf(err, EBADMSG, "nftables: unreadable JSON listing");
-	items = cJSON_GetObjectItemCaseSensitive(root, "nftables");
-	r = 0;
-	cJSON_ArrayForEach(it, items)
-	{
-		const cJSON *chain = cJSON_GetObjectItemCaseSensitive(it, "chain");
-		const cJSON *table = cJSON_GetObjectItemCaseSensitive(chain, "table");
-		const cJSON *name = cJSON_GetObjectItemCaseSensitive(chain, "name");
-		const char *bridge;
-
-		if (!cJSON_IsString(table) || !cJSON_IsString(name))
-			continue;
-		if (strncmp(table->valuestring, "banger-", 7) != 0 ||
-		    !host_parse_tap_name(name->valuestring, NULL))
-			continue;
-		bridge = table->valuestring + 7;
-		if (!host_valid_ifname(bridge))
-			continue;
-		r = cb(bridge, name->valuestring, userdata);
-		if (r < 0)
-			break;
-	}
-	cJSON_Delete(root);
-	return r;
+	return host_nft_foreach_chain("bridge", foreach_tap_chain, &f, err);
 }

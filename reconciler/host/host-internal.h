@@ -159,6 +159,16 @@ int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *u
  */
 int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err);
 
+/*
+ * Call cb(bridge, chain, userdata) for every chain of every table
+ * "banger-<bridge>" of nftables family 'family' ("ip", "bridge") whose
+ * bridge is a valid interface name; nothing (0) where the kernel has no
+ * nf_tables. Stops at, and returns, cb's first negative value.
+ */
+int host_nft_foreach_chain(const char *family,
+			   int (*cb)(const char *bridge, const char *chain, void *userdata),
+			   void *userdata, struct bg_err *err);
+
 /* ---- anti-spoofing (antispoof.c) ------------------------------------------- */
 
 /* The nftables table of a bridge's tap filters: "banger-<bridge>" (family bridge). */

@@ -631,7 +631,7 @@ int host_netrules_show(const struct host_net *net, const char *tap, char **ret, 
 	return 0;
 }
 
-/* Whether "<table>/<tap>" is in (*seen)[n]; adds it when not. */
+/* Whether "<bridge>/<tap>" is in (*seen)[n]; adds it when not. */
 static bool seen_add(char (**seen)[80], size_t *n, const char *table, const char *tap)
 {
 	char key[80];
@@ -645,52 +645,31 @@ static bool seen_add(char (**seen)[80], size_t *n, const char *table, const char
 	return false;
 }
 
+struct foreach_ctx {
+	int (*cb)(const char *bridge, const char *tap, void *userdata);
+	void *userdata;
+	char (*seen)[80]; /* "<bridge>/<tap>" already reported */
+	size_t n_seen;
+};
+
+/* A VM has up to three chains "<tap>-..." in its bridge's table: report the tap once. */
+static int foreach_vm_chain(const char *bridge, const char *chain, void *userdata)
+{
+	struct foreach_ctx *f = userdata;
+	char tap[16];
+
+	if (!chain_tap(chain, tap) || strlen(bridge) >= 64 ||
+	    seen_add(&f->seen, &f->n_seen, bridge, tap))
+		return 0;
+	return f->cb(bridge, tap, f->userdata);
+}
+
 int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *userdata),
 			  void *userdata, struct bg_err *err)
 {
-	_cleanup_free_ char *out = NULL;
-	cJSON *root, *items, *it;
-	char(*seen)[80] = NULL; /* "<table>/<tap>" already reported */
-	size_t n_seen = 0;
-	int r;
+	struct foreach_ctx f = { .cb = cb, .userdata = userdata };
+	int r = host_nft_foreach_chain("ip", foreach_vm_chain, &f, err);
 
-	r = host_nft_run("list chains ip\n", true, &out, err);
-	if (r == -ENOENT || r == -ENOTSUP) {
-		bg_err_clear(err);
-		return 0;
-	}
-	if (r < 0)
-		return bg_err_wrap(err, "list ip chains");
-	root = cJSON_Parse(out);
-	if (!root)
-		return bg_errorf(err, EBADMSG, "nftables: unreadable JSON listing");
-	items = cJSON_GetObjectItemCaseSensitive(root, "nftables");
-	r = 0;
-	cJSON_ArrayForEach(it, items)
-	{
-		const cJSON *chain = cJSON_GetObjectItemCaseSensitive(it, "chain");
-		const cJSON *table = cJSON_GetObjectItemCaseSensitive(chain, "table");
-		const cJSON *name = cJSON_GetObjectItemCaseSensitive(chain, "name");
-		char tap[16];
-		const char *bridge;
-
-		if (!cJSON_IsString(table) || !cJSON_IsString(name))
-			continue;
-		if (strncmp(table->valuestring, "banger-", 7) != 0 ||
-		    !chain_tap(name->valuestring, tap))
-			continue;
-		bridge = table->valuestring + 7;
-		if (!host_valid_ifname(bridge))
-			continue;
-		/* A VM has up to three chains: report it once. */
-		if (strlen(table->valuestring) >= 64 ||
-		    seen_add(&seen, &n_seen, table->valuestring, tap))
-			continue;
-		r = cb(bridge, tap, userdata);
-		if (r < 0)
-			break;
-	}
-	cJSON_Delete(root);
-	free(seen);
+	free(f.seen);
 	return r;
 }

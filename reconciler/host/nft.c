@@ -14,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <nftables/libnftables.h>
 
+#include "common/cleanup.h"
 #include "common/xalloc.h"
 #include "reconciler/host/host-internal.h"
 
@@ -85,4 +87,43 @@ int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err
 	if (ret_out)
 		*ret_out = xstrdup(nft_ctx_get_output_buffer(ctx));
 	return 0;
+}
+
+int host_nft_foreach_chain(const char *family,
+			   int (*cb)(const char *bridge, const char *chain, void *userdata),
+			   void *userdata, struct bg_err *err)
+{
+	_cleanup_free_ char *cmd = xasprintf("list chains %s\n", family);
+	_cleanup_free_ char *out = NULL;
+	cJSON *root, *items, *it;
+	int r;
+
+	r = host_nft_run(cmd, true, &out, err);
+	if (r == -ENOENT || r == -ENOTSUP) {
+		bg_err_clear(err);
+		return 0;
+	}
+	if (r < 0)
+		return bg_err_wrap(err, "list %s chains", family);
+	root = cJSON_Parse(out);
+	if (!root)
+		return bg_errorf(err, EBADMSG, "nftables: unreadable JSON listing");
+	items = cJSON_GetObjectItemCaseSensitive(root, "nftables");
+	r = 0;
+	cJSON_ArrayForEach(it, items)
+	{
+		const cJSON *chain = cJSON_GetObjectItemCaseSensitive(it, "chain");
+		const cJSON *table = cJSON_GetObjectItemCaseSensitive(chain, "table");
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(chain, "name");
+
+		if (!cJSON_IsString(table) || !cJSON_IsString(name) ||
+		    strncmp(table->valuestring, "banger-", 7) != 0 ||
+		    !host_valid_ifname(table->valuestring + 7))
+			continue;
+		r = cb(table->valuestring + 7, name->valuestring, userdata);
+		if (r < 0)
+			break;
+	}
+	cJSON_Delete(root);
+	return r;
 }

@@ -84,7 +84,7 @@ set_state() {
 		[ -s "$BANGER_STATE_DIR/vms/$id/seed.iso" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 10 ]
+	[ "$n" -eq 11 ]
 }
 
 @test "crash after each delete step: the restarted daemon finishes the delete" {
@@ -128,7 +128,7 @@ vm_absent() {
 		[ "$(vmm_count "$id")" = "1" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 11 ]
+	[ "$n" -eq 12 ]
 }
 
 applied() {
@@ -169,6 +169,14 @@ applied() {
 	crash_then_recover update.apply-spec sed -i 's/suite: e2e/suite: updated/' "$BANGER_SPEC_DIR/s.yaml"
 	wait_for 30 applied s $((gen + 1))
 	[ "$(vm_pid s)" = "$pid" ]
+	stop_daemon TERM
+	# A forward added live, crashed right after its rules: in place once, no restart.
+	crash_then_recover update.netrules sed -i \
+		's/^spec:$/spec:\n  network: {ports: [{hostPort: 18080, guestPort: 80}]}/' \
+		"$BANGER_SPEC_DIR/s.yaml"
+	wait_for 30 applied s $((gen + 2))
+	[ "$(vm_pid s)" = "$pid" ]
+	[ "$(in_ns nft list table ip "banger-$BRIDGE" | grep -c "tcp dport 18080 dnat to")" = 1 ]
 	stop_daemon TERM
 	crash_then_recover demote.teardown kill -KILL "$pid"
 	wait_for 60 new_running_pid s "$pid"

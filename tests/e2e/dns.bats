@@ -35,14 +35,7 @@ teardown() {
 
 # The remote resolver: ldnsd in $REM serving remote.test, over a veth from $NS.
 start_remote_resolver() {
-	ip netns add "$REM"
-	ip -n "$REM" link set lo up
-	in_ns ip link add "$VETH" type veth peer name up0
-	in_ns ip link set up0 netns "$REM"
-	in_ns ip addr add "$UP_NS/30" dev "$VETH"
-	in_ns ip link set "$VETH" up
-	ip -n "$REM" addr add "$UP_REM/30" dev up0
-	ip -n "$REM" link set up0 up
+	peer_ns "$REM" "$VETH" "$UP_NS/30" "$UP_REM/30"
 	cat >"$WORK/remote.zone" <<EOF
 \$ORIGIN remote.test.
 \$TTL 60

@@ -94,6 +94,20 @@ wait_for() {
 	done
 }
 
+# peer_ns NETNS VETH NS_CIDR PEER_CIDR: a network namespace NETNS joined to the
+# test's namespace by a veth pair: VETH with NS_CIDR on the test's side, "peer0"
+# with PEER_CIDR in NETNS (a remote host, a resolver, "the internet").
+peer_ns() {
+	ip netns add "$1"
+	ip -n "$1" link set lo up
+	in_ns ip link add "$2" type veth peer name peer0
+	in_ns ip link set peer0 netns "$1"
+	in_ns ip addr add "$3" dev "$2"
+	in_ns ip link set "$2" up
+	ip -n "$1" addr add "$4" dev peer0
+	ip -n "$1" link set peer0 up
+}
+
 # vm_yaml NAME [extra spec lines...]: a spec for the reference guest image.
 vm_yaml() {
 	local name=$1

@@ -31,14 +31,7 @@ teardown() {
 # The outside: namespace $OUT at $OUT_IP, routed back to the guests' subnet
 # through the test namespace (so only banger's rules decide what gets through).
 make_outside() {
-	ip netns add "$OUT"
-	ip -n "$OUT" link set lo up
-	in_ns ip link add "$OVETH" type veth peer name out0
-	in_ns ip link set out0 netns "$OUT"
-	in_ns ip addr add "$HOST_OUT_IP/24" dev "$OVETH"
-	in_ns ip link set "$OVETH" up
-	ip -n "$OUT" addr add "$OUT_IP/24" dev out0
-	ip -n "$OUT" link set out0 up
+	peer_ns "$OUT" "$OVETH" "$HOST_OUT_IP/24" "$OUT_IP/24"
 	ip -n "$OUT" route add "$NET3.0/24" via "$HOST_OUT_IP"
 }
 
@@ -129,11 +122,14 @@ rules_of() {
 	# Back to nat; then someone flushes every rule: the next resync puts them back.
 	vm_yaml a "network: {egress: nat}" >"$BANGER_SPEC_DIR/a.yaml"
 	wait_for 20 reaches_outside a
+	# The control: bangerd paused (SIGSTOP, so no resync can repair it yet), without
+	# banger's rules the outside (it has a route back) sees the guest's own address.
+	kill -STOP "$DAEMON_PID"
 	in_ns nft flush ruleset
 	[ -z "$(in_ns nft list ruleset)" ]
-	# Without banger's rules the outside (it has a route back) sees the guest's own address.
 	: >"$WORK/peers"
-	reaches_outside a
+	reaches_outside a || { kill -CONT "$DAEMON_PID"; fail "no route without the rules?"; }
+	kill -CONT "$DAEMON_PID"
 	grep -qx "$(vm_field a ip)" "$WORK/peers" || fail "not unmasqueraded after the flush?"
 	wait_for 20 rules_back "$(vm_id a)" || fail "rules not back after a flush: $(in_ns nft list ruleset)"
 	: >"$WORK/peers"

@@ -431,7 +431,8 @@ static int setup_server(void **state, unsigned max_inflight, bool with_upstream)
 	struct dns_config cfg = {
 		.listen_ip = "127.0.0.1",
 		.port = 0,
-		.subnet = "172.22.0.1/24",
+		.subnet = 0xac160000, /* 172.22.0.0/24 */
+		.subnet_prefix = 24,
 		.timeout_ms = 300,
 		.max_inflight = max_inflight,
 	};
