@@ -36,6 +36,13 @@ vmm_count() {
 	echo "$n"
 }
 
+one_vmm() {
+	local n
+	n=$(vmm_count "$1")
+	[ "$n" -le 1 ] || fail "$n VMMs for VM $1"
+	[ "$n" = 1 ]
+}
+
 # crash_then_recover FAILPOINT TRIGGER...: start a daemon armed with FAILPOINT,
 # run TRIGGER, expect the daemon to die with 137, then start a clean daemon.
 crash_then_recover() {
@@ -76,7 +83,8 @@ set_state() {
 		crash_then_recover "$fp" eval "fc_yaml $name >'$BANGER_SPEC_DIR/$name.yaml'"
 		wait_phase "$name" Starting 60
 		id=$(vm_id "$name")
-		[ "$(vmm_count "$id")" = "1" ] || fail "$fp: $(vmm_count "$id") VMMs for $name"
+		# Exactly one VMM (a /proc walk can miss one mid-exec: look again briefly).
+		wait_for 10 one_vmm "$id" || fail "$fp: $(vmm_count "$id") VMMs for $name"
 		# One host key, pinned for the VM's address, on its seed.
 		key=$(awk '{ print $1, $2 }' "$BANGER_STATE_DIR/vms/$id/ssh_host_ed25519_key.pub")
 		grep -qF "$(vm_field "$name" ip),$name.vm $key" "$BANGER_STATE_DIR/ssh/known_hosts" ||
