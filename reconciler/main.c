@@ -5,8 +5,9 @@
  * coalesced for COALESCE_MS, then one pass), a periodic timerfd (full resync),
  * a one-shot timerfd (requeue: backoffs ending, booting guests to look at),
  * a signalfd (TERM/INT stop the loop and leave VMs running, HUP forces a
- * resync, CHLD reaps VMMs we started) and a pidfd per alive VMM (a VMM that
- * dies, even one adopted from an earlier daemon, wakes the loop at once) and
+ * resync, CHLD reaps VMMs we started) and a pidfd per alive VMM, however
+ * many (pidwatch.h: a VMM that dies, even one adopted from an earlier
+ * daemon, wakes the loop at once) and
  * the DNS responder's epoll fd (its names are replaced after every pass).
  *
  * Init order: options -> logging -> lock -> daemon (store, keys, disk mode) ->
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -39,6 +41,7 @@
 #include "reconciler/dns/dns.h"
 #include "reconciler/failpoint.h"
 #include "reconciler/notify.h"
+#include "reconciler/pidwatch.h"
 #include "reconciler/watch.h"
 
 #ifndef BANGER_VERSION
@@ -48,7 +51,6 @@
 #define COALESCE_MS 50	     /* quiet time after the last spec dir event before a pass */
 #define COALESCE_MAX_MS 1000 /* ... but never later than this after the first one */
 #define STOP_TIMEOUT_MAX_MS (60 * 60 * 1000)
-#define MAX_PIDFDS 256
 
 enum {
 	TAG_INOTIFY = 1,
@@ -56,7 +58,7 @@ enum {
 	TAG_WAKE,
 	TAG_SIGNAL,
 	TAG_DNS,
-	TAG_PIDFD_BASE = 16
+	TAG_PIDFD,
 };
 
 static void usage(FILE *f)
@@ -155,55 +157,35 @@ static void drain_fd(int fd)
 		;
 }
 
-/* One pidfd per alive VMM, so a death wakes the loop even for adopted VMMs. */
-struct pidwatch {
-	int fd;
-	pid_t pid;
-	uint64_t start_time;
-};
-
-static void sync_pidfds(int ep, struct pidwatch *w, size_t *n, const struct daemon *d)
+/* Watch every VMM the pass found alive (pidwatch.h). */
+static void sync_pidfds(struct pidwatch *w, const struct daemon *d)
 {
-	/* Drop watches of VMMs no longer listed. */
-	for (size_t i = 0; i < *n;) {
-		bool keep = false;
+	struct pidwatch_proc *procs = xcalloc(d->n_alive ? d->n_alive : 1, sizeof(*procs));
+	size_t watched;
 
-		for (size_t k = 0; k < d->n_alive; k++)
-			if (d->alive[k].pid == w[i].pid &&
-			    d->alive[k].start_time == w[i].start_time)
-				keep = true;
-		if (keep) {
-			i++;
-			continue;
-		}
-		(void)epoll_ctl(ep, EPOLL_CTL_DEL, w[i].fd, NULL);
-		close(w[i].fd);
-		w[i] = w[--(*n)];
-	}
-	for (size_t k = 0; k < d->n_alive && *n < MAX_PIDFDS; k++) {
-		struct epoll_event ev = { .events = EPOLLIN };
-		bool have = false;
-		int fd;
+	for (size_t k = 0; k < d->n_alive; k++)
+		procs[k] = (struct pidwatch_proc){ d->alive[k].pid, d->alive[k].start_time };
+	watched = pidwatch_sync(w, procs, d->n_alive);
+	if (watched < d->n_alive)
+		log_warn("watching %zu of %zu VMMs (out of fds?); the others are seen at resyncs",
+			 watched, d->n_alive);
+	free(procs);
+}
 
-		for (size_t i = 0; i < *n; i++)
-			if (w[i].pid == d->alive[k].pid &&
-			    w[i].start_time == d->alive[k].start_time)
-				have = true;
-		if (have)
-			continue;
-		fd = proc_pidfd_open(d->alive[k].pid, d->alive[k].start_time, NULL);
-		if (fd < 0)
-			continue;
-		ev.data.u64 = TAG_PIDFD_BASE + (uint64_t)fd;
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			close(fd);
-			continue;
-		}
-		w[*n].fd = fd;
-		w[*n].pid = d->alive[k].pid;
-		w[*n].start_time = d->alive[k].start_time;
-		(*n)++;
-	}
+/*
+ * A pidfd per VMM, a tap, disk and socket per VM: the default soft limit of
+ * 1024 fds would stop at a few hundred VMs. Take what the hard limit allows.
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("cannot raise the fd limit to %llu: %s", (unsigned long long)rl.rlim_max,
+			 strerror(errno));
 }
 
 static void reap_children(struct daemon *d)
@@ -224,8 +206,7 @@ struct loop {
 	int resync_fd;
 	int wake_fd;
 	struct spec_watch *watch;
-	struct pidwatch pids[MAX_PIDFDS];
-	size_t n_pids;
+	struct pidwatch *pids;
 	struct dns_server *dns; /* NULL: --dns-port 0 */
 	bool resolved;		/* systemd-resolved runs: point its bridge link at us */
 	bool resolved_set, resolved_failed;
@@ -235,8 +216,7 @@ struct loop {
 static void loop_close(struct loop *l)
 {
 	dns_server_free(l->dns);
-	for (size_t i = 0; i < l->n_pids; i++)
-		close(l->pids[i].fd);
+	pidwatch_free(l->pids);
 	spec_watch_free(l->watch);
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
@@ -287,6 +267,7 @@ static int loop_open(struct loop *l, const struct daemon_config *cfg, struct bg_
 	    epoll_add(l->ep, l->wake_fd, TAG_WAKE, err) < 0 ||
 	    epoll_add(l->ep, spec_watch_fd(l->watch), TAG_INOTIFY, err) < 0)
 		return -EIO;
+	l->pids = pidwatch_new(l->ep, TAG_PIDFD);
 	return 0;
 }
 
@@ -336,7 +317,7 @@ static void run_pass(struct daemon *d, struct loop *l, bool full)
 	if (daemon_pass(d, full, &err) < 0)
 		log_err("pass failed: %s", err.msg);
 	dns_sync(d, l);
-	sync_pidfds(l->ep, l->pids, &l->n_pids, d);
+	sync_pidfds(l->pids, d);
 	wake = d->next_wakeup ? d->next_wakeup - now_real_ms() : 0;
 	if (d->next_wakeup && wake < 10)
 		wake = 10;
@@ -415,7 +396,7 @@ static int run_loop(struct daemon *d, struct loop *l)
 				}
 			} else if (tag == TAG_DNS) {
 				dns_server_dispatch(l->dns);
-			} else if (tag >= TAG_PIDFD_BASE) {
+			} else if (tag == TAG_PIDFD) {
 				/* A VMM ended. The pass re-syncs (and closes) the watch. */
 				pass = true;
 			}
@@ -608,6 +589,7 @@ int main(int argc, char **argv)
 	cfg.n_image_dirs = n_image_dirs;
 	if (failpoint_armed())
 		log_warn("failpoint '%s' is armed", failpoint_armed());
+	raise_fd_limit();
 
 	r = fs_mkdir_p(state_dir, 0700, &err);
 	if (r >= 0 && !fs_exists(spec_dir))
