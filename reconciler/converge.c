@@ -372,12 +372,29 @@ static int step_antispoof(struct conv *c, struct bg_err *err)
 	return c->env->host->antispoof_ensure(&c->env->net, c->tap, c->rec.mac, c->rec.ip, err);
 }
 
+/* Is ip (dotted) inside the bridge's subnet? */
+static bool in_bridge_subnet(const struct converge_env *env, const char *ip)
+{
+	uint32_t network, a;
+	unsigned prefix;
+	struct in_addr in;
+
+	if (ipam_parse_subnet(env->net.cidr, NULL, &network, &prefix) < 0 ||
+	    inet_pton(AF_INET, ip, &in) != 1)
+		return false;
+	a = ntohl(in.s_addr);
+	return prefix && ((a ^ network) >> (32 - prefix)) == 0;
+}
+
 /*
  * The VM's egress and port forwards as its spec says (egress unset: the
- * daemon's --nat). A forward another VM holds is not a failure: the VM runs
- * without it, rec->net_error says why (and which VM), and every resync tries
- * again, so the forward follows once the holder lets it go. Returns whether
- * net_error changed; the caller records the row.
+ * daemon's --nat). A forward that cannot be taken is not a failure: the VM
+ * runs without it and rec->net_error says why. That is a host port another
+ * VM holds (named), which every resync tries again, so the forward follows
+ * once the holder lets it go; or a host address in the guests' own subnet
+ * (a guest's, or the gateway's: not the host's to forward). Sets
+ * *ret_changed when net_error changed (with an event); the caller records
+ * the row.
  */
 static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 			 const struct vm_spec *spec, bool *ret_changed, struct bg_err *err)
@@ -385,7 +402,7 @@ static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 	_cleanup_free_ struct host_forward *fwd = NULL;
 	_cleanup_free_ struct host_forward_conflict *conflicts = NULL;
 	_cleanup_buf_ struct buf msg = { 0 };
-	size_t n_conflicts = 0, n_fwd = spec ? spec->n_ports : 0;
+	size_t n_conflicts = 0, n_fwd = 0, n_ports = spec ? spec->n_ports : 0;
 	bool nat = env->net.nat;
 	char tap[16];
 	int r;
@@ -395,14 +412,24 @@ static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 		return bg_errorf(err, EINVAL, "vm '%s': no address recorded", rec->name);
 	if (spec && spec->egress != SPEC_EGRESS_DEFAULT)
 		nat = spec->egress == SPEC_EGRESS_NAT;
-	fwd = xcalloc(n_fwd ? n_fwd : 1, sizeof(*fwd));
-	for (size_t i = 0; i < n_fwd; i++) {
+	buf_init(&msg);
+	fwd = xcalloc(n_ports ? n_ports : 1, sizeof(*fwd));
+	for (size_t i = 0; i < n_ports; i++) {
 		const struct spec_port *p = &spec->ports[i];
 
-		(void)str_copy(fwd[i].host_ip, sizeof(fwd[i].host_ip), p->host_ip);
-		fwd[i].host_port = p->host_port;
-		fwd[i].guest_port = p->guest_port;
-		fwd[i].proto = p->protocol == SPEC_PROTO_UDP ? HOST_PROTO_UDP : HOST_PROTO_TCP;
+		if (in_bridge_subnet(env, p->host_ip)) {
+			buf_addf(&msg,
+				 "%shost port %s:%u/%s: %s is in the guests' subnet %s, not an "
+				 "address of the host",
+				 msg.len ? "; " : "", p->host_ip, p->host_port,
+				 spec_proto_to_string(p->protocol), p->host_ip, env->net.cidr);
+			continue;
+		}
+		(void)str_copy(fwd[n_fwd].host_ip, sizeof(fwd[n_fwd].host_ip), p->host_ip);
+		fwd[n_fwd].host_port = p->host_port;
+		fwd[n_fwd].guest_port = p->guest_port;
+		fwd[n_fwd].proto = p->protocol == SPEC_PROTO_UDP ? HOST_PROTO_UDP : HOST_PROTO_TCP;
+		n_fwd++;
 	}
 	handles_tap_name(rec->id, tap);
 	r = env->host->netrules_base_ensure(&env->net, err);
@@ -412,7 +439,6 @@ static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 				       &n_conflicts, err);
 	if (r < 0)
 		return r;
-	buf_init(&msg);
 	for (size_t i = 0; i < n_conflicts; i++) {
 		const struct host_forward *f = &conflicts[i].fwd;
 		struct vm_record holder = { 0 };
@@ -423,18 +449,18 @@ static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 		    store_vm_get(env->store, who + 2, &holder, NULL) == 0)
 			who = holder.name;
 		buf_addf(&msg, "%shost port %s:%u/%s is already forwarded to %s '%s'",
-			 i ? "; " : "", f->host_ip, f->host_port, host_proto_to_string(f->proto),
+			 msg.len ? "; " : "", f->host_ip, f->host_port,
+			 host_proto_to_string(f->proto),
 			 who == conflicts[i].holder_tap ? "tap" : "vm", who);
 		vm_record_release(&holder);
 	}
-	if (!str_eq(rec->net_error, n_conflicts ? msg.data : NULL)) {
+	if (!str_eq(rec->net_error, msg.len ? msg.data : NULL)) {
 		free(rec->net_error);
-		rec->net_error = n_conflicts ? xstrdup(msg.data) : NULL;
+		rec->net_error = msg.len ? xstrdup(msg.data) : NULL;
 		*ret_changed = true;
-		(void)store_event_add(env->store, rec->name, n_conflicts ? "Warning" : "Normal",
-				      n_conflicts ? "PortConflict" : "PortsForwarded",
-				      n_conflicts ? msg.data : "every port forward is in place",
-				      NULL);
+		(void)store_event_add(env->store, rec->name, msg.len ? "Warning" : "Normal",
+				      msg.len ? "PortConflict" : "PortsForwarded",
+				      msg.len ? msg.data : "every port forward is in place", NULL);
 	}
 	return 0;
 }
@@ -1341,21 +1367,20 @@ int converge_guard(struct converge_env *env, const struct vm_record *rec, struct
 	return 0;
 }
 
-int converge_netrules(struct converge_env *env, const struct vm_record *rec, struct bg_err *err)
+int converge_netrules(struct converge_env *env, struct vm_record *rec, struct bg_err *err)
 {
 	_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
-	struct vm_record copy = { 0 };
 	bool changed = false;
 	int r;
 
-	if (spec_from_json(rec->spec_json, &spec, NULL) < 0)
-		spec = NULL;
-	vm_record_copy(&copy, rec);
-	r = netrules_sync(env, &copy, spec, &changed, err);
-	if (r >= 0 && changed)
-		r = store_vm_update(env->store, &copy, err);
+	/* Without its spec the VM's rules are left as they are, not reset to defaults. */
+	r = spec_from_json(rec->spec_json, &spec, err);
 	if (r < 0)
-		r = bg_err_wrap(err, "vm '%s'", rec->name);
-	vm_record_release(&copy);
-	return r < 0 ? r : 0;
+		return bg_err_wrap(err, "vm '%s': recorded spec", rec->name);
+	r = netrules_sync(env, rec, spec, &changed, err);
+	if (r >= 0 && changed)
+		r = store_vm_update(env->store, rec, err);
+	if (r < 0)
+		return bg_err_wrap(err, "vm '%s'", rec->name);
+	return 0;
 }

@@ -91,10 +91,11 @@ int converge_guard(struct converge_env *env, const struct vm_record *rec, struct
 /*
  * Re-ensure a running VM's egress and port forwards from its recorded spec
  * (netrules_ensure), on every full resync: flushed rules come back, and a
- * forward another VM held is taken once it is free. Writes the row only when
- * its net_error changes (with an event). -errno with err set.
+ * forward another VM held is taken once it is free. Updates rec->net_error
+ * and writes the row only when it changes (with an event). A recorded spec
+ * that does not parse leaves the rules as they are. -errno with err set.
  */
-int converge_netrules(struct converge_env *env, const struct vm_record *rec, struct bg_err *err);
+int converge_netrules(struct converge_env *env, struct vm_record *rec, struct bg_err *err);
 
 /* Every failpoint name, NULL-terminated. */
 extern const char *const converge_failpoints[];

@@ -50,6 +50,7 @@ struct tcp_client {
 	uint8_t *out;
 	size_t out_len, out_off;
 	bool waiting;	  /* a forward is answering its query */
+	bool kick;	  /* its forward ended: look at its next query (end of dispatch) */
 	int64_t deadline; /* monotonic ms: closed if idle until then */
 	uint32_t events;  /* what epoll watches now */
 };
@@ -85,6 +86,7 @@ struct dns_server {
 	struct fwd *fwds;
 	size_t n_inflight;
 	int64_t armed; /* the timer's deadline, 0: disarmed */
+	bool kicked;   /* some client's kick is set */
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -187,14 +189,18 @@ static void client_process(struct dns_server *s, int i)
 
 	while (c->fd >= 0 && !c->waiting && c->out_off >= c->out_len && c->in_len >= 2) {
 		size_t mlen = ((size_t)c->in[0] << 8) | c->in[1];
+		_cleanup_free_ uint8_t *q = NULL;
 
 		if (c->in_len < 2 + mlen)
 			break;
-		handle_query(s, c->in + 2, mlen, i, NULL, 0);
-		if (c->fd < 0)
-			return;
+		/* Taken out of the buffer before it is answered: an answer may come at once. */
+		q = xmalloc(mlen ? mlen : 1);
+		memcpy(q, c->in + 2, mlen);
 		memmove(c->in, c->in + 2 + mlen, c->in_len - 2 - mlen);
 		c->in_len -= 2 + mlen;
+		handle_query(s, q, mlen, i, NULL, 0);
+		if (c->fd < 0)
+			return;
 	}
 	if (c->fd >= 0)
 		client_update(s, i);
@@ -286,8 +292,30 @@ static void fwd_free(struct dns_server *s, struct fwd *f)
 	memset(f, 0, sizeof(*f));
 	f->tfd = -1;
 	s->n_inflight--;
-	if (client >= 0 && s->clients[client].fd >= 0)
-		client_process(s, client);
+	/*
+	 * The client may send its next query now. Not from here: a forward can
+	 * fail while its query is being handled, and answering the next one
+	 * from inside that would recurse once per queued query.
+	 */
+	if (client >= 0 && s->clients[client].fd >= 0) {
+		s->clients[client].kick = true;
+		s->kicked = true;
+	}
+}
+
+/* Clients whose forward ended look at their next query; until none is left to look at. */
+static void process_kicked(struct dns_server *s)
+{
+	while (s->kicked) {
+		s->kicked = false;
+		for (int i = 0; i < DNS_MAX_TCP_CLIENTS; i++) {
+			if (!s->clients[i].kick)
+				continue;
+			s->clients[i].kick = false;
+			if (s->clients[i].fd >= 0)
+				client_process(s, i);
+		}
+	}
 }
 
 static void fwd_fail(struct dns_server *s, struct fwd *f, enum dns_rcode rcode)
@@ -604,6 +632,7 @@ void dns_server_dispatch(struct dns_server *s)
 		}
 	}
 	expire(s);
+	process_kicked(s);
 	arm(s);
 }
 

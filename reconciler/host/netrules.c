@@ -14,6 +14,10 @@
  *                                    DNATed traffic from the bridge back into it
  *                                    (one VM using another's forward), then @masq
  *   chain forward   (filter, filter) ct state established,related accept, then @egress
+ *   chain input     (filter, filter) from the bridge to 127.0.0.0/8: replies only
+ *                                    (route_localnet must not open the host's
+ *                                    loopback to guests); to the bridge address:
+ *                                    only from the bridge and lo
  *
  * A VM owns exactly three regular chains named after its tap ("bg<id>"):
  * "<tap>-dnat" (one 'dnat to ip:guest_port' rule per forward it holds),
@@ -265,7 +269,8 @@ static bool has_chain(const struct nr_state *s, const char *name)
 }
 
 /* The table, its maps and base chains, (re)made so that applying them twice is a no-op. */
-static void add_base(struct buf *b, const char *table, const char *bridge, const char *subnet)
+static void add_base(struct buf *b, const char *table, const char *bridge, const char *subnet,
+		     const char *own)
 {
 	static const char *const fwd_rules[] = {
 		"ip daddr . meta l4proto . th dport vmap @forwards",
@@ -296,6 +301,10 @@ static void add_base(struct buf *b, const char *table, const char *bridge, const
 		 "add chain ip %s forward { type filter hook forward priority filter; "
 		 "policy accept; }\n",
 		 table);
+	buf_addf(b,
+		 "add chain ip %s input { type filter hook input priority filter; "
+		 "policy accept; }\n",
+		 table);
 	buf_addf(b, "flush chain ip %s prerouting\n", table);
 	buf_addf(b, "flush chain ip %s output\n", table);
 	for (size_t i = 0; i < 2; i++) {
@@ -314,6 +323,19 @@ static void add_base(struct buf *b, const char *table, const char *bridge, const
 	buf_addf(b, "flush chain ip %s forward\n", table);
 	buf_addf(b, "add rule ip %s forward ct state established,related accept\n", table);
 	buf_addf(b, "add rule ip %s forward ip saddr vmap @egress\n", table);
+	buf_addf(b, "flush chain ip %s input\n", table);
+	/*
+	 * route_localnet on the bridge (for forwards of 127.0.0.1) must not let a
+	 * guest reach the host's loopback services: only replies come in to
+	 * 127.0.0.0/8 from the bridge. And the bridge address (the gateway,
+	 * bangerd's DNS) answers the guests and the host, not other networks.
+	 */
+	buf_addf(b,
+		 "add rule ip %s input iifname \"%s\" ip daddr 127.0.0.0/8 ct direction original "
+		 "drop\n",
+		 table, bridge);
+	buf_addf(b, "add rule ip %s input ip daddr %s iifname != { \"%s\", \"lo\" } drop\n", table,
+		 own, bridge);
 }
 
 /* Two forwards overlap: same protocol and port, and one address is 0.0.0.0 or both are equal. */
@@ -349,18 +371,21 @@ static int check_forward(const struct host_forward *f, struct bg_err *err)
 }
 
 /* "a.b.c.0/len" of the bridge's cidr into ret (INET_ADDRSTRLEN + 3). */
-static int bridge_subnet(const struct host_net *net, char ret[32], struct bg_err *err)
+/* The bridge's subnet ("172.30.0.0/24") and its own address ("172.30.0.1"). */
+static int bridge_subnet(const struct host_net *net, char ret[32], char ret_addr[16],
+			 struct bg_err *err)
 {
 	char addr[INET_ADDRSTRLEN];
-	uint32_t network;
+	uint32_t network, own;
 	unsigned int prefix;
 	int r;
 
-	r = host_parse_cidr(net->cidr, NULL, &network, &prefix, err);
+	r = host_parse_cidr(net->cidr, &own, &network, &prefix, err);
 	if (r < 0)
 		return r;
 	inet_ntop(AF_INET, &network, addr, sizeof(addr));
 	snprintf(ret, 32, "%s/%u", addr, prefix);
+	inet_ntop(AF_INET, &own, ret_addr, 16);
 	return 0;
 }
 
@@ -417,18 +442,18 @@ static void delete_elems(struct buf *b, const char *table, const struct nr_state
 int host_netrules_base_ensure(const struct host_net *net, struct bg_err *err)
 {
 	_cleanup_buf_ struct buf b = { 0 };
-	char table[64], subnet[32];
+	char table[64], subnet[32], own[16];
 	int r;
 
 	if (!net)
 		return bg_errorf(err, EINVAL, "netrules: no network settings");
 	r = host_netrules_table(net->bridge, table, err);
 	if (r >= 0)
-		r = bridge_subnet(net, subnet, err);
+		r = bridge_subnet(net, subnet, own, err);
 	if (r < 0)
 		return bg_err_wrap(err, "netrules");
 	buf_init(&b);
-	add_base(&b, table, net->bridge, subnet);
+	add_base(&b, table, net->bridge, subnet, own);
 	r = host_nft_run(b.data, false, NULL, err);
 	if (r < 0)
 		return bg_err_wrap(err, "netrules base of bridge '%s'", net->bridge);
@@ -446,14 +471,14 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 	struct nr_state s = { 0 };
 	size_t n_conf = 0, n_taken = 0;
 	bool localnet = false;
-	char table[64], subnet[32];
+	char table[64], subnet[32], own[16];
 	int r;
 
 	if (!ip)
 		return bg_errorf(err, EINVAL, "netrules: no IPv4 address");
 	r = check_args(net, tap, ip, table, err);
 	if (r >= 0)
-		r = bridge_subnet(net, subnet, err);
+		r = bridge_subnet(net, subnet, own, err);
 	if (r < 0)
 		return bg_err_wrap(err, "netrules");
 	if (n_fwd && !fwd)
@@ -505,7 +530,7 @@ int host_netrules_ensure(const struct host_net *net, const char *tap, const char
 	}
 
 	buf_init(&b);
-	add_base(&b, table, net->bridge, subnet);
+	add_base(&b, table, net->bridge, subnet, own);
 	for (size_t i = 0; i < N_CHAINS; i++) {
 		buf_addf(&b, "add chain ip %s %s%s\n", table, tap, chain_suffixes[i]);
 		buf_addf(&b, "flush chain ip %s %s%s\n", table, tap, chain_suffixes[i]);

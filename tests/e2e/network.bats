@@ -95,6 +95,22 @@ rules_back() {
 		in_ns nft list table bridge "$TABLE" 2>/dev/null | grep -q "chain bg$1 "
 }
 
+# Count what comes in from the bridge to 127.0.0.0/8, after banger's input chain.
+count_loopback() {
+	printf '%s\n' "table ip bgcount {" "chain in {" \
+		"type filter hook input priority 10; policy accept;" \
+		"iifname \"$BRIDGE\" ip daddr 127.0.0.0/8 counter" "}" "}" | in_ns nft -f -
+}
+
+# Guest b pings the host's loopback through the bridge (it cannot get an answer).
+loopback_attempt() {
+	bg ssh b -- ping -c 2 -W 1 127.0.0.2 </dev/null >/dev/null 2>&1 || true
+}
+
+delivered_to_loopback() {
+	in_ns nft list chain ip bgcount in | sed -n 's/.*packets \([0-9]*\).*/\1/p'
+}
+
 rules_of() {
 	in_ns nft list table ip "$TABLE" 2>/dev/null | grep -c "bg$1" || true
 }
@@ -187,6 +203,21 @@ rules_of() {
 	wait_for 20 get_is "$NS" 127.0.0.1 18080 hello-b ||
 		fail "b did not get the freed port: $(bg status -o wide)"
 	wait_for 10 no_net_error b
+
+	# The bridge has route_localnet (a's 127.0.0.1 forward), yet guest b, as root,
+	# routing 127.0.0.0/8 to its gateway, does not reach the host's loopback.
+	count_loopback
+	bg ssh b -- sh -c "ip link set lo down && echo 1 >/proc/sys/net/ipv4/conf/eth0/route_localnet &&
+		ip route add 127.0.0.0/8 via $NET3.1 dev eth0 && echo routed" </dev/null | grep -q routed
+	loopback_attempt
+	[ "$(delivered_to_loopback)" = 0 ] || fail "a guest reached the host's 127.0.0.0/8"
+	# Control: bangerd paused, its input chain flushed: the same attempt gets in.
+	kill -STOP "$DAEMON_PID"
+	in_ns nft flush chain ip "$TABLE" input
+	loopback_attempt
+	kill -CONT "$DAEMON_PID"
+	[ "$(delivered_to_loopback)" -gt 0 ] || fail "control: the attempt never reached the host"
+	in_ns nft delete table ip bgcount
 
 	ID_B=$(vm_id b)
 	rm "$BANGER_SPEC_DIR/a.yaml" "$BANGER_SPEC_DIR/b.yaml"

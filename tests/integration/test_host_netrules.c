@@ -549,6 +549,73 @@ static void test_bad_input(void **state)
 }
 
 /* The table nat.c made before netrules.c (subnet-wide masquerade) is taken over, not kept. */
+/*
+ * Packets that got past banger's input chain to the host: counters in a
+ * table of the test's own, hooked after it (priority 10), in the rule
+ * whose comment is 'what'.
+ */
+static long delivered(const struct fixture *f, const char *what)
+{
+	_cleanup_free_ char *out =
+		hosttest_sh_output("nft list chain ip bgt-count-%s in | grep -F 'comment \"%s\"' | "
+				   "sed -n 's/.*packets \\([0-9]*\\).*/\\1/p'",
+				   f->sfx, what);
+
+	assert_non_null(out);
+	return strtol(out, NULL, 10);
+}
+
+/*
+ * The bridge address (the guests' gateway and DNS) takes no packets from
+ * other networks: the outside, which routes the bridge's subnet through the
+ * host, is cut off at banger's input chain. The control (that chain flushed)
+ * shows the packets really reach the host without it. (A guest reaching the
+ * host's 127.0.0.1 through the bridge is tested with a real guest in
+ * tests/e2e/network.bats.)
+ */
+static void test_bridge_address_is_not_for_other_networks(void **state)
+{
+	struct fixture *f = *state;
+	struct host_forward fw[1];
+	_cleanup_free_ char *lan = NULL, *count = NULL, *flush = NULL, *a = NULL;
+	long before;
+
+	if (skip_reason)
+		skip();
+	fw[0] = fwd_of("127.0.0.1", 18080, 80, HOST_PROTO_TCP);
+	assert_int_equal(ensure(f, f->tap, f->ip, false, fw, 1, NULL, NULL), 0);
+	lan = xasprintf("ip -n %s route add 172.21.%u.0/24 via %s", f->ns_out, f->n3, f->host_out);
+	sh_ok(lan);
+	count = xasprintf("nft add table ip bgt-count-%1$s; "
+			  "nft add chain ip bgt-count-%1$s in '{ type filter hook input priority "
+			  "10; policy accept; }'; "
+			  "nft add rule ip bgt-count-%1$s in iifname %2$s ip daddr %3$s counter "
+			  "comment '\"gw\"'",
+			  f->sfx, f->veth_o, f->bridge_ip);
+	sh_ok(count);
+	a = ask(f->ns_out, "udp", f->bridge_ip, PORT_UDP + 1, 1);
+	assert_null(a);
+	assert_int_equal(delivered(f, "gw"), 0);
+
+	/* Control: without banger's input chain the packets reach the host. */
+	flush = xasprintf("nft flush chain ip %s input", f->table);
+	sh_ok(flush);
+	a = ask(f->ns_out, "udp", f->bridge_ip, PORT_UDP + 1, 1);
+	free(a);
+	assert_true(delivered(f, "gw") > 0);
+
+	/* The next ensure (a resync) closes it again: no more get through. */
+	before = delivered(f, "gw");
+	assert_int_equal(ensure(f, f->tap, f->ip, false, fw, 1, NULL, NULL), 0);
+	a = ask(f->ns_out, "udp", f->bridge_ip, PORT_UDP + 1, 1);
+	assert_null(a);
+	assert_int_equal(delivered(f, "gw"), before);
+	(void)hosttest_sh("nft delete table ip bgt-count-%s", f->sfx);
+	/* The host's own 127.0.0.1 forward still works (its replies come in from the bridge). */
+	serve(f, f->ns_guest, "tcp", 80);
+	expect_answer(NULL, "tcp", "127.0.0.1", 18080, f->bridge_ip);
+}
+
 static void test_takes_over_old_nat_table(void **state)
 {
 	struct fixture *f = *state;
@@ -582,6 +649,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bridge_address_is_not_for_other_networks,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_takes_over_old_nat_table, setup, teardown),
 	};
 	char here[] = __FILE__;

@@ -861,6 +861,35 @@ static void test_forwards_conflict_and_live_update(void **state)
 	vm_record_release(&rec);
 }
 
+/* A host address inside the guests' subnet is not forwarded: the VM says why and runs. */
+static void test_forward_from_guest_subnet_refused(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+
+	f->spec->n_ports = 2;
+	f->spec->ports = xcalloc(2, sizeof(*f->spec->ports));
+	f->spec->ports[0] = (struct spec_port){ .host_ip = "172.31.250.7",
+						.host_port = 8080,
+						.guest_port = 80,
+						.protocol = SPEC_PROTO_TCP };
+	f->spec->ports[1] = (struct spec_port){ .host_ip = "127.0.0.1",
+						.host_port = 8081,
+						.guest_port = 81,
+						.protocol = SPEC_PROTO_UDP };
+	spec_hash(f->spec, hash);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	/* Only the good forward reaches the host layer. */
+	assert_non_null(strstr(fake_calls.data, "netrules:none:udp/8081>81 "));
+	assert_non_null(strstr(fake_calls.data, " launch "));
+	get_rec(f, &rec);
+	assert_non_null(rec.net_error);
+	assert_non_null(strstr(rec.net_error, "host port 172.31.250.7:8080/tcp: 172.31.250.7 is in "
+					      "the guests' subnet"));
+	vm_record_release(&rec);
+}
+
 static void test_failpoint_names(void **state)
 {
 	size_t n = 0;
@@ -901,6 +930,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seed_failure_fails_the_vm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_vmm_is_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forwards_conflict_and_live_update, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_forward_from_guest_subnet_refused, setup,
 						teardown),
 		cmocka_unit_test(test_failpoint_names),
 	};

@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -760,6 +761,63 @@ static void test_server_garbage(void **state)
 	assert_int_equal(recv(t, &c, 1, 0), 0);
 }
 
+/*
+ * A TCP client's forwards that fail at once (an unreachable upstream), several
+ * queued in one write: each gets SERVFAIL, in order, and the server lives on
+ * (it used to answer the same queued query again from inside its own
+ * failure, until the stack ran out).
+ */
+static void test_tcp_forward_fails_at_once(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_close_ int c = client_socket(f, SOCK_STREAM);
+	_cleanup_free_ char *path = xasprintf("%s/resolv.conf", f->dir);
+	struct buf out;
+	ldns_pkt *p;
+	char ip[INET_ADDRSTRLEN];
+	size_t got = 0;
+	_cleanup_free_ uint8_t *buf = xmalloc(65537);
+
+	/* An upstream no TCP connect can reach: connect() fails at once (ENETUNREACH). */
+	test_write_file(path, "nameserver 255.255.255.255\n");
+	buf_init(&out);
+	for (uint16_t id = 1; id <= 3; id++) {
+		size_t len;
+		_cleanup_free_ uint8_t *q = query_wire("example.com", LDNS_RR_TYPE_A, id, 0, &len);
+		uint8_t hdr[2] = { (uint8_t)(len >> 8), (uint8_t)len };
+
+		buf_add(&out, hdr, 2);
+		buf_add(&out, q, len);
+	}
+	assert_int_equal(send(c, out.data, out.len, 0), (ssize_t)out.len);
+	buf_release(&out);
+	for (uint16_t id = 1; id <= 3; id++) {
+		size_t want;
+
+		for (;;) {
+			ssize_t n;
+
+			if (got >= 2 && got >= 2 + (((size_t)buf[0] << 8) | buf[1]))
+				break;
+			assert_true(pump_until(f, c, 3000));
+			n = recv(c, buf + got, 65537 - got, MSG_DONTWAIT);
+			assert_true(n > 0);
+			got += (size_t)n;
+		}
+		want = ((size_t)buf[0] << 8) | buf[1];
+		p = parse(buf + 2, want);
+		assert_int_equal(ldns_pkt_id(p), id);
+		assert_int_equal(ldns_pkt_get_rcode(p), LDNS_RCODE_SERVFAIL);
+		ldns_pkt_free(p);
+		memmove(buf, buf + 2 + want, got - 2 - want);
+		got -= 2 + want;
+	}
+	/* Still serving, on the same connection. */
+	p = tcp_ask(f, c, "web-1.vm", LDNS_RR_TYPE_A, 9);
+	assert_string_equal(first_a(p, ip), "172.22.0.10");
+	ldns_pkt_free(p);
+}
+
 /* resolv.conf: IPv4 nameservers only, at most three, never ourselves; re-read on change. */
 static void test_upstreams(void **state)
 {
@@ -863,6 +921,8 @@ int main(void)
 		cmocka_unit_test(test_upstreams),
 		cmocka_unit_test(test_resolvectl_argv),
 		cmocka_unit_test_setup_teardown(test_resolv_reread, setup_none, teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_forward_fails_at_once, setup_none,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_server_garbage, setup, teardown),
 	};
 
