@@ -207,8 +207,11 @@ rules_of() {
 	# The bridge has route_localnet (a's 127.0.0.1 forward), yet guest b, as root,
 	# routing 127.0.0.0/8 to its gateway, does not reach the host's loopback.
 	count_loopback
-	bg ssh b -- sh -c "ip link set lo down && echo 1 >/proc/sys/net/ipv4/conf/eth0/route_localnet &&
-		ip route add 127.0.0.0/8 via $NET3.1 dev eth0 && echo routed" </dev/null | grep -q routed
+	bg ssh b -- sh -c "ip link set lo down; ip route flush table local dev lo;
+		echo 1 >/proc/sys/net/ipv4/conf/eth0/route_localnet &&
+		ip route add 127.0.0.0/8 via $NET3.1 dev eth0 && ip route get 127.0.0.2" </dev/null \
+		>"$WORK/route" 2>&1 || true
+	grep -q "via $NET3.1" "$WORK/route" || fail "guest route: $(cat "$WORK/route")"
 	loopback_attempt
 	[ "$(delivered_to_loopback)" = 0 ] || fail "a guest reached the host's 127.0.0.0/8"
 	# Control: bangerd paused, its input chain flushed: the same attempt gets in.
@@ -216,7 +219,8 @@ rules_of() {
 	in_ns nft flush chain ip "$TABLE" input
 	loopback_attempt
 	kill -CONT "$DAEMON_PID"
-	[ "$(delivered_to_loopback)" -gt 0 ] || fail "control: the attempt never reached the host"
+	[ "$(delivered_to_loopback)" -gt 0 ] ||
+		fail "control: the attempt never reached the host ($(cat "$WORK/route"); $(in_ns nft list table ip bgcount))"
 	in_ns nft delete table ip bgcount
 
 	ID_B=$(vm_id b)
