@@ -224,16 +224,6 @@ static void walk_value(struct spec_builder *b, enum spec_field f, const cJSON *v
 		}
 		break;
 	case SPEC_FT_STRSEQ:
-		if (!spec_builder_begin(b, f, kind, text, strlen(text), no_loc))
-			break;
-		for (const cJSON *it = v->child; it; it = it->next, i++) {
-			char vbuf[64];
-			const char *vtext;
-			enum spec_kind vkind = json_kind(it, vbuf, sizeof(vbuf), &vtext);
-
-			spec_builder_item(b, f, i, vkind, vtext, strlen(vtext), no_loc);
-		}
-		break;
 	case SPEC_FT_MAPSEQ:
 		if (!spec_builder_begin(b, f, kind, text, strlen(text), no_loc))
 			break;
@@ -242,10 +232,13 @@ static void walk_value(struct spec_builder *b, enum spec_field f, const cJSON *v
 			const char *vtext;
 			enum spec_kind vkind = json_kind(it, vbuf, sizeof(vbuf), &vtext);
 
-			if (!spec_builder_elem_begin(b, f, i, vkind, vtext, strlen(vtext), no_loc))
-				continue;
-			walk_map(b, f, it);
-			spec_builder_elem_end(b, f);
+			if (spec_field_type(f) == SPEC_FT_STRSEQ) {
+				spec_builder_item(b, f, i, vkind, vtext, strlen(vtext), no_loc);
+			} else if (spec_builder_elem_begin(b, f, i, vkind, vtext, strlen(vtext),
+							   no_loc)) {
+				walk_map(b, f, it);
+				spec_builder_elem_end(b, f);
+			}
 		}
 		break;
 	default:

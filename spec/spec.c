@@ -717,31 +717,16 @@ static bool parse_labels(struct yp *p)
 	}
 }
 
-static bool parse_seq(struct yp *p, enum spec_field f)
-{
-	for (size_t i = 0;; i++) {
-		struct yev item;
-		bool ok;
-
-		if (!next(p, &item))
-			return false;
-		if (item.type == YAML_SEQUENCE_END_EVENT)
-			return true;
-		if (!item.alias)
-			spec_builder_item(p->b, f, i, item.kind, ev_text(&item), item.len,
-					  item.loc);
-		ok = skip(p, &item);
-		yev_release(&item);
-		if (!ok)
-			return false;
-	}
-}
-
 static bool parse_map(struct yp *p, enum spec_field parent);
 
-/* The elements of a sequence of mappings (spec.network.ports), after its SEQUENCE-START. */
-static bool parse_mapseq(struct yp *p, enum spec_field f)
+/*
+ * The items of a sequence, after its SEQUENCE-START: strings
+ * (ssh.authorizedKeys), or mappings of known fields (network.ports).
+ */
+static bool parse_seq(struct yp *p, enum spec_field f)
 {
+	bool maps = spec_field_type(f) == SPEC_FT_MAPSEQ;
+
 	for (size_t i = 0;; i++) {
 		struct yev item;
 		bool ok;
@@ -750,8 +735,14 @@ static bool parse_mapseq(struct yp *p, enum spec_field f)
 			return false;
 		if (item.type == YAML_SEQUENCE_END_EVENT)
 			return true;
-		if (!item.alias && spec_builder_elem_begin(p->b, f, i, item.kind, ev_text(&item),
-							   item.len, item.loc)) {
+		if (item.alias) {
+			ok = skip(p, &item);
+		} else if (!maps) {
+			spec_builder_item(p->b, f, i, item.kind, ev_text(&item), item.len,
+					  item.loc);
+			ok = skip(p, &item);
+		} else if (spec_builder_elem_begin(p->b, f, i, item.kind, ev_text(&item), item.len,
+						   item.loc)) {
 			ok = parse_map(p, f);
 			spec_builder_elem_end(p->b, f);
 		} else {
@@ -780,13 +771,10 @@ static bool parse_value(struct yp *p, enum spec_field f, struct yev *ev)
 			return skip(p, ev);
 		return parse_labels(p);
 	case SPEC_FT_STRSEQ:
-		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
-			return skip(p, ev);
-		return parse_seq(p, f);
 	case SPEC_FT_MAPSEQ:
 		if (!spec_builder_begin(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc))
 			return skip(p, ev);
-		return parse_mapseq(p, f);
+		return parse_seq(p, f);
 	default:
 		p->b->body_loc = ev->literal ? literal_body_loc(p, ev) : (struct spec_loc){ 0, 0 };
 		spec_builder_scalar(p->b, f, ev->kind, ev_text(ev), ev->len, ev->loc);
