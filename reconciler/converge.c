@@ -483,6 +483,20 @@ static int step_netrules(struct conv *c, struct bg_err *err)
 	      c->spec->egress == c->rec_spec->egress && spec_ports_equal(c->spec, c->rec_spec))))
 		return 0;
 	r = netrules_sync(c->env, &c->rec, spec, &changed, err);
+	if (r < 0 && c->type == PLAN_UPDATE) {
+		/*
+		 * The VM runs on either way: a failure to change its rules live is
+		 * its network's error, not the VM's (no Failed phase, no backoff);
+		 * every resync tries again and clears it.
+		 */
+		_cleanup_free_ char *msg = xasprintf("network rules: %s", err->msg);
+
+		(void)store_event_add(c->env->store, c->rec.name, "Warning", "NetworkRulesFailed",
+				      msg, NULL);
+		set_str(&c->rec.net_error, msg);
+		bg_err_clear(err);
+		return save(c, err);
+	}
 	if (r < 0)
 		return r;
 	return changed ? save(c, err) : 0;

@@ -859,6 +859,19 @@ static void test_forwards_conflict_and_live_update(void **state)
 	assert_null(rec.net_error);
 	assert_int_equal(rec.generation, 2);
 	vm_record_release(&rec);
+
+	/* The host layer fails a live change: the VM is not Failed, its netError says why. */
+	f->spec->ports[0].guest_port = 8001;
+	spec_hash(f->spec, hash);
+	fake_fail_op = "netrules-base";
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STARTING);
+	assert_int_equal(rec.failures, 0);
+	assert_int_equal(rec.generation, 3);
+	assert_non_null(rec.net_error);
+	assert_non_null(strstr(rec.net_error, "network rules: netrules-base failed (injected)"));
+	vm_record_release(&rec);
 }
 
 /* A host address inside the guests' subnet is not forwarded: the VM says why and runs. */
