@@ -356,9 +356,16 @@ static int step_lease_ip(struct conv *c, struct bg_err *err)
 }
 
 /* The nftables base of egress and forwards is made by step 'netrules' (converge_netrules). */
+/*
+ * The bridge, and banger's table of it (its input chain guards the bridge
+ * address and the host's loopback from the first VM on; each VM's
+ * netrules_ensure re-makes it too, so a flushed table is repaired per VM).
+ */
 static int step_bridge(struct conv *c, struct bg_err *err)
 {
-	return c->env->host->bridge_ensure(&c->env->net, err);
+	int r = c->env->host->bridge_ensure(&c->env->net, err);
+
+	return r < 0 ? r : c->env->host->netrules_base_ensure(&c->env->net, err);
 }
 
 static int step_tap(struct conv *c, struct bg_err *err)
@@ -432,9 +439,6 @@ static int netrules_sync(struct converge_env *env, struct vm_record *rec,
 		n_fwd++;
 	}
 	handles_tap_name(rec->id, tap);
-	r = env->host->netrules_base_ensure(&env->net, err);
-	if (r < 0)
-		return r;
 	r = env->host->netrules_ensure(&env->net, tap, rec->ip, nat, fwd, n_fwd, &conflicts,
 				       &n_conflicts, err);
 	if (r < 0)

@@ -183,7 +183,7 @@ static void test_create_runs_every_step(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_null(rec.step);
@@ -296,7 +296,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -315,8 +315,8 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge tap "
-		"antispoof netrules-base netrules:none rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base "
+		"tap antispoof netrules:none rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
 		"launch ");
 }
 
@@ -356,7 +356,7 @@ static void test_image_confined(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	copy = fs_path_join(rec.vm_dir, "kernel");
 	assert_int_equal(stat(copy, &st), 0);
@@ -433,7 +433,7 @@ static void test_dead_vmm_is_demoted_then_restarted(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_stop_then_start(void **state)
@@ -460,7 +460,7 @@ static void test_stop_then_start(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -549,7 +549,7 @@ static void test_resumed_stop_with_running_spec_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, f->hash), 0); /* ... and it starts again */
 	assert_string_equal(
 		fake_calls.data,
-		"bridge tap antispoof netrules-base netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	vm_record_release(&rec);
@@ -854,7 +854,7 @@ static void test_forwards_conflict_and_live_update(void **state)
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	assert_string_equal(fake_calls.data, "netrules-base netrules:nat:tcp/8080>8000 ");
+	assert_string_equal(fake_calls.data, "netrules:nat:tcp/8080>8000 ");
 	get_rec(f, &rec);
 	assert_null(rec.net_error);
 	assert_int_equal(rec.generation, 2);
@@ -863,14 +863,15 @@ static void test_forwards_conflict_and_live_update(void **state)
 	/* The host layer fails a live change: the VM is not Failed, its netError says why. */
 	f->spec->ports[0].guest_port = 8001;
 	spec_hash(f->spec, hash);
-	fake_fail_op = "netrules-base";
+	fake_fail_op = "netrules:nat:tcp/8080>8001";
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STARTING);
 	assert_int_equal(rec.failures, 0);
 	assert_int_equal(rec.generation, 3);
 	assert_non_null(rec.net_error);
-	assert_non_null(strstr(rec.net_error, "network rules: netrules-base failed (injected)"));
+	assert_non_null(strstr(rec.net_error,
+			       "network rules: netrules:nat:tcp/8080>8001 failed (injected)"));
 	vm_record_release(&rec);
 }
 

@@ -181,7 +181,7 @@ static void test_resync_reensures_tap_filter(void **state)
 	pass(f);
 	assert_string_equal(fake_calls.data, "");
 	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
-	assert_string_equal(fake_calls.data, "antispoof netrules-base netrules:none ");
+	assert_string_equal(fake_calls.data, "antispoof netrules:none ");
 	fake_fail_op = "antispoof";
 	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
 	assert_true(get(f, "web", &rec));
