@@ -25,15 +25,16 @@
 #include "common/xalloc.h"
 #include "reconciler/guest/ssh.h"
 #include "reconciler/plan.h"
+#include "reconciler/prober.h"
 #include "reconciler/vmm/vmm.h"
 
 #ifndef BANGER_VERSION
 #define BANGER_VERSION "0.1.0"
 #endif
 
-#define PROBE_CONNECT_MS 250  /* is port 22 open yet */
+#define PROBE_CONNECT_MS 1000 /* is port 22 open yet (waits beside the loop) */
 #define PROBE_SSH_MS 4000     /* the SSH handshake once it is */
-#define STARTING_POLL_MS 1000 /* how soon to look at a booting guest again */
+#define STARTING_POLL_MS 1000 /* from one probe of a booting guest to the next */
 
 /* ---- driver choice ------------------------------------------------------------------ */
 
@@ -303,6 +304,20 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	if (cfg->nat || cfg->dns_port == 53)
 		guest_nameservers(d);
 
+	{
+		struct prober_config pc = {
+			.known_hosts = d->known_hosts,
+			.identity = d->client_key,
+			.port = 22,
+			.connect_ms = PROBE_CONNECT_MS,
+			.ssh_ms = PROBE_SSH_MS,
+			.interval_ms = STARTING_POLL_MS,
+		};
+
+		r = prober_new(&pc, &d->prober, err);
+		if (r < 0)
+			return r;
+	}
 	report_vmm_choice(d);
 	report_leaks(d);
 	return 0;
@@ -310,6 +325,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 
 void daemon_fini(struct daemon *d)
 {
+	prober_free(d->prober);
 	handles_cache_free(d->handles);
 	if (d->store)
 		store_free(d->store);
@@ -327,6 +343,9 @@ void daemon_fini(struct daemon *d)
 
 void daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
 {
+	if (d->prober && prober_reaped(d->prober, pid, wait_status))
+		return;
+
 	int status = WIFEXITED(wait_status)	? WEXITSTATUS(wait_status)
 		     : WIFSIGNALED(wait_status) ? 128 + WTERMSIG(wait_status)
 						: -1;
@@ -397,55 +416,35 @@ static void wake_at(struct daemon *d, int64_t when)
 		d->next_wakeup = when;
 }
 
-static bool tcp_port_open(const char *ip, int port, int timeout_ms)
+/*
+ * What the last readiness probe of a Starting VM found (prober.h): a guest
+ * answering SSH with banger's key makes it Running; a changed host key is
+ * recorded once. The probe only reported; this pass writes.
+ */
+static void apply_probe(struct daemon *d, struct vm_record *rec, const struct probe_result *res)
 {
-	int fd;
-
-	if (net_connect_tcp(ip, port, timeout_ms, &fd, NULL) < 0)
-		return false;
-	close(fd);
-	return true;
-}
-
-/* A Starting VM whose guest answers SSH with banger's key becomes Running. */
-static void probe_starting(struct daemon *d, struct vm_record *rec, const struct vm_spec *spec)
-{
-	_cleanup_free_ char *dns = xasprintf("%s.vm", rec->name);
-	const char *pins[] = { rec->ip, dns };
-	struct ssh_target t = {
-		.host = rec->ip,
-		.port = 22,
-		.user = spec && spec->ssh_user ? spec->ssh_user : "root",
-		.known_hosts = d->known_hosts,
-		.pin_names = pins,
-		.n_pin_names = 2,
-		.identity = d->client_key,
-		.connect_timeout_ms = PROBE_SSH_MS,
-	};
 	struct bg_err err = { 0 };
-	int64_t now = now_real_ms();
 	_cleanup_free_ char *msg = NULL;
 
-	if (!rec->ip || !tcp_port_open(rec->ip, 22, PROBE_CONNECT_MS))
+	if (res->outcome == PROBE_KEY_REJECTED) {
+		if (str_eq(rec->last_error, res->msg))
+			return;
+		log_err("vm '%s': %s", rec->name, res->msg);
+		free(rec->last_error);
+		rec->last_error = xstrdup(res->msg);
+		(void)store_vm_update(d->store, rec, NULL);
+		(void)store_event_add(d->store, rec->name, "Warning", "HostKeyChanged", res->msg,
+				      NULL);
 		return;
-	if (ssh_probe(&t, &err) < 0) {
-		if (err.code == -EKEYREJECTED && !str_eq(rec->last_error, err.msg)) {
-			log_err("vm '%s': %s", rec->name, err.msg);
-			free(rec->last_error);
-			rec->last_error = xstrdup(err.msg);
-			(void)store_vm_update(d->store, rec, NULL);
-			(void)store_event_add(d->store, rec->name, "Warning", "HostKeyChanged",
-					      err.msg, NULL);
-		} else {
-			log_debug("vm '%s': SSH not ready: %s", rec->name, err.msg);
-		}
+	}
+	if (res->outcome != PROBE_READY) {
+		log_debug("vm '%s': SSH not ready: %s", rec->name, res->msg);
 		return;
 	}
 	rec->phase = VM_PHASE_RUNNING;
-	rec->running_since = now;
+	rec->running_since = now_real_ms();
 	free(rec->last_error);
 	rec->last_error = NULL;
-	bg_err_clear(&err);
 	if (store_vm_update(d->store, rec, &err) < 0) {
 		log_warn("vm '%s': %s", rec->name, err.msg);
 		return;
@@ -469,6 +468,42 @@ static bool guard(struct daemon *d, const struct vm_record *rec)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * A Starting VM: take its last probe's result, and ask for the next probe
+ * when one is due (its tap filter first, so the probe only reaches an
+ * address no other guest can claim). The probe runs beside the loop; its
+ * result wakes the loop.
+ */
+static void observe_starting(struct daemon *d, struct vm_record *rec)
+{
+	_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
+	struct probe_result res;
+	int64_t due;
+
+	if (!d->prober || !rec->ip)
+		return;
+	if (prober_take(d->prober, rec->id, &res)) {
+		apply_probe(d, rec, &res);
+		if (rec->phase != VM_PHASE_STARTING)
+			return;
+	}
+	due = prober_due(d->prober, rec->id);
+	if (due == 0) {
+		struct probe_request req = { rec->id, rec->name, rec->ip, "root" };
+
+		(void)spec_from_json(rec->spec_json, &spec, NULL);
+		if (spec && spec->ssh_user)
+			req.user = spec->ssh_user;
+		if (!guard(d, rec)) {
+			wake_at(d, now_real_ms() + STARTING_POLL_MS);
+			return;
+		}
+		due = prober_want(d->prober, &req);
+	}
+	if (due > 0)
+		wake_at(d, now_real_ms() + due);
 }
 
 static void observe(struct daemon *d, bool full)
@@ -511,11 +546,7 @@ static void observe(struct daemon *d, bool full)
 			bg_err_clear(&err);
 		}
 		if (rec->phase == VM_PHASE_STARTING) {
-			(void)spec_from_json(rec->spec_json, &spec, NULL);
-			if (guard(d, rec))
-				probe_starting(d, rec, spec);
-			if (rec->phase == VM_PHASE_STARTING)
-				wake_at(d, now + STARTING_POLL_MS);
+			observe_starting(d, rec);
 			continue;
 		}
 		if (full) {
@@ -536,6 +567,8 @@ static void observe(struct daemon *d, bool full)
 		}
 	}
 	vm_record_array_free(recs, n);
+	if (d->prober)
+		prober_sweep(d->prober);
 }
 
 /* ---- guards ---------------------------------------------------------------------------- */

@@ -21,6 +21,7 @@
 #include "reconciler/converge.h"
 #include "reconciler/handles.h"
 #include "reconciler/host/host.h"
+#include "reconciler/prober.h"
 #include "reconciler/store.h"
 #include "reconciler/vmm/vmm_sandbox.h"
 #include "spec/spec.h"
@@ -71,6 +72,7 @@ struct daemon {
 	struct daemon_config cfg;
 	struct store *store;
 	struct handles_cache *handles;
+	struct prober *prober; /* readiness probes beside the loop */
 	struct converge_env env;
 	struct vmm_sandbox sandbox; /* VMM uids and confinement (env.sandbox) */
 	struct imgpath_conf images; /* from cfg.image_dirs and state_dir */

@@ -1,9 +1,11 @@
 /*
  * main.c - bangerd: options, the single-instance lock, and the event loop.
  *
- * One thread, one epoll loop over: inotify on the spec dir (changes are
- * coalesced for COALESCE_MS, then one pass), a periodic timerfd (full resync),
- * a one-shot timerfd (requeue: backoffs ending, booting guests to look at),
+ * One thread, one epoll loop over: inotify on the spec dir (the first change
+ * after a quiet spell is a pass at once; what arrives during a pass is the
+ * next one), a periodic timerfd (full resync), a one-shot timerfd (requeue:
+ * backoffs ending, stop deadlines, booting guests to look at), the
+ * readiness prober's epoll fd (prober.h: probes run beside the loop),
  * a signalfd (TERM/INT stop the loop and leave VMs running, HUP forces a
  * resync, CHLD reaps VMMs we started) and a pidfd per alive VMM, however
  * many (pidwatch.h: a VMM that dies, even one adopted from an earlier
@@ -48,8 +50,6 @@
 #define BANGER_VERSION "0.1.0"
 #endif
 
-#define COALESCE_MS 50	     /* quiet time after the last spec dir event before a pass */
-#define COALESCE_MAX_MS 1000 /* ... but never later than this after the first one */
 #define STOP_TIMEOUT_MAX_MS (60 * 60 * 1000)
 
 enum {
@@ -58,6 +58,7 @@ enum {
 	TAG_WAKE,
 	TAG_SIGNAL,
 	TAG_DNS,
+	TAG_PROBE,
 	TAG_PIDFD,
 };
 
@@ -326,8 +327,6 @@ static void run_pass(struct daemon *d, struct loop *l, bool full)
 
 static int run_loop(struct daemon *d, struct loop *l)
 {
-	int64_t coalesce_until = -1; /* monotonic ms; -1: nothing pending */
-	int64_t coalesce_first = -1; /* when the pending burst of events began */
 	char status[128];
 
 	run_pass(d, l, true);
@@ -338,15 +337,9 @@ static int run_loop(struct daemon *d, struct loop *l)
 
 	for (;;) {
 		struct epoll_event evs[16];
-		int timeout = -1, n;
 		bool pass = false, full = false;
+		int n = epoll_wait(l->ep, evs, (int)ARRAY_SIZE(evs), -1);
 
-		if (coalesce_until >= 0) {
-			int64_t left = coalesce_until - now_mono_ms();
-
-			timeout = left > 0 ? (int)left : 0;
-		}
-		n = epoll_wait(l->ep, evs, (int)ARRAY_SIZE(evs), timeout);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -356,17 +349,10 @@ static int run_loop(struct daemon *d, struct loop *l)
 			uint64_t tag = evs[i].data.u64;
 
 			if (tag == TAG_INOTIFY) {
-				/* Debounce: an editor's save or a git checkout is a burst of
-				 * events; wait until it has been quiet for a moment. */
-				if (spec_watch_drain(l->watch)) {
-					int64_t now = now_mono_ms();
-
-					if (coalesce_first < 0)
-						coalesce_first = now;
-					coalesce_until = now + COALESCE_MS;
-					if (coalesce_until > coalesce_first + COALESCE_MAX_MS)
-						coalesce_until = coalesce_first + COALESCE_MAX_MS;
-				}
+				/* The first change after a quiet spell is a pass at once; what
+				 * arrives during a pass waits in the queue and is one pass. */
+				if (spec_watch_drain(l->watch))
+					pass = true;
 			} else if (tag == TAG_RESYNC) {
 				drain_fd(l->resync_fd);
 				/* Also catch a spec dir that was removed and made again. */
@@ -396,14 +382,14 @@ static int run_loop(struct daemon *d, struct loop *l)
 				}
 			} else if (tag == TAG_DNS) {
 				dns_server_dispatch(l->dns);
+			} else if (tag == TAG_PROBE) {
+				/* A readiness probe has a result: the pass takes it. */
+				if (prober_dispatch(d->prober))
+					pass = true;
 			} else if (tag == TAG_PIDFD) {
 				/* A VMM ended. The pass re-syncs (and closes) the watch. */
 				pass = true;
 			}
-		}
-		if (coalesce_until >= 0 && now_mono_ms() >= coalesce_until) {
-			coalesce_until = coalesce_first = -1;
-			pass = true;
 		}
 		if (pass)
 			run_pass(d, l, full);
@@ -633,6 +619,8 @@ int main(int argc, char **argv)
 		return r < 0 ? 1 : 0;
 	}
 	r = loop_open(&l, &cfg, &err);
+	if (r >= 0)
+		r = epoll_add(l.ep, prober_fd(d.prober), TAG_PROBE, &err);
 	l.dns = TAKE_PTR(dns);
 	if (r >= 0 && l.dns) {
 		snprintf(l.dns_ip, sizeof(l.dns_ip), "%s", gw_ip);

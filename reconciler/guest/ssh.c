@@ -143,23 +143,30 @@ static int remaining_ms(const struct ssh_conn *c)
 	return left > 0 ? (int)left : 0;
 }
 
-static int tcp_connect(struct ssh_conn *c, const char *host, int port, struct bg_err *err)
+/* Unacknowledged data (our keep-alives) fails the socket instead of hanging. */
+static void tcp_tune(int fd)
 {
-	_cleanup_close_ int fd = -1;
-	int r, one = 1;
+	int one = 1;
 	unsigned user_timeout = SSH_TCP_USER_TIMEOUT_MS;
 	int idle = SSH_KEEPALIVE_S, intvl = 5, cnt = 3;
 
-	r = net_connect_tcp(host, port, remaining_ms(c), &fd, err);
-	if (r < 0)
-		return bg_err_wrap(err, "ssh %s", c->where);
-	/* Unacknowledged data (our keep-alives) fails the socket instead of hanging. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+static int tcp_connect(struct ssh_conn *c, const char *host, int port, struct bg_err *err)
+{
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = net_connect_tcp(host, port, remaining_ms(c), &fd, err);
+	if (r < 0)
+		return bg_err_wrap(err, "ssh %s", c->where);
+	tcp_tune(fd);
 	c->fd = TAKE_FD(fd);
 	return 0;
 }
@@ -718,6 +725,11 @@ static void probe_keys(const struct ssh_target *t, const char *where, int timeou
 
 int ssh_probe(const struct ssh_target *t, struct bg_err *err)
 {
+	return ssh_probe_fd(t, -1, err);
+}
+
+int ssh_probe_fd(const struct ssh_target *t, int fd, struct bg_err *err)
+{
 	struct authkey_list keys = { 0 };
 	struct probe_sandbox_ids ids;
 	_cleanup_free_ char *pref = NULL;
@@ -732,21 +744,27 @@ int ssh_probe(const struct ssh_target *t, struct bg_err *err)
 		     (t->connect_timeout_ms > 0 ? t->connect_timeout_ms : SSH_DEFAULT_TIMEOUT_MS);
 	snprintf(c.where, sizeof(c.where), "%s@%s:%d", t->user ? t->user : "?",
 		 t->host ? t->host : "?", port);
-	if (!t->host || !t->user || !*t->user || !t->known_hosts || port > 65535)
-		return bg_errorf(err, EINVAL, "ssh %s: incomplete target", c.where);
+	c.fd = fd; /* ours from here on, whatever happens */
+	if (!t->host || !t->user || !*t->user || !t->known_hosts || port > 65535) {
+		r = bg_errorf(err, EINVAL, "ssh %s: incomplete target", c.where);
+		goto out;
+	}
 	if (n_pins == 0) {
 		pins = &t->host;
 		n_pins = 1;
 	}
 	r = ssh_lib_init(err);
 	if (r < 0)
-		return r;
+		goto out;
 	r = probe_sandbox_ids(&ids, err);
 	if (r < 0)
-		return r;
-	r = tcp_connect(&c, t->host, port, err);
+		goto out;
+	if (c.fd < 0)
+		r = tcp_connect(&c, t->host, port, err);
+	else
+		tcp_tune(c.fd);
 	if (r < 0)
-		return r;
+		goto out;
 	{
 		struct ssh_target tt = *t;
 

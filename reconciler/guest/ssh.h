@@ -32,6 +32,12 @@ struct ssh_target {
  * BANGER_FAILPOINT=ssh.probe.child-hang holds the child after user-auth.
  */
 int ssh_probe(const struct ssh_target *t, struct bg_err *err);
+/*
+ * ssh_probe() over fd, a TCP connection to t->host already made (the daemon
+ * connects without blocking, prober.h); fd is closed in every case. fd < 0:
+ * connect here, as ssh_probe() does.
+ */
+int ssh_probe_fd(const struct ssh_target *t, int fd, struct bg_err *err);
 
 /*
  * Run argv (quoted safely for the remote shell) and stream its stdout and

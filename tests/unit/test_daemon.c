@@ -130,6 +130,18 @@ static void age_absences(struct fx *f)
 		f->d.absent[i].since -= DAEMON_DELETE_GRACE_MS;
 }
 
+/*
+ * The host calls were only tap filters, which a Starting VM gets before each
+ * readiness probe (how many depends on when its probes end).
+ */
+static bool only_probe_filters(const char *calls)
+{
+	for (const char *p = calls; *p; p += strlen("antispoof "))
+		if (strncmp(p, "antispoof ", strlen("antispoof ")) != 0)
+			return false;
+	return true;
+}
+
 static void test_missing_spec_dir_keeps_vms(void **state)
 {
 	struct fx *f = *state;
@@ -148,7 +160,7 @@ static void test_missing_spec_dir_keeps_vms(void **state)
 	age_absences(f);
 	pass(f);
 	/* Nothing but the Starting VM's tap filter, re-ensured before each probe. */
-	assert_string_equal(fake_calls.data, "antispoof antispoof ");
+	assert_true(only_probe_filters(fake_calls.data));
 	assert_true(get(f, "web", &rec));
 	vm_record_release(&rec);
 	assert_non_null(f->d.spec_errors);
@@ -251,14 +263,14 @@ static void test_truncated_file_waits_out_the_grace(void **state)
 	write_spec(f, "web.yaml", "");
 	buf_reset(&fake_calls);
 	pass(f);
-	assert_string_equal(fake_calls.data, "antispoof "); /* the probe's filter check only */
+	assert_true(only_probe_filters(fake_calls.data)); /* nothing else happened */
 	assert_true(get(f, "web", &rec));
 	vm_record_release(&rec);
 	assert_true(f->d.next_wakeup > 0); /* it looks again when the grace ends */
 	/* The writer finishes: nothing happened, nothing is pending. */
 	write_spec(f, "web.yaml", y);
 	pass(f);
-	assert_string_equal(fake_calls.data, "antispoof antispoof ");
+	assert_true(only_probe_filters(fake_calls.data));
 	assert_int_equal(f->d.n_absent, 0);
 	/* A spec that stays gone past the grace is a delete. */
 	write_spec(f, "web.yaml", "");
