@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "common/imgpath.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "common/proc.h"
 #include "common/str.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -26,6 +28,9 @@
 #include "reconciler/guest/hostkey.h"
 #include "reconciler/guest/known_hosts.h"
 #include "reconciler/guest/seed.h"
+
+/* What a step returns when it waits for something outside (a VMM to exit). */
+#define STEP_PENDING 1
 
 enum step_id {
 	S_RECORD,
@@ -107,13 +112,13 @@ const char *const converge_failpoints[] = {
 	"create.launch",
 	"start.prepare", "start.lease-ip", "start.bridge", "start.tap", "start.antispoof",
 	"start.netrules", "start.rootdisk", "start.workdisk", "start.seed", "start.launch",
-	"restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
+	"restart.stop-vmm.waiting", "restart.stop-vmm", "restart.teardown", "restart.prepare", "restart.lease-ip",
 	"restart.bridge", "restart.tap", "restart.antispoof", "restart.netrules",
 	"restart.rootdisk", "restart.workdisk", "restart.seed", "restart.launch",
-	"stop.stop-vmm", "stop.teardown",
+	"stop.stop-vmm.waiting", "stop.stop-vmm", "stop.teardown",
 	"update.apply-spec", "update.netrules",
 	"demote.teardown",
-	"delete.tombstone", "delete.stop-vmm", "delete.teardown", "delete.remove-disks",
+	"delete.tombstone", "delete.stop-vmm.waiting", "delete.stop-vmm", "delete.teardown", "delete.remove-disks",
 	"delete.remove-files", "delete.release-ip", "delete.unpin", "delete.forget",
 	NULL,
 };
@@ -978,25 +983,68 @@ static int step_launch(struct conv *c, struct bg_err *err)
 	return save(c, err);
 }
 
+/*
+ * The stop is a state machine whose stage and deadline live in the row
+ * (vm.h, enum vm_stop_stage): the graceful request, then SIGTERM, then
+ * SIGKILL, each waiting until its deadline for the VMM to exit. A step that
+ * has to wait returns STEP_PENDING: the action stays recorded at this step,
+ * the pass moves on, and the VMM's pidfd or the deadline brings the VM back
+ * (plan: RESUME). A daemon restarted meanwhile keeps the recorded deadline.
+ */
+#define STOP_TERM_WAIT_MS 3000 /* after SIGTERM, before SIGKILL */
+#define STOP_KILL_WAIT_MS 2000 /* after SIGKILL, before giving up */
+
+static int set_stop_stage(struct conv *c, enum vm_stop_stage stage, int64_t wait_ms,
+			  struct bg_err *err)
+{
+	c->rec.stop_stage = stage;
+	c->rec.stop_deadline = stage == VM_STOP_NONE ? 0 : now_ms(c->env) + wait_ms;
+	return save(c, err);
+}
+
+/* Send the signal of the next stage; the stage is recorded first (a crash repeats it). */
+static int stop_escalate(struct conv *c, const struct vm_handles *h, struct bg_err *err)
+{
+	bool term = c->rec.stop_stage < VM_STOP_TERM;
+	int sig = term ? SIGTERM : SIGKILL;
+	struct bg_err serr = { 0 };
+	int r;
+
+	r = set_stop_stage(c, term ? VM_STOP_TERM : VM_STOP_KILL,
+			   term ? STOP_TERM_WAIT_MS : STOP_KILL_WAIT_MS, err);
+	if (r < 0)
+		return r;
+	log_notice("vm '%s': VMM pid %d still runs; sending %s", c->rec.name, (int)h->pid,
+		   term ? "SIGTERM" : "SIGKILL");
+	r = proc_signal(h->pid, h->start_time, sig, &serr);
+	if (r < 0 && r != -ESRCH)
+		return bg_errorf(err, -r, "%s", serr.msg);
+	return STEP_PENDING;
+}
+
+/* The VMM exited during the stop: reap it if it is ours and remove its sockets. */
+static int stop_gone(struct conv *c, const struct vmm_driver *drv, const struct vmm_config *cfg,
+		     const struct vmm_process *proc, struct bg_err *err)
+{
+	struct bg_err serr = { 0 };
+
+	if (proc->pid > 0 && drv->stop(cfg, proc, 0, &serr) < 0)
+		log_warn("vm '%s': %s", c->rec.name, serr.msg);
+	return set_stop_stage(c, VM_STOP_NONE, 0, err);
+}
+
 static int step_stop_vmm(struct conv *c, struct bg_err *err)
 {
 	const struct vmm_driver *drv;
 	struct vm_handles h;
 	struct vmm_config cfg;
 	struct vmm_process proc;
+	struct bg_err serr = { 0 };
 	int r;
 
 	r = handles_get(c->env->handles, &c->rec, &h, NULL, err);
 	if (r < 0)
 		return r;
-	if (!vm_alive(&h))
-		return 0;
-	if (c->rec.phase != VM_PHASE_DELETING) {
-		c->rec.phase = VM_PHASE_STOPPING;
-		r = save(c, err);
-		if (r < 0)
-			return r;
-	}
 	r = driver_recorded(c, &drv, err);
 	if (r < 0)
 		return r;
@@ -1004,10 +1052,34 @@ static int step_stop_vmm(struct conv *c, struct bg_err *err)
 	cfg.binary = binary_of(c, drv);
 	proc.pid = h.pid;
 	proc.start_time = h.start_time;
-	r = drv->stop(&cfg, &proc, c->env->stop_grace_ms, err);
+	if (!vm_alive(&h))
+		return c->rec.stop_stage == VM_STOP_NONE ? 0 : stop_gone(c, drv, &cfg, &proc, err);
+	if (c->rec.stop_stage != VM_STOP_NONE) {
+		if (now_ms(c->env) < c->rec.stop_deadline)
+			return STEP_PENDING;
+		if (c->rec.stop_stage == VM_STOP_KILL)
+			return bg_errorf(err, ETIMEDOUT, "%s pid %d is still there after SIGKILL",
+					 drv->name, (int)h.pid);
+		return stop_escalate(c, &h, err);
+	}
+	if (c->rec.phase != VM_PHASE_DELETING)
+		c->rec.phase = VM_PHASE_STOPPING;
+	if (c->env->stop_grace_ms <= 0 || !drv->shutdown)
+		return stop_escalate(c, &h, err);
+	r = set_stop_stage(c, VM_STOP_GRACEFUL, c->env->stop_grace_ms, err);
 	if (r < 0)
-		return bg_err_wrap(err, "stop %s pid %d", drv->name, (int)h.pid);
-	return 0;
+		return r;
+	if (drv->shutdown(&cfg, &proc, &serr) < 0) {
+		/* Not started yet, no keyboard, no socket: straight to SIGTERM. */
+		log_info("vm '%s': %s", c->rec.name, serr.msg);
+		return stop_escalate(c, &h, err);
+	}
+	log_info("vm '%s': asked the guest to shut down; waiting up to %d ms", c->rec.name,
+		 c->env->stop_grace_ms);
+	/* A VMM that is gone already saves a pass. */
+	if (!proc_identity_matches(h.pid, h.start_time))
+		return stop_gone(c, drv, &cfg, &proc, err);
+	return STEP_PENDING;
 }
 
 static int step_teardown(struct conv *c, struct bg_err *err)
@@ -1197,6 +1269,8 @@ static void record_failure(struct conv *c, const char *step, const struct bg_err
 	if (c->rec.phase != VM_PHASE_DELETING && c->type != PLAN_DEMOTE)
 		c->rec.phase = VM_PHASE_FAILED;
 	set_str(&c->rec.last_error, msg);
+	c->rec.stop_stage = VM_STOP_NONE; /* a failed stop starts over */
+	c->rec.stop_deadline = 0;
 	c->rec.failures++;
 	c->rec.backoff_until = now + plan_backoff_ms(c->rec.failures);
 	set_str(&c->rec.action, NULL);
@@ -1242,7 +1316,7 @@ static char *done_message(const struct conv *c)
 				 c->rec.vmm ? c->rec.vmm : "?", c->rec.ip ? c->rec.ip : "?");
 	case PLAN_DEMOTE:
 		return xasprintf("VMM process %s; %s",
-				 strcmp(c->a->reason, "PidReused") == 0
+				 c->a->reason == PLAN_R_PID_REUSED
 					 ? "is gone (its pid belongs to another process now)"
 					 : "died",
 				 c->rec.phase == VM_PHASE_FAILED ? "restarting after the backoff"
@@ -1293,8 +1367,9 @@ static int finish(struct conv *c, struct bg_err *err)
 			return r;
 	}
 	(void)store_event_add(c->env->store, name, c->type == PLAN_DEMOTE ? "Warning" : "Normal",
-			      c->type == PLAN_DEMOTE ? c->a->reason : done_reason(c->type), msg,
-			      &ev_err);
+			      c->type == PLAN_DEMOTE ? plan_reason_to_string(c->a->reason)
+						     : done_reason(c->type),
+			      msg, &ev_err);
 	return 0;
 }
 
@@ -1333,12 +1408,15 @@ int converge_action(struct converge_env *env, const struct plan_action *a, struc
 	if (c.have_rec)
 		handles_tap_name(c.rec.id, c.tap);
 
-	if (a->type == PLAN_RESUME)
+	if (a->type == PLAN_RESUME && c.rec.stop_stage != VM_STOP_NONE)
+		log_debug("vm '%s': %s: waiting for the VMM to exit", a->name,
+			  plan_action_to_string(c.type));
+	else if (a->type == PLAN_RESUME)
 		log_notice("vm '%s': resuming '%s' at step '%s' after a crash", a->name,
 			   plan_action_to_string(c.type), resume_step ? resume_step : "?");
 	else
 		log_info("vm '%s': %s (%s)", a->name, plan_action_to_string(c.type),
-			 a->reason ? a->reason : "");
+			 plan_reason_to_string(a->reason));
 
 	for (i = first_step(steps, resume_step); steps[i] != END; i++) {
 		const char *name = step_names[steps[i]];
@@ -1353,6 +1431,14 @@ int converge_action(struct converge_env *env, const struct plan_action *a, struc
 		}
 		log_debug("vm '%s': %s: step '%s'", a->name, plan_action_to_string(c.type), name);
 		r = step_fns[steps[i]](&c, err);
+		if (r == STEP_PENDING) {
+			/* Waiting for something outside: a later pass resumes this step. */
+			snprintf(fp, sizeof(fp), "%s.%s.waiting", plan_action_to_string(c.type),
+				 name);
+			failpoint(fp);
+			r = 0;
+			goto out;
+		}
 		if (r < 0) {
 			bg_err_wrap(err, "vm '%s': %s: %s", a->name, plan_action_to_string(c.type),
 				    name);

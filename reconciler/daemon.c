@@ -470,6 +470,21 @@ static bool guard(struct daemon *d, const struct vm_record *rec)
 	return true;
 }
 
+/* Is the VM's VMM alive? Then the loop watches its pidfd (d->alive). */
+static bool watch_alive(struct daemon *d, const struct vm_record *rec)
+{
+	struct vm_handles h;
+	struct bg_err err = { 0 };
+
+	if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h))
+		return false;
+	memcpy(d->alive[d->n_alive].id, rec->id, sizeof(rec->id));
+	d->alive[d->n_alive].pid = h.pid;
+	d->alive[d->n_alive].start_time = h.start_time;
+	d->n_alive++;
+	return true;
+}
+
 /*
  * A Starting VM: take its last probe's result, and ask for the next probe
  * when one is due (its tap filter first, so the probe only reaches an
@@ -523,23 +538,21 @@ static void observe(struct daemon *d, bool full)
 	d->alive = xcalloc(n ? n : 1, sizeof(*d->alive));
 	for (size_t i = 0; i < n; i++) {
 		struct vm_record *rec = &recs[i];
-		_cleanup_(vm_spec_freep) struct vm_spec *spec = NULL;
-		struct vm_handles h;
 
 		/* A failure or a demote set a backoff: look again when it ends. */
 		if (rec->backoff_until > now && rec->phase != VM_PHASE_STARTING &&
 		    rec->phase != VM_PHASE_RUNNING)
 			wake_at(d, rec->backoff_until);
-		if (rec->phase != VM_PHASE_STARTING && rec->phase != VM_PHASE_RUNNING)
-			continue;
-		if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h)) {
-			bg_err_clear(&err);
+		/* A stop waits for its VMM's exit (pidfd) or its deadline. */
+		if (rec->stop_stage != VM_STOP_NONE) {
+			wake_at(d, rec->stop_deadline);
+			(void)watch_alive(d, rec);
 			continue;
 		}
-		memcpy(d->alive[d->n_alive].id, rec->id, sizeof(rec->id));
-		d->alive[d->n_alive].pid = h.pid;
-		d->alive[d->n_alive].start_time = h.start_time;
-		d->n_alive++;
+		if (rec->phase != VM_PHASE_STARTING && rec->phase != VM_PHASE_RUNNING)
+			continue;
+		if (!watch_alive(d, rec))
+			continue;
 		if (rec->console_log &&
 		    vmm_console_rotate(rec->console_log, VMM_CONSOLE_MAX_BYTES, &err) < 0) {
 			log_debug("vm '%s': %s", rec->name, err.msg);
@@ -608,7 +621,7 @@ static void prune_absent(struct daemon *d, const struct plan_action *acts, size_
 
 		for (size_t a = 0; a < n && !pending; a++)
 			pending = acts[a].type == PLAN_DELETE &&
-				  strcmp(acts[a].reason, "SpecRemoved") == 0 &&
+				  acts[a].reason == PLAN_R_SPEC_REMOVED &&
 				  strcmp(acts[a].name, d->absent[i].name) == 0;
 		if (pending)
 			d->absent[k++] = d->absent[i];
@@ -778,7 +791,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 			wake_at(d, acts[i].retry_at);
 			continue;
 		}
-		if (acts[i].type == PLAN_DELETE && strcmp(acts[i].reason, "SpecRemoved") == 0 &&
+		if (acts[i].type == PLAN_DELETE && acts[i].reason == PLAN_R_SPEC_REMOVED &&
 		    !delete_grace_passed(d, acts[i].name, now))
 			continue;
 		if (converge_action(&d->env, &acts[i], &cerr) < 0)

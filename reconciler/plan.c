@@ -20,6 +20,34 @@ static const char *const action_names[PLAN_ACTION_MAX] = {
 	[PLAN_DEMOTE] = "demote", [PLAN_DELETE] = "delete",   [PLAN_RESUME] = "resume",
 };
 
+static const char *const reason_names[PLAN_REASON_MAX] = {
+	[PLAN_R_UP_TO_DATE] = "UpToDate",
+	[PLAN_R_NEW_SPEC] = "NewSpec",
+	[PLAN_R_SPEC_CHANGED] = "SpecChanged",
+	[PLAN_R_METADATA_CHANGED] = "MetadataChanged",
+	[PLAN_R_GENERATION_NOT_APPLIED] = "GenerationNotApplied",
+	[PLAN_R_ADOPT] = "Adopt",
+	[PLAN_R_DESIRED_RUNNING] = "DesiredRunning",
+	[PLAN_R_DESIRED_STOPPED] = "DesiredStopped",
+	[PLAN_R_EXITED] = "Exited",
+	[PLAN_R_START] = "Start",
+	[PLAN_R_RETRY] = "Retry",
+	[PLAN_R_BACK_OFF] = "BackOff",
+	[PLAN_R_SPEC_ERROR] = "SpecError",
+	[PLAN_R_PROCESS_DIED] = "ProcessDied",
+	[PLAN_R_PID_REUSED] = "PidReused",
+	[PLAN_R_PROCESS_DIED_SPEC_ERROR] = "ProcessDiedSpecError",
+	[PLAN_R_DELETING] = "Deleting",
+	[PLAN_R_SPEC_REMOVED] = "SpecRemoved",
+	[PLAN_R_RESUME_AFTER_CRASH] = "ResumeAfterCrash",
+	[PLAN_R_STOP_IN_PROGRESS] = "StopInProgress",
+};
+
+const char *plan_reason_to_string(enum plan_reason r)
+{
+	return (unsigned)r < PLAN_REASON_MAX ? reason_names[r] : NULL;
+}
+
 const char *plan_action_to_string(enum plan_action_type t)
 {
 	return (unsigned)t < PLAN_ACTION_MAX ? action_names[t] : NULL;
@@ -110,7 +138,7 @@ static bool policy_restarts(enum restart_policy policy, int last_exit)
 	}
 }
 
-static void set(struct plan_action *a, enum plan_action_type type, const char *reason)
+static void set(struct plan_action *a, enum plan_action_type type, enum plan_reason reason)
 {
 	a->type = type;
 	a->reason = reason;
@@ -122,7 +150,8 @@ static void demote(struct plan_action *a, const struct plan_record *r,
 {
 	enum restart_policy policy = policy_spec ? policy_spec->restart_policy : RESTART_NEVER;
 
-	set(a, PLAN_DEMOTE, r->liveness == VM_LIVENESS_REUSED ? "PidReused" : "ProcessDied");
+	set(a, PLAN_DEMOTE,
+	    r->liveness == VM_LIVENESS_REUSED ? PLAN_R_PID_REUSED : PLAN_R_PROCESS_DIED);
 	a->demote_to =
 		policy_restarts(policy, r->rec->last_exit) ? VM_PHASE_FAILED : VM_PHASE_STOPPED;
 }
@@ -133,10 +162,10 @@ static void plan_broken(struct plan_action *a, const struct plan_record *r)
 	if (r && phase_up(r->rec->phase) && r->liveness != VM_LIVENESS_ALIVE &&
 	    r->rec->phase != VM_PHASE_DELETING) {
 		demote(a, r, r->spec);
-		a->reason = "ProcessDiedSpecError";
+		a->reason = PLAN_R_PROCESS_DIED_SPEC_ERROR;
 		return;
 	}
-	set(a, PLAN_NONE, "SpecError");
+	set(a, PLAN_NONE, PLAN_R_SPEC_ERROR);
 }
 
 static void plan_running(struct plan_action *a, const struct plan_record *r, bool changed,
@@ -146,15 +175,16 @@ static void plan_running(struct plan_action *a, const struct plan_record *r, boo
 
 	if (r->liveness == VM_LIVENESS_ALIVE) {
 		if (cmp == SPEC_REBOOT)
-			set(a, PLAN_RESTART, "SpecChanged");
+			set(a, PLAN_RESTART, PLAN_R_SPEC_CHANGED);
 		else if (rec->observed_generation < rec->generation && phase_up(rec->phase))
-			set(a, PLAN_RESTART, "GenerationNotApplied");
+			set(a, PLAN_RESTART, PLAN_R_GENERATION_NOT_APPLIED);
 		else if (!phase_up(rec->phase) || rec->phase == VM_PHASE_STOPPING)
-			set(a, PLAN_START, "Adopt");
+			set(a, PLAN_START, PLAN_R_ADOPT);
 		else if (changed)
-			set(a, PLAN_UPDATE, cmp == SPEC_UPDATE ? "MetadataChanged" : "SpecChanged");
+			set(a, PLAN_UPDATE,
+			    cmp == SPEC_UPDATE ? PLAN_R_METADATA_CHANGED : PLAN_R_SPEC_CHANGED);
 		else
-			set(a, PLAN_NONE, "UpToDate");
+			set(a, PLAN_NONE, PLAN_R_UP_TO_DATE);
 		return;
 	}
 	if (phase_up(rec->phase)) {
@@ -164,22 +194,23 @@ static void plan_running(struct plan_action *a, const struct plan_record *r, boo
 	switch (rec->phase) {
 	case VM_PHASE_STOPPED:
 		if (rec->desired_state == VM_DESIRED_STOPPED)
-			set(a, PLAN_START, "DesiredRunning");
+			set(a, PLAN_START, PLAN_R_DESIRED_RUNNING);
 		else if (changed)
-			set(a, PLAN_START, "SpecChanged");
+			set(a, PLAN_START, PLAN_R_SPEC_CHANGED);
 		else
-			set(a, PLAN_NONE, "Exited");
+			set(a, PLAN_NONE, PLAN_R_EXITED);
 		return;
 	case VM_PHASE_PENDING:
 	case VM_PHASE_CREATING:
 	case VM_PHASE_FAILED:
 	default:
 		if (changed) {
-			set(a, PLAN_START, "SpecChanged");
+			set(a, PLAN_START, PLAN_R_SPEC_CHANGED);
 		} else if (now >= rec->backoff_until) {
-			set(a, PLAN_START, rec->phase == VM_PHASE_FAILED ? "Retry" : "Start");
+			set(a, PLAN_START,
+			    rec->phase == VM_PHASE_FAILED ? PLAN_R_RETRY : PLAN_R_START);
 		} else {
-			set(a, PLAN_NONE, "BackOff");
+			set(a, PLAN_NONE, PLAN_R_BACK_OFF);
 			a->retry_at = rec->backoff_until;
 		}
 		return;
@@ -189,11 +220,11 @@ static void plan_running(struct plan_action *a, const struct plan_record *r, boo
 static void plan_stopped(struct plan_action *a, const struct plan_record *r, bool changed)
 {
 	if (r->liveness == VM_LIVENESS_ALIVE || r->rec->phase != VM_PHASE_STOPPED)
-		set(a, PLAN_STOP, "DesiredStopped");
+		set(a, PLAN_STOP, PLAN_R_DESIRED_STOPPED);
 	else if (changed)
-		set(a, PLAN_UPDATE, "SpecChanged");
+		set(a, PLAN_UPDATE, PLAN_R_SPEC_CHANGED);
 	else
-		set(a, PLAN_NONE, "UpToDate");
+		set(a, PLAN_NONE, PLAN_R_UP_TO_DATE);
 }
 
 static void plan_one(const struct plan_input *in, const char *name, struct plan_action *a)
@@ -222,9 +253,9 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 
 	if (!rec) {
 		if (d && !broken)
-			set(a, PLAN_CREATE, "NewSpec");
+			set(a, PLAN_CREATE, PLAN_R_NEW_SPEC);
 		else
-			set(a, PLAN_NONE, broken ? "SpecError" : "UpToDate");
+			set(a, PLAN_NONE, broken ? PLAN_R_SPEC_ERROR : PLAN_R_UP_TO_DATE);
 		return;
 	}
 	if (rec->phase == VM_PHASE_DELETING) {
@@ -232,11 +263,20 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 		a->hash = NULL;
 		if (in->now < rec->backoff_until && !rec->step) {
 			/* A delete that failed waits out its backoff like anything else. */
-			set(a, PLAN_NONE, "BackOff");
+			set(a, PLAN_NONE, PLAN_R_BACK_OFF);
 			a->retry_at = rec->backoff_until;
 			return;
 		}
-		set(a, PLAN_DELETE, "Deleting");
+		set(a, PLAN_DELETE, PLAN_R_DELETING);
+		return;
+	}
+	if (rec->step && rec->stop_stage != VM_STOP_NONE) {
+		int resume = plan_action_from_string(rec->action);
+
+		if (!a->spec) /* no usable spec: the record's, as for a broken one */
+			a->spec = r->spec;
+		set(a, PLAN_RESUME, PLAN_R_STOP_IN_PROGRESS);
+		a->resume = resume > PLAN_NONE ? (enum plan_action_type)resume : PLAN_STOP;
 		return;
 	}
 	if (broken) {
@@ -245,18 +285,18 @@ static void plan_one(const struct plan_input *in, const char *name, struct plan_
 	}
 	if (!d) {
 		a->spec = r->spec;
-		set(a, PLAN_DELETE, "SpecRemoved");
+		set(a, PLAN_DELETE, PLAN_R_SPEC_REMOVED);
 		return;
 	}
 	if (rec->step) {
 		int resume = plan_action_from_string(rec->action);
 
-		set(a, PLAN_RESUME, "ResumeAfterCrash");
+		set(a, PLAN_RESUME, PLAN_R_RESUME_AFTER_CRASH);
 		a->resume = resume > PLAN_NONE ? (enum plan_action_type)resume : PLAN_START;
 		if (a->resume == PLAN_DEMOTE) {
 			/* Where a demote lands depends on the restart policy, as when planned. */
 			demote(a, r, d->spec);
-			set(a, PLAN_RESUME, "ResumeAfterCrash");
+			set(a, PLAN_RESUME, PLAN_R_RESUME_AFTER_CRASH);
 		}
 		return;
 	}

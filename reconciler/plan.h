@@ -11,6 +11,9 @@
  *   the VM keeps its last good spec and is otherwise left alone; only a VMM
  *   that died is demoted (a fact, not a change), never restarted.
  * - No spec: DELETE (a tombstoned record keeps deleting).
+ * - A stop waiting for its VMM to exit (stop_stage set, the stop-vmm step
+ *   recorded): RESUME it, whatever the spec says now (a broken or removed
+ *   spec must not leave a half-stopped VM; the delete comes after).
  * - Step in progress (the intent log survived a crash): RESUME that action.
  * - Spec, no record: CREATE.
  * - Desired running, VMM alive: RESTART when a reboot field changed (or a
@@ -53,6 +56,37 @@ const char *plan_action_to_string(enum plan_action_type t);
 /* The type, or -EINVAL. */
 int plan_action_from_string(const char *s);
 
+/*
+ * Why an action (or none) was planned. Events and logs show the CamelCase
+ * name (plan_reason_to_string()); code compares the enum.
+ */
+enum plan_reason {
+	PLAN_R_UP_TO_DATE,
+	PLAN_R_NEW_SPEC,
+	PLAN_R_SPEC_CHANGED,
+	PLAN_R_METADATA_CHANGED,
+	PLAN_R_GENERATION_NOT_APPLIED,
+	PLAN_R_ADOPT,
+	PLAN_R_DESIRED_RUNNING,
+	PLAN_R_DESIRED_STOPPED,
+	PLAN_R_EXITED,
+	PLAN_R_START,
+	PLAN_R_RETRY,
+	PLAN_R_BACK_OFF,
+	PLAN_R_SPEC_ERROR,
+	PLAN_R_PROCESS_DIED,
+	PLAN_R_PID_REUSED,
+	PLAN_R_PROCESS_DIED_SPEC_ERROR,
+	PLAN_R_DELETING,
+	PLAN_R_SPEC_REMOVED,
+	PLAN_R_RESUME_AFTER_CRASH,
+	PLAN_R_STOP_IN_PROGRESS,
+	PLAN_REASON_MAX
+};
+
+/* "UpToDate", "NewSpec", ...; NULL out of range. */
+const char *plan_reason_to_string(enum plan_reason r);
+
 /* A desired VM: a valid spec and its hash (spec_hash()). */
 struct plan_desired {
 	const struct vm_spec *spec;
@@ -84,10 +118,10 @@ struct plan_action {
 	const struct plan_record *record; /* NULL for CREATE and for names without one */
 	const struct vm_spec *spec;	  /* spec to converge to (desired, else the record's) */
 	const char *hash;		  /* its hash, NULL when it is the record's */
-	const char *reason;		  /* CamelCase, static: "SpecChanged", "ProcessDied"... */
-	enum vm_phase demote_to;	  /* DEMOTE: VM_PHASE_FAILED or VM_PHASE_STOPPED */
-	enum plan_action_type resume;	  /* RESUME: the action to resume */
-	int64_t retry_at;		  /* NONE while backing off: when to look again */
+	enum plan_reason reason;
+	enum vm_phase demote_to;      /* DEMOTE: VM_PHASE_FAILED or VM_PHASE_STOPPED */
+	enum plan_action_type resume; /* RESUME: the action to resume */
+	int64_t retry_at;	      /* NONE while backing off: when to look again */
 };
 
 /*

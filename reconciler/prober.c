@@ -36,7 +36,12 @@
  * (ssh_probe_fd() kills its own child at the deadline + 1 s). */
 #define WORKER_SLACK_MS 2000
 
-enum entry_state { E_IDLE, E_CONNECTING, E_CONNECTED, E_WORKING };
+enum entry_state {
+	E_IDLE,
+	E_CONNECTING,
+	E_CONNECTED,
+	E_WORKING
+};
 
 struct entry {
 	char id[VM_ID_LEN + 1];
@@ -503,8 +508,7 @@ int prober_new(const struct prober_config *cfg, struct prober **ret, struct bg_e
 		p->cfg.port = 22;
 	p->ep = epoll_create1(EPOLL_CLOEXEC);
 	p->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (p->ep < 0 || p->timer_fd < 0 ||
-	    epoll_ctl(p->ep, EPOLL_CTL_ADD, p->timer_fd, &ev) < 0) {
+	if (p->ep < 0 || p->timer_fd < 0 || epoll_ctl(p->ep, EPOLL_CTL_ADD, p->timer_fd, &ev) < 0) {
 		int e = errno;
 
 		prober_free(p);

@@ -137,6 +137,14 @@ static const char *const schema_steps[] = {
 	 */
 	"ALTER TABLE vms ADD COLUMN net_error TEXT;"
 	"ALTER TABLE daemon ADD COLUMN nat INTEGER NOT NULL DEFAULT 0 CHECK (nat IN (0, 1));",
+	/*
+	 * 3: a stop in progress: how far it has escalated (1 graceful request
+	 * sent, 2 SIGTERM, 3 SIGKILL) and until when that stage waits (epoch
+	 * ms), so a restarted daemon keeps the deadline
+	 */
+	"ALTER TABLE vms ADD COLUMN stop_stage INTEGER NOT NULL DEFAULT 0"
+	"  CHECK (stop_stage BETWEEN 0 AND 3);"
+	"ALTER TABLE vms ADD COLUMN stop_deadline INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* The steps migrate() applies; a test may point these at its own list. */
@@ -648,7 +656,7 @@ void store_free(struct store *s)
 	"id, name, source_file, spec_json, spec_hash, generation, observed_generation, phase, "  \
 	"desired_state, ip, mac, cid, vmm, disk_mode, vm_dir, api_sock, console_log, cow_disk, " \
 	"work_disk, last_error, restarts, failures, backoff_until, running_since, last_exit, "   \
-	"action, step, created_at, updated_at, net_error"
+	"action, step, created_at, updated_at, net_error, stop_stage, stop_deadline"
 
 enum {
 	COL_ID,
@@ -681,6 +689,8 @@ enum {
 	COL_CREATED_AT,
 	COL_UPDATED_AT,
 	COL_NET_ERROR,
+	COL_STOP_STAGE,
+	COL_STOP_DEADLINE,
 	COL_MAX
 };
 
@@ -710,7 +720,7 @@ static int check_record(const struct vm_record *rec, struct bg_err *err)
 	return 0;
 }
 
-/* Bind all VM_COLUMNS in order as ?1..?30. */
+/* Bind all VM_COLUMNS in order as ?1..?32. */
 static void bind_vm(struct binder *b, const struct vm_record *rec, int64_t created_at,
 		    int64_t updated_at)
 {
@@ -744,6 +754,8 @@ static void bind_vm(struct binder *b, const struct vm_record *rec, int64_t creat
 	bind_int(b, created_at);
 	bind_int(b, updated_at);
 	bind_text(b, rec->net_error);
+	bind_int(b, rec->stop_stage);
+	bind_int(b, rec->stop_deadline);
 }
 
 /* Read one row of VM_COLUMNS into *ret (owned). -EBADMSG for a row this build can't trust. */
@@ -796,6 +808,8 @@ static int read_vm(sqlite3_stmt *st, struct vm_record *ret, struct bg_err *err)
 	rec.created_at = sqlite3_column_int64(st, COL_CREATED_AT);
 	rec.updated_at = sqlite3_column_int64(st, COL_UPDATED_AT);
 	rec.net_error = col_strdup(st, COL_NET_ERROR);
+	rec.stop_stage = (int)sqlite3_column_int64(st, COL_STOP_STAGE);
+	rec.stop_deadline = sqlite3_column_int64(st, COL_STOP_DEADLINE);
 	if (!rec.name) {
 		int r = bg_errorf(err, EBADMSG, "corrupt VM row %s: no name", rec.id);
 
@@ -993,7 +1007,7 @@ static int insert_txn(struct store *s, void *arg, struct bg_err *err)
 	r = prepare(s,
 		    "INSERT INTO vms (" VM_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
 		    "?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-		    "?25, ?26, ?27, ?28, ?29, ?30)",
+		    "?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
 		    &st, err);
 	if (r < 0)
 		return r;
@@ -1070,7 +1084,8 @@ static int update_txn(struct store *s, void *arg, struct bg_err *err)
 		    "api_sock = ?16, console_log = ?17, cow_disk = ?18, work_disk = ?19, "
 		    "last_error = ?20, restarts = ?21, failures = ?22, backoff_until = ?23, "
 		    "running_since = ?24, last_exit = ?25, action = ?26, step = ?27, "
-		    "updated_at = ?29, net_error = ?30 WHERE id = ?1",
+		    "updated_at = ?29, net_error = ?30, stop_stage = ?31, stop_deadline = ?32 "
+		    "WHERE id = ?1",
 		    &st, err);
 	if (r < 0)
 		return r;

@@ -43,6 +43,14 @@ enum vm_liveness {
 
 const char *vm_liveness_to_string(enum vm_liveness l);
 
+/* How far a stop has gone: each stage waits for the VMM to exit until its deadline. */
+enum vm_stop_stage {
+	VM_STOP_NONE,
+	VM_STOP_GRACEFUL, /* the guest was asked to shut down (Ctrl-Alt-Del, ACPI) */
+	VM_STOP_TERM,	  /* the VMM got SIGTERM */
+	VM_STOP_KILL,	  /* the VMM got SIGKILL */
+};
+
 /* One row of 'vms'. Strings are owned; NULL means unset. */
 struct vm_record {
 	char id[VM_ID_LEN + 1]; /* 8 hex chars; stable for the VM's life */
@@ -80,6 +88,13 @@ struct vm_record {
 	 * step and the resync's re-check; the VM runs either way.
 	 */
 	char *net_error;
+	/*
+	 * A stop in progress (the stop-vmm step of stop, restart, delete): how
+	 * far it has escalated and until when that stage waits (epoch ms). The
+	 * pass that finds the VMM gone, or the deadline passed, moves it on.
+	 */
+	enum vm_stop_stage stop_stage;
+	int64_t stop_deadline;
 };
 
 /* Free what a record owns and zero it. */

@@ -935,6 +935,25 @@ static int fc_probe(const struct vmm_config *cfg, const struct vmm_process *proc
 	return 0;
 }
 
+static int fc_shutdown(const struct vmm_config *cfg, const struct vmm_process *proc,
+		       struct bg_err *err)
+{
+	_cleanup_(cJSON_Deletep) cJSON *body = NULL;
+	struct fc_api api;
+	int r;
+
+	if (!proc || proc->pid <= 0 || !cfg->ctl_sock)
+		return bg_errorf(err, EINVAL, "firecracker: no process to shut down");
+	/* The guest maps ctrl-alt-del to reboot and reboot=k makes firecracker exit. */
+	r = fc_api_init(&api, cfg->ctl_sock, err);
+	if (r < 0)
+		return r;
+	body = fc_body_action("SendCtrlAltDel");
+	r = fc_api_call(&api, "PUT", "/actions", body, fc_limits.ctrl_alt_del_ms, NULL, err);
+	fc_api_release(&api);
+	return r;
+}
+
 static int fc_stop(const struct vmm_config *cfg, const struct vmm_process *proc, int grace_ms,
 		   struct bg_err *err)
 {
@@ -1064,5 +1083,6 @@ const struct vmm_driver vmm_driver_firecracker = {
 	.available = fc_available,
 	.start = fc_start,
 	.probe = fc_probe,
+	.shutdown = fc_shutdown,
 	.stop = fc_stop,
 };

@@ -1096,6 +1096,21 @@ static void reap_if_ours(pid_t pid, uint64_t start_time)
 		(void)waitpid(pid, NULL, WNOHANG);
 }
 
+/* Both of stop()'s polite requests at once: whichever the guest heeds first ends it. */
+static int qemu_shutdown(const struct vmm_config *cfg, const struct vmm_process *proc,
+			 struct bg_err *err)
+{
+	int r;
+
+	if (!proc || proc->pid <= 0 || !cfg->ctl_sock)
+		return bg_errorf(err, EINVAL, "qemu: no process to shut down");
+	r = qmp_oneshot(cfg->ctl_sock, "send-key", ctrl_alt_del_keys());
+	if (qmp_oneshot(cfg->ctl_sock, "system_powerdown", NULL) < 0 && r < 0)
+		return bg_errorf(err, -r, "qemu: QMP at '%s' refused send-key and system_powerdown",
+				 cfg->ctl_sock);
+	return 0;
+}
+
 static int qemu_stop(const struct vmm_config *cfg, const struct vmm_process *proc, int grace_ms,
 		     struct bg_err *err)
 {
@@ -1145,5 +1160,6 @@ const struct vmm_driver vmm_driver_qemu = {
 	.available = qemu_available,
 	.start = qemu_start,
 	.probe = qemu_probe,
+	.shutdown = qemu_shutdown,
 	.stop = qemu_stop,
 };

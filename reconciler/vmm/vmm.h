@@ -90,6 +90,16 @@ struct vmm_driver {
 		     enum vmm_guest_state *ret, struct bg_err *err);
 
 	/*
+	 * Ask the guest to shut down (Firecracker: Ctrl-Alt-Del; QEMU: Ctrl-Alt-Del
+	 * and the ACPI power button) and return without waiting for it: the
+	 * daemon's stop is a state machine that escalates at its own deadlines
+	 * (converge.c). One bounded request on the control socket; a refusal is
+	 * an error (the caller goes on to SIGTERM).
+	 */
+	int (*shutdown)(const struct vmm_config *cfg, const struct vmm_process *proc,
+			struct bg_err *err);
+
+	/*
 	 * Stop: ask the guest to shut down and wait up to grace_ms, then SIGTERM,
 	 * then SIGKILL. Signals only go to proc if its start time matches. Reaps
 	 * the process when it is our child. A process already gone is success.

@@ -21,6 +21,7 @@ pid_t fake_last_pid;
 char fake_last_args[4096];
 char fake_last_seed[4096];
 const char *fake_netrules_holder;
+bool fake_vmm_ignores_shutdown;
 
 void fakes_reset(void)
 {
@@ -33,6 +34,7 @@ void fakes_reset(void)
 	fake_last_args[0] = '\0';
 	fake_last_seed[0] = '\0';
 	fake_netrules_holder = NULL;
+	fake_vmm_ignores_shutdown = false;
 }
 
 void fakes_release(void)
@@ -274,6 +276,18 @@ static int v_probe(const struct vmm_config *cfg, const struct vmm_process *p,
 	return 0;
 }
 
+/* The guest shuts down at once, unless told to ignore the request. */
+static int v_shutdown(const struct vmm_config *cfg, const struct vmm_process *p, struct bg_err *err)
+{
+	(void)cfg;
+	(void)call("shutdown", NULL);
+	if (fake_vmm_ignores_shutdown)
+		return 0;
+	if (proc_signal(p->pid, p->start_time, SIGKILL, err) < 0 && err->code != -ESRCH)
+		return err->code;
+	return proc_wait_gone(p->pid, p->start_time, 5000);
+}
+
 static int v_stop(const struct vmm_config *cfg, const struct vmm_process *p, int grace_ms,
 		  struct bg_err *err)
 {
@@ -289,6 +303,7 @@ const struct vmm_driver fake_driver = {
 	.available = v_available,
 	.start = v_start,
 	.probe = v_probe,
+	.shutdown = v_shutdown,
 	.stop = v_stop,
 };
 

@@ -29,6 +29,8 @@ extern const char *fake_fail_op;
 extern enum vmm_guest_state fake_probe_says;
 /* The shell script the fake VMM runs ("exec sleep 600" by default). */
 extern const char *fake_vmm_script;
+/* The fake VMM's shutdown() is recorded ("shutdown") but the process keeps running. */
+extern bool fake_vmm_ignores_shutdown;
 /* The pid of the last fake VMM started. */
 extern pid_t fake_last_pid;
 /* guest_args of the last start. */

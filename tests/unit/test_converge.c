@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,9 +44,11 @@ struct fx {
 	char hash[SPEC_HASH_LEN + 1];
 };
 
+static int64_t clock_ms; /* added to the fixed time: tests move the clock on */
+
 static int64_t fixed_now(void)
 {
-	return 1700000000000LL;
+	return 1700000000000LL + clock_ms;
 }
 
 static int setup(void **state)
@@ -296,7 +299,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+		"shutdown stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.generation, 2);
 	assert_int_equal(rec.observed_generation, 2);
@@ -315,7 +318,7 @@ static void test_reboot_change_restarts(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base "
+		"shutdown stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate bridge netrules-base "
 		"tap antispoof netrules:none rootdisk-remove baseimg rootdisk rootfs-grow workdisk "
 		"launch ");
 }
@@ -449,7 +452,7 @@ static void test_stop_then_start(void **state)
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
+		"shutdown stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.desired_state, VM_DESIRED_STOPPED);
@@ -461,6 +464,77 @@ static void test_stop_then_start(void **state)
 	assert_string_equal(
 		fake_calls.data,
 		"bridge netrules-base tap antispoof netrules:none baseimg rootdisk rootfs-grow workdisk launch ");
+}
+
+/*
+ * A guest that ignores the graceful request: each pass only looks, the
+ * stage and its deadline are in the row, and the escalation happens at the
+ * recorded deadlines (SIGTERM, then SIGKILL), never inside one pass.
+ */
+static void test_stop_escalates_at_recorded_deadlines(void **state)
+{
+	struct fx *f = *state;
+	struct vm_record rec = { 0 };
+	char hash[SPEC_HASH_LEN + 1];
+	pid_t pid;
+	int status;
+
+	fake_vmm_script = "trap '' TERM; exec sleep 600"; /* deaf to the request and to SIGTERM */
+	fake_vmm_ignores_shutdown = true;
+	assert_int_equal(pass(f, f->spec, f->hash), 0);
+	pid = fake_last_pid;
+	f->spec->state = VM_DESIRED_STOPPED;
+	spec_hash(f->spec, hash);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_calls.data, "shutdown ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STOPPING);
+	assert_string_equal(rec.action, "stop");
+	assert_string_equal(rec.step, "stop-vmm");
+	assert_int_equal(rec.stop_stage, VM_STOP_GRACEFUL);
+	assert_int_equal(rec.stop_deadline, fixed_now() + f->env.stop_grace_ms);
+	vm_record_release(&rec);
+
+	/* Before the deadline a pass changes nothing. */
+	buf_reset(&fake_calls);
+	clock_ms += f->env.stop_grace_ms - 1;
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	assert_string_equal(fake_calls.data, "");
+	get_rec(f, &rec);
+	assert_int_equal(rec.stop_stage, VM_STOP_GRACEFUL);
+	vm_record_release(&rec);
+	assert_true(proc_identity_matches(pid, 0));
+
+	/* At the deadline: SIGTERM, which this VMM ignores. */
+	clock_ms += 1;
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(rec.stop_stage, VM_STOP_TERM);
+	assert_int_equal(rec.stop_deadline, fixed_now() + 3000);
+	vm_record_release(&rec);
+	assert_int_equal(waitpid(pid, &status, WNOHANG), 0); /* still there */
+
+	/* Then SIGKILL; the loop reaps it and the next pass finishes the stop. */
+	clock_ms += 3000;
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	get_rec(f, &rec);
+	assert_int_equal(rec.stop_stage, VM_STOP_KILL);
+	vm_record_release(&rec);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	buf_reset(&fake_calls);
+	assert_int_equal(pass(f, f->spec, hash), 0);
+	/* Reaped, the VMM has no pid left to stop(): its sockets go with the next start. */
+	assert_string_equal(fake_calls.data,
+			    "netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
+	get_rec(f, &rec);
+	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
+	assert_int_equal(rec.stop_stage, VM_STOP_NONE);
+	assert_int_equal(rec.stop_deadline, 0);
+	assert_null(rec.step);
+	vm_record_release(&rec);
+	clock_ms = 0;
 }
 
 static void test_delete_leaves_nothing(void **state)
@@ -495,7 +569,7 @@ static void test_delete_leaves_nothing(void **state)
 	assert_int_equal(pass(f, NULL, NULL), 0);
 	assert_string_equal(
 		fake_calls.data,
-		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
+		"shutdown stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate rootdisk-remove workdisk-remove ");
 	assert_int_equal(store_vm_get_by_name(f->store, "web", &rec, NULL), -ENOENT);
 	assert_false(proc_identity_matches(h.pid, h.start_time));
 	assert_false(fs_exists(vm_dir));
@@ -913,7 +987,7 @@ static void test_failpoint_names(void **state)
 		assert_non_null(strchr(*p, '.'));
 		n++;
 	}
-	assert_int_equal(n, 46);
+	assert_int_equal(n, 49);
 }
 
 int main(void)
@@ -931,6 +1005,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dead_vmm_is_demoted_then_restarted, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stop_then_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_escalates_at_recorded_deadlines, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_delete_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_resumes_after_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resumed_stop_with_running_spec_restarts, setup,

@@ -41,6 +41,7 @@ enum r_kind {
 	R_FAILED,
 	R_DELETING,
 	R_STEP,
+	R_STOP_WAIT, /* a stop waiting for its VMM to exit (stop_stage set) */
 	R_KIND_MAX
 };
 enum o_kind {
@@ -97,6 +98,9 @@ static const struct row table[] = {
 	{ D_NONE, R_STEP,     O_ALIVE,  PLAN_DELETE,  "SpecRemoved",        NA },
 	{ D_NONE, R_STEP,     O_DEAD,   PLAN_DELETE,  "SpecRemoved",        NA },
 	{ D_NONE, R_STEP,     O_REUSED, PLAN_DELETE,  "SpecRemoved",        NA },
+	{ D_NONE, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_NONE, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_NONE, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 
 	/* ---- spec running, same as recorded ------------------------------------------------ */
 	{ D_RUNNING, R_NONE,     O_NA,     PLAN_CREATE,  "NewSpec",          NA },
@@ -127,6 +131,9 @@ static const struct row table[] = {
 	{ D_RUNNING, R_STEP,     O_ALIVE,  PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_RUNNING, R_STEP,     O_DEAD,   PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_RUNNING, R_STEP,     O_REUSED, PLAN_RESUME,  "ResumeAfterCrash", NA },
+	{ D_RUNNING, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_RUNNING, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_RUNNING, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 
 	/* ---- spec says stopped --------------------------------------------------------------- */
 	{ D_STOPPED, R_NONE,     O_NA,     PLAN_CREATE,  "NewSpec",          NA },
@@ -157,6 +164,9 @@ static const struct row table[] = {
 	{ D_STOPPED, R_STEP,     O_ALIVE,  PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_STOPPED, R_STEP,     O_DEAD,   PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_STOPPED, R_STEP,     O_REUSED, PLAN_RESUME,  "ResumeAfterCrash", NA },
+	{ D_STOPPED, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_STOPPED, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_STOPPED, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 
 	/* ---- spec changed in a field that needs a reboot (memory) ------------------------- */
 	{ D_REBOOT, R_NONE,     O_NA,     PLAN_CREATE,  "NewSpec",          NA },
@@ -187,6 +197,9 @@ static const struct row table[] = {
 	{ D_REBOOT, R_STEP,     O_ALIVE,  PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_REBOOT, R_STEP,     O_DEAD,   PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_REBOOT, R_STEP,     O_REUSED, PLAN_RESUME,  "ResumeAfterCrash", NA },
+	{ D_REBOOT, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_REBOOT, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_REBOOT, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 
 	/* ---- spec changed in metadata only (labels) --------------------------------------- */
 	{ D_META, R_NONE,     O_NA,     PLAN_CREATE,  "NewSpec",          NA },
@@ -217,6 +230,9 @@ static const struct row table[] = {
 	{ D_META, R_STEP,     O_ALIVE,  PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_META, R_STEP,     O_DEAD,   PLAN_RESUME,  "ResumeAfterCrash", NA },
 	{ D_META, R_STEP,     O_REUSED, PLAN_RESUME,  "ResumeAfterCrash", NA },
+	{ D_META, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_META, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_META, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 
 	/* ---- spec file broken: keep the last good spec, touch nothing ---------------------- */
 	{ D_BROKEN, R_NONE,     O_NA,     PLAN_NONE,    "SpecError",            NA },
@@ -247,6 +263,9 @@ static const struct row table[] = {
 	{ D_BROKEN, R_STEP,     O_ALIVE,  PLAN_NONE,    "SpecError",            NA },
 	{ D_BROKEN, R_STEP,     O_DEAD,   PLAN_NONE,    "SpecError",            NA },
 	{ D_BROKEN, R_STEP,     O_REUSED, PLAN_NONE,    "SpecError",            NA },
+	{ D_BROKEN, R_STOP_WAIT, O_ALIVE,  PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_BROKEN, R_STOP_WAIT, O_DEAD,   PLAN_RESUME,  "StopInProgress",   NA },
+	{ D_BROKEN, R_STOP_WAIT, O_REUSED, PLAN_RESUME,  "StopInProgress",   NA },
 };
 /* clang-format on */
 
@@ -290,7 +309,7 @@ static const enum vm_phase phase_of[R_KIND_MAX] = {
 	[R_STARTING] = VM_PHASE_STARTING, [R_RUNNING] = VM_PHASE_RUNNING,
 	[R_STOPPING] = VM_PHASE_STOPPING, [R_STOPPED] = VM_PHASE_STOPPED,
 	[R_FAILED] = VM_PHASE_FAILED,	  [R_DELETING] = VM_PHASE_DELETING,
-	[R_STEP] = VM_PHASE_CREATING,
+	[R_STEP] = VM_PHASE_CREATING,	  [R_STOP_WAIT] = VM_PHASE_STOPPING,
 };
 
 static const enum vm_liveness live_of[O_KIND_MAX] = {
@@ -343,6 +362,12 @@ static void fixture_build(struct fixture *f, enum d_kind d, enum r_kind r, enum 
 			f->rec.action = xstrdup("create");
 			f->rec.step = xstrdup("ensure-tap");
 		}
+		if (r == R_STOP_WAIT) {
+			f->rec.action = xstrdup("stop");
+			f->rec.step = xstrdup("stop-vmm");
+			f->rec.stop_stage = VM_STOP_GRACEFUL;
+			f->rec.stop_deadline = 1;
+		}
 		f->pr.rec = &f->rec;
 		f->pr.spec = f->rec_spec;
 		f->pr.liveness = live_of[o];
@@ -359,8 +384,9 @@ static void fixture_release(struct fixture *f)
 }
 
 static const char *const d_names[] = { "none", "running", "stopped", "reboot", "meta", "broken" };
-static const char *const r_names[] = { "none",	   "Pending", "Creating", "Starting", "Running",
-				       "Stopping", "Stopped", "Failed",	  "Deleting", "step" };
+static const char *const r_names[] = { "none",	   "Pending",  "Creating", "Starting",
+				       "Running",  "Stopping", "Stopped",  "Failed",
+				       "Deleting", "step",     "stop-wait" };
 static const char *const o_names[] = { "n/a", "alive", "dead", "reused" };
 
 /* ---- the table ---------------------------------------------------------------------- */
@@ -414,19 +440,20 @@ static void test_table(void **state)
 				failures++;
 			}
 		} else if (n != 1 || acts[0].type != row->want ||
-			   strcmp(acts[0].reason, row->reason) != 0 ||
+			   strcmp(plan_reason_to_string(acts[0].reason), row->reason) != 0 ||
 			   (row->want == PLAN_DEMOTE && acts[0].demote_to != row->demote_to)) {
 			printf("row %zu (%s/%s/%s): want %s/%s, got %s/%s\n", i, d_names[row->d],
 			       r_names[row->r], o_names[row->o], plan_action_to_string(row->want),
 			       row->reason, n ? plan_action_to_string(acts[0].type) : "-",
-			       n ? acts[0].reason : "-");
+			       n ? plan_reason_to_string(acts[0].reason) : "-");
 			failures++;
 		} else {
 			/* The action names the VM and points at its record when there is one. */
 			assert_string_equal(acts[0].name, "vm");
 			assert_true((acts[0].record != NULL) == (row->r != R_NONE));
 			if (row->want == PLAN_RESUME)
-				assert_int_equal(acts[0].resume, PLAN_CREATE);
+				assert_int_equal(acts[0].resume,
+						 row->r == R_STOP_WAIT ? PLAN_STOP : PLAN_CREATE);
 			/* Actions that converge toward a spec carry one. */
 			if (row->want != PLAN_NONE)
 				assert_non_null(acts[0].spec);
@@ -469,18 +496,18 @@ static void test_backoff(void **state)
 	f.rec.failures = 3;
 	f.rec.backoff_until = NOW + 4000;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "BackOff");
+	assert_string_equal(plan_reason_to_string(a.reason), "BackOff");
 	assert_int_equal(a.retry_at, NOW + 4000);
 	f.in.now = NOW + 4000;
 	assert_int_equal(plan_single(&f, &a), PLAN_START);
-	assert_string_equal(a.reason, "Retry");
+	assert_string_equal(plan_reason_to_string(a.reason), "Retry");
 	fixture_release(&f);
 
 	/* A changed spec does not wait for the backoff. */
 	fixture_build(&f, D_REBOOT, R_FAILED, O_DEAD);
 	f.rec.backoff_until = NOW + 60000;
 	assert_int_equal(plan_single(&f, &a), PLAN_START);
-	assert_string_equal(a.reason, "SpecChanged");
+	assert_string_equal(plan_reason_to_string(a.reason), "SpecChanged");
 	fixture_release(&f);
 }
 
@@ -528,14 +555,14 @@ static void test_stopped_by_policy_stays_stopped(void **state)
 	fixture_build(&f, D_RUNNING, R_RUNNING, O_DEAD);
 	f.rec.phase = VM_PHASE_STOPPED;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "Exited");
+	assert_string_equal(plan_reason_to_string(a.reason), "Exited");
 	fixture_release(&f);
 
 	/* ... until its spec changes. */
 	fixture_build(&f, D_REBOOT, R_RUNNING, O_DEAD);
 	f.rec.phase = VM_PHASE_STOPPED;
 	assert_int_equal(plan_single(&f, &a), PLAN_START);
-	assert_string_equal(a.reason, "SpecChanged");
+	assert_string_equal(plan_reason_to_string(a.reason), "SpecChanged");
 	fixture_release(&f);
 }
 
@@ -550,7 +577,7 @@ static void test_unapplied_generation_restarts(void **state)
 	f.rec.generation = 3;
 	f.rec.observed_generation = 2;
 	assert_int_equal(plan_single(&f, &a), PLAN_RESTART);
-	assert_string_equal(a.reason, "GenerationNotApplied");
+	assert_string_equal(plan_reason_to_string(a.reason), "GenerationNotApplied");
 	fixture_release(&f);
 }
 
@@ -579,7 +606,7 @@ static void test_broken_source_file_keeps_vm(void **state)
 	f.in.broken_files = files;
 	f.in.n_broken_files = 1;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "SpecError");
+	assert_string_equal(plan_reason_to_string(a.reason), "SpecError");
 	assert_non_null(a.spec); /* the last good spec */
 	fixture_release(&f);
 
@@ -604,7 +631,7 @@ static void test_broken_directory_keeps_vms(void **state)
 	f.in.broken_files = dirs;
 	f.in.n_broken_files = 1;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "SpecError");
+	assert_string_equal(plan_reason_to_string(a.reason), "SpecError");
 	/* A failed path that only shares a prefix ("/spec" vs "/specs/...") is not a parent. */
 	f.in.broken_files = other;
 	assert_int_equal(plan_single(&f, &a), PLAN_DELETE);
@@ -622,7 +649,7 @@ static void test_unreadable_stored_spec_same_hash(void **state)
 	fixture_build(&f, D_RUNNING, R_RUNNING, O_ALIVE);
 	f.pr.spec = NULL;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "UpToDate");
+	assert_string_equal(plan_reason_to_string(a.reason), "UpToDate");
 	fixture_release(&f);
 }
 
@@ -652,7 +679,7 @@ static void test_failed_delete_backs_off(void **state)
 	fixture_build(&f, D_NONE, R_DELETING, O_DEAD);
 	f.rec.backoff_until = NOW + 8000;
 	assert_int_equal(plan_single(&f, &a), PLAN_NONE);
-	assert_string_equal(a.reason, "BackOff");
+	assert_string_equal(plan_reason_to_string(a.reason), "BackOff");
 	assert_int_equal(a.retry_at, NOW + 8000);
 	f.in.now = NOW + 8000;
 	assert_int_equal(plan_single(&f, &a), PLAN_DELETE);
@@ -749,7 +776,7 @@ static void test_ordering_and_determinism(void **state)
 			for (size_t i = 0; i < n_first; i++) {
 				assert_string_equal(first[i].name, second[i].name);
 				assert_int_equal(first[i].type, second[i].type);
-				assert_string_equal(first[i].reason, second[i].reason);
+				assert_int_equal(first[i].reason, second[i].reason);
 			}
 			free(second);
 		}

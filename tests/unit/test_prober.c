@@ -43,7 +43,8 @@ struct fx {
 
 static int listen_any(int *ret_port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -253,8 +254,7 @@ static void test_sweep_cancels_and_kills_worker(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_silent_guests_probed_at_once, setup,
-						teardown),
+		cmocka_unit_test_setup_teardown(test_silent_guests_probed_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_closed_port_not_ready_at_once, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sweep_cancels_and_kills_worker, setup,
