@@ -127,8 +127,8 @@ static const char *const DIRS[] = { "s1", "s2", "s1/t", "s2/u" };
 static const char *const NAMES[] = { "a.yaml", "b.yml", "c.yaml", "d.yaml", "e.yaml", "f.txt" };
 
 struct tree {
-	char *dir;     /* the spec directory */
-	char *outside; /* where files moved out wait to come back */
+	char *dir;	/* the spec directory */
+	char *outside;	/* where files moved out wait to come back */
 	char **changed; /* the paths this op changed (as inotify would name them) */
 	size_t n_changed;
 	char **files; /* what nftw found: rel paths of files and symlinks */
@@ -396,10 +396,10 @@ static void op_userdata(struct tree *t)
 }
 
 static void (*const OPS_TABLE[])(struct tree *) = {
-	op_write_valid, op_write_valid, op_write_invalid, op_write_multi, op_same_size,
-	op_same_size,	op_rename_within, op_rename_out, op_rename_in, op_delete,
-	op_mkdir,	op_mkdir,	  op_rmdir,	 op_rename_dir, op_link,
-	op_userdata,
+	op_write_valid, op_write_valid, op_write_invalid, op_write_multi,
+	op_same_size,	op_same_size,	op_rename_within, op_rename_out,
+	op_rename_in,	op_delete,	op_mkdir,	  op_mkdir,
+	op_rmdir,	op_rename_dir,	op_link,	  op_userdata,
 };
 
 static unsigned test_seed(void)
