@@ -9,7 +9,9 @@
  * on odd ones; each variant is timed in wall and CPU time. Files are in a temp
  * dir (page cache hot for every variant).
  *
- *   bench_speccache [-n FILES] [-r ROUNDS]
+ *   bench_speccache [-n FILES] [-r ROUNDS] [-o cold|full|hinted]
+ *
+ * -o runs that variant alone (to profile it: perf record -g bench_speccache -o full).
  *
  * Exit status: 0, 1 a failure, 2 usage. Needs no root.
  */
@@ -69,7 +71,8 @@ static int run(enum variant v, const char *dir, struct spec_cache *c, const char
 	if (v == V_COLD)
 		(void)spec_load_path(&set, dir);
 	else
-		(void)spec_cache_load(c, &changed, v == V_HINTED && changed ? 1 : 0, v == V_FULL, &set);
+		(void)spec_cache_load(c, &changed, v == V_HINTED && changed ? 1 : 0, v == V_FULL,
+				      &set);
 	(void)spec_set_finish(&set);
 	for (size_t i = 0; i < set.n_specs; i++)
 		if (!set.specs[i]->hash[0])
@@ -96,17 +99,29 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = { { "files", required_argument, NULL, 'n' },
 					      { "rounds", required_argument, NULL, 'r' },
+					      { "only", required_argument, NULL, 'o' },
 					      { "help", no_argument, NULL, 'h' },
 					      { 0 } };
 	unsigned n_files = 1000, rounds = 21;
+	int only = -1;
 	_cleanup_free_ char *dir = NULL;
 	struct spec_cache *full, *hinted;
 	double *wall[V_MAX], *cpu[V_MAX];
 	struct utsname un;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "n:r:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "n:r:o:h", opts, NULL)) != -1) {
 		switch (opt) {
+		case 'o':
+			only = strcmp(optarg, "cold") == 0     ? V_COLD
+			       : strcmp(optarg, "full") == 0   ? V_FULL
+			       : strcmp(optarg, "hinted") == 0 ? V_HINTED
+							       : -2;
+			if (only == -2) {
+				fprintf(stderr, "bench_speccache: -o cold|full|hinted\n");
+				return 2;
+			}
+			break;
 		case 'n':
 			n_files = (unsigned)strtoul(optarg, NULL, 10);
 			break;
@@ -114,7 +129,8 @@ int main(int argc, char **argv)
 			rounds = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		default:
-			fprintf(stderr, "usage: bench_speccache [-n FILES] [-r ROUNDS]\n");
+			fprintf(stderr,
+				"usage: bench_speccache [-n FILES] [-r ROUNDS] [-o cold|full|hinted]\n");
 			return opt == 'h' ? 0 : 2;
 		}
 	}
@@ -161,6 +177,8 @@ int main(int argc, char **argv)
 			double w0 = now_ms(CLOCK_MONOTONIC), c0 = now_ms(CLOCK_PROCESS_CPUTIME_ID);
 			size_t n;
 
+			if (only >= 0 && (int)v != only)
+				continue;
 			run(v, dir, v == V_FULL ? full : hinted, p, &n);
 			wall[v][r] = now_ms(CLOCK_MONOTONIC) - w0;
 			cpu[v][r] = now_ms(CLOCK_PROCESS_CPUTIME_ID) - c0;
@@ -179,6 +197,8 @@ int main(int argc, char **argv)
 		double cold = median(wall[V_COLD], rounds);
 
 		for (int v = 0; v < V_MAX; v++) {
+			if (only >= 0 && v != only)
+				continue;
 			double w = median(wall[v], rounds), cp = median(cpu[v], rounds);
 
 			printf("%-15s %12.3f %12.3f %9.3fx\n", VARIANT_NAMES[v], w, cp, w / cold);
