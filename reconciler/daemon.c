@@ -249,6 +249,7 @@ int daemon_init(struct daemon *d, const struct daemon_config *cfg, struct bg_err
 	if (r < 0)
 		return r;
 	d->handles = handles_cache_new();
+	d->specs = spec_cache_new(cfg->spec_dir);
 	{
 		uid_t first, count;
 
@@ -327,6 +328,7 @@ void daemon_fini(struct daemon *d)
 {
 	prober_free(d->prober);
 	handles_cache_free(d->handles);
+	spec_cache_free(d->specs);
 	if (d->store)
 		store_free(d->store);
 	free(d->known_hosts);
@@ -339,6 +341,11 @@ void daemon_fini(struct daemon *d)
 		free(d->absent[i].name);
 	free(d->absent);
 	memset(d, 0, sizeof(*d));
+}
+
+void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, bool all)
+{
+	spec_cache_hint(d->specs, paths, n, all);
 }
 
 void daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
@@ -724,7 +731,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 		r = 0;
 		goto out;
 	}
-	(void)spec_load_path(&set, d->cfg.spec_dir);
+	(void)spec_cache_load(d->specs, NULL, 0, full, &set);
 	(void)spec_set_finish(&set);
 	report_spec_errors(d, &set);
 
@@ -736,7 +743,10 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	desired = xcalloc(set.n_specs + 1, sizeof(*desired));
 	hashes = xcalloc(set.n_specs + 1, sizeof(*hashes));
 	for (size_t i = 0; i < set.n_specs; i++) {
-		spec_hash(set.specs[i], hashes[i]);
+		if (set.specs[i]->hash[0]) /* the spec cache hashed it when it parsed it */
+			memcpy(hashes[i], set.specs[i]->hash, sizeof(hashes[i]));
+		else
+			spec_hash(set.specs[i], hashes[i]);
 		desired[i].spec = set.specs[i];
 		desired[i].hash = hashes[i];
 	}

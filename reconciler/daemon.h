@@ -24,6 +24,7 @@
 #include "reconciler/prober.h"
 #include "reconciler/store.h"
 #include "reconciler/vmm/vmm_sandbox.h"
+#include "spec/cache.h"
 #include "spec/spec.h"
 
 #define DAEMON_DEFAULT_BRIDGE "banger0"
@@ -72,7 +73,8 @@ struct daemon {
 	struct daemon_config cfg;
 	struct store *store;
 	struct handles_cache *handles;
-	struct prober *prober; /* readiness probes beside the loop */
+	struct prober *prober;	  /* readiness probes beside the loop */
+	struct spec_cache *specs; /* the spec dir's files, parsed once while unchanged */
 	struct converge_env env;
 	struct vmm_sandbox sandbox; /* VMM uids and confinement (env.sandbox) */
 	struct imgpath_conf images; /* from cfg.image_dirs and state_dir */
@@ -112,6 +114,13 @@ void daemon_fini(struct daemon *d);
  * the return value reports only failures of the pass itself (store errors).
  */
 int daemon_pass(struct daemon *d, bool full, struct bg_err *err);
+
+/*
+ * Paths in the spec dir that inotify named since the last pass (borrowed;
+ * 'all': anything may have changed): the next pass reads only those files
+ * again (and any whose inode, size or mtime changed); a full pass reads all.
+ */
+void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, bool all);
 
 /* Remember the wait status of a VMM child the event loop reaped. */
 void daemon_reaped(struct daemon *d, pid_t pid, int wait_status);

@@ -350,9 +350,19 @@ static int run_loop(struct daemon *d, struct loop *l)
 
 			if (tag == TAG_INOTIFY) {
 				/* The first change after a quiet spell is a pass at once; what
-				 * arrives during a pass waits in the queue and is one pass. */
-				if (spec_watch_drain(l->watch))
+				 * arrives during a pass waits in the queue and is one pass. The
+				 * paths the events named tell the pass which files to read. */
+				if (spec_watch_drain(l->watch)) {
+					size_t n_paths;
+					bool all;
+					char **paths =
+						spec_watch_take_paths(l->watch, &n_paths, &all);
+
+					daemon_hint_paths(d, (const char *const *)paths, n_paths,
+							  all);
+					spec_watch_paths_free(paths, n_paths);
 					pass = true;
+				}
 			} else if (tag == TAG_RESYNC) {
 				drain_fd(l->resync_fd);
 				/* Also catch a spec dir that was removed and made again. */

@@ -34,7 +34,10 @@ struct spec_watch {
 	char *root;
 	struct watched *dirs;
 	size_t n, cap;
-	bool over; /* the last resync hit SPEC_WATCH_MAX (logged once until it no longer does) */
+	bool over;    /* the last resync hit SPEC_WATCH_MAX (logged once until it no longer does) */
+	char **paths; /* what the events drained since the last take named */
+	size_t n_paths;
+	bool all; /* an event named nothing that can be narrowed down: everything changed */
 };
 
 /* One resync's walk: the tree beneath root_fd, each directory watched once. */
@@ -197,10 +200,72 @@ int spec_watch_new(const char *dir, struct spec_watch **ret, struct bg_err *err)
 	return 0;
 }
 
+static void paths_clear(struct spec_watch *w)
+{
+	for (size_t i = 0; i < w->n_paths; i++)
+		free(w->paths[i]);
+	free(w->paths);
+	w->paths = NULL;
+	w->n_paths = 0;
+}
+
+/* Note a changed path (owned); past SPEC_WATCH_PATHS_MAX, everything changed. */
+static void note_path(struct spec_watch *w, char *path)
+{
+	/* An editor's save names one file several times in a row (create, modify, close). */
+	if (w->all || (w->n_paths && strcmp(w->paths[w->n_paths - 1], path) == 0)) {
+		free(path);
+		return;
+	}
+	if (w->n_paths >= SPEC_WATCH_PATHS_MAX) {
+		free(path);
+		paths_clear(w);
+		w->all = true;
+		return;
+	}
+	w->paths = xreallocarray(w->paths, w->n_paths + 1, sizeof(*w->paths));
+	w->paths[w->n_paths++] = path;
+}
+
+/* What one event names: its entry in a watched directory, the directory, or everything. */
+static void note_event(struct spec_watch *w, const struct inotify_event *ev)
+{
+	ssize_t i = ev->wd >= 0 ? find_wd(w->dirs, w->n, ev->wd) : -1;
+
+	if ((ev->mask & IN_Q_OVERFLOW) || i < 0) {
+		paths_clear(w);
+		w->all = true;
+		return;
+	}
+	if (ev->len && ev->name[0])
+		note_path(w, fs_path_join(w->dirs[i].path, ev->name));
+	else /* the directory itself (moved, deleted, its mode changed): its whole subtree */
+		note_path(w, xstrdup(w->dirs[i].path));
+}
+
+char **spec_watch_take_paths(struct spec_watch *w, size_t *ret_n, bool *ret_all)
+{
+	char **paths = TAKE_PTR(w->paths);
+
+	*ret_n = w->n_paths;
+	*ret_all = w->all;
+	w->n_paths = 0;
+	w->all = false;
+	return paths;
+}
+
+void spec_watch_paths_free(char **paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+}
+
 void spec_watch_free(struct spec_watch *w)
 {
 	if (!w)
 		return;
+	paths_clear(w);
 	forget_all(w);
 	free(w->dirs);
 	close(w->fd);
@@ -244,6 +309,8 @@ bool spec_watch_drain(struct spec_watch *w)
 				 * its parent, which asks for a rescan. */
 				i = find_wd(w->dirs, w->n, ev->wd);
 				if (i >= 0) {
+					/* Its parent's event named it too, unless it was the top. */
+					note_path(w, xstrdup(w->dirs[i].path));
 					free(w->dirs[i].path);
 					w->dirs[i] = w->dirs[--w->n];
 					rescan = changed = true;
@@ -257,6 +324,7 @@ bool spec_watch_drain(struct spec_watch *w)
 			    !(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)))
 				continue;
 			changed = true;
+			note_event(w, ev);
 			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_CREATE |
 					IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE))
 				rescan =

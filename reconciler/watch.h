@@ -3,8 +3,10 @@
  *
  * One watch per directory (the spec dir and its non-hidden subdirectories,
  * added and removed as folders come and go). Events are only hints: any of
- * them marks the tree dirty and the daemon reloads everything (level
- * triggered). IN_Q_OVERFLOW and any doubt mean a full rescan of the watches.
+ * them marks the tree dirty, and the paths they name tell the daemon's spec
+ * cache which files to read again (level triggered: a named directory stands
+ * for its whole subtree). IN_Q_OVERFLOW and any doubt mean a full rescan of
+ * the watches and "everything changed".
  *
  * Confined like the loader (spec/spec.h): the tree is walked beneath the spec
  * dir's fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so a symlink
@@ -18,11 +20,14 @@
 #define BANGER_RECONCILER_WATCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/err.h"
 
 /* At most this many directories watched (inotify watches held) per spec dir. */
 #define SPEC_WATCH_MAX 1024
+/* At most this many changed paths kept between takes; past it, everything changed. */
+#define SPEC_WATCH_PATHS_MAX 4096
 
 struct spec_watch;
 
@@ -46,6 +51,19 @@ bool spec_watch_drain(struct spec_watch *w);
  * events when nothing changed.
  */
 void spec_watch_resync(struct spec_watch *w);
+
+/*
+ * Take the paths that the events drained since the last take named (owned:
+ * free with spec_watch_paths_free()), *ret_n of them, each the spec dir as
+ * given joined with the entry's path: files created, written, moved in or out,
+ * deleted, and directories created, moved or removed (a directory stands for
+ * its whole subtree; a watched directory's own events name it). *ret_all is
+ * true when an event could not be narrowed down (IN_Q_OVERFLOW, an unknown
+ * watch, more than SPEC_WATCH_PATHS_MAX paths): then everything may have
+ * changed. Writes to hidden files are not named (they change no spec).
+ */
+char **spec_watch_take_paths(struct spec_watch *w, size_t *ret_n, bool *ret_all);
+void spec_watch_paths_free(char **paths, size_t n);
 
 /* Number of directories watched (for tests and debug logs). */
 int spec_watch_count(const struct spec_watch *w);

@@ -232,4 +232,47 @@ struct vm_spec *spec_builder_finish(struct spec_builder *b);
 /* The document's metadata.name when it was read and is valid, else NULL. Borrowed. */
 const char *spec_builder_name(const struct spec_builder *b);
 
+/* ---- the directory walk's hook (spec/cache.c) -------------------------------------------- */
+
+struct stat;
+
+/*
+ * Lets a cache stand in for reading and parsing the spec files of a directory
+ * walk, while the walk itself (order, bounds, symlinks, each inode once,
+ * every diagnostic of its own) stays exactly spec_load_path()'s.
+ */
+struct spec_walk_hook {
+	void *ctx;
+	/* The walk starts: 'root_fd' is the spec directory, opened (borrowed). */
+	void (*begin)(void *ctx, int root_fd);
+	/*
+	 * A spec file at 'rel' (relative to the top) that the walk would read,
+	 * as stat'ed by the walk. Returns a cached result that still stands
+	 * (then *ret_len is the bytes it had), or NULL to read the file.
+	 */
+	const void *(*lookup)(void *ctx, const char *rel, const struct stat *st, size_t *ret_len);
+	/* Add a result lookup() returned to set. Returns its number of errors. */
+	int (*use)(void *ctx, const void *entry, struct spec_set *set);
+	/*
+	 * The file was read ('data', 'len'; 'st' from its fd): add what it holds to
+	 * set as spec_parse_buffer_at(set, path, data, len, top, root_fd, rel_dir)
+	 * would, except that a cloud-config (spec_userdata_kind) adds nothing.
+	 * Returns the number of errors added.
+	 */
+	int (*parse)(void *ctx, const char *rel, const char *path, const char *rel_dir,
+		     const struct stat *st, const char *data, size_t len, const char *top,
+		     int root_fd, struct spec_set *set);
+};
+
+/* spec_load_path() with a hook for the spec files a directory walk finds. */
+int spec_load_path_hooked(struct spec_set *set, const char *path,
+			  const struct spec_walk_hook *hook);
+
+/*
+ * Append everything in src (an unfinished set: what parsing one file added) to
+ * dst as if it had been parsed into dst: specs (deep copies), diagnostics,
+ * failed names and their definitions, failed files (each once).
+ */
+void spec_set_merge(struct spec_set *dst, const struct spec_set *src);
+
 #endif

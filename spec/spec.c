@@ -137,6 +137,37 @@ bool spec_set_file_failed(const struct spec_set *set, const char *file)
 	return false;
 }
 
+void spec_set_merge(struct spec_set *dst, const struct spec_set *src)
+{
+	if (src->n_specs) {
+		dst->specs =
+			xreallocarray(dst->specs, dst->n_specs + src->n_specs, sizeof(*dst->specs));
+		for (size_t i = 0; i < src->n_specs; i++)
+			dst->specs[dst->n_specs++] = vm_spec_dup(src->specs[i]);
+	}
+	for (size_t i = 0; i < src->n_diags; i++) {
+		const struct spec_diag *d = &src->diags[i];
+
+		set_add_diag(dst, d->file, (struct spec_loc){ d->line, d->col }, d->msg);
+	}
+	for (size_t i = 0; i < src->n_failed_names; i++)
+		strv_push(&dst->failed_names, &dst->n_failed_names, src->failed_names[i]);
+	for (size_t i = 0; i < src->n_failed_defs; i++) {
+		const struct spec_def *d = &src->failed_defs[i];
+		struct spec_def *n;
+
+		dst->failed_defs = xreallocarray(dst->failed_defs, dst->n_failed_defs + 1,
+						 sizeof(*dst->failed_defs));
+		n = &dst->failed_defs[dst->n_failed_defs++];
+		n->name = xstrdup(d->name);
+		n->file = xstrdup(d->file);
+		n->line = d->line;
+		n->col = d->col;
+	}
+	for (size_t i = 0; i < src->n_failed_files; i++)
+		set_fail_file(dst, src->failed_files[i]);
+}
+
 const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name)
 {
 	for (size_t i = 0; i < set->n_specs; i++)
@@ -1018,6 +1049,7 @@ struct loader {
 	uint64_t bytes;
 	bool stopped; /* a tree-wide bound was hit: the walk is over */
 	int errors;
+	const struct spec_walk_hook *hook; /* a cache reads and parses the files, or NULL */
 };
 
 static void load_error(struct loader *l, const char *path, int errnum, const char *what)
@@ -1152,6 +1184,21 @@ static void load_walked(struct loader *l, const char *rel, const char *path, con
 		load_stop(l, "spec files", SPEC_DIR_FILES_MAX);
 		return;
 	}
+	if (l->hook) {
+		const void *hit = l->hook->lookup(l->hook->ctx, rel, pst, &len);
+
+		if (hit) {
+			l->seen = xreallocarray(l->seen, l->n_seen + 1, sizeof(*l->seen));
+			l->seen[l->n_seen++] = (struct file_id){ pst->st_dev, pst->st_ino };
+			l->bytes += len;
+			if (l->bytes > SPEC_DIR_BYTES_MAX) {
+				load_stop(l, "bytes of spec files", SPEC_DIR_BYTES_MAX);
+				return;
+			}
+			l->errors += l->hook->use(l->hook->ctx, hit, l->set);
+			return;
+		}
+	}
 	/* Opened again to read it (O_NONBLOCK: never wait on a FIFO swapped in meanwhile). */
 	fd = open_beneath(l, rel, O_RDONLY | O_NONBLOCK);
 	if (fd < 0) {
@@ -1178,6 +1225,11 @@ static void load_walked(struct loader *l, const char *rel, const char *path, con
 		load_stop(l, "bytes of spec files", SPEC_DIR_BYTES_MAX);
 		return;
 	}
+	if (l->hook) {
+		l->errors += l->hook->parse(l->hook->ctx, rel, path, rel_dir, &st, data, len,
+					    l->top, l->root_fd, l->set);
+		return;
+	}
 	/*
 	 * A cloud-config kept next to the specs (named by a userDataFile) is
 	 * YAML too, but no spec: its first line says so.
@@ -1189,13 +1241,25 @@ static void load_walked(struct loader *l, const char *rel, const char *path, con
 
 static void load_dir(struct loader *l, const char *rel, const char *path, unsigned depth);
 
-static void load_entry(struct loader *l, const char *rel_dir, const char *dir, const char *name,
-		       unsigned depth)
+/* An entry of the directory dir_fd (borrowed), named 'name' in it. */
+static void load_entry(struct loader *l, int dir_fd, const char *rel_dir, const char *dir,
+		       const char *name, unsigned depth)
 {
 	_cleanup_free_ char *rel = *rel_dir ? fs_path_join(rel_dir, name) : xstrdup(name);
 	_cleanup_free_ char *path = fs_path_join(dir, name);
 	_cleanup_close_ int fd = -1;
 	struct stat st;
+
+	/*
+	 * A regular file that is no symlink is what it is, right here: one
+	 * fstatat instead of opening it to look (most entries; a cached load
+	 * does little else per file). Anything else goes the long way.
+	 */
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+		if (spec_is_spec_filename(name))
+			load_walked(l, rel, path, rel_dir, &st);
+		return;
+	}
 
 	/* O_PATH: look at what the entry is without opening it (no FIFO, no device). */
 	fd = open_beneath(l, rel, O_PATH);
@@ -1288,21 +1352,21 @@ static void load_dir(struct loader *l, const char *rel, const char *path, unsign
 	}
 	if (errno && !l->stopped)
 		load_error(l, path, errno, "cannot read directory");
-	closedir(d);
 	/* Sorted, so diagnostics and duplicate reports come in a stable order. */
 	if (n > 1)
 		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n; i++) {
 		if (!l->stopped)
-			load_entry(l, rel, path, names[i], depth);
+			load_entry(l, dirfd(d), rel, path, names[i], depth);
 		free(names[i]);
 	}
 	free(names);
+	closedir(d); /* kept open for the entries: at most SPEC_DIR_DEPTH_MAX + 1 at a time */
 }
 
-int spec_load_path(struct spec_set *set, const char *path)
+int spec_load_path_hooked(struct spec_set *set, const char *path, const struct spec_walk_hook *hook)
 {
-	struct loader l = { .set = set, .root_fd = -1 };
+	struct loader l = { .set = set, .root_fd = -1, .hook = hook };
 	struct stat st;
 
 	if (strcmp(path, "-") == 0) {
@@ -1325,6 +1389,8 @@ int spec_load_path(struct spec_set *set, const char *path)
 			load_error(&l, path, errno, "cannot open directory");
 		} else {
 			l.top = path;
+			if (hook)
+				hook->begin(hook->ctx, l.root_fd);
 			load_dir(&l, "", path, 0);
 			(void)close(l.root_fd);
 		}
@@ -1333,6 +1399,11 @@ int spec_load_path(struct spec_set *set, const char *path)
 	free(l.seen);
 	free(l.dirs);
 	return l.errors;
+}
+
+int spec_load_path(struct spec_set *set, const char *path)
+{
+	return spec_load_path_hooked(set, path, NULL);
 }
 
 /* ---- user-data ------------------------------------------------------------------ */

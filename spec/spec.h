@@ -194,6 +194,8 @@ struct vm_spec {
 	unsigned kernel_path_line, kernel_path_col;
 	unsigned kernel_initrd_line, kernel_initrd_col;
 	unsigned rootfs_image_line, rootfs_image_col;
+	/* spec_hash() of this spec when a spec_cache (spec/cache.h) filled it in, else "". */
+	char hash[SPEC_HASH_LEN + 1];
 };
 
 struct imgpath_conf;

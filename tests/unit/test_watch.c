@@ -3,7 +3,9 @@
  * symlink swaps), a rescan causes no events of its own (no spin), and a spec
  * dir that was removed and made again is watched again after a resync; the
  * watcher never leaves the tree ('x -> /', a link out, an absolute link) and
- * holds at most SPEC_WATCH_MAX watches.
+ * holds at most SPEC_WATCH_MAX watches. The paths events name are collected
+ * for the spec cache (create, renames in, out and within, delete, a new
+ * subdirectory), and an overflow asks for everything.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -223,6 +225,111 @@ static void test_watch_bound(void **state)
 	assert_int_equal(spec_watch_count(f->w), SPEC_WATCH_MAX);
 }
 
+/* Drain, take the named paths and check that 'want' (NULL-ended names below the dir) are
+ * all of them (each at least once, nothing else), and that nothing asks for "everything". */
+static void assert_paths(struct fx *f, const char *const *want)
+{
+	size_t n = 0;
+	bool all = true;
+	char **got;
+
+	(void)spec_watch_drain(f->w);
+	got = spec_watch_take_paths(f->w, &n, &all);
+	assert_false(all);
+	for (size_t i = 0; i < n; i++) {
+		bool known = false;
+
+		for (size_t k = 0; want[k]; k++) {
+			_cleanup_free_ char *p = at(f, want[k]);
+
+			known = known || strcmp(got[i], p) == 0;
+		}
+		if (!known)
+			fail_msg("unexpected path named: '%s'", got[i]);
+	}
+	for (size_t k = 0; want[k]; k++) {
+		_cleanup_free_ char *p = at(f, want[k]);
+		bool found = false;
+
+		for (size_t i = 0; i < n; i++)
+			found = found || strcmp(got[i], p) == 0;
+		if (!found)
+			fail_msg("'%s' not named", p);
+	}
+	spec_watch_paths_free(got, n);
+	/* Taken: the next take is empty. */
+	got = spec_watch_take_paths(f->w, &n, &all);
+	assert_int_equal(n, 0);
+	assert_false(all);
+	spec_watch_paths_free(got, n);
+}
+
+static void test_paths(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *outside = test_tmpdir("bg-watch-out");
+	_cleanup_free_ char *a = at(f, "a.yaml"), *b = at(f, "b.yaml"), *sub = at(f, "sub");
+	_cleanup_free_ char *out = fs_path_join(outside, "x.yaml");
+	_cleanup_free_ char *in_sub = NULL;
+
+	/* Create (and the write that follows). */
+	test_write_file(a, "x");
+	assert_paths(f, (const char *const[]){ "a.yaml", NULL });
+	/* Rename within: both names. */
+	assert_int_equal(rename(a, b), 0);
+	assert_paths(f, (const char *const[]){ "a.yaml", "b.yaml", NULL });
+	/* Rename out. */
+	assert_int_equal(rename(b, out), 0);
+	assert_paths(f, (const char *const[]){ "b.yaml", NULL });
+	/* Rename in. */
+	assert_int_equal(rename(out, a), 0);
+	assert_paths(f, (const char *const[]){ "a.yaml", NULL });
+	/* Delete. */
+	assert_int_equal(unlink(a), 0);
+	assert_paths(f, (const char *const[]){ "a.yaml", NULL });
+	/* A new subdirectory, then a file in it: named below it once it is watched. */
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_paths(f, (const char *const[]){ "sub", NULL });
+	in_sub = fs_path_join(sub, "c.yaml");
+	test_write_file(in_sub, "x");
+	assert_paths(f, (const char *const[]){ "sub/c.yaml", NULL });
+	/* The subdirectory goes: it (its subtree) and the file in it. */
+	test_rmtree(sub);
+	assert_paths(f, (const char *const[]){ "sub", "sub/c.yaml", NULL });
+	test_rmtree(outside);
+}
+
+/* A queue overflow cannot be narrowed down: everything. */
+static void test_paths_overflow(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 0;
+	bool all = false;
+	char **got;
+
+	_cleanup_free_ char *max_s = NULL;
+	long max = 16384;
+
+	if (fs_read_file("/proc/sys/fs/inotify/max_queued_events", 64, &max_s, NULL, NULL) >= 0)
+		max = strtol(max_s, NULL, 10);
+	if (max <= 0 || max > 200000) {
+		test_skip_reason("max_queued_events is %ld: too many events to overflow", max);
+		skip();
+	}
+	/* More events than the queue holds; two names in turn, as the kernel merges an
+	 * event equal to the one before it. */
+	for (long i = 0; i < max + 1000; i++) {
+		_cleanup_free_ char *p = at(f, i % 2 ? "a.yaml" : "b.yaml");
+
+		test_write_file(p, "x");
+	}
+	assert_true(spec_watch_drain(f->w));
+	got = spec_watch_take_paths(f->w, &n, &all);
+	assert_true(all);
+	assert_int_equal(n, 0);
+	spec_watch_paths_free(got, n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +341,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resync_is_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paths_overflow, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
