@@ -38,7 +38,14 @@
 
 #define N_CREATE 50
 
-enum variant { PASS_OLD, PASS_NEW, CREATE_OLD, CREATE_NEW, COLD_NEW, VARIANT_MAX };
+enum variant {
+	PASS_OLD,
+	PASS_NEW,
+	CREATE_OLD,
+	CREATE_NEW,
+	COLD_NEW,
+	VARIANT_MAX
+};
 
 static const char *const variant_names[VARIANT_MAX] = { "pass/old", "pass/new", "create/old",
 							"create/new", "cold/new" };
@@ -193,7 +200,8 @@ int main(int argc, char **argv)
 		printf("%-11s %8.2f [%7.2f..%7.2f]\n", variant_names[v], t[v][rounds / 2], t[v][0],
 		       t[v][rounds - 1]);
 	}
-	printf("pass new/old: %.2f; create new/old: %.4f\n", t[PASS_NEW][rounds / 2] / t[PASS_OLD][rounds / 2],
+	printf("pass new/old: %.2f; create new/old: %.4f\n",
+	       t[PASS_NEW][rounds / 2] / t[PASS_OLD][rounds / 2],
 	       t[CREATE_NEW][rounds / 2] / t[CREATE_OLD][rounds / 2]);
 	for (int i = 0; i < n; i++)
 		vm_record_release(&recs[i]);

@@ -433,11 +433,11 @@ struct proc_index {
 	struct proc_entry *entries;
 	size_t n_entries;
 	struct proc_key *keys;
-	size_t n_keys;
+	size_t n_keys, cap_keys, cap_entries; /* arrays grow by doubling */
 };
 
 /* A hostile argv could name thousands of "sockets"; a VMM's names a few. */
-#define PROC_KEYS_PER_PROCESS 1024
+#define PROC_KEYS_PER_PROCESS 4096
 
 static void proc_index_free(struct proc_index *idx)
 {
@@ -455,7 +455,10 @@ static void add_key(struct proc_index *idx, const char *s, size_t len, size_t *b
 	if (len == 0 || *budget == 0)
 		return;
 	(*budget)--;
-	idx->keys = xreallocarray(idx->keys, idx->n_keys + 1, sizeof(*idx->keys));
+	if (idx->n_keys == idx->cap_keys) {
+		idx->cap_keys = idx->cap_keys ? 2 * idx->cap_keys : 256;
+		idx->keys = xreallocarray(idx->keys, idx->cap_keys, sizeof(*idx->keys));
+	}
 	idx->keys[idx->n_keys].sock = xstrndup(s, len);
 	idx->keys[idx->n_keys].entry = idx->n_entries - 1;
 	idx->n_keys++;
@@ -508,8 +511,11 @@ static int proc_index_build(struct proc_index **ret, struct bg_err *err)
 			continue;
 		if (proc_cmdline(pid, &cmd, &len) < 0 || len == 0)
 			continue;
-		idx->entries =
-			xreallocarray(idx->entries, idx->n_entries + 1, sizeof(*idx->entries));
+		if (idx->n_entries == idx->cap_entries) {
+			idx->cap_entries = idx->cap_entries ? 2 * idx->cap_entries : 256;
+			idx->entries = xreallocarray(idx->entries, idx->cap_entries,
+						     sizeof(*idx->entries));
+		}
 		idx->entries[idx->n_entries++] = (struct proc_entry){ pid, st.start_time };
 		for (size_t off = 0; off < len;) {
 			size_t n = strnlen(cmd + off, len - off);
