@@ -23,6 +23,7 @@ struct vm_view {
 	enum vm_liveness liveness;
 	bool unconfirmed;   /* recorded up, but its VMM is not running */
 	double cpu_percent; /* -1: not measured */
+	bool cpu_lifetime;  /* cpu_percent is the average since the VMM started, not a sample */
 	uint64_t rss_bytes; /* 0: not measured */
 	bool default_nat;   /* bangerd's --nat: the egress of a spec that does not say */
 };
@@ -32,10 +33,13 @@ void vm_view_init(struct vm_view *v, const struct vm_record *rec);
 void vm_view_release(struct vm_view *v);
 
 /*
- * Measure each running VMM's CPU% over one common window of sample_ms (one
- * sleep for all n views, not one per VM), and its RSS (for -o wide/json/yaml).
- * Views whose VMM is not alive are left unmeasured. Sleeps only when at least
- * one is alive.
+ * Measure each running VMM's CPU% and RSS. With sample_ms > 0, CPU% over one
+ * common window of sample_ms (one sleep for all n views, not one per VM;
+ * describe). With sample_ms <= 0, without waiting: its average since it
+ * started (utime + stime over its age) and its RSS from one read of
+ * /proc/<pid>/stat each (status, which must stay fast with 1,000 VMs);
+ * cpu_lifetime says so. Views whose VMM is not alive are left unmeasured.
+ * Sleeps only when sampling and at least one is alive.
  */
 void vm_view_measure_all(struct vm_view *views, size_t n, int sample_ms);
 

@@ -391,16 +391,30 @@ int proc_run_status(const char *const argv[], int timeout_ms, char **ret_output,
 	return 0;
 }
 
-/* Parse state and starttime from /proc/<pid>/stat. The comm field may hold ')' and spaces. */
-static int read_stat(pid_t pid, char *ret_state, uint64_t *ret_start)
+/* The unsigned decimal field at p into *ret; p then points past it. */
+static int stat_field(char **p, uint64_t *ret)
+{
+	char *end;
+
+	errno = 0;
+	*ret = strtoull(*p, &end, 10);
+	if (errno || end == *p)
+		return -EBADMSG;
+	*p = end;
+	return 0;
+}
+
+int proc_stat_read(pid_t pid, struct proc_stat *ret)
 {
 	char path[64];
 	char buf[1024];
 	_cleanup_close_ int fd = -1;
+	struct proc_stat st = { 0 };
 	ssize_t n;
 	char *p;
-	int field;
 
+	if (pid <= 0)
+		return -EINVAL;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -409,28 +423,52 @@ static int read_stat(pid_t pid, char *ret_state, uint64_t *ret_start)
 	if (n <= 0)
 		return n < 0 ? -errno : -ENOENT;
 	buf[n] = '\0';
+	/* The comm field may hold ')' and spaces: fields start after the last ')'. */
 	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ')
+	if (!p || p[1] != ' ' || !p[2])
 		return -EBADMSG;
 	p += 2;
-	/* p is at field 3 (state). starttime is field 22. */
-	if (ret_state)
-		*ret_state = *p;
-	for (field = 3; field < 22 && p; field++) {
-		p = strchr(p, ' ');
-		if (p)
-			p++;
-	}
-	if (!p)
-		return -EBADMSG;
-	if (ret_start) {
-		char *end;
+	st.state = *p;
+	/* p is at field 3 (state); utime is 14, stime 15, starttime 22, rss 24. */
+	for (int field = 3; field < 24; field++) {
+		uint64_t v;
 
-		errno = 0;
-		*ret_start = strtoull(p, &end, 10);
-		if (errno || end == p)
+		p = strchr(p, ' ');
+		if (!p)
 			return -EBADMSG;
+		p++;
+		if (field + 1 != 14 && field + 1 != 15 && field + 1 != 22 && field + 1 != 24)
+			continue;
+		/* rss (24) may be signed in principle; a negative value is left at 0. */
+		if (field + 1 == 24 && *p == '-')
+			continue;
+		if (stat_field(&p, &v) < 0)
+			return -EBADMSG;
+		if (field + 1 == 14)
+			st.utime = v;
+		else if (field + 1 == 15)
+			st.stime = v;
+		else if (field + 1 == 22)
+			st.start_time = v;
+		else
+			st.rss_pages = v;
 	}
+	*ret = st;
+	return 0;
+}
+
+/* Parse state and starttime from /proc/<pid>/stat. */
+static int read_stat(pid_t pid, char *ret_state, uint64_t *ret_start)
+{
+	struct proc_stat st;
+	int r = proc_stat_read(pid, &st);
+
+	if (r < 0)
+		return r;
+	if (ret_state)
+		*ret_state = st.state;
+	if (ret_start)
+		*ret_start = st.start_time;
 	return 0;
 }
 

@@ -75,6 +75,22 @@ int proc_run(const char *const argv[], int timeout_ms, char **ret_output, struct
 int proc_run_status(const char *const argv[], int timeout_ms, char **ret_output, int *ret_status,
 		    struct bg_err *err);
 
+/* What one read of /proc/<pid>/stat says about a process. */
+struct proc_stat {
+	char state;	     /* field 3: 'R', 'S', 'Z' (zombie), 'X' (dead)... */
+	uint64_t utime;	     /* field 14: user CPU, clock ticks */
+	uint64_t stime;	     /* field 15: system CPU, clock ticks */
+	uint64_t start_time; /* field 22: clock ticks since boot */
+	uint64_t rss_pages;  /* field 24: resident set, pages */
+};
+
+/*
+ * Read /proc/<pid>/stat once into *ret (written only on success): -ENOENT
+ * (or another -errno) when there is no such process, -EBADMSG when it does
+ * not parse. No error message: callers probe many pids.
+ */
+int proc_stat_read(pid_t pid, struct proc_stat *ret);
+
 /* Start time of pid in clock ticks since boot. -ENOENT if there is no such process. */
 int proc_start_time(pid_t pid, uint64_t *ret_start, struct bg_err *err);
 

@@ -752,26 +752,32 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	}
 	prs = xcalloc(n_recs + 1, sizeof(*prs));
 	rec_specs = xcalloc(n_recs + 1, sizeof(*rec_specs));
+	/* Handles are asked of the OS only where hinted (handles.h); a resync is a hint. */
+	handles_cache_begin_pass(d->handles);
+	if (full)
+		handles_cache_mark_all_stale(d->handles);
 	for (size_t i = 0; i < n_recs; i++) {
 		struct vm_handles h, last = { 0 };
 		bool corrupt = false;
 		struct bg_err herr = { 0 };
 
 		/* The pid the VMM had, before rediscovery can replace a dead one with none. */
-		if (recs[i].vm_dir && handles_load(recs[i].vm_dir, &last, NULL) < 0)
+		if (handles_cache_peek(d->handles, recs[i].id, &last) < 0)
 			memset(&last, 0, sizeof(last));
 		if (recs[i].spec_json)
 			(void)spec_from_json(recs[i].spec_json, &rec_specs[i], NULL);
 		prs[i].rec = &recs[i];
 		prs[i].spec = rec_specs[i];
-		if (handles_get(d->handles, &recs[i], &h, &corrupt, &herr) < 0) {
+		/* One read of /proc/<pid>/stat gives the handles' liveness too. */
+		if (handles_observe(d->handles, &recs[i], &h, &prs[i].liveness, &corrupt, &herr) <
+		    0) {
 			log_warn("vm '%s': handles: %s", recs[i].name, herr.msg);
 			memset(&h, 0, sizeof(h));
+			prs[i].liveness = VM_LIVENESS_NONE;
 		}
 		if (corrupt)
 			log_warn("vm '%s': handles.json was corrupt; rebuilt from the system",
 				 recs[i].name);
-		prs[i].liveness = vm_liveness(&h);
 		/* The daemon reaped this VMM: its exit status decides on-failure restarts. */
 		if (prs[i].liveness != VM_LIVENESS_ALIVE && (h.pid || last.pid)) {
 			int status = reaped_status(d, h.pid ? h.pid : last.pid);
@@ -782,6 +788,8 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 				recs[i].last_exit = status;
 		}
 	}
+	/* Every VM has been looked up: a VM unknown from now on is one this daemon made. */
+	handles_cache_set_warm(d->handles);
 	in.desired = desired;
 	in.n_desired = set.n_specs;
 	in.broken_names = (const char *const *)set.failed_names;

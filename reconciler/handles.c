@@ -69,17 +69,20 @@ void handles_dm_uuid(const char *id, char ret[64])
 
 enum vm_liveness vm_liveness(const struct vm_handles *h)
 {
+	struct proc_stat st;
+
 	if (!h || h->pid <= 0)
 		return VM_LIVENESS_NONE;
-	if (h->start_time != 0 && proc_identity_matches(h->pid, h->start_time))
+	/* One read of /proc/<pid>/stat answers all three: it runs, is no zombie, is ours. */
+	if (proc_stat_read(h->pid, &st) < 0 || st.state == 'Z' || st.state == 'X')
+		return VM_LIVENESS_DEAD;
+	if (h->start_time != 0 && st.start_time == h->start_time)
 		return VM_LIVENESS_ALIVE;
 	/*
 	 * The pid runs but is not provably ours: another start time, or no
 	 * start time recorded (then it can't be trusted, so never signalled).
 	 */
-	if (proc_identity_matches(h->pid, 0))
-		return VM_LIVENESS_REUSED;
-	return VM_LIVENESS_DEAD;
+	return VM_LIVENESS_REUSED;
 }
 
 bool vm_alive(const struct vm_handles *h)
@@ -315,43 +318,6 @@ int handles_remove(const char *vm_dir, struct bg_err *err)
 
 /* ---- rediscovery -------------------------------------------------------------------- */
 
-/*
- * Does argument 'arg' name the socket 'sock'? Either it is the path, or it
- * contains it delimited on the left by ':' or '=' and on the right by ',' or
- * the end ("unix:<path>,server,nowait", "path=<path>", "--api-sock=<path>").
- */
-static bool arg_names_socket(const char *arg, const char *sock, size_t sock_len)
-{
-	const char *p = arg;
-
-	if (strcmp(arg, sock) == 0)
-		return true;
-	while ((p = strstr(p, sock))) {
-		char before = p == arg ? '\0' : p[-1];
-		char after = p[sock_len];
-
-		if ((before == ':' || before == '=') && (after == '\0' || after == ','))
-			return true;
-		p++;
-	}
-	return false;
-}
-
-static bool cmdline_names_socket(const char *cmd, size_t len, const char *sock)
-{
-	size_t sock_len = strlen(sock);
-
-	for (size_t off = 0; off < len;) {
-		const char *arg = cmd + off;
-		size_t n = strnlen(arg, len - off);
-
-		if (n >= sock_len && arg[n] == '\0' && arg_names_socket(arg, sock, sock_len))
-			return true;
-		off += n + 1;
-	}
-	return false;
-}
-
 static bool parse_pid(const char *s, pid_t *ret)
 {
 	char *end;
@@ -449,60 +415,171 @@ static bool vmm_exe(const char *binary, struct stat *ret_st)
 }
 
 /*
- * The oldest live process whose argv names the socket, run by root or the
- * VM's VMM uid, executing the configured binary, started at expected_start
- * if set and not before not_before.
+ * An index of /proc: every process (but us and zombies) under each name its
+ * argv gives a socket. Built once per cache generation, so rediscovering many
+ * VMs costs one scan of /proc, not one per VM.
  */
-static int find_vmm(const struct handles_probe *p, pid_t *ret_pid, uint64_t *ret_start,
-		    struct bg_err *err)
+struct proc_entry {
+	pid_t pid;
+	uint64_t start;
+};
+
+struct proc_key {
+	char *sock;   /* owned */
+	size_t entry; /* into entries[] */
+};
+
+struct proc_index {
+	struct proc_entry *entries;
+	size_t n_entries;
+	struct proc_key *keys;
+	size_t n_keys, cap_keys, cap_entries; /* arrays grow by doubling */
+};
+
+/* A hostile argv could name thousands of "sockets"; a VMM's names a few. */
+#define PROC_KEYS_PER_PROCESS 4096
+
+static void proc_index_free(struct proc_index *idx)
+{
+	if (!idx)
+		return;
+	for (size_t i = 0; i < idx->n_keys; i++)
+		free(idx->keys[i].sock);
+	free(idx->keys);
+	free(idx->entries);
+	free(idx);
+}
+
+static void add_key(struct proc_index *idx, const char *s, size_t len, size_t *budget)
+{
+	if (len == 0 || *budget == 0)
+		return;
+	(*budget)--;
+	if (idx->n_keys == idx->cap_keys) {
+		idx->cap_keys = idx->cap_keys ? 2 * idx->cap_keys : 256;
+		idx->keys = xreallocarray(idx->keys, idx->cap_keys, sizeof(*idx->keys));
+	}
+	idx->keys[idx->n_keys].sock = xstrndup(s, len);
+	idx->keys[idx->n_keys].entry = idx->n_entries - 1;
+	idx->n_keys++;
+}
+
+/*
+ * Every socket the argument names: the whole argument, and each part that
+ * follows a ':' or '=' and ends at a ',' or the end of the argument
+ * ("unix:<path>,server,nowait", "path=<path>", "--api-sock=<path>"). A path
+ * inside another ("<path>.old", "/x<path>") is not named.
+ */
+static void add_arg_keys(struct proc_index *idx, const char *arg, size_t n, size_t *budget)
+{
+	add_key(idx, arg, n, budget);
+	for (size_t i = 1; i < n; i++) {
+		if (arg[i - 1] != ':' && arg[i - 1] != '=')
+			continue;
+		for (size_t j = i + 1; j <= n; j++)
+			if (j == n || arg[j] == ',')
+				add_key(idx, arg + i, j - i, budget);
+	}
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	return strcmp(((const struct proc_key *)a)->sock, ((const struct proc_key *)b)->sock);
+}
+
+static int proc_index_build(struct proc_index **ret, struct bg_err *err)
 {
 	_cleanup_(closedirp) DIR *d = NULL;
+	struct proc_index *idx;
 	struct dirent *de;
-	struct stat exe_st;
-	const struct stat *exe = vmm_exe(p->vmm_binary, &exe_st) ? &exe_st : NULL;
-	pid_t self = getpid(), best = 0;
-	uint64_t best_start = 0;
+	pid_t self = getpid();
 
 	d = opendir("/proc");
 	if (!d)
 		return bg_error(err, errno, "open '/proc'");
+	idx = xcalloc(1, sizeof(*idx));
 	while ((de = readdir(d))) {
 		_cleanup_free_ char *cmd = NULL;
-		uint64_t start, start2;
+		size_t budget = PROC_KEYS_PER_PROCESS;
+		struct proc_stat st;
 		size_t len;
 		pid_t pid;
 
 		if (!parse_pid(de->d_name, &pid) || pid == self)
 			continue;
-		/* Start time before and after the checks: all reads are about one process. */
-		if (proc_start_time(pid, &start, NULL) < 0)
-			continue;
-		if (p->expected_start && start != p->expected_start)
-			continue;
-		if (start < p->not_before)
+		if (proc_stat_read(pid, &st) < 0 || st.state == 'Z' || st.state == 'X')
 			continue;
 		if (proc_cmdline(pid, &cmd, &len) < 0 || len == 0)
 			continue;
-		if (!cmdline_names_socket(cmd, len, p->ctl_sock))
+		if (idx->n_entries == idx->cap_entries) {
+			idx->cap_entries = idx->cap_entries ? 2 * idx->cap_entries : 256;
+			idx->entries = xreallocarray(idx->entries, idx->cap_entries,
+						     sizeof(*idx->entries));
+		}
+		idx->entries[idx->n_entries++] = (struct proc_entry){ pid, st.start_time };
+		for (size_t off = 0; off < len;) {
+			size_t n = strnlen(cmd + off, len - off);
+
+			if (off + n < len) /* a complete, NUL-terminated argument */
+				add_arg_keys(idx, cmd + off, n, &budget);
+			off += n + 1;
+		}
+	}
+	if (idx->n_keys)
+		qsort(idx->keys, idx->n_keys, sizeof(*idx->keys), cmp_key);
+	*ret = idx;
+	return 0;
+}
+
+/*
+ * The oldest live process of the index whose argv names the socket, run by
+ * root or the VM's VMM uid, executing the configured binary, started at
+ * expected_start if set and not before not_before. Each candidate is checked
+ * again now (the index may be a pass old): still the same process, no zombie.
+ */
+static void find_vmm(const struct proc_index *idx, const struct handles_probe *p, pid_t *ret_pid,
+		     uint64_t *ret_start)
+{
+	struct stat exe_st;
+	const struct stat *exe = vmm_exe(p->vmm_binary, &exe_st) ? &exe_st : NULL;
+	struct proc_key want = { .sock = (char *)p->ctl_sock };
+	const struct proc_key *k;
+	pid_t best = 0;
+	uint64_t best_start = 0;
+	size_t lo = 0, hi = idx->n_keys;
+
+	/* The first key equal to the socket (lower bound). */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cmp_key(&idx->keys[mid], &want) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (k = idx->keys + lo; k < idx->keys + idx->n_keys && cmp_key(k, &want) == 0; k++) {
+		const struct proc_entry *e = &idx->entries[k->entry];
+
+		if (p->expected_start && e->start != p->expected_start)
 			continue;
-		if (!vmm_candidate(pid, p, exe)) {
+		if (e->start < p->not_before)
+			continue;
+		if (!vmm_candidate(e->pid, p, exe)) {
 			log_debug("pid %d names '%s' but is not its VMM (uid or executable), "
 				  "ignoring",
-				  (int)pid, p->ctl_sock);
+				  (int)e->pid, p->ctl_sock);
 			continue;
 		}
-		if (proc_start_time(pid, &start2, NULL) < 0 || start2 != start)
+		/* After the checks: they were all about this very process, and it lives. */
+		if (!proc_identity_matches(e->pid, e->start))
 			continue;
-		if (!proc_identity_matches(pid, start))
-			continue; /* a zombie: its VMM is gone */
-		if (!best || start < best_start) {
-			best = pid;
-			best_start = start;
+		if (!best || e->start < best_start) {
+			best = e->pid;
+			best_start = e->start;
 		}
 	}
 	*ret_pid = best;
 	*ret_start = best_start;
-	return 0;
 }
 
 /* Read a sysfs attribute, strip the trailing newline. -ENOENT etc. when missing. */
@@ -670,8 +747,11 @@ static void find_dm(const struct handles_probe *p, const char *dm_name, struct v
 	}
 }
 
-int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, struct bg_err *err)
+/* handles_rediscover() against an index of /proc (built now when NULL). */
+static int rediscover_with(const struct proc_index *idx, const struct handles_probe *p,
+			   struct vm_handles *ret, struct bg_err *err)
 {
+	struct proc_index *own = NULL;
 	struct vm_handles h = { 0 };
 	char tap[16], dm_name[64];
 	int r;
@@ -679,9 +759,14 @@ int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, st
 	if (!p || !p->id || strlen(p->id) != VM_ID_LEN)
 		return bg_errorf(err, EINVAL, "handles_rediscover: invalid VM id");
 	if (p->ctl_sock && *p->ctl_sock) {
-		r = find_vmm(p, &h.pid, &h.start_time, err);
-		if (r < 0)
-			return bg_err_wrap(err, "find the VMM of VM %s", p->id);
+		if (!idx) {
+			r = proc_index_build(&own, err);
+			if (r < 0)
+				return bg_err_wrap(err, "find the VMM of VM %s", p->id);
+			idx = own;
+		}
+		find_vmm(idx, p, &h.pid, &h.start_time);
+		proc_index_free(own);
 	}
 	/* By index in our own network namespace (sysfs shows the one it was mounted in). */
 	handles_tap_name(p->id, tap);
@@ -695,16 +780,28 @@ int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, st
 	return 0;
 }
 
+int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, struct bg_err *err)
+{
+	return rediscover_with(NULL, p, ret, err);
+}
+
 /* ---- the cache ---------------------------------------------------------------------- */
 
 struct cache_entry {
 	char id[VM_ID_LEN + 1];
 	struct vm_handles h;
+	bool stale;   /* something said it changed: rebuild it from the OS */
+	bool suspect; /* the resync: rebuild it unless its process is still the recorded one */
 };
 
 struct handles_cache {
 	struct cache_entry *entries;
 	size_t n;
+	size_t *slots;		  /* open addressing over entries[]: index + 1, 0 free */
+	size_t n_slots;		  /* a power of two, at least twice n */
+	bool warm;		  /* every VM that existed at the first pass has an entry */
+	struct proc_index *index; /* /proc of this generation, built on first need */
+	struct handles_cache_stats stats;
 	char *binaries[2];	    /* VMM binary of "firecracker", "qemu" */
 	uid_t uid_first, uid_count; /* the VMM uid range; count 0: none */
 };
@@ -766,30 +863,77 @@ void handles_cache_free(struct handles_cache *c)
 {
 	if (!c)
 		return;
+	proc_index_free(c->index);
+	free(c->slots);
 	free(c->entries);
 	free(c->binaries[0]);
 	free(c->binaries[1]);
 	free(c);
 }
 
+/* FNV-1a of the id: ids are random hex, any mix will do. */
+static size_t id_hash(const char *id)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h;
+}
+
+static void cache_rehash(struct handles_cache *c)
+{
+	size_t want = 16;
+
+	while (want < 2 * (c->n + 1))
+		want *= 2;
+	free(c->slots);
+	c->slots = xcalloc(want, sizeof(*c->slots));
+	c->n_slots = want;
+	for (size_t i = 0; i < c->n; i++) {
+		size_t s = id_hash(c->entries[i].id) & (want - 1);
+
+		while (c->slots[s])
+			s = (s + 1) & (want - 1);
+		c->slots[s] = i + 1;
+	}
+}
+
 static struct cache_entry *cache_find(struct handles_cache *c, const char *id)
 {
-	for (size_t i = 0; i < c->n; i++)
-		if (strcmp(c->entries[i].id, id) == 0)
-			return &c->entries[i];
+	if (!c->n_slots)
+		return NULL;
+	for (size_t s = id_hash(id) & (c->n_slots - 1); c->slots[s]; s = (s + 1) & (c->n_slots - 1))
+		if (strcmp(c->entries[c->slots[s] - 1].id, id) == 0)
+			return &c->entries[c->slots[s] - 1];
 	return NULL;
 }
 
-static void cache_set(struct handles_cache *c, const char *id, const struct vm_handles *h)
+static struct cache_entry *cache_set(struct handles_cache *c, const char *id,
+				     const struct vm_handles *h)
 {
 	struct cache_entry *e = cache_find(c, id);
 
 	if (!e) {
 		c->entries = xreallocarray(c->entries, c->n + 1, sizeof(*c->entries));
 		e = &c->entries[c->n++];
+		memset(e, 0, sizeof(*e));
 		snprintf(e->id, sizeof(e->id), "%s", id);
+		/* Slots hold indexes, not pointers: entries[] moving does not matter. */
+		if (2 * c->n > c->n_slots) {
+			cache_rehash(c);
+		} else {
+			size_t s = id_hash(id) & (c->n_slots - 1);
+
+			while (c->slots[s])
+				s = (s + 1) & (c->n_slots - 1);
+			c->slots[s] = c->n;
+		}
 	}
 	e->h = *h;
+	e->stale = false;
+	e->suspect = false;
+	return e;
 }
 
 static void cache_drop(struct handles_cache *c, const char *id)
@@ -799,48 +943,87 @@ static void cache_drop(struct handles_cache *c, const char *id)
 	if (!e)
 		return;
 	*e = c->entries[--c->n];
+	cache_rehash(c); /* rare (a VM torn down): rebuilding keeps the probing simple */
 }
 
-/* Still about the same process (or about none)? */
-static bool process_unchanged(const struct vm_handles *h)
+/* The /proc index of this generation, built on first need. */
+static int cache_index(struct handles_cache *c, const struct proc_index **ret, struct bg_err *err)
 {
-	return h->pid == 0 || vm_alive(h);
-}
-
-int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
-		bool *corrupt, struct bg_err *err)
-{
-	struct cache_entry *e;
-	struct vm_handles h;
-	struct handles_probe probe;
-	struct bg_err lerr = { 0 };
 	int r;
 
-	if (corrupt)
-		*corrupt = false;
-	if (!c || !rec || strlen(rec->id) != VM_ID_LEN)
-		return bg_errorf(err, EINVAL, "handles_get: invalid arguments");
-	e = cache_find(c, rec->id);
-	if (e && process_unchanged(&e->h)) {
-		*ret = e->h;
-		return 0;
+	if (!c->index) {
+		r = proc_index_build(&c->index, err);
+		if (r < 0)
+			return r;
+		c->stats.proc_scans++;
 	}
-	if (rec->vm_dir) {
-		/*
-		 * Trust the file only for a process that is still the one it names.
-		 * "No process" is not trusted on a cache miss: a daemon killed between
-		 * starting a VMM and recording it left exactly that, so ask the OS.
-		 */
-		r = handles_load(rec->vm_dir, &h, &lerr);
-		if (r >= 0 && h.pid != 0 && vm_alive(&h)) {
-			cache_set(c, rec->id, &h);
-			*ret = h;
-			return 0;
-		}
-		if (r == -EBADMSG && corrupt)
-			*corrupt = true;
-		/* -ENOENT: never saved; other read errors: the OS decides, as below. */
-	}
+	*ret = c->index;
+	return 0;
+}
+
+void handles_cache_begin_pass(struct handles_cache *c)
+{
+	proc_index_free(c->index);
+	c->index = NULL;
+}
+
+void handles_cache_mark_stale(struct handles_cache *c, const char *id)
+{
+	static const struct vm_handles none;
+	struct cache_entry *e;
+
+	if (!c || !id || strlen(id) != VM_ID_LEN)
+		return;
+	/* Unknown yet: an entry that is nothing but the hint, so the OS is asked. */
+	e = cache_find(c, id);
+	if (!e)
+		e = cache_set(c, id, &none);
+	e->stale = true;
+	handles_cache_begin_pass(c); /* processes came or went since the index was made */
+}
+
+void handles_cache_mark_all_stale(struct handles_cache *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		c->entries[i].suspect = true;
+	handles_cache_begin_pass(c);
+}
+
+void handles_cache_set_warm(struct handles_cache *c)
+{
+	c->warm = true;
+}
+
+int handles_cache_peek(struct handles_cache *c, const char *id, struct vm_handles *ret)
+{
+	struct cache_entry *e = c && id ? cache_find(c, id) : NULL;
+
+	if (!e)
+		return -ENOENT;
+	*ret = e->h;
+	return 0;
+}
+
+void handles_cache_get_stats(const struct handles_cache *c, struct handles_cache_stats *ret)
+{
+	*ret = c->stats;
+}
+
+/*
+ * Ask the OS (the /proc index of this generation, sysfs), cache the answer
+ * stale-free and rewrite handles.json. On failure the entry stays (or
+ * becomes) stale, so the next look asks again.
+ */
+static int cache_rediscover(struct handles_cache *c, const struct vm_record *rec,
+			    struct vm_handles *ret, struct bg_err *err)
+{
+	static const struct vm_handles none;
+	const struct proc_index *idx = NULL;
+	struct handles_probe probe;
+	struct bg_err lerr = { 0 };
+	struct vm_handles h;
+	int r;
+
 	probe = (struct handles_probe){
 		.id = rec->id,
 		.ctl_sock = rec->api_sock,
@@ -856,9 +1039,16 @@ int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_
 		    st.st_gid >= c->uid_first && st.st_gid - c->uid_first < c->uid_count)
 			probe.vmm_uid = (uid_t)st.st_gid;
 	}
-	r = handles_rediscover(&probe, &h, err);
-	if (r < 0)
+	c->stats.rediscoveries++;
+	r = probe.ctl_sock && *probe.ctl_sock ? cache_index(c, &idx, err) : 0;
+	if (r >= 0)
+		r = rediscover_with(idx, &probe, &h, err);
+	if (r < 0) {
+		if (!cache_find(c, rec->id))
+			cache_set(c, rec->id, &none);
+		cache_find(c, rec->id)->stale = true;
 		return bg_err_wrap(err, "vm '%s'", rec->name ? rec->name : rec->id);
+	}
 	cache_set(c, rec->id, &h);
 	if (rec->vm_dir && fs_exists(rec->vm_dir)) {
 		/* Rewrite the cache file; the handles in memory are right even if this fails. */
@@ -869,6 +1059,82 @@ int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_
 	}
 	*ret = h;
 	return 0;
+}
+
+int handles_observe(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
+		    enum vm_liveness *ret_liveness, bool *corrupt, struct bg_err *err)
+{
+	static const struct vm_handles none;
+	struct cache_entry *e;
+	struct vm_handles h;
+	enum vm_liveness l;
+	int r;
+
+	if (corrupt)
+		*corrupt = false;
+	if (!c || !rec || strlen(rec->id) != VM_ID_LEN)
+		return bg_errorf(err, EINVAL, "handles_get: invalid arguments");
+	e = cache_find(c, rec->id);
+	if (e) {
+		/* One read of /proc/<pid>/stat: the recorded process, as it is now. */
+		l = vm_liveness(&e->h);
+		/*
+		 * Without a hint the entry is the truth, even about a process that
+		 * died (DEAD) or whose pid another took (REUSED): nothing else can
+		 * have started this VM's VMM. After the resync's hint only a process
+		 * that is still the recorded one is kept (rebuilding 1,000 running
+		 * VMs from sysfs would cost O(N^2)); a hint about this VM rebuilds it.
+		 */
+		if (!e->stale && (!e->suspect || l == VM_LIVENESS_ALIVE)) {
+			e->suspect = false;
+			*ret = e->h;
+			goto done;
+		}
+	} else if (c->warm) {
+		/*
+		 * Created after the first pass, so by this daemon (only bangerd makes
+		 * VM rows), which records its VMM with handles_put() when it launches
+		 * it: until then it has none, and /proc need not be asked.
+		 */
+		e = cache_set(c, rec->id, &none);
+		*ret = e->h;
+		l = VM_LIVENESS_NONE;
+		goto done;
+	} else if (rec->vm_dir) {
+		struct bg_err lerr = { 0 };
+
+		/*
+		 * A cold cache (the daemon just started): trust the file only for a
+		 * process that is still the one it names. "No process" is not trusted:
+		 * a daemon killed between starting a VMM and recording it left exactly
+		 * that, so ask the OS.
+		 */
+		r = handles_load(rec->vm_dir, &h, &lerr);
+		if (r >= 0 && h.pid != 0 && vm_alive(&h)) {
+			cache_set(c, rec->id, &h);
+			*ret = h;
+			l = VM_LIVENESS_ALIVE;
+			goto done;
+		}
+		if (r == -EBADMSG && corrupt)
+			*corrupt = true;
+		/* -ENOENT: never saved; other read errors: the OS decides, as below. */
+	}
+	r = cache_rediscover(c, rec, ret, err);
+	if (r < 0)
+		return r;
+	/* Just found alive (find_vmm checked), or none at all. */
+	l = ret->pid ? VM_LIVENESS_ALIVE : VM_LIVENESS_NONE;
+done:
+	if (ret_liveness)
+		*ret_liveness = l;
+	return 0;
+}
+
+int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
+		bool *corrupt, struct bg_err *err)
+{
+	return handles_observe(c, rec, ret, NULL, corrupt, err);
 }
 
 int handles_put(struct handles_cache *c, const struct vm_record *rec, const struct vm_handles *h,

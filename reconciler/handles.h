@@ -90,11 +90,29 @@ struct handles_probe {
 int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, struct bg_err *err);
 
 /*
- * The handle cache: for each VM id, the last known handles. handles_get()
- * returns cached handles when present and still valid (the recorded process
- * is still the same one, or there was none), else loads handles.json,
- * validating it, else rediscovers, and caches the result. 'corrupt' (may be
- * NULL) is set when a handles.json existed but could not be trusted.
+ * The handle cache: for each VM id, the last known handles, so that a pass
+ * costs one read of /proc/<pid>/stat per VM and no file or /proc scan.
+ *
+ * handles_get() returns the cached entry as the truth, checked by that one
+ * read (vm_liveness()), even when the process died or its pid was reused
+ * (the caller sees DEAD/REUSED): nothing but this daemon starts a VM's VMM,
+ * and it records each with handles_put(). The OS is asked (rediscovery) only
+ * when something says the entry may be wrong:
+ *  - a cache miss while the cache is cold (the daemon's first pass, after a
+ *    restart): handles.json is trusted for a process that is still the one it
+ *    names, else the VMM is looked for in /proc (crash safety: a daemon killed
+ *    between starting a VMM and recording it);
+ *  - handles_cache_mark_stale(): a pidfd said this VM's VMM exited, netlink
+ *    saw its tap change: the entry is rebuilt from the OS on its next get;
+ *  - handles_cache_mark_all_stale(): the periodic resync. An entry whose
+ *    process is still the recorded one is kept (one stat read); any other
+ *    (dead, reused, none) is rebuilt.
+ * Once the cache is warm (handles_cache_set_warm(), after the first pass), a
+ * miss is a VM created since by this daemon: it has no VMM yet and gets an
+ * empty entry without any scan. All rediscoveries of one generation (until
+ * the next handles_cache_begin_pass() or mark_*stale()) share one scan of
+ * /proc. 'corrupt' (may be NULL) is set when a handles.json existed but
+ * could not be trusted.
  */
 struct handles_cache;
 struct handles_cache *handles_cache_new(void);
@@ -110,6 +128,33 @@ void handles_cache_set_vmm_binary(struct handles_cache *c, const char *vmm, cons
 void handles_cache_set_vmm_uids(struct handles_cache *c, uid_t first, uid_t count);
 int handles_get(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
 		bool *corrupt, struct bg_err *err);
+/*
+ * handles_get() that also says what the same single read of /proc/<pid>/stat
+ * found: *ret_liveness (may be NULL) is vm_liveness() of *ret, without a
+ * second read.
+ */
+int handles_observe(struct handles_cache *c, const struct vm_record *rec, struct vm_handles *ret,
+		    enum vm_liveness *ret_liveness, bool *corrupt, struct bg_err *err);
+/*
+ * The cached handles of VM 'id' as they are, without asking the OS: the pid
+ * the VMM had before rediscovery replaces a dead one. -ENOENT when none.
+ */
+int handles_cache_peek(struct handles_cache *c, const char *id, struct vm_handles *ret);
+/* A new pass: the /proc index of the last one is dropped (built again on need). */
+void handles_cache_begin_pass(struct handles_cache *c);
+/* VM 'id' changed (its VMM exited, its tap went): rebuild it from the OS on its next get. */
+void handles_cache_mark_stale(struct handles_cache *c, const char *id);
+/* Every VM may have changed (the periodic resync): see above. */
+void handles_cache_mark_all_stale(struct handles_cache *c);
+/* Every VM that exists has been looked up once: from now on a miss is a new VM. */
+void handles_cache_set_warm(struct handles_cache *c);
+
+/* What the cache cost, for tests and benchmarks. */
+struct handles_cache_stats {
+	unsigned long rediscoveries; /* VMs rebuilt from the OS */
+	unsigned long proc_scans;    /* scans of /proc (one serves a generation) */
+};
+void handles_cache_get_stats(const struct handles_cache *c, struct handles_cache_stats *ret);
 /* Set (and persist to <vm dir>/handles.json) the handles of a VM. */
 int handles_put(struct handles_cache *c, const struct vm_record *rec, const struct vm_handles *h,
 		struct bg_err *err);

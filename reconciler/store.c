@@ -1743,3 +1743,18 @@ void daemon_info_release(struct daemon_info *info)
 	free(info->spec_errors);
 	memset(info, 0, sizeof(*info));
 }
+
+/* ---- read snapshots ------------------------------------------------------------------------ */
+
+int store_read_begin(struct store *s, struct bg_err *err)
+{
+	/* DEFERRED: the first SELECT takes a WAL snapshot, held until store_read_end(). */
+	return exec_sql(s, "BEGIN DEFERRED", err);
+}
+
+void store_read_end(struct store *s)
+{
+	/* Nothing was written: a failed COMMIT only ends the snapshot early. */
+	if (!sqlite3_get_autocommit(s->db))
+		(void)exec_sql(s, "COMMIT", NULL);
+}

@@ -159,4 +159,13 @@ int store_daemon_put(struct store *s, const struct daemon_info *info, struct bg_
 int store_daemon_get(struct store *s, struct daemon_info *ret, struct bg_err *err);
 void daemon_info_release(struct daemon_info *info);
 
+/*
+ * One consistent read of several queries (banger status: the VM list and the
+ * daemon row): every read between store_read_begin() and store_read_end()
+ * sees the same snapshot, and the listing is one read transaction instead of
+ * one per query. store_read_end() after a failed begin does nothing.
+ */
+int store_read_begin(struct store *s, struct bg_err *err);
+void store_read_end(struct store *s);
+
 #endif

@@ -525,8 +525,15 @@ static void test_cache(void **state)
 	assert_int_equal(got.pid, vmm);
 	assert_string_equal(got.cow_loop, "/dev/loop12");
 
-	/* The process died: cache and file are stale; the OS says what is left. */
+	/*
+	 * The process died: without a hint the cache still names it (the caller
+	 * sees it DEAD); a hint makes the OS say what is left.
+	 */
 	stop_sleeper(vmm);
+	assert_int_equal(handles_get(c, &rec, &got, &corrupt, &err), 0);
+	assert_int_equal(got.pid, vmm);
+	assert_int_equal(vm_liveness(&got), VM_LIVENESS_DEAD);
+	handles_cache_mark_stale(c, rec.id);
 	assert_int_equal(handles_get(c, &rec, &got, &corrupt, &err), 0);
 	assert_false(corrupt);
 	assert_int_equal(got.pid, 0);
@@ -588,6 +595,215 @@ static void test_cache(void **state)
 	vm_record_release(&rec);
 }
 
+/* ---- what the cache costs ------------------------------------------------------------------ */
+
+static struct handles_cache_stats stats_of(const struct handles_cache *c)
+{
+	struct handles_cache_stats st;
+
+	handles_cache_get_stats(c, &st);
+	return st;
+}
+
+/* A record of id "0000000<i>" with its own dir and socket under f->dir. */
+static void record_n(struct fixture *f, int i, struct vm_record *rec)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/vm%d", f->dir, i);
+	_cleanup_free_ char *sock = xasprintf("%s/vm%d.sock", f->dir, i);
+
+	assert_int_equal(fs_mkdir_p(dir, 0700, NULL), 0);
+	record_for(rec, dir, sock);
+	snprintf(rec->id, sizeof(rec->id), "%08x", (unsigned)i + 1);
+}
+
+/* (a) a cached entry costs no rediscovery; (b) a hint about it forces exactly one. */
+static void test_cache_hints(void **state)
+{
+	struct fixture *f = *state;
+	struct handles_cache *c = handles_cache_new();
+	struct vm_record rec;
+	struct vm_handles h = { 0 }, got, last;
+	struct bg_err err = { 0 };
+	enum vm_liveness l;
+	pid_t vmm;
+
+	record_n(f, 0, &rec);
+	vmm = spawn_sleeper("--api-sock", rec.api_sock);
+	h.pid = vmm;
+	h.start_time = start_of(vmm);
+	assert_int_equal(handles_put(c, &rec, &h, &err), 0);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+		assert_int_equal(got.pid, vmm);
+		assert_int_equal(l, VM_LIVENESS_ALIVE);
+	}
+	assert_int_equal(stats_of(c).rediscoveries, 0);
+	assert_int_equal(stats_of(c).proc_scans, 0);
+
+	/* The resync's hint keeps a process that is still the recorded one, without a scan. */
+	handles_cache_mark_all_stale(c);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(l, VM_LIVENESS_ALIVE);
+	assert_int_equal(stats_of(c).rediscoveries, 0);
+
+	/* A hint about this VM: one rediscovery (it finds the same VMM), then cached again. */
+	handles_cache_mark_stale(c, rec.id);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(got.pid, vmm);
+	assert_int_equal(l, VM_LIVENESS_ALIVE);
+	assert_int_equal(stats_of(c).rediscoveries, 1);
+	assert_int_equal(stats_of(c).proc_scans, 1);
+	assert_int_equal(handles_get(c, &rec, &got, NULL, &err), 0);
+	assert_int_equal(stats_of(c).rediscoveries, 1);
+
+	/* Died: DEAD from the cache, no scan; the resync rebuilds it, peek kept the old pid. */
+	stop_sleeper(vmm);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(l, VM_LIVENESS_DEAD);
+	assert_int_equal(stats_of(c).rediscoveries, 1);
+	handles_cache_mark_all_stale(c);
+	assert_int_equal(handles_cache_peek(c, rec.id, &last), 0);
+	assert_int_equal(last.pid, vmm);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(l, VM_LIVENESS_NONE);
+	assert_int_equal(got.pid, 0);
+	assert_int_equal(stats_of(c).rediscoveries, 2);
+	assert_int_equal(handles_cache_peek(c, "ffffffff", &last), -ENOENT);
+
+	handles_cache_free(c);
+	vm_record_release(&rec);
+}
+
+/* (c) N VMs to rediscover in one generation cost one scan of /proc; a warm miss none. */
+static void test_cache_one_scan(void **state)
+{
+	enum {
+		N = 6
+	};
+	struct fixture *f = *state;
+	struct handles_cache *c = handles_cache_new();
+	struct vm_record recs[N + 1];
+	pid_t pids[N];
+	struct vm_handles got;
+	struct bg_err err = { 0 };
+	enum vm_liveness l;
+
+	for (int i = 0; i <= N; i++)
+		record_n(f, i, &recs[i]);
+	for (int i = 0; i < N; i++)
+		pids[i] = spawn_sleeper("--api-sock", recs[i].api_sock);
+
+	/* The first pass of a restarted daemon: nothing cached, no files. */
+	handles_cache_begin_pass(c);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(handles_observe(c, &recs[i], &got, &l, NULL, &err), 0);
+		assert_int_equal(got.pid, pids[i]);
+		assert_int_equal(got.start_time, start_of(pids[i]));
+		assert_int_equal(l, VM_LIVENESS_ALIVE);
+	}
+	assert_int_equal(stats_of(c).rediscoveries, N);
+	assert_int_equal(stats_of(c).proc_scans, 1);
+	handles_cache_set_warm(c);
+
+	/* A VM made after the first pass: no VMM until handles_put(), and no scan. */
+	handles_cache_begin_pass(c);
+	assert_int_equal(handles_observe(c, &recs[N], &got, &l, NULL, &err), 0);
+	assert_int_equal(got.pid, 0);
+	assert_int_equal(l, VM_LIVENESS_NONE);
+	assert_int_equal(stats_of(c).rediscoveries, N);
+	assert_int_equal(stats_of(c).proc_scans, 1);
+
+	/* Hints about all of them in one generation: one more scan, not N. */
+	for (int i = 0; i < N; i++)
+		handles_cache_mark_stale(c, recs[i].id);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(handles_get(c, &recs[i], &got, NULL, &err), 0);
+		assert_int_equal(got.pid, pids[i]);
+	}
+	assert_int_equal(stats_of(c).rediscoveries, 2 * N);
+	assert_int_equal(stats_of(c).proc_scans, 2);
+
+	for (int i = 0; i < N; i++)
+		stop_sleeper(pids[i]);
+	for (int i = 0; i <= N; i++)
+		vm_record_release(&recs[i]);
+	handles_cache_free(c);
+}
+
+/* (d) the cached pid now names another process: REUSED, from the entry, without a scan. */
+static void test_cache_pid_reused(void **state)
+{
+	struct fixture *f = *state;
+	struct handles_cache *c = handles_cache_new();
+	struct vm_record rec;
+	struct vm_handles h = { 0 }, got;
+	struct bg_err err = { 0 };
+	enum vm_liveness l;
+	pid_t other;
+
+	record_n(f, 0, &rec);
+	/*
+	 * Reusing a pid on purpose is racy; an entry recording a live pid with
+	 * another start time is exactly what a reused pid looks like.
+	 */
+	other = spawn_sleeper("--something", "else");
+	h.pid = other;
+	h.start_time = start_of(other) + 7;
+	assert_int_equal(handles_put(c, &rec, &h, &err), 0);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(l, VM_LIVENESS_REUSED);
+	assert_int_equal(vm_liveness(&got), VM_LIVENESS_REUSED);
+	assert_false(vm_alive(&got));
+	assert_int_equal(stats_of(c).rediscoveries, 0);
+	/* The resync rebuilds it: the other process does not name the socket. */
+	handles_cache_mark_all_stale(c);
+	assert_int_equal(handles_observe(c, &rec, &got, &l, NULL, &err), 0);
+	assert_int_equal(l, VM_LIVENESS_NONE);
+	assert_int_equal(got.pid, 0);
+	assert_int_equal(stats_of(c).rediscoveries, 1);
+
+	stop_sleeper(other);
+	handles_cache_free(c);
+	vm_record_release(&rec);
+}
+
+/* Many entries: every id found again after inserts and drops (the hash table). */
+static void test_cache_many(void **state)
+{
+	struct fixture *f = *state;
+	struct handles_cache *c = handles_cache_new();
+	struct vm_record rec;
+	struct vm_handles h = { 0 }, got;
+	struct bg_err err = { 0 };
+
+	record_n(f, 0, &rec);
+	free(rec.vm_dir);
+	rec.vm_dir = NULL; /* no files */
+	for (int i = 0; i < 300; i++) {
+		snprintf(rec.id, sizeof(rec.id), "%08x", (unsigned)i * 7919u);
+		h.pid = i + 1;
+		h.start_time = (uint64_t)i + 1;
+		assert_int_equal(handles_put(c, &rec, &h, &err), 0);
+	}
+	for (int i = 0; i < 300; i += 3) {
+		snprintf(rec.id, sizeof(rec.id), "%08x", (unsigned)i * 7919u);
+		assert_int_equal(handles_forget(c, &rec, &err), 0);
+	}
+	for (int i = 0; i < 300; i++) {
+		char id[VM_ID_LEN + 1];
+
+		snprintf(id, sizeof(id), "%08x", (unsigned)i * 7919u);
+		if (i % 3 == 0) {
+			assert_int_equal(handles_cache_peek(c, id, &got), -ENOENT);
+		} else {
+			assert_int_equal(handles_cache_peek(c, id, &got), 0);
+			assert_int_equal(got.pid, i + 1);
+		}
+	}
+	handles_cache_free(c);
+	vm_record_release(&rec);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -598,6 +814,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_rediscover_vmm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rediscover_fake_sysfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_hints, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_one_scan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_pid_reused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_many, setup, teardown),
 	};
 	ssize_t n;
 
