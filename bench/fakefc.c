@@ -40,6 +40,7 @@
 #include <strings.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,7 +99,7 @@ static void fakefc_write_all(int fd, const char *buf, size_t len)
 
 static void fakefc_respond(int fd, int status, const char *body)
 {
-	const char *reason = status == 200 ? "OK"
+	const char *reason = status == 200   ? "OK"
 			     : status == 204 ? "No Content"
 			     : status == 404 ? "Not Found"
 					     : "Bad Request";
@@ -108,10 +109,11 @@ static void fakefc_respond(int fd, int status, const char *body)
 	if (status == 204)
 		n = snprintf(out, sizeof(out), "HTTP/1.1 204 %s\r\nServer: fakefc\r\n\r\n", reason);
 	else
-		n = snprintf(out, sizeof(out),
-			     "HTTP/1.1 %d %s\r\nServer: fakefc\r\nContent-Type: application/json\r\n"
-			     "Content-Length: %zu\r\n\r\n%s",
-			     status, reason, strlen(body), body);
+		n = snprintf(
+			out, sizeof(out),
+			"HTTP/1.1 %d %s\r\nServer: fakefc\r\nContent-Type: application/json\r\n"
+			"Content-Length: %zu\r\n\r\n%s",
+			status, reason, strlen(body), body);
 	if (n > 0 && (size_t)n < sizeof(out))
 		fakefc_write_all(fd, out, (size_t)n);
 }
@@ -135,8 +137,8 @@ static void fakefc_notify_start(int64_t t_ns)
 	n = snprintf(msg, sizeof(msg), "start %s %lld", fc.id ? fc.id : fc.sock_path,
 		     (long long)t_ns);
 	if (n > 0 && (size_t)n < sizeof(msg))
-		(void)sendto(fc.notify_fd, msg, (size_t)n, MSG_DONTWAIT,
-			     (struct sockaddr *)&fc.notify_addr, sizeof(fc.notify_addr));
+		(void)sendto(fc.notify_fd, msg, (size_t)n, 0, (struct sockaddr *)&fc.notify_addr,
+			     sizeof(fc.notify_addr));
 }
 
 static void fakefc_action(int fd, const char *body, int64_t t_ns)
@@ -193,8 +195,9 @@ static void fakefc_serve(int fd, const char *method, const char *path, const cha
 	else if (strcmp(method, "PUT") == 0 && strcmp(path, "/actions") == 0)
 		fakefc_action(fd, body, t_ns);
 	else if (strcmp(method, "PUT") == 0 && fc.running)
-		fakefc_fault(fd, 400,
-			     "The requested operation is not supported after starting the microVM.");
+		fakefc_fault(
+			fd, 400,
+			"The requested operation is not supported after starting the microVM.");
 	else if (strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0)
 		fakefc_respond(fd, 204, "");
 	else
@@ -324,6 +327,16 @@ static void fakefc_notify_init(void)
 	fc.notify_addr.sun_family = AF_UNIX;
 	memcpy(fc.notify_addr.sun_path, path, strlen(path) + 1);
 	fc.notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	/*
+	 * A unix datagram queue holds only net.unix.max_dgram_qlen (10) messages:
+	 * when 200 VMs start at once the send waits for the reader rather than
+	 * drop the report, but never for long. The time in it was taken before.
+	 */
+	if (fc.notify_fd >= 0) {
+		struct timeval tv = { .tv_sec = 2 };
+
+		(void)setsockopt(fc.notify_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
 }
 
 static int fakefc_signals(void)
@@ -382,7 +395,8 @@ int main(int argc, char **argv)
 		pfd[1] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 		for (size_t i = 0; i < FAKEFC_MAX_CONNS; i++)
 			if (fc.conns[i].fd >= 0)
-				pfd[n++] = (struct pollfd){ .fd = fc.conns[i].fd, .events = POLLIN };
+				pfd[n++] =
+					(struct pollfd){ .fd = fc.conns[i].fd, .events = POLLIN };
 		if (poll(pfd, n, -1) < 0) {
 			if (errno == EINTR)
 				continue;
