@@ -168,7 +168,7 @@ static unsigned baseline_worker(const struct baseline_opts *o, unsigned first)
 	unsigned failed = 0;
 	struct bg_err err = { 0 };
 
-	if (!o->delete && host_ops_linux.disk_mode_detect(o->dir, &mode, &err) < 0) {
+	if (!o->delete &&host_ops_linux.disk_mode_detect(o->dir, &mode, &err) < 0) {
 		fprintf(stderr, "baseline: disk mode: %s\n", err.msg);
 		return o->n;
 	}
@@ -224,21 +224,43 @@ int main(int argc, char **argv)
 
 	while ((c = getopt(argc, argv, "d:b:p:k:i:f:n:j:xh")) != -1) {
 		switch (c) {
-		case 'd': o.dir = optarg; break;
-		case 'b': o.bridge = optarg; break;
-		case 'p': o.id_prefix = optarg; break;
-		case 'k': o.kernel = optarg; break;
-		case 'i': o.image = optarg; break;
-		case 'f': o.fakefc = optarg; break;
-		case 'n': o.n = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'j': o.jobs = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'x': o.delete = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'd':
+			o.dir = optarg;
+			break;
+		case 'b':
+			o.bridge = optarg;
+			break;
+		case 'p':
+			o.id_prefix = optarg;
+			break;
+		case 'k':
+			o.kernel = optarg;
+			break;
+		case 'i':
+			o.image = optarg;
+			break;
+		case 'f':
+			o.fakefc = optarg;
+			break;
+		case 'n':
+			o.n = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'j':
+			o.jobs = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'x':
+			o.delete = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
-	if (!o.dir || !o.bridge || !o.id_prefix || strlen(o.id_prefix) != 4 || o.n > 0x10000 || !o.kernel || !o.image || !o.fakefc ||
-	    o.jobs == 0) {
+	if (!o.dir || !o.bridge || !o.id_prefix || strlen(o.id_prefix) != 4 || o.n > 0x10000 ||
+	    !o.kernel || !o.image || !o.fakefc || o.jobs == 0) {
 		usage(stderr);
 		return 2;
 	}

@@ -45,3 +45,21 @@ $(BENCH_BASELINE): $(BUILD)/obj/bench/baseline.o $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS)
+
+# The engine benchmarks share bench/engine.c (their environment and teardown).
+ENGINE_BENCHES := $(BUILD)/bench/bench_p1 $(BUILD)/bench/bench_p2
+$(ENGINE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/engine.o $(LIB) \
+		$(BENCH_TOOLS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/obj/bench/engine.o $(LIB) $(DEP_LIBS)
+
+# P1 and P2 of issue 12 against bangerd with the fake Firecracker (as root):
+#   make bench-engine                                  defaults (P1 15 rounds, P2 200 VMs)
+#   make bench-engine P1_ARGS="-r 31" P2_ARGS="-n 500"
+P1_ARGS ?=
+P2_ARGS ?=
+.PHONY: bench-engine
+bench-engine: all $(ENGINE_BENCHES)
+	$(BUILD)/bench/bench_p1 $(P1_ARGS)
+	$(BUILD)/bench/bench_p2 $(P2_ARGS)
