@@ -13,13 +13,13 @@
  * of the kernel, no seccomp).
  *
  *   baseline -d DIR -b BRIDGE -p IDPREFIX -k KERNEL -i IMAGE -f FAKEFC
- *            [-n N] [-j JOBS] [-x]
+ *            [-n N] [-j JOBS] [-x] [-v]
  *
  * VM i (0 <= i < N < 65536) has id IDPREFIX (4 hex digits) followed by i in
  * 4 hex digits, its files in DIR/<id>/ and tap "bg<id>" (banger's tap names). -j JOBS forks that many workers that take every JOBS-th VM.
  * -x deletes instead: SIGTERM to the pid in DIR/<id>/pid, wait until it is
  * gone, remove the tap and the root disk and DIR/<id>. Exits 0 when every VM
- * was done.
+ * was done. -v prints each VM's steps (tap, root disk, VMM start) in ms.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -43,7 +44,21 @@ struct baseline_opts {
 	const char *dir, *bridge, *id_prefix, *kernel, *image, *fakefc;
 	unsigned n, jobs;
 	bool delete;
+	bool verbose; /* -v: each VM's steps in ms on stderr */
 };
+
+static double baseline_ms_since(int64_t *t)
+{
+	struct timespec ts;
+	int64_t now;
+	double ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	ms = (double)(now - *t) / 1000.0;
+	*t = now;
+	return ms;
+}
 
 /* One VM's names, derived from its index. */
 struct baseline_vm {
@@ -88,6 +103,8 @@ static int baseline_create(const struct baseline_opts *o, enum disk_mode mode, u
 	struct host_vm hv;
 	struct vmm_config cfg;
 	struct vmm_process proc;
+	int64_t t = 0;
+	double ms_tap = 0, ms_disk = 0, ms_vmm = 0;
 	int r;
 
 	baseline_vm_init(o, i, &v);
@@ -98,13 +115,16 @@ static int baseline_create(const struct baseline_opts *o, enum disk_mode mode, u
 		r = bg_error(err, errno, "mkdir '%s'", v.vm_dir);
 		goto out;
 	}
+	(void)baseline_ms_since(&t);
 	r = host_ops_linux.tap_ensure(&net, v.tap, 0, 0, err);
 	if (r < 0)
 		goto out;
+	ms_tap = baseline_ms_since(&t);
 	baseline_host_vm(o, &v, &hv);
 	r = host_ops_linux.rootdisk_ensure(&hv, mode, &disk, err);
 	if (r < 0)
 		goto out;
+	ms_disk = baseline_ms_since(&t);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.id = v.id;
 	cfg.name = v.id;
@@ -123,6 +143,11 @@ static int baseline_create(const struct baseline_opts *o, enum disk_mode mode, u
 	r = vmm_driver_firecracker.start(&cfg, &proc, err);
 	if (r < 0)
 		goto out;
+	ms_vmm = baseline_ms_since(&t);
+	if (o->verbose)
+		fprintf(stderr,
+			"baseline: vm %s: tap %.2f ms, root disk %.2f ms (%s), vmm start %.2f ms\n",
+			v.id, ms_tap, ms_disk, disk_mode_to_string(disk.mode), ms_vmm);
 	pid_s = xasprintf("%d %llu\n", (int)proc.pid, (unsigned long long)proc.start_time);
 	r = fs_write_atomic(v.pid_file, pid_s, strlen(pid_s), 0600, err);
 out:
@@ -214,7 +239,7 @@ static int baseline_run(const struct baseline_opts *o)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: baseline -d DIR -b BRIDGE -p IDPREFIX -k KERNEL -i IMAGE -f FAKEFC "
-		   "[-n N] [-j JOBS] [-x]\n");
+		   "[-n N] [-j JOBS] [-x] [-v]\n");
 }
 
 int main(int argc, char **argv)
@@ -222,7 +247,7 @@ int main(int argc, char **argv)
 	struct baseline_opts o = { .n = 1, .jobs = 1 };
 	int c;
 
-	while ((c = getopt(argc, argv, "d:b:p:k:i:f:n:j:xh")) != -1) {
+	while ((c = getopt(argc, argv, "d:b:p:k:i:f:n:j:xvh")) != -1) {
 		switch (c) {
 		case 'd':
 			o.dir = optarg;
@@ -250,6 +275,9 @@ int main(int argc, char **argv)
 			break;
 		case 'x':
 			o.delete = true;
+			break;
+		case 'v':
+			o.verbose = true;
 			break;
 		case 'h':
 			usage(stdout);

@@ -112,7 +112,8 @@ int main(int argc, char **argv)
 			warmup = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		default:
-			fprintf(c == 'h' ? stdout : stderr, "usage: bench_p1 [-r ROUNDS] [-w WARMUP]\n");
+			fprintf(c == 'h' ? stdout : stderr,
+				"usage: bench_p1 [-r ROUNDS] [-w WARMUP]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
