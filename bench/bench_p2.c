@@ -18,6 +18,8 @@
  *   -x -n N until it exits and nothing of it is left.
  * - baseline-par: the same with -j <nproc> workers.
  *
+ * The table also gives the time to the first and to the (N/2)-th InstanceStart.
+ *
  *   bench_p2 [-n N] [-r ROUNDS]     (as root; exit 77 otherwise)
  */
 #include <errno.h>
@@ -36,12 +38,25 @@
 static const char *const p2_names[P2_VARIANTS] = { "bangerd", "baseline-seq", "baseline-par" };
 
 struct p2_sample {
+	double first_s, half_s; /* to the first and the (N/2)-th InstanceStart */
 	double create_s, delete_s;
 };
 
-/* Wait for n InstanceStart reports; the latest time in them into *ret_last. */
-static int p2_wait_starts(struct eng *e, unsigned n, int timeout_ms, int64_t *ret_last)
+static int p2_cmp_i64(const void *a, const void *b)
 {
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Wait for n InstanceStart reports; the latest time in them into *ret_last,
+ * and into ret (when not NULL) the first and the (n/2)-th, in seconds from t0.
+ */
+static int p2_wait_starts(struct eng *e, unsigned n, int timeout_ms, int64_t t0,
+			  struct p2_sample *ret, int64_t *ret_last)
+{
+	_cleanup_free_ int64_t *times = xcalloc(n, sizeof(*times));
 	int64_t last = 0;
 	unsigned got = 0;
 	char id[64];
@@ -53,10 +68,13 @@ static int p2_wait_starts(struct eng *e, unsigned n, int timeout_ms, int64_t *re
 				timeout_ms);
 			return -ETIMEDOUT;
 		}
-		got++;
+		times[got++] = t;
 		if (t > last)
 			last = t;
 	}
+	qsort(times, n, sizeof(*times), p2_cmp_i64);
+	ret->first_s = (double)(times[0] - t0) / 1e9;
+	ret->half_s = (double)(times[(n - 1) / 2] - t0) / 1e9;
 	*ret_last = last;
 	return 0;
 }
@@ -78,7 +96,7 @@ static int p2_daemon(struct eng *e, unsigned round, unsigned n, struct p2_sample
 		if (eng_spec_publish(e, name) < 0)
 			return -EIO;
 	}
-	if (p2_wait_starts(e, n, 120000, &last) < 0)
+	if (p2_wait_starts(e, n, 120000, t0, ret, &last) < 0)
 		return -ETIMEDOUT;
 	ret->create_s = (double)(last - t0) / 1e9;
 	t0 = eng_now_ns();
@@ -106,7 +124,7 @@ static int p2_baseline(struct eng *e, unsigned n, unsigned jobs, struct p2_sampl
 	pid = eng_baseline_spawn(e, n, jobs, false);
 	if (pid < 0)
 		return -errno;
-	r = p2_wait_starts(e, n, 120000, &last);
+	r = p2_wait_starts(e, n, 120000, t0, ret, &last);
 	if (eng_baseline_wait(pid) < 0 || r < 0) {
 		fprintf(stderr, "bench_p2: baseline (-j %u) failed\n", jobs);
 		return r < 0 ? r : -EIO;
@@ -182,8 +200,11 @@ int main(int argc, char **argv)
 
 			r = p2_variant(&e, v, i, n, jobs, x);
 			if (r == 0)
-				fprintf(stderr, "round %u: %-12s create %.2f s, delete %.2f s\n", i,
-					p2_names[v], x->create_s, x->delete_s);
+				fprintf(stderr,
+					"round %u: %-12s first start %.2f s, half %.2f s, all %.2f s; "
+					"delete %.2f s\n",
+					i, p2_names[v], x->first_s, x->half_s, x->create_s,
+					x->delete_s);
 		}
 		if (r == 0)
 			done++;
@@ -191,24 +212,30 @@ int main(int argc, char **argv)
 	if (r < 0)
 		e.failed = true;
 	if (done > 0) {
-		printf("%-13s %4s %10s %8s %10s %8s\n", "variant", "n", "create_s", "VMs/s",
-		       "delete_s", "VMs/s");
+		printf("%-13s %4s %8s %8s %10s %8s %10s %8s\n", "variant", "n", "first_s", "half_s",
+		       "create_s", "VMs/s", "delete_s", "VMs/s");
 		for (int v = 0; v < P2_VARIANTS; v++) {
 			_cleanup_free_ double *cs = xcalloc(done, sizeof(double));
 			_cleanup_free_ double *ds = xcalloc(done, sizeof(double));
-			struct eng_stats sc, sd;
+			_cleanup_free_ double *fs = xcalloc(done, sizeof(double));
+			_cleanup_free_ double *hs = xcalloc(done, sizeof(double));
+			struct eng_stats sc, sd, sf, sh;
 
 			for (unsigned i = 0; i < done; i++) {
 				cs[i] = s[i * P2_VARIANTS + v].create_s;
 				ds[i] = s[i * P2_VARIANTS + v].delete_s;
+				fs[i] = s[i * P2_VARIANTS + v].first_s;
+				hs[i] = s[i * P2_VARIANTS + v].half_s;
 			}
+			eng_stats(fs, done, &sf);
+			eng_stats(hs, done, &sh);
 			eng_stats(cs, done, &sc);
 			eng_stats(ds, done, &sd);
 			med_c[v] = sc.median;
 			med_d[v] = sd.median;
-			printf("%-13s %4u %10.2f %8.1f %10.2f %8.1f\n", p2_names[v], n, sc.median,
-			       sc.median > 0 ? n / sc.median : 0, sd.median,
-			       sd.median > 0 ? n / sd.median : 0);
+			printf("%-13s %4u %8.2f %8.2f %10.2f %8.1f %10.2f %8.1f\n", p2_names[v], n,
+			       sf.median, sh.median, sc.median, sc.median > 0 ? n / sc.median : 0,
+			       sd.median, sd.median > 0 ? n / sd.median : 0);
 		}
 		printf("(medians over %u round(s))\n", done);
 		printf("ratio of medians, bangerd / baseline-seq: create %.2f, delete %.2f; "
