@@ -13,13 +13,14 @@
  * of the kernel, no seccomp).
  *
  *   baseline -d DIR -b BRIDGE -p IDPREFIX -k KERNEL -i IMAGE -f FAKEFC
- *            [-n N] [-j JOBS] [-x] [-v]
+ *            [-n N] [-j JOBS] [-x] [-v] [-T FILE]
  *
  * VM i (0 <= i < N < 65536) has id IDPREFIX (4 hex digits) followed by i in
  * 4 hex digits, its files in DIR/<id>/ and tap "bg<id>" (banger's tap names). -j JOBS forks that many workers that take every JOBS-th VM.
  * -x deletes instead: SIGTERM to the pid in DIR/<id>/pid, wait until it is
  * gone, remove the tap and the root disk and DIR/<id>. Exits 0 when every VM
- * was done. -v prints each VM's steps (tap, root disk, VMM start) in ms.
+ * was done. -v prints each VM's steps (tap, root disk, VMM start) in ms. -T FILE
+ * writes the CLOCK_MONOTONIC ns at which main() was entered to FILE.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -239,15 +240,28 @@ static int baseline_run(const struct baseline_opts *o)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: baseline -d DIR -b BRIDGE -p IDPREFIX -k KERNEL -i IMAGE -f FAKEFC "
-		   "[-n N] [-j JOBS] [-x] [-v]\n");
+		   "[-n N] [-j JOBS] [-x] [-v] [-T FILE]\n");
+}
+
+/* -T: when main() was entered, for a bench to tell exec and loading from the work. */
+static int baseline_write_t0(const char *path, const struct timespec *ts)
+{
+	_cleanup_free_ char *text =
+		xasprintf("%lld\n", (long long)ts->tv_sec * 1000000000 + ts->tv_nsec);
+
+	return fs_write_atomic(path, text, strlen(text), 0644, NULL);
 }
 
 int main(int argc, char **argv)
 {
 	struct baseline_opts o = { .n = 1, .jobs = 1 };
+	const char *t0_path = NULL;
+	struct timespec t0;
 	int c;
 
-	while ((c = getopt(argc, argv, "d:b:p:k:i:f:n:j:xvh")) != -1) {
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+
+	while ((c = getopt(argc, argv, "d:b:p:k:i:f:n:j:T:xvh")) != -1) {
 		switch (c) {
 		case 'd':
 			o.dir = optarg;
@@ -279,6 +293,9 @@ int main(int argc, char **argv)
 		case 'v':
 			o.verbose = true;
 			break;
+		case 'T':
+			t0_path = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -291,6 +308,10 @@ int main(int argc, char **argv)
 	    !o.kernel || !o.image || !o.fakefc || o.jobs == 0) {
 		usage(stderr);
 		return 2;
+	}
+	if (t0_path && baseline_write_t0(t0_path, &t0) < 0) {
+		fprintf(stderr, "baseline: cannot write %s\n", t0_path);
+		return 1;
 	}
 	return baseline_run(&o);
 }

@@ -477,10 +477,12 @@ int eng_wait_daemon_empty(struct eng *e, int timeout_ms, int64_t *ret_ns)
 
 pid_t eng_baseline_spawn(struct eng *e, unsigned n, unsigned jobs, bool del)
 {
+	_cleanup_free_ char *t0 = fs_path_join(e->work, "baseline.t0");
 	char n_s[16], j_s[16];
-	const char *argv[] = { e->baseline,  "-d", e->base,   "-b", e->bbridge, "-p",
-			       e->id_prefix, "-k", e->kernel, "-i", e->image,	"-f",
-			       e->fakefc,    "-n", n_s,	      "-j", j_s,	del ? "-x" : NULL,
+	const char *argv[] = { e->baseline, "-T",	t0,	  "-d",		e->base,
+			       "-b",	    e->bbridge, "-p",	  e->id_prefix, "-k",
+			       e->kernel,   "-i",	e->image, "-f",		e->fakefc,
+			       "-n",	    n_s,	"-j",	  j_s,		del ? "-x" : NULL,
 			       NULL };
 	pid_t pid;
 
@@ -502,6 +504,16 @@ int eng_baseline_wait(pid_t pid)
 		if (errno != EINTR)
 			return -errno;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+int64_t eng_baseline_t0(const struct eng *e)
+{
+	_cleanup_free_ char *path = fs_path_join(e->work, "baseline.t0");
+	_cleanup_free_ char *text = NULL;
+
+	if (fs_read_file(path, 64, &text, NULL, NULL) < 0)
+		return 0;
+	return strtoll(text, NULL, 10);
 }
 
 bool eng_baseline_empty(const struct eng *e)

@@ -87,6 +87,9 @@ int eng_wait_daemon_empty(struct eng *e, int timeout_ms, int64_t *ret_ns);
 pid_t eng_baseline_spawn(struct eng *e, unsigned n, unsigned jobs, bool del);
 int eng_baseline_wait(pid_t pid);
 
+/* When the last baseline run entered main() (CLOCK_MONOTONIC ns; 0 when unknown). */
+int64_t eng_baseline_t0(const struct eng *e);
+
 /* Nothing of the baseline is left (no fakefc, no tap on its bridge, no VM dir). */
 bool eng_baseline_empty(const struct eng *e);
 
