@@ -12,11 +12,17 @@ BENCH_SRCS := $(wildcard bench/bench_*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 BENCH_ARGS ?=
 
+# Helpers of the engine benchmarks (bench_p1, bench_p2): the fake Firecracker
+# (no library: one small process per VM) and the bare baseline program.
+FAKEFC := $(BUILD)/bench/fakefc
+BENCH_BASELINE := $(BUILD)/bench/baseline
+BENCH_TOOLS := $(FAKEFC) $(BENCH_BASELINE)
+
 .PHONY: bench bench-build
 
-bench-build: $(BENCH_BINS)
+bench-build: $(BENCH_BINS) $(BENCH_TOOLS)
 
-bench: $(BENCH_BINS)
+bench: $(BENCH_BINS) $(BENCH_TOOLS)
 	@set -e; for b in $(BENCH_BINS); do echo "== $$b $(BENCH_ARGS)"; $$b $(BENCH_ARGS); done
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TESTLIB) $(CLI_LIB) $(LIB)
@@ -29,3 +35,31 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TESTLIB) $(CLI_LIB) $(LIB)
 .PHONY: bench-boot
 bench-boot: all image image-debian
 	bench/bench_boot.sh $(BENCH_ARGS)
+
+$(FAKEFC): $(BUILD)/obj/bench/fakefc.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $<
+
+$(BENCH_BASELINE): $(BUILD)/obj/bench/baseline.o $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(DEP_LIBS)
+
+# The engine benchmarks share bench/engine.c (their environment and teardown).
+ENGINE_BENCHES := $(BUILD)/bench/bench_p1 $(BUILD)/bench/bench_p2
+$(ENGINE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/engine.o $(LIB) \
+		$(BENCH_TOOLS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/obj/bench/engine.o $(LIB) $(DEP_LIBS)
+
+# P1 and P2 of issue 12 against bangerd with the fake Firecracker (as root):
+#   make bench-engine                                  defaults (P1 15 rounds, P2 200 VMs)
+#   make bench-engine P1_ARGS="-r 31" P2_ARGS="-n 500"
+P1_ARGS ?=
+P2_ARGS ?=
+.PHONY: bench-engine
+bench-engine: all $(ENGINE_BENCHES)
+	$(BUILD)/bench/bench_p1 $(P1_ARGS)
+	$(BUILD)/bench/bench_p2 $(P2_ARGS)
