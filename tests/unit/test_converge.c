@@ -525,9 +525,9 @@ static void test_stop_escalates_at_recorded_deadlines(void **state)
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
-	/* Reaped, the VMM has no pid left to stop(): its sockets go with the next start. */
+	/* stop() of the dead VMM reaps it if it is ours and removes its sockets. */
 	assert_string_equal(fake_calls.data,
-			    "netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
+			    "stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.stop_stage, VM_STOP_NONE);
