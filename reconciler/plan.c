@@ -3,7 +3,7 @@
  *
  * No I/O, no clocks, no globals: everything comes in through struct
  * plan_input, and the output depends on nothing else. The only calls out are
- * to memory functions, string comparison, qsort and spec_compare().
+ * to memory functions, string comparison, qsort, bsearch and spec_compare().
  */
 #include "reconciler/plan.h"
 
@@ -102,20 +102,57 @@ static bool path_in(const char *path, const char *const *list, size_t n)
 	return false;
 }
 
-static const struct plan_desired *find_desired(const struct plan_input *in, const char *name)
+/*
+ * Lookups by name over the inputs sorted once per plan(): a pass at a few
+ * thousand VMs must not compare every name with every other.
+ */
+struct index {
+	const struct plan_desired **desired; /* sorted by spec name */
+	const struct plan_record **records;  /* sorted by record name */
+};
+
+static int cmp_desired(const void *x, const void *y)
 {
-	for (size_t i = 0; i < in->n_desired; i++)
-		if (strcmp(in->desired[i].spec->name, name) == 0)
-			return &in->desired[i];
-	return NULL;
+	return strcmp((*(const struct plan_desired *const *)x)->spec->name,
+		      (*(const struct plan_desired *const *)y)->spec->name);
 }
 
-static const struct plan_record *find_record(const struct plan_input *in, const char *name)
+static int cmp_record(const void *x, const void *y)
 {
-	for (size_t i = 0; i < in->n_records; i++)
-		if (strcmp(in->records[i].rec->name, name) == 0)
-			return &in->records[i];
-	return NULL;
+	return strcmp((*(const struct plan_record *const *)x)->rec->name,
+		      (*(const struct plan_record *const *)y)->rec->name);
+}
+
+static int key_desired(const void *key, const void *elem)
+{
+	return strcmp(key, (*(const struct plan_desired *const *)elem)->spec->name);
+}
+
+static int key_record(const void *key, const void *elem)
+{
+	return strcmp(key, (*(const struct plan_record *const *)elem)->rec->name);
+}
+
+static const struct plan_desired *find_desired(const struct plan_input *in, const struct index *ix,
+					       const char *name)
+{
+	const struct plan_desired *const *hit = in->n_desired
+							? bsearch(name, ix->desired, in->n_desired,
+								  sizeof(*ix->desired), key_desired)
+							: NULL;
+
+	return hit ? *hit : NULL;
+}
+
+static const struct plan_record *find_record(const struct plan_input *in, const struct index *ix,
+					     const char *name)
+{
+	const struct plan_record *const *hit = in->n_records
+						       ? bsearch(name, ix->records, in->n_records,
+								 sizeof(*ix->records), key_record)
+						       : NULL;
+
+	return hit ? *hit : NULL;
 }
 
 /* The VMM process counts as up: the record says it should be running. */
@@ -227,10 +264,11 @@ static void plan_stopped(struct plan_action *a, const struct plan_record *r, boo
 		set(a, PLAN_NONE, PLAN_R_UP_TO_DATE);
 }
 
-static void plan_one(const struct plan_input *in, const char *name, struct plan_action *a)
+static void plan_one(const struct plan_input *in, const struct index *ix, const char *name,
+		     struct plan_action *a)
 {
-	const struct plan_desired *d = find_desired(in, name);
-	const struct plan_record *r = find_record(in, name);
+	const struct plan_desired *d = find_desired(in, ix, name);
+	const struct plan_record *r = find_record(in, ix, name);
 	const struct vm_record *rec = r ? r->rec : NULL;
 	bool broken;
 	bool changed;
@@ -331,6 +369,7 @@ int plan(const struct plan_input *in, struct plan_action **ret, size_t *ret_n)
 	size_t cap = in->n_desired + in->n_broken_names + in->n_records;
 	const char **names = xcalloc(cap ? cap : 1, sizeof(*names));
 	struct plan_action *actions;
+	struct index ix;
 	size_t n = 0, u = 0;
 
 	for (size_t i = 0; i < in->n_desired; i++)
@@ -344,10 +383,21 @@ int plan(const struct plan_input *in, struct plan_action **ret, size_t *ret_n)
 		if (u == 0 || strcmp(names[u - 1], names[i]) != 0)
 			names[u++] = names[i];
 
+	ix.desired = xcalloc(in->n_desired + 1, sizeof(*ix.desired));
+	ix.records = xcalloc(in->n_records + 1, sizeof(*ix.records));
+	for (size_t i = 0; i < in->n_desired; i++)
+		ix.desired[i] = &in->desired[i];
+	for (size_t i = 0; i < in->n_records; i++)
+		ix.records[i] = &in->records[i];
+	qsort(ix.desired, in->n_desired, sizeof(*ix.desired), cmp_desired);
+	qsort(ix.records, in->n_records, sizeof(*ix.records), cmp_record);
+
 	actions = xcalloc(u ? u : 1, sizeof(*actions));
 	for (size_t i = 0; i < u; i++)
-		plan_one(in, names[i], &actions[i]);
+		plan_one(in, &ix, names[i], &actions[i]);
 	qsort(actions, u, sizeof(*actions), cmp_actions);
+	free(ix.desired);
+	free(ix.records);
 	free(names);
 	*ret = actions;
 	*ret_n = u;

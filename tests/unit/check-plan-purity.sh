@@ -4,7 +4,7 @@
 # functions and pure spec helpers. No sqlite, no file calls, no syscalls.
 set -eu
 obj=$1
-allowed='^(strcmp|strncmp|strlen|memset|memcpy|qsort|free|xcalloc|xmalloc|spec_compare|__stack_chk_fail|__asan_.*|__ubsan_.*|__sanitizer_.*)$'
+allowed='^(strcmp|strncmp|strlen|memset|memcpy|qsort|bsearch|free|xcalloc|xmalloc|spec_compare|__stack_chk_fail|__asan_.*|__ubsan_.*|__sanitizer_.*)$'
 undefined=$(nm -u "$obj" | awk '{print $NF}')
 bad=$(printf '%s\n' "$undefined" | grep -Ev "$allowed" || true)
 if [ -n "$bad" ]; then
