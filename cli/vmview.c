@@ -242,6 +242,19 @@ cJSON *vm_view_json(const struct vm_view *v)
 		}
 		add_str(o, "netError", rec->net_error);
 	}
+	{
+		/* A stop in progress: how far it has escalated, and until when that waits. */
+		static const char *const stages[] = { NULL, "graceful", "term", "kill" };
+		const char *stage = (unsigned)rec->stop_stage < ARRAY_SIZE(stages)
+					    ? stages[rec->stop_stage]
+					    : NULL;
+
+		add_str(o, "stopStage", stage);
+		if (stage)
+			cJSON_AddNumberToObject(o, "stopDeadline", (double)rec->stop_deadline);
+		else
+			cJSON_AddNullToObject(o, "stopDeadline");
+	}
 	if (v->spec) {
 		cJSON_AddNumberToObject(o, "vcpus", v->spec->vcpus);
 		cJSON_AddNumberToObject(o, "memoryMiB", v->spec->memory_mib);
