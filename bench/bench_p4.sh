@@ -40,6 +40,7 @@ export BANGER_STATE_DIR=$work/state BANGER_SPEC_DIR=$work/specs
 mkdir -p "$BANGER_SPEC_DIR" "$work/base"
 daemon=
 hand=
+spawned=
 
 in_ns() { ip netns exec "$ns" "$@"; }
 bg() { in_ns "$build/banger" "$@"; }
@@ -47,13 +48,9 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 
 # Processes naming our work dir in argv (the VMMs, bangerd's helpers, ours).
+# (One grep over every cmdline; its pattern does not match its own argv.)
 our_processes() {
-	local p
-	for p in /proc/[0-9]*; do
-		[ "${p#/proc/}" != "$$" ] || continue
-		tr '\0' '\n' 2>/dev/null <"$p/cmdline" | grep -qF "$work" && echo "${p#/proc/}"
-	done
-	return 0
+	grep -alE "bgp-p4-$sfx[.]" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
 }
 
 cleanup() {
@@ -151,7 +148,8 @@ template() {
 # baseline N ($secs = the seconds): the saved argv with the VM dir's paths pointing at a fresh dir
 # (a fresh sparse copy of the image, grown to the size bangerd's disk had; the
 # seed disk bangerd made) and the tap renamed to our own; timed from the disk
-# copy to the first 'ssh root@IP true' that succeeds (polled every 0.1 s).
+# copy to the first 'ssh root@IP true' that succeeds (polled every 0.1 s);
+# $spawned = the seconds from the copy to QEMU's spawn.
 baseline() {
 	local d=$work/hand$1 t0 rc
 	rm -rf "$d"
@@ -164,12 +162,20 @@ baseline() {
 	for f in "$work/base"/*; do
 		case $f in */argv | */known_hosts) ;; *) cp -a "$f" "$d/" ;; esac
 	done
+	# bangerd fsyncs what it copies before the VMM starts; so does the baseline.
+	sync "$d"/*
 	in_ns ip tuntap add dev "$htap" mode tap
 	in_ns ip link set "$htap" master "$br" up
 	# In the namespace, as bangerd's VMMs are: ifname= names a tap of that namespace.
-	ip netns exec "$ns" "${argv[@]}" >>"$d/qemu.out" 2>&1 &
+	# A session of its own and no stdin, as bangerd starts its VMMs.
+	setsid ip netns exec "$ns" "${argv[@]}" </dev/null >>"$d/qemu.out" 2>&1 &
 	hand=$!
-	until in_ns ssh -q -i "$BANGER_STATE_DIR/ssh/id_ed25519" -o BatchMode=yes -o ConnectTimeout=2 \
+	spawned=$(elapsed "$t0")
+	# Like bangerd's probe: a 250 ms TCP connect to port 22 first, then SSH
+	# (OpenSSH's ConnectTimeout is whole seconds; an unanswered ARP alone is 3 s).
+	until in_ns timeout 0.25 bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null && in_ns ssh -q \
+		-o KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org -o HostKeyAlgorithms=ssh-ed25519 \
+		-o Ciphers=aes256-ctr,aes192-ctr,aes128-ctr -o MACs=hmac-sha2-256,hmac-sha2-512 -i "$BANGER_STATE_DIR/ssh/id_ed25519" -o BatchMode=yes -o ConnectTimeout=2 \
 		-o UserKnownHostsFile="$work/base/known_hosts" -o StrictHostKeyChecking=yes \
 		"root@$ip" true </dev/null; do
 		(($(date +%s) - ${t0%.*} < 300)) || { echo "bench_p4: hand guest: no ssh in 300 s" >&2; return 1; }
@@ -200,7 +206,8 @@ for r in $(seq 1 "$rounds"); do
 		else
 			baseline "$r"
 		fi
-		echo "$r $v $secs" | tee -a "$work/samples"
+		echo "$r $v $secs${spawned:+ (disk copy + tap + spawn: $spawned s)}" | tee -a "$work/samples"
+		spawned=
 	done
 done
 stats() { sort -n | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.3f %.3f %.3f\n", m, a[1], a[NR] }'; }
