@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench_p3.sh [-n N1,N2,...] [-p PASSES] [-s STATUS_RUNS] - P3 (issue 12):
+# bench_p3.sh [-n N1,N2,...] [-p PASSES] [-s STATUS_RUNS] [-P] - P3 (issue 12):
 # bangerd's cost at rest with N converged Running VMs, for growing N in one
 # run: CPU time of one idle full resync (SIGHUP; median of PASSES), the
 # daemon's RSS, and 'banger status -o json' wall time (median of STATUS_RUNS).
@@ -7,7 +7,9 @@
 # are Running because their addresses answer SSH: a network namespace on the
 # bridge holds every guest address and sshfix (bench/sshfix.c) runs OpenSSH's
 # 'sshd -i' per connection with the dialled VM's own host key. The baseline is
-# the smallest N of the same run (growth with N; per-VM cost printed).
+# the smallest N of the same run (growth with N; per-VM cost printed). -P:
+# after the measurements at the largest N, one more pass under 'perf record'
+# (cpu-clock), and the profile by library and by symbol.
 # As root; netns bgp<sfx> (bangerd, bridge bgp<sfx>b) and bgp<sfx>g (guests),
 # 172.28.20.1/22 (172.29.0.1/16 when an N is over 1000), all removed at the
 # end. Exit 77 when not root or a tool is missing.
@@ -15,23 +17,25 @@ set -euo pipefail
 sizes=100,1000
 passes=10
 sruns=5
+profile=
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$top/${BUILD:-build}
 fakefc=$build/bench/p3-fakefc
 sshfix=$build/bench/sshfix
-while getopts "n:p:s:h" o; do
+while getopts "n:p:s:Ph" o; do
 	case $o in
 	n) sizes=$OPTARG ;;
 	p) passes=$OPTARG ;;
 	s) sruns=$OPTARG ;;
+	P) profile=1 ;;
 	*)
-		sed -n '2,13p' "$0"
+		sed -n '2,15p' "$0"
 		exit 2
 		;;
 	esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "bench_p3: needs root (skipped)"; exit 77; }
-for t in /usr/sbin/sshd ssh-keygen sqlite3 jq ip unshare mkfs.ext4; do
+for t in /usr/sbin/sshd ssh-keygen sqlite3 jq ip unshare mkfs.ext4 ${profile:+perf}; do
 	command -v "$t" >/dev/null || { echo "bench_p3: $t missing (skipped)"; exit 77; }
 done
 for f in "$build/bangerd" "$build/banger" "$fakefc" "$sshfix"; do
@@ -65,13 +69,9 @@ q() { sqlite3 -readonly "$db" "$1" 2>/dev/null; }
 now_ns() { date +%s%N; }
 ip4() { echo "$(($1 >> 24 & 255)).$(($1 >> 16 & 255)).$(($1 >> 8 & 255)).$(($1 & 255))"; }
 
+# (One grep over every cmdline; its pattern does not match its own argv.)
 our_processes() {
-	local p
-	for p in /proc/[0-9]*; do
-		[ "${p#/proc/}" != "$$" ] || continue
-		tr '\0' '\n' 2>/dev/null <"$p/cmdline" | grep -qF "$work" && echo "${p#/proc/}"
-	done
-	return 0
+	grep -alE "bgp-p3-$sfx[.]" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
 }
 
 cleanup() {
@@ -81,8 +81,11 @@ cleanup() {
 	# Deleting 1,000 VMs one by one is P2's subject and takes minutes here: stop
 	# bangerd, end the VMMs it started for us (argv names our work dir), and let
 	# the namespaces take the bridge, taps, veth and nftables tables with them.
+	# (bangerd reads SIGTERM between passes, and a pass at 1,000 VMs is long.)
 	if [ -n "$daemon" ]; then
 		kill "$daemon" 2>/dev/null || true
+		for _ in $(seq 1 40); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.25; done
+		kill -KILL "$daemon" 2>/dev/null || true
 		wait "$daemon" 2>/dev/null || true
 	fi
 	for p in $(our_processes); do [ "$p" = "$fixer" ] || kill -KILL "$p" 2>/dev/null || true; done
@@ -196,7 +199,7 @@ grow() {
 
 # CPU ns of bangerd: the sum of its threads' schedstat run times.
 cpu_ns() {
-	cat /proc/"$daemon"/task/*/schedstat | awk '{ s += $1 } END { printf "%d", s }'
+	cat /proc/"$daemon"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
@@ -252,6 +255,18 @@ for n in "${ns_list[@]}"; do
 	grow "$n"
 	measure "$n"
 done
+if [ -n "$profile" ]; then
+	perf record -q -o "$work/perf.data" -e cpu-clock -F 499 -g -p "$daemon" >/dev/null 2>&1 &
+	perfpid=$!
+	sleep 1
+	one_pass >/dev/null
+	kill -INT "$perfpid"
+	wait "$perfpid" || true
+	echo "profile of one idle pass at N=$have (perf, cpu-clock), by library:"
+	perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%' | grep -v '^#' | head -10
+	echo "by symbol:"
+	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -25
+fi
 echo
 echo "     N  cpu_ms/pass  wall_ms/pass  ticks_ms/pass  RSS_MiB  status_ms  cpu_us/VM  RSS_KiB/VM(above first N)"
 read -r n0 _ _ _ r0 _ _ < <(head -1 "$work/results")
