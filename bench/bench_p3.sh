@@ -175,7 +175,7 @@ link_keys() {
 # grow N: specs up to N VMs, then wait until all N are Running.
 have=0
 grow() {
-	local n=$1 t0 running=0 last=-1 stall
+	local n=$1 t0 running=0 last= state stall
 	for i in $(seq $((have + 1)) "$n"); do spec "vm$i" >"$work/stage/vm$i.yaml"; done
 	t0=$SECONDS
 	mv "$work/stage"/*.yaml "$BANGER_SPEC_DIR/" 2>/dev/null || true
@@ -186,8 +186,11 @@ grow() {
 		link_keys
 		running=$(q "SELECT count(*) FROM vms WHERE phase = 'Running'")
 		[ "${running:-0}" -ge "$n" ] && break
-		if [ "$running" != "$last" ]; then last=$running stall=$SECONDS; fi
-		((SECONDS - stall < 300)) || {
+		# Stuck = no VM made or changed phase for 10 min (one pass that creates
+		# hundreds of VMs changes no phase to Running for minutes).
+		state=$(q "SELECT phase, count(*) FROM vms GROUP BY phase" | tr '\n' ' ')
+		if [ "$state" != "$last" ]; then last=$state stall=$SECONDS; fi
+		((SECONDS - stall < 600)) || {
 			echo "bench_p3: stuck at $running/$n Running; phases: $(q "SELECT phase, count(*) FROM vms GROUP BY phase" | tr '\n' ' ')" >&2
 			tail -n 20 "$work/bangerd.log" >&2
 			return 1
