@@ -266,9 +266,9 @@ if [ -n "$profile" ]; then
 	kill -INT "$perfpid"
 	wait "$perfpid" || true
 	echo "profile of one idle pass at N=$have (perf, cpu-clock), by library:"
-	perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%' | grep -v '^#' | head -10
+	perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%' | grep -v '^#' | head -10 || true
 	echo "by symbol:"
-	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -25
+	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -25 || true
 fi
 echo
 echo "     N  cpu_ms/pass  wall_ms/pass  ticks_ms/pass  RSS_MiB  status_ms  cpu_us/VM  RSS_KiB/VM(above first N)"
