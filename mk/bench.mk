@@ -44,6 +44,6 @@ $(BUILD)/bench/p3-fakefc $(BUILD)/bench/sshfix:
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^
 bench-p3: all $(BUILD)/bench/p3-fakefc $(BUILD)/bench/sshfix
-	bench/bench_p3.sh $(P3_ARGS)
+	BUILD=$(BUILD) bench/bench_p3.sh $(P3_ARGS)
 bench-p4: all
-	bench/bench_p4.sh $(P4_ARGS)
+	BUILD=$(BUILD) bench/bench_p4.sh $(P4_ARGS)
