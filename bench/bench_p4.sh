@@ -145,13 +145,14 @@ template() {
 	bg delete "$name" --wait --timeout 2m >/dev/null
 }
 
-# baseline N ($secs = the seconds): the saved argv with the VM dir's paths pointing at a fresh dir
-# (a fresh sparse copy of the image, grown to the size bangerd's disk had; the
-# seed disk bangerd made) and the tap renamed to our own; timed from the disk
-# copy to the first 'ssh root@IP true' that succeeds (polled every 0.1 s);
-# $spawned = the seconds from the copy to QEMU's spawn.
+# baseline N ($secs = the seconds): the saved argv with the VM dir's paths
+# pointing at a fresh dir (a sparse copy of the image, which must have the size
+# bangerd's disk had; copies of the boot files and of the seed disk bangerd
+# made) and the tap renamed to our own; timed from the disk copy to the first
+# 'ssh root@IP true' that succeeds (polled every 0.1 s); $spawned = the
+# seconds from the copy to QEMU's spawn (copies, sync, tap).
 baseline() {
-	local d=$work/hand$1 t0 rc
+	local d=$work/hand$1 t0
 	rm -rf "$d"
 	mkdir -p "$d"
 	local -a argv
