@@ -63,3 +63,21 @@ P2_ARGS ?=
 bench-engine: all $(ENGINE_BENCHES)
 	$(BUILD)/bench/bench_p1 $(P1_ARGS)
 	$(BUILD)/bench/bench_p2 $(P2_ARGS)
+
+# P3 and P4 (issue 12): bench_p3.sh (idle resync at N Running fake VMs: the fake
+# Firecracker bench/fakefc.c, and sshfix, OpenSSH's 'sshd -i' per guest address)
+# and bench_p4.sh (a QEMU guest: apply -> ssh vs the same argv by hand).
+#   make bench-p3 P3_ARGS="-n 100,1000"     make bench-p4 P4_ARGS="-r 5"
+DEB_EXTRA += openssh-server
+P3_ARGS ?=
+P4_ARGS ?=
+.PHONY: bench-p3 bench-p4
+$(BUILD)/bench/p3-fakefc: $(BUILD)/obj/bench/fakefc.o
+$(BUILD)/bench/sshfix: $(BUILD)/obj/bench/sshfix.o
+$(BUILD)/bench/p3-fakefc $(BUILD)/bench/sshfix:
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^
+bench-p3: all $(BUILD)/bench/p3-fakefc $(BUILD)/bench/sshfix
+	BUILD=$(BUILD) bench/bench_p3.sh $(P3_ARGS)
+bench-p4: all
+	BUILD=$(BUILD) bench/bench_p4.sh $(P4_ARGS)
