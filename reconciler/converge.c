@@ -1002,7 +1002,11 @@ static int set_stop_stage(struct conv *c, enum vm_stop_stage stage, int64_t wait
 	return save(c, err);
 }
 
-/* Send the signal of the next stage; the stage is recorded first (a crash repeats it). */
+/*
+ * Send the signal of the next stage. The stage is recorded first: a crash in
+ * between leaves a stage whose signal was never sent, and the stop goes on
+ * to the next one at its deadline (it ends the VMM either way).
+ */
 static int stop_escalate(struct conv *c, const struct vm_handles *h, struct bg_err *err)
 {
 	bool term = c->rec.stop_stage < VM_STOP_TERM;
@@ -1231,6 +1235,9 @@ static int set_step(struct conv *c, const char *step, struct bg_err *err)
 	const char *action = step ? plan_action_to_string(c->type) : NULL;
 	int r;
 
+	/* A stop resumed pass after pass while it waits: the log already says so. */
+	if (c->have_rec && str_eq(c->rec.action, action) && str_eq(c->rec.step, step))
+		return 0;
 	set_str(&c->rec.action, action);
 	set_str(&c->rec.step, step);
 	r = store_vm_set_step(c->env->store, c->rec.id, action, step, err);

@@ -348,10 +348,10 @@ void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, boo
 	spec_cache_hint(d->specs, paths, n, all);
 }
 
-void daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
+bool daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
 {
 	if (d->prober && prober_reaped(d->prober, pid, wait_status))
-		return;
+		return false;
 
 	int status = WIFEXITED(wait_status)	? WEXITSTATUS(wait_status)
 		     : WIFSIGNALED(wait_status) ? 128 + WTERMSIG(wait_status)
@@ -365,6 +365,7 @@ void daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
 	d->reaped[d->n_reaped].status = status;
 	d->n_reaped++;
 	log_info("VMM pid %d exited with status %d", (int)pid, status);
+	return true;
 }
 
 static int reaped_status(const struct daemon *d, pid_t pid)
@@ -552,7 +553,9 @@ static void observe(struct daemon *d, bool full)
 			wake_at(d, rec->backoff_until);
 		/* A stop waits for its VMM's exit (pidfd) or its deadline. */
 		if (rec->stop_stage != VM_STOP_NONE) {
-			wake_at(d, rec->stop_deadline);
+			/* Past it and still waiting (the action failed early): retry, not spin. */
+			wake_at(d, rec->stop_deadline > now ? rec->stop_deadline
+							    : now + STARTING_POLL_MS);
 			(void)watch_alive(d, rec);
 			continue;
 		}

@@ -122,7 +122,10 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err);
  */
 void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, bool all);
 
-/* Remember the wait status of a VMM child the event loop reaped. */
-void daemon_reaped(struct daemon *d, pid_t pid, int wait_status);
+/*
+ * Remember the wait status of a VMM child the event loop reaped. false when
+ * pid was not a VMM but one of the prober's workers (prober.h).
+ */
+bool daemon_reaped(struct daemon *d, pid_t pid, int wait_status);
 
 #endif

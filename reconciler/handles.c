@@ -438,6 +438,8 @@ struct proc_index {
 
 /* A hostile argv could name thousands of "sockets"; a VMM's names a few. */
 #define PROC_KEYS_PER_PROCESS 4096
+/* sizeof(sun_path): no longer string is a socket path a VMM could have been given. */
+#define SOCK_KEY_MAX 108
 
 static void proc_index_free(struct proc_index *idx)
 {
@@ -472,11 +474,17 @@ static void add_key(struct proc_index *idx, const char *s, size_t len, size_t *b
  */
 static void add_arg_keys(struct proc_index *idx, const char *arg, size_t n, size_t *budget)
 {
-	add_key(idx, arg, n, budget);
-	for (size_t i = 1; i < n; i++) {
+	/*
+	 * A control socket path fits sun_path: longer keys can name nothing, so
+	 * each start is scanned at most that far. Any argv (a local user's too)
+	 * then costs O(length x SOCK_KEY_MAX) time and at most the budget in keys.
+	 */
+	if (n < SOCK_KEY_MAX)
+		add_key(idx, arg, n, budget);
+	for (size_t i = 1; i < n && *budget; i++) {
 		if (arg[i - 1] != ':' && arg[i - 1] != '=')
 			continue;
-		for (size_t j = i + 1; j <= n; j++)
+		for (size_t j = i + 1; j <= n && j - i < SOCK_KEY_MAX; j++)
 			if (j == n || arg[j] == ',')
 				add_key(idx, arg + i, j - i, budget);
 	}

@@ -189,16 +189,20 @@ static void raise_fd_limit(void)
 			 strerror(errno));
 }
 
-static void reap_children(struct daemon *d)
+/* Reap every exited child; true when one of them was a VMM (a probe worker is not news). */
+static bool reap_children(struct daemon *d)
 {
+	bool vmm = false;
+
 	for (;;) {
 		int status;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 
 		if (pid <= 0)
 			break;
-		daemon_reaped(d, pid, status);
+		vmm |= daemon_reaped(d, pid, status);
 	}
+	return vmm;
 }
 
 struct loop {
@@ -385,10 +389,8 @@ static int run_loop(struct daemon *d, struct loop *l)
 						log_notice("SIGHUP: resync");
 						pass = full = true;
 					}
-					if (si.ssi_signo == SIGCHLD) {
-						reap_children(d);
+					if (si.ssi_signo == SIGCHLD && reap_children(d))
 						pass = true;
-					}
 				}
 			} else if (tag == TAG_DNS) {
 				dns_server_dispatch(l->dns);

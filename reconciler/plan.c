@@ -296,6 +296,19 @@ static void plan_one(const struct plan_input *in, const struct index *ix, const 
 			set(a, PLAN_NONE, broken ? PLAN_R_SPEC_ERROR : PLAN_R_UP_TO_DATE);
 		return;
 	}
+	/* A stop that waits for its VMM goes on first, whatever is wanted now. */
+	if (rec->step && rec->stop_stage != VM_STOP_NONE) {
+		int resume = plan_action_from_string(rec->action);
+
+		/* No usable spec, or a delete: the record's own (as for a broken one). */
+		if (!a->spec || rec->phase == VM_PHASE_DELETING) {
+			a->spec = r->spec;
+			a->hash = NULL;
+		}
+		set(a, PLAN_RESUME, PLAN_R_STOP_IN_PROGRESS);
+		a->resume = resume > PLAN_NONE ? (enum plan_action_type)resume : PLAN_STOP;
+		return;
+	}
 	if (rec->phase == VM_PHASE_DELETING) {
 		a->spec = r->spec;
 		a->hash = NULL;
@@ -306,15 +319,6 @@ static void plan_one(const struct plan_input *in, const struct index *ix, const 
 			return;
 		}
 		set(a, PLAN_DELETE, PLAN_R_DELETING);
-		return;
-	}
-	if (rec->step && rec->stop_stage != VM_STOP_NONE) {
-		int resume = plan_action_from_string(rec->action);
-
-		if (!a->spec) /* no usable spec: the record's, as for a broken one */
-			a->spec = r->spec;
-		set(a, PLAN_RESUME, PLAN_R_STOP_IN_PROGRESS);
-		a->resume = resume > PLAN_NONE ? (enum plan_action_type)resume : PLAN_STOP;
 		return;
 	}
 	if (broken) {

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -105,10 +106,13 @@ static void set_str(char **dst, const char *src)
 	*dst = src ? xstrdup(src) : NULL;
 }
 
-static void close_fd(int *fd)
+/* Out of the epoll set first: a worker forked earlier may still hold a copy of the file. */
+static void drop_fd(struct prober *p, int *fd)
 {
-	if (*fd >= 0)
+	if (*fd >= 0) {
+		(void)epoll_ctl(p->ep, EPOLL_CTL_DEL, *fd, NULL);
 		(void)close(*fd);
+	}
 	*fd = -1;
 }
 
@@ -123,8 +127,8 @@ static bool worker_outstanding(const struct prober *p, pid_t pid)
 /* Stop whatever is in flight; the entry becomes IDLE without a result. */
 static void cancel(struct prober *p, struct entry *e)
 {
-	close_fd(&e->fd);
-	close_fd(&e->pipe_fd);
+	drop_fd(p, &e->fd);
+	drop_fd(p, &e->pipe_fd);
 	/* Only a worker not reaped yet: a reaped pid may belong to anyone now. */
 	if (e->state == E_WORKING && worker_outstanding(p, e->pid))
 		(void)kill(e->pid, SIGKILL);
@@ -210,6 +214,24 @@ static void connect_done(struct prober *p, struct entry *e)
 	e->deadline = now_mono_ms() + 2 * (int64_t)p->cfg.ssh_ms + WORKER_SLACK_MS;
 }
 
+/*
+ * In the worker: keep stdio, the guest connection and the result pipe, and
+ * nothing else of the daemon's (other guests' sockets and pipes, epoll sets,
+ * pidfds, the daemon's lock), and die with the daemon.
+ */
+static void worker_isolate(int fd, int out, pid_t parent)
+{
+	int lo = fd < out ? fd : out, hi = fd < out ? out : fd;
+
+	if (lo > 3)
+		(void)close_range(3, (unsigned)lo - 1, 0);
+	if (hi > lo + 1)
+		(void)close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+	(void)close_range((unsigned)hi + 1, ~0U, 0);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+		_exit(1);
+}
+
 /* The worker process: one handshake, one result record, exit. Never returns. */
 static void worker_run(const struct prober *p, const struct entry *e, int fd, int out)
 {
@@ -242,8 +264,8 @@ static void worker_run(const struct prober *p, const struct entry *e, int fd, in
 static void start_worker(struct prober *p, struct entry *e)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = e };
+	pid_t parent = getpid(), pid;
 	int pfd[2];
-	pid_t pid;
 	int fl = fcntl(e->fd, F_GETFL);
 
 	/* The handshake (libssh2 in a jailed child) runs on a blocking socket. */
@@ -261,11 +283,11 @@ static void start_worker(struct prober *p, struct entry *e)
 		return;
 	}
 	if (pid == 0) {
-		(void)close(pfd[0]);
+		worker_isolate(e->fd, pfd[1], parent);
 		worker_run(p, e, e->fd, pfd[1]);
 	}
 	(void)close(pfd[1]);
-	close_fd(&e->fd); /* the worker owns the connection now */
+	drop_fd(p, &e->fd); /* the worker owns the connection now */
 	p->workers = xreallocarray(p->workers, p->n_workers + 1, sizeof(*p->workers));
 	p->workers[p->n_workers++] = pid;
 	e->pid = pid;

@@ -526,8 +526,9 @@ static void test_stop_escalates_at_recorded_deadlines(void **state)
 	buf_reset(&fake_calls);
 	assert_int_equal(pass(f, f->spec, hash), 0);
 	/* stop() of the dead VMM reaps it if it is ours and removes its sockets. */
-	assert_string_equal(fake_calls.data,
-			    "stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
+	assert_string_equal(
+		fake_calls.data,
+		"stop netrules-remove antispoof-remove tap-remove rootdisk-deactivate ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPED);
 	assert_int_equal(rec.stop_stage, VM_STOP_NONE);

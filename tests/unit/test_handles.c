@@ -397,6 +397,36 @@ static void test_rediscover_vmm(void **state)
 	stop_sleeper(decoy2);
 }
 
+/*
+ * Any local user may put anything in an argv: a 120 KiB argument of ':'
+ * (every position starts a "unix:<path>" candidate) must not make a /proc
+ * scan quadratic or huge. Before socket keys were bounded by sun_path's size
+ * this took seconds and hundreds of MiB; the real VMM is still found.
+ */
+static void test_rediscover_hostile_argv(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_free_ char *sock = fs_path_join(f->dir, "api.sock");
+	char *hostile = xmalloc(120 * 1024 + 1);
+	struct vm_handles h;
+	pid_t bad, fc;
+	int64_t t0, took;
+
+	memset(hostile, ':', 120 * 1024);
+	hostile[120 * 1024] = '\0';
+	bad = spawn_sleeper("-x", hostile);
+	fc = spawn_sleeper("--api-sock", sock);
+	t0 = now_mono_ms();
+	rediscover_sock(sock, 0, &h);
+	took = now_mono_ms() - t0;
+	assert_int_equal(h.pid, fc);
+	print_message("rediscovery beside a 120 KiB ':' argv: %lld ms\n", (long long)took);
+	assert_true(took < 1500);
+	stop_sleeper(fc);
+	stop_sleeper(bad);
+	free(hostile);
+}
+
 /* ---- rediscovery of loops and dm devices, in a fake sysfs ---------------------------------------- */
 
 static void fake_attr(const char *root, const char *rel, const char *contents)
@@ -818,6 +848,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_cache_one_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_pid_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_many, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rediscover_hostile_argv, setup, teardown),
 	};
 	ssize_t n;
 

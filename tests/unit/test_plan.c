@@ -686,6 +686,38 @@ static void test_failed_delete_backs_off(void **state)
 	fixture_release(&f);
 }
 
+/*
+ * A delete whose stop waits for the VMM resumes as a delete (at its recorded
+ * step, with the record's spec), every pass, even while a failed delete's
+ * backoff would hold an idle one back; and a stop in progress is resumed even
+ * when the spec came back meanwhile.
+ */
+static void test_stop_in_progress_resumes(void **state)
+{
+	struct fixture f;
+	struct plan_action a;
+
+	(void)state;
+	fixture_build(&f, D_RUNNING, R_DELETING, O_ALIVE);
+	f.rec.action = xstrdup("delete");
+	f.rec.step = xstrdup("stop-vmm");
+	f.rec.stop_stage = VM_STOP_TERM;
+	f.rec.stop_deadline = NOW + 3000;
+	f.rec.backoff_until = NOW + 8000;
+	assert_int_equal(plan_single(&f, &a), PLAN_RESUME);
+	assert_int_equal(a.resume, PLAN_DELETE);
+	assert_string_equal(plan_reason_to_string(a.reason), "StopInProgress");
+	assert_ptr_equal(a.spec, f.pr.spec);
+	assert_null(a.hash);
+	fixture_release(&f);
+
+	fixture_build(&f, D_RUNNING, R_STOP_WAIT, O_ALIVE);
+	assert_int_equal(plan_single(&f, &a), PLAN_RESUME);
+	assert_int_equal(a.resume, PLAN_STOP);
+	assert_ptr_equal(a.spec, f.desired); /* finish() sees the spec says running again */
+	fixture_release(&f);
+}
+
 static void test_resume_unknown_action_starts(void **state)
 {
 	struct fixture f;
@@ -811,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_unreadable_stored_spec_same_hash),
 		cmocka_unit_test(test_resume_demote_keeps_policy),
 		cmocka_unit_test(test_failed_delete_backs_off),
+		cmocka_unit_test(test_stop_in_progress_resumes),
 		cmocka_unit_test(test_ordering_and_determinism),
 		cmocka_unit_test(test_action_names),
 	};
