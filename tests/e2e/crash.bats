@@ -14,6 +14,10 @@ setup() {
 	export FC_STANDIN_LOG=$WORK/firecracker-requests.jsonl
 	install -m 0666 /dev/null "$FC_STANDIN_LOG"
 	chmod 0711 "$WORK"
+	# Every stop waits (the "guest" ignores Ctrl-Alt-Del) until its 2 s deadline, then
+	# escalates: so the failpoints inside a waiting stop ("*.stop-vmm.waiting") are hit
+	# every time, and a restarted daemon must go on from the recorded deadline.
+	export FC_STANDIN_IGNORE_CTRLALTDEL=1
 }
 
 teardown() {
@@ -21,7 +25,7 @@ teardown() {
 	e2e_teardown
 }
 
-DAEMON_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check)
+DAEMON_ARGS=(--vmm firecracker --firecracker "$BATS_TEST_DIRNAME/../firecracker/firecracker-standin" --skip-kvm-check --stop-timeout 2s)
 
 fc_yaml() {
 	vm_yaml "$@" "vmm: firecracker"
@@ -114,7 +118,7 @@ set_state() {
 		! grep -q "$name.vm" "$BANGER_STATE_DIR/ssh/known_hosts" || fail "$fp: pin of $name left"
 		stop_daemon TERM
 	done
-	[ "$n" -eq 8 ]
+	[ "$n" -eq 9 ]
 }
 
 vm_absent() {
@@ -136,7 +140,7 @@ vm_absent() {
 		[ "$(vmm_count "$id")" = "1" ]
 		stop_daemon TERM
 	done
-	[ "$n" -eq 12 ]
+	[ "$n" -eq 13 ]
 }
 
 applied() {

@@ -95,6 +95,20 @@ silent_probed() {
 	[ "$(sort -u "$WORK/silent.log" | wc -l)" -ge "$1" ]
 }
 
+# deaf_stop_requested STOP_TIMEOUT: a daemon with that --stop-timeout, and VM 'deaf'
+# whose "guest" ignores Ctrl-Alt-Del, asked to stop: sets $pid (its VMM) and
+# $deadline (the recorded end of the graceful stage, epoch ms).
+deaf_stop_requested() {
+	export FC_STANDIN_IGNORE_CTRLALTDEL=1
+	fc_daemon --stop-timeout "$1"
+	spec_in deaf
+	wait_phase deaf Starting 60
+	pid=$(vm_pid deaf)
+	sed -i 's/^spec:$/spec:\n  state: stopped/' "$BANGER_SPEC_DIR/deaf.yaml"
+	wait_for 30 stop_stage_is deaf graceful || fail "no graceful stop recorded"
+	deadline=$(vm_field deaf stopDeadline)
+}
+
 @test "20 guests that never answer SSH do not hold back a new spec" {
 	fc_daemon
 	for i in $(seq -w 1 20); do
@@ -119,14 +133,7 @@ silent_probed() {
 }
 
 @test "a stop the guest ignores does not hold back another create, and escalates at its deadline" {
-	export FC_STANDIN_IGNORE_CTRLALTDEL=1
-	fc_daemon --stop-timeout 15s
-	spec_in deaf
-	wait_phase deaf Starting 60
-	pid=$(vm_pid deaf)
-	sed -i 's/^spec:$/spec:\n  state: stopped/' "$BANGER_SPEC_DIR/deaf.yaml"
-	wait_for 30 stop_stage_is deaf graceful || fail "no graceful stop recorded"
-	deadline=$(vm_field deaf stopDeadline)
+	deaf_stop_requested 15s
 	[ "$(vm_field deaf phase)" = "Stopping" ]
 
 	t0=$(now_ms)
@@ -149,14 +156,7 @@ silent_probed() {
 }
 
 @test "a daemon killed mid-stop finishes the stop at the recorded deadline" {
-	export FC_STANDIN_IGNORE_CTRLALTDEL=1
-	fc_daemon --stop-timeout 30s
-	spec_in deaf
-	wait_phase deaf Starting 60
-	pid=$(vm_pid deaf)
-	sed -i 's/^spec:$/spec:\n  state: stopped/' "$BANGER_SPEC_DIR/deaf.yaml"
-	wait_for 30 stop_stage_is deaf graceful || fail "no graceful stop recorded"
-	deadline=$(vm_field deaf stopDeadline)
+	deaf_stop_requested 30s
 	requested=$(now_ms)
 
 	stop_daemon KILL
