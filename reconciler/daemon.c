@@ -529,12 +529,43 @@ static void observe_starting(struct daemon *d, struct vm_record *rec)
 		wake_at(d, now_real_ms() + due);
 }
 
+/*
+ * Must this resync re-ensure every Running VM's tap filter and rules? Not
+ * when the kernel's nftables generation is the one read right after the
+ * last complete re-ensure (no rule of anyone's changed since: nothing can
+ * have drifted) and no Running VM is short of its rules (netError: a
+ * forward held by another VM, a change the host refused), which only a
+ * re-ensure can fix. Each re-ensure is one libnftables run that grows with
+ * the ruleset, so doing them all at every resync costs O(N^2).
+ */
+static bool rules_recheck_needed(struct daemon *d, const struct vm_record *recs, size_t n)
+{
+	uint32_t gen;
+
+	if (!d->rules_gen_known || !d->cfg.host->rules_generation)
+		return true;
+	for (size_t i = 0; i < n; i++)
+		if (recs[i].phase == VM_PHASE_RUNNING && recs[i].net_error)
+			return true;
+	if (d->cfg.host->rules_generation(&gen, NULL) < 0)
+		return true;
+	return gen != d->rules_gen;
+}
+
+/* After a complete re-ensure: the generation it left (a failure leaves none). */
+static void rules_rechecked(struct daemon *d, bool ok)
+{
+	d->rules_gen_known = ok && d->cfg.host->rules_generation &&
+			     d->cfg.host->rules_generation(&d->rules_gen, NULL) == 0;
+}
+
 static void observe(struct daemon *d, bool full)
 {
 	struct vm_record *recs = NULL;
 	size_t n = 0;
 	struct bg_err err = { 0 };
 	int64_t now = now_real_ms();
+	bool recheck = false, recheck_ok = true;
 
 	free(d->alive);
 	d->alive = NULL;
@@ -544,6 +575,7 @@ static void observe(struct daemon *d, bool full)
 		return;
 	}
 	d->alive = xcalloc(n ? n : 1, sizeof(*d->alive));
+	recheck = full && rules_recheck_needed(d, recs, n);
 	for (size_t i = 0; i < n; i++) {
 		struct vm_record *rec = &recs[i];
 
@@ -572,11 +604,12 @@ static void observe(struct daemon *d, bool full)
 			observe_starting(d, rec);
 			continue;
 		}
-		if (full) {
-			(void)guard(d, rec);
+		if (recheck) {
+			recheck_ok &= guard(d, rec);
 			if (converge_netrules(&d->env, rec, &err) < 0) {
 				log_warn("%s", err.msg);
 				bg_err_clear(&err);
+				recheck_ok = false;
 			}
 		}
 		/* A stable run forgives earlier failures. */
@@ -590,6 +623,8 @@ static void observe(struct daemon *d, bool full)
 		}
 	}
 	vm_record_array_free(recs, n);
+	if (recheck)
+		rules_rechecked(d, recheck_ok);
 	if (d->prober)
 		prober_sweep(d->prober);
 }

@@ -98,6 +98,9 @@ struct daemon {
 		int64_t since; /* epoch ms the spec was first seen gone */
 	} * absent;	       /* VMs whose spec is gone, waiting out the delete grace */
 	size_t n_absent;
+	/* The nftables generation after the last complete re-ensure of every VM's rules. */
+	uint32_t rules_gen;
+	bool rules_gen_known;
 };
 
 /*

@@ -159,6 +159,9 @@ int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *u
  */
 int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err);
 
+/* The kernel's nftables generation (host_ops.rules_generation). */
+int host_nft_generation(uint32_t *ret, struct bg_err *err);
+
 /*
  * Call cb(bridge, chain, userdata) for every chain of every table
  * "banger-<bridge>" of nftables family 'family' ("ip", "bridge") whose

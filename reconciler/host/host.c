@@ -205,6 +205,7 @@ const struct host_ops host_ops_linux = {
 	.netrules_ensure = host_netrules_ensure,
 	.netrules_remove = host_netrules_remove,
 	.netrules_show = host_netrules_show,
+	.rules_generation = host_nft_generation,
 	.disk_mode_detect = host_disk_mode_detect,
 	.rootdisk_ensure = host_rootdisk_ensure,
 	.rootdisk_deactivate = host_rootdisk_deactivate,

@@ -181,6 +181,15 @@ struct host_ops {
 	int (*netrules_show)(const struct host_net *net, const char *tap, char **ret,
 			     struct bg_err *err);
 
+	/*
+	 * The kernel's nftables generation in this network namespace: it moves
+	 * on with every committed ruleset change, by anyone. Equal values mean
+	 * no rule, chain, set or table changed in between, so a resync need not
+	 * re-ensure the VMs' filters and rules. May be NULL (then always
+	 * re-ensure).
+	 */
+	int (*rules_generation)(uint32_t *ret, struct bg_err *err);
+
 	/* Which disk mode this host supports best for files under state_dir. */
 	int (*disk_mode_detect)(const char *state_dir, enum disk_mode *ret, struct bg_err *err);
 	/* Make (or find) the VM's root disk in 'mode'. Creation time does not grow with

@@ -6,6 +6,9 @@
  * probe first (libnftables exit()s the process without nf_tables), and the
  * first line of libnftables' error text as the error message.
  */
+#include <arpa/inet.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -126,4 +129,71 @@ int host_nft_foreach_chain(const char *family,
 	}
 	cJSON_Delete(root);
 	return r;
+}
+
+/*
+ * The kernel's nftables generation: a counter of this network namespace that
+ * every committed ruleset change (anyone's, banger's too) moves on. One
+ * NFT_MSG_GETGEN request on a netfilter netlink socket; libnftables has no
+ * call for it.
+ */
+int host_nft_generation(uint32_t *ret, struct bg_err *err)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct nfgenmsg nf;
+	} req = {
+		.nh = { .nlmsg_len = sizeof(req),
+			.nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+			.nlmsg_flags = NLM_F_REQUEST,
+			.nlmsg_seq = 1 },
+		.nf = { .nfgen_family = AF_UNSPEC, .version = NFNETLINK_V0 },
+	};
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	union {
+		char buf[1024];
+		struct nlmsghdr align;
+	} u;
+	_cleanup_close_ int fd = -1;
+	struct timeval tv = { .tv_sec = 1 };
+	ssize_t n;
+
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (fd < 0)
+		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
+				 strerror(errno));
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+		return bg_error(err, errno, "nftables: ask for the generation");
+	n = recv(fd, u.buf, sizeof(u.buf), 0);
+	if (n < 0)
+		return bg_error(err, errno, "nftables: read the generation");
+	for (struct nlmsghdr *nh = &u.align; NLMSG_OK(nh, (unsigned)n); nh = NLMSG_NEXT(nh, n)) {
+		size_t hdr = NLMSG_LENGTH(sizeof(struct nfgenmsg));
+		struct nlattr *a;
+		size_t left;
+
+		if (nh->nlmsg_type == NLMSG_ERROR)
+			break;
+		if (nh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN) ||
+		    nh->nlmsg_len < hdr)
+			continue;
+		a = (struct nlattr *)((char *)nh + NLMSG_ALIGN(hdr));
+		left = nh->nlmsg_len - NLMSG_ALIGN(hdr);
+		while (left >= sizeof(*a) && a->nla_len >= sizeof(*a) && a->nla_len <= left) {
+			if ((a->nla_type & NLA_TYPE_MASK) == NFTA_GEN_ID &&
+			    (size_t)a->nla_len >= NLA_HDRLEN + sizeof(uint32_t)) {
+				uint32_t be;
+
+				memcpy(&be, (char *)a + NLA_HDRLEN, sizeof(be));
+				*ret = ntohl(be);
+				return 0;
+			}
+			size_t step = (size_t)NLA_ALIGN(a->nla_len);
+
+			left -= step < left ? step : left;
+			a = (struct nlattr *)((char *)a + step);
+		}
+	}
+	return bg_errorf(err, EPROTO, "nftables: no generation in the kernel's answer");
 }

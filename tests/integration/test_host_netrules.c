@@ -448,6 +448,32 @@ static void test_repair(void **state)
 	}
 }
 
+/*
+ * The kernel's nftables generation: the same number while nothing changes,
+ * a new one after any commit (banger's own ensure, or a rule changed by
+ * hand), which is what lets a resync skip re-ensuring unchanged rules.
+ */
+static void test_generation(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	uint32_t g1, g2, g3, g4;
+
+	if (skip_reason)
+		skip();
+	assert_int_equal(host_ops_linux.rules_generation(&g1, &err), 0);
+	assert_int_equal(host_ops_linux.rules_generation(&g2, &err), 0);
+	assert_int_equal(g1, g2);
+	assert_int_equal(ensure(f, f->tap, f->ip, true, NULL, 0, NULL, NULL), 0);
+	assert_int_equal(host_ops_linux.rules_generation(&g3, &err), 0);
+	assert_int_not_equal(g3, g2);
+	/* Anyone's change counts (a table of someone else's here; an empty flush is none). */
+	assert_int_equal(hosttest_sh("nft add table ip %s-other", f->table), 0);
+	assert_int_equal(host_ops_linux.rules_generation(&g4, &err), 0);
+	assert_int_not_equal(g4, g3);
+	assert_int_equal(hosttest_sh("nft delete table ip %s-other", f->table), 0);
+}
+
 static void test_remove_and_gc(void **state)
 {
 	struct fixture *f = *state;
@@ -648,6 +674,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forwards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_generation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bridge_address_is_not_for_other_networks,
 						setup, teardown),

@@ -35,6 +35,7 @@ void fakes_reset(void)
 	fake_last_seed[0] = '\0';
 	fake_netrules_holder = NULL;
 	fake_vmm_ignores_shutdown = false;
+	fake_rules_gen = -1;
 }
 
 void fakes_release(void)
@@ -219,6 +220,16 @@ static int f_gc_remove(const struct host_orphan *o, struct bg_err *e)
 	return 0;
 }
 
+int64_t fake_rules_gen = -1;
+
+static int f_rules_generation(uint32_t *ret, struct bg_err *e)
+{
+	if (fake_rules_gen < 0)
+		return bg_errorf(e, ENOTSUP, "fake: no nftables generation");
+	*ret = (uint32_t)fake_rules_gen;
+	return 0;
+}
+
 const struct host_ops fake_host = {
 	.bridge_ensure = f_bridge,
 	.tap_ensure = f_tap,
@@ -229,6 +240,7 @@ const struct host_ops fake_host = {
 	.netrules_ensure = f_netrules,
 	.netrules_remove = f_netrules_remove,
 	.netrules_show = f_netrules_show,
+	.rules_generation = f_rules_generation,
 	.disk_mode_detect = f_detect,
 	.rootdisk_ensure = f_rootdisk,
 	.rootdisk_deactivate = f_rootdisk_deactivate,

@@ -31,6 +31,8 @@ extern enum vmm_guest_state fake_probe_says;
 extern const char *fake_vmm_script;
 /* The fake VMM's shutdown() is recorded ("shutdown") but the process keeps running. */
 extern bool fake_vmm_ignores_shutdown;
+/* What the fake host's rules_generation() says; -1: it fails (not supported). */
+extern int64_t fake_rules_gen;
 /* The pid of the last fake VMM started. */
 extern pid_t fake_last_pid;
 /* guest_args of the last start. */

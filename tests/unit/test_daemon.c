@@ -205,6 +205,62 @@ static void test_resync_reensures_tap_filter(void **state)
 	vm_record_release(&rec);
 }
 
+/*
+ * With the kernel's nftables generation unchanged since the last complete
+ * re-ensure, a resync leaves the rules alone (nothing can have drifted);
+ * any change, by anyone, or a VM short of its rules (netError) makes the
+ * next resync re-ensure them all again.
+ */
+static void test_resync_skips_unchanged_rules(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *y = yaml("web", "running", "always");
+	struct vm_record rec = { 0 };
+	struct bg_err err = { 0 };
+
+	fake_rules_gen = 7;
+	write_spec(f, "web.yaml", y);
+	pass(f);
+	assert_true(get(f, "web", &rec));
+	rec.phase = VM_PHASE_RUNNING;
+	assert_int_equal(store_vm_update(f->d.store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	buf_reset(&fake_calls);
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "antispoof netrules:none ");
+	/* Nothing changed since: the next resync looks at the generation only. */
+	buf_reset(&fake_calls);
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "");
+	/* Someone changed a rule somewhere. */
+	fake_rules_gen = 8;
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "antispoof netrules:none ");
+	buf_reset(&fake_calls);
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "");
+	/* A VM short of its rules is retried at every resync, generation or not. */
+	assert_true(get(f, "web", &rec));
+	rec.net_error = xstrdup("host port 127.0.0.1:8080/tcp is held by bg00000000");
+	assert_int_equal(store_vm_update(f->d.store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_non_null(strstr(fake_calls.data, "antispoof netrules"));
+	/* A failed re-ensure records no generation: the next resync tries again. */
+	assert_true(get(f, "web", &rec));
+	free(rec.net_error);
+	rec.net_error = NULL;
+	assert_int_equal(store_vm_update(f->d.store, &rec, NULL), 0);
+	vm_record_release(&rec);
+	fake_rules_gen = 9;
+	fake_fail_op = "antispoof";
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	fake_fail_op = NULL;
+	buf_reset(&fake_calls);
+	assert_int_equal(daemon_pass(&f->d, true, &err), 0);
+	assert_string_equal(fake_calls.data, "antispoof netrules:none ");
+}
+
 static void test_on_failure_exit0_stays_stopped(void **state)
 {
 	struct fx *f = *state;
@@ -400,6 +456,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_missing_spec_dir_keeps_vms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_reensures_tap_filter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resync_skips_unchanged_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_on_failure_exit0_stays_stopped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_moved_then_broken_keeps_vm, setup, teardown),
