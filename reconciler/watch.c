@@ -283,6 +283,28 @@ int spec_watch_count(const struct spec_watch *w)
 	return (int)w->n;
 }
 
+/*
+ * IN_CREATE of a regular file: a writer has it open and its close comes as
+ * IN_CLOSE_WRITE. Links, symlinks and directories are whole at once (a hard
+ * link, a regular file that gets no close event, waits for the next event or
+ * the resync).
+ */
+static bool being_written(const struct spec_watch *w, const struct inotify_event *ev)
+{
+	_cleanup_free_ char *path = NULL;
+	struct stat st;
+	ssize_t i;
+
+	/* (Hidden names are never read; their creation keeps counting, as above.) */
+	if (!(ev->mask & IN_CREATE) || (ev->mask & IN_ISDIR) || !ev->len || ev->name[0] == '.')
+		return false;
+	i = find_wd(w->dirs, w->n, ev->wd);
+	if (i < 0)
+		return false;
+	path = xasprintf("%s/%s", w->dirs[i].path, ev->name);
+	return lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+}
+
 bool spec_watch_drain(struct spec_watch *w)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -323,7 +345,10 @@ bool spec_watch_drain(struct spec_watch *w)
 			if (ev->len && ev->name[0] == '.' &&
 			    !(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)))
 				continue;
-			changed = true;
+			/* A regular file just created is being written: its IN_CLOSE_WRITE is
+			 * the change (a pass now would read it half-written). */
+			if (!being_written(w, ev))
+				changed = true;
 			note_event(w, ev);
 			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_CREATE |
 					IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE))

@@ -240,6 +240,10 @@ e2e_teardown() {
 	ip netns del "$NS" 2>/dev/null || true
 	[ -z "$(our_loops)" ] || leaks="$leaks loops"
 	ip netns list | grep -q "^$NS\b" && leaks="$leaks netns"
+	if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -s "$WORK/bangerd.log" ]; then
+		# A failed test: what the daemon said last, for the CI log.
+		tail -n 60 "$WORK/bangerd.log" | sed 's/^/# bangerd: /' >&3
+	fi
 	if [ -n "${BATS_TEST_COMPLETED:-}" ] || [ -z "$leaks" ]; then
 		rm -rf "$WORK"
 	else

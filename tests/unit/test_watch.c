@@ -8,6 +8,7 @@
  * subdirectory), and an overflow asks for everything.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -170,6 +171,34 @@ static void test_hidden_file_writes_are_quiet(void **state)
 		test_write_file(lock, "x"); /* later writes (close-after-write) do not */
 		assert_false(spec_watch_drain(f->w));
 	}
+}
+
+/*
+ * A pass starts on the first event, so a spec file being written must not
+ * be one: its creation is not a change, its close is. Links are whole at once.
+ */
+static void test_file_being_written_waits_for_close(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml");
+	_cleanup_free_ char *hard = at(f, "hard.yaml");
+	_cleanup_free_ char *sym = at(f, "sym.yaml");
+	int fd;
+
+	fd = open(a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_false(spec_watch_drain(f->w)); /* created, still open */
+	assert_int_equal(write(fd, "x\n", 2), 2);
+	assert_false(spec_watch_drain(f->w));
+	close(fd);
+	assert_true(spec_watch_drain(f->w)); /* closed: now it is a change */
+	assert_settles(f);
+	assert_int_equal(link(a, hard), 0);
+	assert_true(spec_watch_drain(f->w));
+	assert_settles(f);
+	assert_int_equal(symlink("a.yaml", sym), 0);
+	assert_true(spec_watch_drain(f->w));
+	assert_settles(f);
 }
 
 static void test_resync_is_quiet(void **state)
@@ -337,6 +366,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_subfolder_no_spin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_swap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_root_recreated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_being_written_waits_for_close, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_hidden_file_writes_are_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resync_is_quiet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_confined, setup, teardown),
