@@ -150,6 +150,22 @@ static int arm_timer(int fd, int64_t first_ms, int64_t interval_ms)
 	return timerfd_settime(fd, 0, &its, NULL);
 }
 
+/* Arm the one-shot wake timer for ms from now (-1: not at all), unless it goes off sooner. */
+static void wake_sooner(int fd, int64_t ms)
+{
+	struct itimerspec cur;
+	int64_t left;
+
+	if (ms < 0)
+		return;
+	if (timerfd_gettime(fd, &cur) == 0 && (cur.it_value.tv_sec || cur.it_value.tv_nsec)) {
+		left = (int64_t)cur.it_value.tv_sec * 1000 + cur.it_value.tv_nsec / 1000000;
+		if (left <= ms)
+			return;
+	}
+	(void)arm_timer(fd, ms > 10 ? ms : 10, 0);
+}
+
 static void drain_fd(int fd)
 {
 	char buf[512];
@@ -395,9 +411,12 @@ static int run_loop(struct daemon *d, struct loop *l)
 			} else if (tag == TAG_DNS) {
 				dns_server_dispatch(l->dns);
 			} else if (tag == TAG_PROBE) {
-				/* A readiness probe has a result: the pass takes it. */
+				/* A readiness probe has news: the pass takes it. Else the
+				 * next probe's pass comes when one is due. */
 				if (prober_dispatch(d->prober))
 					pass = true;
+				else
+					wake_sooner(l->wake_fd, prober_next_due(d->prober));
 			} else if (tag == TAG_PIDFD) {
 				/* A VMM ended. The pass re-syncs (and closes) the watch. */
 				pass = true;

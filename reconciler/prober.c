@@ -378,12 +378,32 @@ static void arm(struct prober *p, int64_t now)
 	(void)timerfd_settime(p->timer_fd, 0, &its, NULL);
 }
 
-static bool any_result(const struct prober *p)
+/* A result a pass must act on: Ready, or a changed key. "Not yet" waits for the next due pass. */
+static bool any_news(const struct prober *p)
 {
 	for (size_t i = 0; i < p->n_entries; i++)
-		if (p->entries[i]->has_result)
+		if (p->entries[i]->has_result && p->entries[i]->result.outcome != PROBE_NOT_READY)
 			return true;
 	return false;
+}
+
+int64_t prober_next_due(const struct prober *p)
+{
+	int64_t now = now_mono_ms(), best = -1;
+
+	for (size_t i = 0; i < p->n_entries; i++) {
+		const struct entry *e = p->entries[i];
+		int64_t due;
+
+		if (e->state != E_IDLE || !e->last_end)
+			continue;
+		due = e->last_end + p->cfg.interval_ms - now;
+		if (due < 0)
+			due = 0;
+		if (best < 0 || due < best)
+			best = due;
+	}
+	return best;
 }
 
 bool prober_dispatch(struct prober *p)
@@ -408,7 +428,7 @@ bool prober_dispatch(struct prober *p)
 	check_deadlines(p, now_mono_ms());
 	start_workers(p);
 	arm(p, now_mono_ms());
-	return any_result(p);
+	return any_news(p);
 }
 
 int64_t prober_want(struct prober *p, const struct probe_request *req)

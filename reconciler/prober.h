@@ -66,9 +66,15 @@ int prober_fd(const struct prober *p);
 
 /*
  * Handle finished connects, worker results and deadlines. Returns true when
- * a result is waiting (the loop then runs a pass).
+ * a result a pass must act on is waiting (Ready, a changed key): the loop
+ * then runs a pass. "Not ready yet" results wait for the pass that starts
+ * the next probe (prober_next_due()), so N booting guests do not make N
+ * passes a second.
  */
 bool prober_dispatch(struct prober *p);
+
+/* ms until the earliest next probe of an idle VM is due (0: now), -1: none. */
+int64_t prober_next_due(const struct prober *p);
 
 /*
  * Ask for req->id to be probed. Starts a probe when none is in flight and
