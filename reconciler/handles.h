@@ -102,8 +102,11 @@ int handles_rediscover(const struct handles_probe *p, struct vm_handles *ret, st
  *    restart): handles.json is trusted for a process that is still the one it
  *    names, else the VMM is looked for in /proc (crash safety: a daemon killed
  *    between starting a VMM and recording it);
- *  - handles_cache_mark_stale(): a pidfd said this VM's VMM exited, netlink
- *    saw its tap change: the entry is rebuilt from the OS on its next get;
+ *  - handles_cache_mark_stale(): a caller learnt that this VM's handles may
+ *    have changed: the entry is rebuilt from the OS on its next get. Nothing
+ *    in bangerd calls it yet: a VMM's exit is seen by the stat read (its
+ *    pidfd only wakes the loop), and taps are found by their deterministic
+ *    names, so no netlink hint is wired;
  *  - handles_cache_mark_all_stale(): the periodic resync. An entry whose
  *    process is still the recorded one is kept (one stat read); any other
  *    (dead, reused, none) is rebuilt.
