@@ -41,34 +41,16 @@ void vm_view_release(struct vm_view *v)
 /* utime + stime of pid in clock ticks, or -1. */
 static long long cpu_ticks(pid_t pid)
 {
-	char path[64];
-	_cleanup_free_ char *data = NULL;
-	unsigned long long ut, st;
-	const char *p;
+	struct proc_stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if (fs_read_file(path, 4096, &data, NULL, NULL) < 0)
-		return -1;
-	p = strrchr(data, ')');
-	if (!p)
-		return -1;
-	/* After ") ": state(3) ... utime(14) stime(15). */
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return -1;
-	return (long long)(ut + st);
+	return proc_stat_read(pid, &st) < 0 ? -1 : (long long)(st.utime + st.stime);
 }
 
 static uint64_t rss_bytes(pid_t pid)
 {
-	char path[64];
-	_cleanup_free_ char *statm = NULL;
-	unsigned long long pages_total, pages_rss;
+	struct proc_stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-	if (fs_read_file(path, 4096, &statm, NULL, NULL) == 0 &&
-	    sscanf(statm, "%llu %llu", &pages_total, &pages_rss) == 2)
-		return pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
-	return 0;
+	return proc_stat_read(pid, &st) < 0 ? 0 : st.rss_pages * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 /*
