@@ -16,12 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "cli/cli.h"
+#include "cli/vmview.h"
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/paths.h"
@@ -673,6 +676,38 @@ static void test_status_no_sample(void **state)
 	}
 }
 
+/*
+ * describe samples one VM over a window: a VMM that spins gets a CPU share
+ * well above zero and its resident size, from /proc/<pid>/stat.
+ */
+static void test_describe_samples(void **state)
+{
+	struct vm_record rec = { .name = (char *)"busy" };
+	struct vm_view v;
+	struct bg_err err = { 0 };
+	pid_t pid = fork();
+	int status;
+
+	(void)state;
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		for (;;)
+			;
+	}
+	memset(&v, 0, sizeof(v));
+	v.rec = &rec;
+	v.cpu_percent = -1;
+	v.handles.pid = pid;
+	assert_int_equal(proc_start_time(pid, &v.handles.start_time, &err), 0);
+	v.liveness = VM_LIVENESS_ALIVE;
+	vm_view_measure(&v, 300);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_false(v.cpu_lifetime);
+	assert_true(v.cpu_percent > 10 && v.cpu_percent < 250);
+	assert_true(v.rss_bytes > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -685,6 +720,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_apply_through_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_wait_old_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_no_sample, setup, teardown),
+		cmocka_unit_test(test_describe_samples),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
