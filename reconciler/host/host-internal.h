@@ -151,8 +151,8 @@ int host_netrules_foreach(int (*cb)(const char *bridge, const char *tap, void *u
 /* ---- libnftables (nft.c) -------------------------------------------------- */
 
 /*
- * Run cmds (nft syntax) as one transaction, in a fresh libnftables context;
- * with json the output is JSON. *ret_out (may be NULL) gets the output
+ * Run cmds (nft syntax) as one transaction, in the libnftables context this
+ * process keeps (made on first use); with json the output is JSON. *ret_out (may be NULL) gets the output
  * (owned). -ENOTSUP when the kernel has no nf_tables, -ENOENT when the error
  * says an object does not exist, -EEXIST when one exists (e.g. a map element
  * with another verdict), -EIO otherwise; err has libnftables' first error line.

@@ -2,9 +2,18 @@
  * nft.c - the libnftables plumbing every nftables user of reconciler/host/
  * shares (antispoof.c, netrules.c), and the only includer of
  * nftables/libnftables.h: commands in nft syntax run as one transaction per
- * call in a fresh context whose output and errors go to buffers, a netlink
- * probe first (libnftables exit()s the process without nf_tables), and the
- * first line of libnftables' error text as the error message.
+ * call, in one libnftables context the process keeps (its output and errors
+ * go to buffers), a netlink probe before that context is made (libnftables
+ * exit()s the process without nf_tables), and the first line of
+ * libnftables' error text as the error message.
+ *
+ * Why one context and not one per call: closing a netfilter netlink socket
+ * that committed a change waits in the kernel until the commit's objects are
+ * released, which takes an RCU grace period (10-20 ms on the bench machine;
+ * bench/README.md, "P1 profile"). A context per call paid that at every call,
+ * three times per VM created. The context and the generation probe's socket
+ * live as long as the process; both sockets are close-on-exec, so children
+ * never inherit them.
  */
 #include <arpa/inet.h>
 #include <linux/netfilter/nf_tables.h>
@@ -12,7 +21,9 @@
 #include <linux/netlink.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,26 +37,66 @@
 
 #define NFT_ERROR_MAX 512
 
-/* A libnftables context whose output and errors go to buffers. NULL on OOM. */
-static struct nft_ctx *ctx_new(bool json)
-{
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+static struct nft_ctx *shared_ctx; /* see the top of this file */
+static int gen_fd = -1;		   /* the generation probe's socket */
+static uint32_t gen_seq;
 
-	if (!ctx)
-		return NULL;
-	if (nft_ctx_buffer_output(ctx) < 0 || nft_ctx_buffer_error(ctx) < 0) {
-		nft_ctx_free(ctx);
-		return NULL;
+/*
+ * libnftables opens its netlink socket without close-on-exec and does not
+ * hand it out: mark every netfilter netlink socket of this process
+ * close-on-exec (the generation probe's already is).
+ */
+static void netfilter_sockets_cloexec(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name), domain = 0, proto = 0;
+		socklen_t len = sizeof(int);
+
+		if (fd < 3 || fd == dirfd(d) ||
+		    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+		    domain != AF_NETLINK)
+			continue;
+		len = sizeof(int);
+		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 &&
+		    proto == NETLINK_NETFILTER)
+			(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
-	if (json)
-		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
-	return ctx;
+	closedir(d);
 }
 
-static void ctx_freep(struct nft_ctx **ctx)
+/* The process's libnftables context, made on first use. */
+static int ctx_get(struct nft_ctx **ret, struct bg_err *err)
 {
-	if (*ctx)
-		nft_ctx_free(*ctx);
+	int probe;
+
+	*ret = shared_ctx;
+	if (shared_ctx)
+		return 0;
+	/*
+	 * libnftables exit()s the whole process when it cannot open its netlink
+	 * socket (a kernel without nf_tables): look first, and fail as an error.
+	 */
+	probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (probe < 0)
+		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
+				 strerror(errno));
+	close(probe);
+	shared_ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	if (shared_ctx &&
+	    (nft_ctx_buffer_output(shared_ctx) < 0 || nft_ctx_buffer_error(shared_ctx) < 0)) {
+		nft_ctx_free(shared_ctx);
+		shared_ctx = NULL;
+	}
+	if (!shared_ctx)
+		return bg_errorf(err, ENOMEM, "nftables: cannot make a context");
+	netfilter_sockets_cloexec();
+	*ret = shared_ctx;
+	return 0;
 }
 
 /* The first line of libnftables' error text that says what failed. */
@@ -63,24 +114,20 @@ static void error_summary(struct nft_ctx *ctx, char ret[NFT_ERROR_MAX])
 
 int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err)
 {
-	struct nft_ctx *ctx __attribute__((cleanup(ctx_freep))) = NULL;
+	struct nft_ctx *ctx;
 	char summary[NFT_ERROR_MAX];
-	int probe;
+	const char *out;
+	int r;
 
-	/*
-	 * libnftables exit()s the whole process when it cannot open its netlink
-	 * socket (a kernel without nf_tables): look first, and fail as an error.
-	 */
-	probe = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-	if (probe < 0)
-		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
-				 strerror(errno));
-	close(probe);
-	ctx = ctx_new(json);
-	if (!ctx)
-		return bg_errorf(err, ENOMEM, "nftables: cannot make a context");
-	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
-		error_summary(ctx, summary);
+	r = ctx_get(&ctx, err);
+	if (r < 0)
+		return r;
+	nft_ctx_output_set_flags(ctx, json ? NFT_CTX_OUTPUT_JSON : 0);
+	r = nft_run_cmd_from_buffer(ctx, cmds);
+	/* Reading a buffer also empties it for the next call: read both, always. */
+	error_summary(ctx, summary);
+	out = nft_ctx_get_output_buffer(ctx);
+	if (r != 0) {
 		if (strstr(summary, "No such file or directory"))
 			return bg_errorf(err, ENOENT, "nftables: %s", summary);
 		if (strstr(summary, "File exists"))
@@ -88,7 +135,7 @@ int host_nft_run(const char *cmds, bool json, char **ret_out, struct bg_err *err
 		return bg_errorf(err, EIO, "nftables: %s", summary);
 	}
 	if (ret_out)
-		*ret_out = xstrdup(nft_ctx_get_output_buffer(ctx));
+		*ret_out = xstrdup(out ? out : "");
 	return 0;
 }
 
@@ -145,8 +192,7 @@ int host_nft_generation(uint32_t *ret, struct bg_err *err)
 	} req = {
 		.nh = { .nlmsg_len = sizeof(req),
 			.nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-			.nlmsg_flags = NLM_F_REQUEST,
-			.nlmsg_seq = 1 },
+			.nlmsg_flags = NLM_F_REQUEST },
 		.nf = { .nfgen_family = AF_UNSPEC, .version = NFNETLINK_V0 },
 	};
 	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
@@ -154,20 +200,32 @@ int host_nft_generation(uint32_t *ret, struct bg_err *err)
 		char buf[1024];
 		struct nlmsghdr align;
 	} u;
-	_cleanup_close_ int fd = -1;
 	struct timeval tv = { .tv_sec = 1 };
 	ssize_t n;
 
-	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-	if (fd < 0)
-		return bg_errorf(err, ENOTSUP, "nftables: no netfilter netlink in this kernel: %s",
-				 strerror(errno));
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+	/* Kept open, like the libnftables context (see the top of this file). */
+	if (gen_fd < 0) {
+		gen_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+		if (gen_fd < 0)
+			return bg_errorf(err, ENOTSUP,
+					 "nftables: no netfilter netlink in this kernel: %s",
+					 strerror(errno));
+		(void)setsockopt(gen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	req.nh.nlmsg_seq = ++gen_seq;
+	if (sendto(gen_fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
 		return bg_error(err, errno, "nftables: ask for the generation");
-	n = recv(fd, u.buf, sizeof(u.buf), 0);
-	if (n < 0)
-		return bg_error(err, errno, "nftables: read the generation");
+	/* An answer to an earlier request that timed out is read and passed over. */
+	do
+		n = recv(gen_fd, u.buf, sizeof(u.buf), 0);
+	while (n >= (ssize_t)sizeof(struct nlmsghdr) && u.align.nlmsg_seq != gen_seq);
+	if (n < 0) {
+		int e = errno;
+
+		close(gen_fd); /* start clean next time */
+		gen_fd = -1;
+		return bg_error(err, e, "nftables: read the generation");
+	}
 	for (struct nlmsghdr *nh = &u.align; NLMSG_OK(nh, (unsigned)n); nh = NLMSG_NEXT(nh, n)) {
 		size_t hdr = NLMSG_LENGTH(sizeof(struct nfgenmsg));
 		struct nlattr *a;

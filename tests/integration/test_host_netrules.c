@@ -10,7 +10,9 @@
  * answers with the address it sees the client at. Each test checks
  * afterwards that no interface, namespace, table or process it made is left.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -474,6 +478,65 @@ static void test_generation(void **state)
 	assert_int_equal(hosttest_sh("nft delete table ip %s-other", f->table), 0);
 }
 
+/* Netfilter netlink sockets of this process; *no_cloexec counts those a child would get. */
+static int netfilter_sockets(int *no_cloexec)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	*no_cloexec = 0;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name), domain = 0, proto = 0;
+		socklen_t len = sizeof(int);
+
+		if (fd < 3 || fd == dirfd(d) ||
+		    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_NETLINK)
+			continue;
+		len = sizeof(int);
+		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) < 0 ||
+		    proto != NETLINK_NETFILTER)
+			continue;
+		n++;
+		if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			(*no_cloexec)++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * The libnftables context is kept for the process (nft.c: closing a socket
+ * that committed waits out an RCU grace period), so many calls leave one
+ * socket for it and one for the generation probe, and a child never gets
+ * them.
+ */
+static void test_context_kept(void **state)
+{
+	struct fixture *f = *state;
+	struct bg_err err = { 0 };
+	uint32_t g;
+	int n1, n2, leaky;
+
+	if (skip_reason)
+		skip();
+	assert_int_equal(ensure(f, f->tap, f->ip, true, NULL, 0, NULL, NULL), 0);
+	assert_int_equal(host_ops_linux.rules_generation(&g, &err), 0);
+	n1 = netfilter_sockets(&leaky);
+	assert_in_range(n1, 1, 2);
+	assert_int_equal(leaky, 0);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(ensure(f, f->tap2, f->ip2, i % 2, NULL, 0, NULL, NULL), 0);
+		assert_int_equal(host_ops_linux.rules_generation(&g, &err), 0);
+	}
+	n2 = netfilter_sockets(&leaky);
+	assert_int_equal(n2, n1);
+	assert_int_equal(leaky, 0);
+	/* What a child sees after exec (system(): inherits all but close-on-exec fds). */
+	assert_int_equal(hosttest_sh("! ls -l /proc/$$/fd | grep -q socket"), 0);
+}
+
 static void test_remove_and_gc(void **state)
 {
 	struct fixture *f = *state;
@@ -675,6 +738,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_generation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_context_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_and_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bridge_address_is_not_for_other_networks,
 						setup, teardown),
