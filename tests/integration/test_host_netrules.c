@@ -492,7 +492,8 @@ static int netfilter_sockets(int *no_cloexec)
 		socklen_t len = sizeof(int);
 
 		if (fd < 3 || fd == dirfd(d) ||
-		    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_NETLINK)
+		    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+		    domain != AF_NETLINK)
 			continue;
 		len = sizeof(int);
 		if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) < 0 ||
