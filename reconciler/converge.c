@@ -1380,88 +1380,193 @@ static int finish(struct conv *c, struct bg_err *err)
 	return 0;
 }
 
-int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err)
-{
-	struct conv c = { .env = env, .a = a };
+/* One action of a batch in flight: its working state and where it is. */
+struct run {
+	struct conv c;
 	const enum step_id *steps;
-	const char *resume_step = NULL;
-	size_t i;
-	int r = 0;
+	size_t i;    /* the step to run next */
+	bool active; /* still has steps to run in this pass */
+	int r;	     /* its result */
+	struct bg_err *err;
+};
 
-	if (a->type == PLAN_NONE)
-		return 0;
-	c.type = a->type == PLAN_RESUME ? a->resume : a->type;
-	if ((unsigned)c.type >= PLAN_ACTION_MAX || !action_steps[c.type])
-		return bg_errorf(err, EINVAL, "vm '%s': cannot run action '%s'", a->name,
-				 plan_action_to_string(c.type));
-	steps = action_steps[c.type];
-	c.spec = a->spec;
-	c.hash = a->hash;
+/* Set up one action (what converge_action() did before its steps). */
+static int run_init(struct run *u, struct converge_env *env, const struct plan_action *a)
+{
+	struct conv *c = &u->c;
+	const char *resume_step = NULL;
+
+	*c = (struct conv){ .env = env, .a = a };
+	c->type = a->type == PLAN_RESUME ? a->resume : a->type;
+	if ((unsigned)c->type >= PLAN_ACTION_MAX || !action_steps[c->type])
+		return bg_errorf(u->err, EINVAL, "vm '%s': cannot run action '%s'", a->name,
+				 plan_action_to_string(c->type));
+	u->steps = action_steps[c->type];
+	c->spec = a->spec;
+	c->hash = a->hash;
 	if (a->record) {
-		vm_record_copy(&c.rec, a->record->rec);
-		c.have_rec = true;
-		if (c.rec.spec_json)
-			(void)spec_from_json(c.rec.spec_json, &c.rec_spec, NULL);
+		vm_record_copy(&c->rec, a->record->rec);
+		c->have_rec = true;
+		if (c->rec.spec_json)
+			(void)spec_from_json(c->rec.spec_json, &c->rec_spec, NULL);
 		if (a->type == PLAN_RESUME)
 			resume_step = a->record->rec->step;
-		if (!c.spec)
-			c.spec = c.rec_spec;
+		if (!c->spec)
+			c->spec = c->rec_spec;
 	}
-	if (!c.spec && c.type != PLAN_DELETE && c.type != PLAN_DEMOTE) {
-		r = bg_errorf(err, EINVAL, "vm '%s': no spec to %s", a->name,
-			      plan_action_to_string(c.type));
-		goto out;
-	}
-	if (c.have_rec)
-		handles_tap_name(c.rec.id, c.tap);
+	if (!c->spec && c->type != PLAN_DELETE && c->type != PLAN_DEMOTE)
+		return bg_errorf(u->err, EINVAL, "vm '%s': no spec to %s", a->name,
+				 plan_action_to_string(c->type));
+	if (c->have_rec)
+		handles_tap_name(c->rec.id, c->tap);
 
-	if (a->type == PLAN_RESUME && c.rec.stop_stage != VM_STOP_NONE)
+	if (a->type == PLAN_RESUME && c->rec.stop_stage != VM_STOP_NONE)
 		log_debug("vm '%s': %s: waiting for the VMM to exit", a->name,
-			  plan_action_to_string(c.type));
+			  plan_action_to_string(c->type));
 	else if (a->type == PLAN_RESUME)
 		log_notice("vm '%s': resuming '%s' at step '%s' after a crash", a->name,
-			   plan_action_to_string(c.type), resume_step ? resume_step : "?");
+			   plan_action_to_string(c->type), resume_step ? resume_step : "?");
 	else
-		log_info("vm '%s': %s (%s)", a->name, plan_action_to_string(c.type),
+		log_info("vm '%s': %s (%s)", a->name, plan_action_to_string(c->type),
 			 plan_reason_to_string(a->reason));
+	u->i = first_step(u->steps, resume_step);
+	u->active = true;
+	return 0;
+}
 
-	for (i = first_step(steps, resume_step); steps[i] != END; i++) {
-		const char *name = step_names[steps[i]];
-		char fp[64];
+/* The intent log: the next step is recorded before it touches anything. The row
+ * for a new VM is made by its first step, with the step in it. */
+static void run_intent(struct run *u)
+{
+	const char *name = step_names[u->steps[u->i]];
 
-		/* The intent log: recorded before the step touches anything. The row
-		 * for a new VM is created by its first step, with the step in it. */
-		if (steps[i] != S_RECORD) {
-			r = set_step(&c, name, err);
-			if (r < 0)
-				goto out;
-		}
-		log_debug("vm '%s': %s: step '%s'", a->name, plan_action_to_string(c.type), name);
-		r = step_fns[steps[i]](&c, err);
-		if (r == STEP_PENDING) {
-			/* Waiting for something outside: a later pass resumes this step. */
-			snprintf(fp, sizeof(fp), "%s.%s.waiting", plan_action_to_string(c.type),
-				 name);
-			failpoint(fp);
-			r = 0;
-			goto out;
-		}
-		if (r < 0) {
-			bg_err_wrap(err, "vm '%s': %s: %s", a->name, plan_action_to_string(c.type),
-				    name);
-			record_failure(&c, name, err);
-			goto out;
-		}
-		if (steps[i] == S_RECORD)
-			handles_tap_name(c.rec.id, c.tap);
-		snprintf(fp, sizeof(fp), "%s.%s", plan_action_to_string(c.type), name);
-		failpoint(fp);
+	if (u->steps[u->i] == S_RECORD)
+		return;
+	u->r = set_step(&u->c, name, u->err);
+	if (u->r < 0) {
+		bg_err_wrap(u->err, "vm '%s': %s: %s", u->c.a->name,
+			    plan_action_to_string(u->c.type), name);
+		record_failure(&u->c, name, u->err);
+		u->active = false;
 	}
-	r = finish(&c, err);
-out:
-	vm_spec_free(c.rec_spec);
-	vm_record_release(&c.rec);
+}
+
+/* Run the step whose intent is on disk; the last one finishes the action. */
+static void run_step(struct run *u)
+{
+	struct conv *c = &u->c;
+	enum step_id step = u->steps[u->i];
+	const char *name = step_names[step];
+	char fp[64];
+	int r;
+
+	log_debug("vm '%s': %s: step '%s'", c->a->name, plan_action_to_string(c->type), name);
+	r = step_fns[step](c, u->err);
+	if (r == STEP_PENDING) {
+		/* Waiting for something outside: a later pass resumes this step. */
+		snprintf(fp, sizeof(fp), "%s.%s.waiting", plan_action_to_string(c->type), name);
+		failpoint(fp);
+		u->r = 0;
+		u->active = false;
+		return;
+	}
+	if (r < 0) {
+		bg_err_wrap(u->err, "vm '%s': %s: %s", c->a->name, plan_action_to_string(c->type),
+			    name);
+		record_failure(c, name, u->err);
+		u->r = r;
+		u->active = false;
+		return;
+	}
+	if (step == S_RECORD)
+		handles_tap_name(c->rec.id, c->tap);
+	snprintf(fp, sizeof(fp), "%s.%s", plan_action_to_string(c->type), name);
+	failpoint(fp);
+	if (u->steps[++u->i] == END) {
+		u->r = finish(c, u->err);
+		u->active = false;
+	}
+}
+
+/*
+ * Actions run in lockstep rounds (converge.h): the intents of every action's
+ * next step, then one commit, then the steps. A step's own writes (what it
+ * made, a finished action's row and event) join the next round's intents, so
+ * each round costs one sync for all actions and every step still starts with
+ * its intent, and everything its action did before, on disk.
+ */
+static int run_batch(struct converge_env *env, struct run *runs, size_t n)
+{
+	struct bg_err gerr = { 0 };
+	bool any = true;
+	int r;
+
+	r = store_group_begin(env->store, &gerr);
+	while (r >= 0 && any) {
+		for (size_t k = 0; k < n; k++)
+			if (runs[k].active)
+				run_intent(&runs[k]);
+		r = store_group_commit(env->store, &gerr);
+		if (r >= 0)
+			r = store_group_begin(env->store, &gerr);
+		if (r < 0)
+			break;
+		any = false;
+		for (size_t k = 0; k < n; k++) {
+			if (!runs[k].active)
+				continue;
+			run_step(&runs[k]);
+			any = any || runs[k].active;
+		}
+	}
+	if (r >= 0)
+		r = store_group_commit(env->store, &gerr);
+	if (r < 0) {
+		/* Nothing of this round reached the disk: no step runs without its intent.
+		 * What was done is found again by the next pass, as after a crash. */
+		store_group_abort(env->store);
+		log_err("%s; the next pass resumes from what is recorded", gerr.msg);
+		for (size_t k = 0; k < n; k++)
+			if (runs[k].steps && runs[k].r >= 0) {
+				runs[k].r = bg_errorf(runs[k].err, -r, "%s", gerr.msg);
+				runs[k].active = false;
+			}
+	}
+	bg_err_clear(&gerr);
 	return r;
+}
+
+size_t converge_batch(struct converge_env *env, const struct plan_action *const *acts, size_t n,
+		      struct bg_err *errs)
+{
+	struct run *runs = xcalloc(n ? n : 1, sizeof(*runs));
+	size_t failed = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		runs[k].err = &errs[k];
+		if (acts[k]->type != PLAN_NONE)
+			runs[k].r = run_init(&runs[k], env, acts[k]);
+	}
+	(void)run_batch(env, runs, n);
+	for (size_t k = 0; k < n; k++) {
+		if (runs[k].r < 0)
+			failed++;
+		vm_spec_free(runs[k].c.rec_spec);
+		vm_record_release(&runs[k].c.rec);
+	}
+	free(runs);
+	return failed;
+}
+
+int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err)
+{
+	struct bg_err local = { 0 };
+
+	if (!err)
+		err = &local;
+	if (converge_batch(env, &a, 1, err) == 0)
+		return 0;
+	return err->code ? err->code : -EIO;
 }
 
 int converge_guard(struct converge_env *env, const struct vm_record *rec, struct bg_err *err)

@@ -7,7 +7,8 @@
  * a step touches the kernel, "<action>/<step>" is written to the VM's row (the
  * intent log), so a crash mid-action is resumed by the next pass from that
  * step. Steps are idempotent (*_ensure / *_remove), so re-running one is
- * always safe. There is no hand-written rollback: a failed action marks the
+ * always safe. The actions of one pass share their intent-log writes: one
+ * commit per round of steps, not one per VM per step (converge_batch). There is no hand-written rollback: a failed action marks the
  * VM Failed with its error and a backoff, and a later pass converges again.
  *
  * Steps by action (failpoint names are "<action>.<step>"):
@@ -78,6 +79,20 @@ struct converge_env {
  * is returned too. Success adds a Normal event.
  */
 int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err);
+
+/*
+ * Run n actions of one pass together, as converge_action() runs one, in
+ * lockstep rounds: every action's next intent is written, the round is
+ * committed (one sync for all, store_group_begin), then every action runs
+ * that step; a step's own writes are made durable by the next round's commit,
+ * before that action's next step. An action stops at its last step, at a
+ * step that waits (a stop) or at a failure; the others go on. A commit that
+ * fails ends the batch (every action not finished fails with it; the next
+ * pass resumes from the log). errs[k] gets action k's error. Returns the
+ * number of actions that failed.
+ */
+size_t converge_batch(struct converge_env *env, const struct plan_action *const *acts, size_t n,
+		      struct bg_err *errs);
 
 /*
  * Re-ensure what keeps a running VM's neighbours safe from it, outside any

@@ -745,6 +745,40 @@ static void heartbeat(struct daemon *d, bool full)
 		log_warn("heartbeat: %s", err.msg);
 }
 
+/*
+ * Converge the planned actions: the deletes as one batch first, so that the
+ * addresses, names and host ports they free are usable by the rest, then the
+ * rest as another (converge_batch: one intent-log commit per round of steps).
+ */
+static void run_actions(struct daemon *d, const struct plan_action *acts, size_t n, int64_t now)
+{
+	const struct plan_action **todo = xcalloc(n + 1, sizeof(*todo));
+	struct bg_err *errs = xcalloc(n + 1, sizeof(*errs));
+	size_t m = 0, deletes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (acts[i].type == PLAN_NONE) {
+			wake_at(d, acts[i].retry_at);
+			continue;
+		}
+		if (acts[i].type == PLAN_DELETE && acts[i].reason == PLAN_R_SPEC_REMOVED &&
+		    !delete_grace_passed(d, acts[i].name, now))
+			continue;
+		todo[m++] = &acts[i];
+		if (acts[i].type == PLAN_DELETE)
+			deletes = m; /* plan() sorts deletes first */
+	}
+	if (deletes)
+		(void)converge_batch(&d->env, todo, deletes, errs);
+	if (m > deletes)
+		(void)converge_batch(&d->env, todo + deletes, m - deletes, errs + deletes);
+	for (size_t i = 0; i < m; i++)
+		if (errs[i].code)
+			log_err("%s", errs[i].msg);
+	free(errs);
+	free(todo);
+}
+
 int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 {
 	struct spec_set set;
@@ -840,19 +874,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	plan(&in, &acts, &n_acts);
 
 	prune_absent(d, acts, n_acts);
-	for (size_t i = 0; i < n_acts; i++) {
-		struct bg_err cerr = { 0 };
-
-		if (acts[i].type == PLAN_NONE) {
-			wake_at(d, acts[i].retry_at);
-			continue;
-		}
-		if (acts[i].type == PLAN_DELETE && acts[i].reason == PLAN_R_SPEC_REMOVED &&
-		    !delete_grace_passed(d, acts[i].name, now))
-			continue;
-		if (converge_action(&d->env, &acts[i], &cerr) < 0)
-			log_err("%s", cerr.msg);
-	}
+	run_actions(d, acts, n_acts, now);
 	observe(d, full);
 	heartbeat(d, full);
 	r = 0;

@@ -7,6 +7,8 @@
  * synchronous=FULL. Writes go through write_txn(): BEGIN IMMEDIATE, the
  * work, COMMIT; ROLLBACK on any error, and the whole transaction retried
  * with backoff (bounded by a deadline) when SQLite says BUSY or LOCKED.
+ * Inside a group (store_group_begin) a write is a savepoint of the group's
+ * transaction instead, made durable by store_group_commit().
  * Strings SQLite lends us (sqlite3_column_text) are copied before the next
  * step, and SQLite errors become -errno plus sqlite3_errmsg() text here.
  */
@@ -51,6 +53,8 @@ struct store {
 	int write_deadline_ms;
 	int events_max;
 	unsigned busy_retries; /* write transactions retried after BUSY/LOCKED (tests read it) */
+	unsigned commits;      /* write transactions committed (store_commit_count) */
+	bool in_group;	       /* between store_group_begin() and its commit or abort */
 	int last_rc;	       /* primary SQLite code of the last failed call, SQLITE_OK if none */
 };
 
@@ -370,6 +374,46 @@ static bool rc_is_busy(int rc)
  * until write_deadline_ms. fn must only touch *arg's outputs in a way that a
  * retry overwrites. Returns fn's result or -errno.
  */
+/* One write inside an open group: a savepoint, undone alone on error. */
+static int group_write(struct store *s, const char *what, txn_fn fn, void *arg, struct bg_err *err)
+{
+	int r, ret = 0;
+
+	r = exec_sql(s, "SAVEPOINT w", err);
+	if (r >= 0) {
+		r = ret = fn(s, arg, err);
+		if (r >= 0)
+			r = exec_sql(s, "RELEASE w", err);
+	}
+	if (r >= 0)
+		return ret;
+	(void)sqlite3_exec(s->db, "ROLLBACK TO w", NULL, NULL, NULL);
+	(void)sqlite3_exec(s->db, "RELEASE w", NULL, NULL, NULL);
+	(void)bg_err_wrap(err, "%s", what);
+	return r;
+}
+
+/* BEGIN IMMEDIATE, retried with backoff while another connection holds the lock. */
+static int begin_immediate(struct store *s, const char *what, int64_t deadline, struct bg_err *err)
+{
+	int64_t backoff = STORE_BACKOFF_MIN_MS;
+
+	for (;;) {
+		int r;
+
+		s->last_rc = SQLITE_OK;
+		r = exec_sql(s, "BEGIN IMMEDIATE", err);
+		if (r >= 0)
+			return 0;
+		if (!rc_is_busy(s->last_rc) || now_mono_ms() + backoff > deadline)
+			return bg_err_wrap(err, "%s", what);
+		bg_err_clear(err);
+		s->busy_retries++;
+		sleep_ms(backoff);
+		backoff = backoff * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
 static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, struct bg_err *err)
 {
 	int64_t deadline = now_mono_ms() + s->write_deadline_ms;
@@ -378,6 +422,8 @@ static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, st
 	if (s->mode != STORE_READ_WRITE)
 		return bg_errorf(err, EROFS, "%s: the state database '%s' is open read-only", what,
 				 s->path);
+	if (s->in_group)
+		return group_write(s, what, fn, arg, err);
 	for (;;) {
 		int r, ret = 0;
 
@@ -388,8 +434,10 @@ static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, st
 			if (r >= 0)
 				r = exec_sql(s, "COMMIT", err);
 		}
-		if (r >= 0)
+		if (r >= 0) {
+			s->commits++;
 			return ret;
+		}
 		if (!sqlite3_get_autocommit(s->db))
 			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		if (!rc_is_busy(s->last_rc) || now_mono_ms() + backoff > deadline) {
@@ -400,6 +448,54 @@ static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, st
 		sleep_ms(backoff);
 		backoff = backoff * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : backoff * 2;
 	}
+}
+
+int store_group_begin(struct store *s, struct bg_err *err)
+{
+	int r;
+
+	if (s->mode != STORE_READ_WRITE)
+		return bg_errorf(err, EROFS,
+				 "group commit: the state database '%s' is open read-only",
+				 s->path);
+	if (s->in_group)
+		return bg_errorf(err, EBUSY, "group commit: a group is already open");
+	r = begin_immediate(s, "group commit: begin", now_mono_ms() + s->write_deadline_ms, err);
+	if (r < 0)
+		return r;
+	s->in_group = true;
+	return 0;
+}
+
+int store_group_commit(struct store *s, struct bg_err *err)
+{
+	int r;
+
+	if (!s->in_group)
+		return 0;
+	s->in_group = false;
+	r = exec_sql(s, "COMMIT", err);
+	if (r < 0) {
+		if (!sqlite3_get_autocommit(s->db))
+			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return bg_err_wrap(err, "group commit");
+	}
+	s->commits++;
+	return 0;
+}
+
+void store_group_abort(struct store *s)
+{
+	if (!s->in_group)
+		return;
+	s->in_group = false;
+	if (!sqlite3_get_autocommit(s->db))
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+unsigned store_commit_count(const struct store *s)
+{
+	return s->commits;
 }
 
 /* ---- open, migrate, close ------------------------------------------------------------- */

@@ -168,4 +168,21 @@ void daemon_info_release(struct daemon_info *info);
 int store_read_begin(struct store *s, struct bg_err *err);
 void store_read_end(struct store *s);
 
+/*
+ * Group commit: every write between store_group_begin() and
+ * store_group_commit() is one transaction, made durable by one sync at the
+ * commit, instead of one transaction (and one sync) each. A write that fails
+ * inside the group is undone alone (a savepoint) and fails as it would
+ * outside one. Nothing is durable, or visible to other connections, before
+ * the commit: a caller that needs a write on disk before it touches the
+ * system (the intent log) commits first. The group holds the database's
+ * write lock until it ends. store_group_abort() rolls the group back.
+ */
+int store_group_begin(struct store *s, struct bg_err *err);
+int store_group_commit(struct store *s, struct bg_err *err);
+void store_group_abort(struct store *s);
+
+/* Write transactions committed through this connection so far (tests, benchmarks). */
+unsigned store_commit_count(const struct store *s);
+
 #endif

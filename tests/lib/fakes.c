@@ -15,6 +15,7 @@
 
 struct buf fake_calls;
 const char *fake_fail_op;
+void (*fake_call_hook)(const char *op);
 enum vmm_guest_state fake_probe_says = VMM_GUEST_RUNNING;
 const char *fake_vmm_script = "exec sleep 600";
 pid_t fake_last_pid;
@@ -28,6 +29,7 @@ void fakes_reset(void)
 	buf_release(&fake_calls);
 	buf_init(&fake_calls);
 	fake_fail_op = NULL;
+	fake_call_hook = NULL;
 	fake_probe_says = VMM_GUEST_RUNNING;
 	fake_vmm_script = "exec sleep 600";
 	fake_last_pid = 0;
@@ -46,6 +48,8 @@ void fakes_release(void)
 static int call(const char *op, struct bg_err *err)
 {
 	buf_addf(&fake_calls, "%s ", op);
+	if (fake_call_hook)
+		fake_call_hook(op);
 	if (fake_fail_op && strcmp(fake_fail_op, op) == 0) {
 		fake_fail_op = NULL;
 		return bg_errorf(err, EIO, "%s failed (injected)", op);

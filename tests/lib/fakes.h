@@ -23,6 +23,8 @@ extern const struct vmm_driver fake_driver;
  * rootfs_grow records "rootfs-grow" (and answers 0: nothing grown).
  */
 extern struct buf fake_calls;
+/* When set, called with each op's name as it is recorded (before it may fail). */
+extern void (*fake_call_hook)(const char *op);
 /* When set, the next call of this op fails with -EIO (then it is cleared). */
 extern const char *fake_fail_op;
 /* What fake_driver.probe() reports. */

@@ -979,6 +979,144 @@ static void test_forward_from_guest_subnet_refused(void **state)
 	vm_record_release(&rec);
 }
 
+/* ---- group commit (converge_batch) --------------------------------------------------- */
+
+static char hook_db[4096];
+static unsigned hook_checks;
+
+/* The step whose intent must be on disk when the fake host is asked for op. */
+static const char *step_of_op(const char *op)
+{
+	static const char *const map[][2] = {
+		{ "bridge", "bridge" },
+		{ "netrules-base", "bridge" },
+		{ "tap", "tap" },
+		{ "antispoof", "antispoof" },
+		{ "rootdisk", "rootdisk" },
+		{ "baseimg", "rootdisk" },
+		{ "rootfs-grow", "rootdisk" },
+		{ "workdisk", "workdisk" },
+		{ "launch", "launch" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++)
+		if (strcmp(map[i][0], op) == 0)
+			return map[i][1];
+	if (strncmp(op, "netrules:", 9) == 0)
+		return "netrules";
+	return NULL;
+}
+
+/*
+ * Another connection (what a restarted daemon would read after a crash right
+ * now) must see, for every VM in flight, the intent of the step that is
+ * touching the host: batches share commits, never the write-ahead order.
+ */
+static void check_intents_on_disk(const char *op)
+{
+	const char *want = step_of_op(op);
+	struct store *ro = NULL;
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+
+	if (!want)
+		return;
+	assert_int_equal(store_open(hook_db, STORE_READ_ONLY, &ro, NULL), 0);
+	assert_int_equal(store_vm_list(ro, &recs, &n, NULL), 0);
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++) {
+		assert_non_null(recs[i].step);
+		assert_string_equal(recs[i].step, want);
+	}
+	hook_checks++;
+	vm_record_array_free(recs, n);
+	store_free(ro);
+}
+
+/* Plan and converge n copies of the fixture's spec (web0..) as one batch. */
+static void batch_create(struct fx *f, size_t n)
+{
+	struct vm_spec *specs[8];
+	char hashes[8][SPEC_HASH_LEN + 1];
+	struct plan_desired d[8];
+	struct plan_input in = { 0 };
+	struct plan_action *acts = NULL;
+	const struct plan_action *todo[8];
+	struct bg_err errs[8] = { 0 };
+	size_t n_acts = 0;
+
+	assert_true(n <= 8);
+	for (size_t i = 0; i < n; i++) {
+		specs[i] = vm_spec_dup(f->spec);
+		free(specs[i]->name);
+		specs[i]->name = xasprintf("web%zu", i);
+		spec_hash(specs[i], hashes[i]);
+		d[i] = (struct plan_desired){ specs[i], hashes[i] };
+	}
+	in.desired = d;
+	in.n_desired = n;
+	in.now = fixed_now();
+	plan(&in, &acts, &n_acts);
+	assert_int_equal(n_acts, n);
+	for (size_t i = 0; i < n; i++)
+		todo[i] = &acts[i];
+	assert_int_equal(converge_batch(&f->env, todo, n, errs), 0);
+	free(acts);
+	for (size_t i = 0; i < n; i++)
+		vm_spec_free(specs[i]);
+}
+
+static void test_batch_keeps_intents_ahead(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *db = paths_db(f->dir);
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+
+	snprintf(hook_db, sizeof(hook_db), "%s", db);
+	hook_checks = 0;
+	fake_call_hook = check_intents_on_disk;
+	batch_create(f, 6);
+	fake_call_hook = NULL;
+	/* bridge, netrules-base, tap, antispoof, netrules, baseimg, rootdisk, rootfs-grow,
+	 * workdisk and launch, for each of the 6. */
+	assert_int_equal(hook_checks, 6 * 10);
+	assert_int_equal(store_vm_list(f->store, &recs, &n, NULL), 0);
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(recs[i].phase, VM_PHASE_STARTING);
+		assert_null(recs[i].step);
+	}
+	vm_record_array_free(recs, n);
+	kill_all_vmms(f);
+}
+
+/* One create or six: the same number of commits (one per round of steps). */
+static void test_batch_commits_per_round(void **state)
+{
+	struct fx *f = *state;
+	unsigned c0, one, six;
+	struct vm_record *recs = NULL;
+	size_t n = 0;
+
+	c0 = store_commit_count(f->store);
+	batch_create(f, 1);
+	one = store_commit_count(f->store) - c0;
+	kill_all_vmms(f);
+	/* Remove the first VM's row so plan() sees six new specs again. */
+	assert_int_equal(store_vm_list(f->store, &recs, &n, NULL), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(store_vm_delete(f->store, recs[i].id, NULL), 0);
+	vm_record_array_free(recs, n);
+	c0 = store_commit_count(f->store);
+	batch_create(f, 6);
+	six = store_commit_count(f->store) - c0;
+	print_message("commits: %u for one create, %u for six\n", one, six);
+	assert_true(one > 0);
+	assert_int_equal(six, one);
+	kill_all_vmms(f);
+}
+
 static void test_failpoint_names(void **state)
 {
 	size_t n = 0;
@@ -1024,6 +1162,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_forward_from_guest_subnet_refused, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_batch_keeps_intents_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_commits_per_round, setup, teardown),
 		cmocka_unit_test(test_failpoint_names),
 	};
 

@@ -468,6 +468,56 @@ static void test_vm_insert_get_update(void **state)
 	vm_record_release(&rec);
 }
 
+/*
+ * A group is one transaction: nothing is visible to another connection (nor
+ * durable) before its commit, a write that fails inside it is undone alone,
+ * and an abort undoes all of it.
+ */
+static void test_group_commit(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = open_rw(f->db);
+	_cleanup_(store_freep) struct store *ro = open_ro(f->db);
+	struct bg_err err = { 0 };
+	struct vm_record a, b, dup, got;
+	unsigned commits;
+
+	commits = store_commit_count(s);
+	assert_int_equal(store_group_begin(s, &err), 0);
+	assert_int_equal(store_group_begin(s, &err), -EBUSY);
+	insert_vm(s, "a", &a);
+	assert_int_equal(store_vm_set_step(s, a.id, "create", "tap", &err), 0);
+	new_vm(&dup, "a");
+	assert_int_equal(store_vm_insert(s, &dup, &err), -EEXIST);
+	/* Read through the group's own connection: there; through another: not yet. */
+	assert_int_equal(store_vm_get(s, a.id, &got, &err), 0);
+	assert_string_equal(got.step, "tap");
+	vm_record_release(&got);
+	assert_int_equal(store_vm_get(ro, a.id, &got, &err), -ENOENT);
+	assert_int_equal(store_commit_count(s), commits);
+	assert_int_equal(store_group_commit(s, &err), 0);
+	assert_int_equal(store_commit_count(s), commits + 1);
+	assert_int_equal(store_vm_get(ro, a.id, &got, &err), 0);
+	assert_string_equal(got.step, "tap");
+	vm_record_release(&got);
+
+	/* Aborted: gone, and the connection writes normally again. */
+	assert_int_equal(store_group_begin(s, &err), 0);
+	insert_vm(s, "b", &b);
+	store_group_abort(s);
+	assert_int_equal(store_vm_get(s, b.id, &got, &err), -ENOENT);
+	assert_int_equal(store_vm_set_step(s, a.id, "create", "launch", &err), 0);
+	assert_int_equal(store_commit_count(s), commits + 2);
+	assert_int_equal(store_vm_get(ro, a.id, &got, &err), 0);
+	assert_string_equal(got.step, "launch");
+	vm_record_release(&got);
+	/* A read-only connection cannot open a group. */
+	assert_int_equal(store_group_begin(ro, &err), -EROFS);
+	vm_record_release(&a);
+	vm_record_release(&b);
+	vm_record_release(&dup);
+}
+
 static void test_vm_insert_conflicts(void **state)
 {
 	struct fixture *f = *state;
@@ -1344,6 +1394,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_db_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_insert_get_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_insert_conflicts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_ids_and_cids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_list_set_step_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_corrupt_row, setup, teardown),
