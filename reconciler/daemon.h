@@ -131,8 +131,7 @@ void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, boo
  * spec_watch_is_writing() behind a wrapper; NULL: none. ctx is borrowed until
  * this is called again or the daemon is finished.
  */
-void daemon_set_writing(struct daemon *d, bool (*writing)(void *ctx, const char *path),
-			void *ctx);
+void daemon_set_writing(struct daemon *d, bool (*writing)(void *ctx, const char *path), void *ctx);
 
 /*
  * Remember the wait status of a VMM child the event loop reaped. false when
