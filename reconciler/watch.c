@@ -389,9 +389,10 @@ bool spec_watch_is_writing(const struct spec_watch *w, const char *path, int64_t
 
 /*
  * IN_CREATE of a regular file: a writer has it open and its close comes as
- * IN_CLOSE_WRITE. Links, symlinks and directories are whole at once (a hard
- * link, a regular file that gets no close event, waits for the next event or
- * the resync).
+ * IN_CLOSE_WRITE, so it enters the set of files being written (track_writing())
+ * and is no change until then. Links, symlinks and directories are whole at
+ * once (a hard link, a regular file that gets no close event, is a change at
+ * once and never in the set).
  */
 static bool being_written(const char *path, const struct inotify_event *ev)
 {
