@@ -348,6 +348,11 @@ void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, boo
 	spec_cache_hint(d->specs, paths, n, all);
 }
 
+void daemon_set_writing(struct daemon *d, bool (*writing)(void *ctx, const char *path), void *ctx)
+{
+	spec_cache_set_writing(d->specs, writing, ctx);
+}
+
 bool daemon_reaped(struct daemon *d, pid_t pid, int wait_status)
 {
 	if (d->prober && prober_reaped(d->prober, pid, wait_status))

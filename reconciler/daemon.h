@@ -126,6 +126,14 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err);
 void daemon_hint_paths(struct daemon *d, const char *const *paths, size_t n, bool all);
 
 /*
+ * Which spec files are being written (spec_cache_set_writing(): the passes
+ * keep to such a file's last complete content, or skip a new one), e.g.
+ * spec_watch_is_writing() behind a wrapper; NULL: none. ctx is borrowed until
+ * this is called again or the daemon is finished.
+ */
+void daemon_set_writing(struct daemon *d, bool (*writing)(void *ctx, const char *path), void *ctx);
+
+/*
  * Remember the wait status of a VMM child the event loop reaped. false when
  * pid was not a VMM but one of the prober's workers (prober.h).
  */

@@ -330,11 +330,35 @@ static void dns_sync(struct daemon *d, struct loop *l)
 	}
 }
 
+/* Read the spec dir's events; the paths they name are hints for the next pass. */
+static bool watch_take(struct daemon *d, struct loop *l)
+{
+	char **paths;
+	size_t n_paths;
+	bool all;
+
+	if (!spec_watch_drain(l->watch))
+		return false;
+	paths = spec_watch_take_paths(l->watch, &n_paths, &all);
+	daemon_hint_paths(d, (const char *const *)paths, n_paths, all);
+	spec_watch_paths_free(paths, n_paths);
+	return true;
+}
+
+/* The spec cache asks whether a spec file is being written (watch.h). */
+static bool watch_writing(void *ctx, const char *path)
+{
+	return spec_watch_is_writing(ctx, path, now_mono_ms());
+}
+
 static void run_pass(struct daemon *d, struct loop *l, bool full)
 {
 	struct bg_err err = { 0 };
 	int64_t wake;
 
+	/* The set of files being written is as fresh as the last drain: a write begun
+	 * since (while the loop did other work) is taken in now, so this pass sees it. */
+	(void)watch_take(d, l);
 	if (daemon_pass(d, full, &err) < 0)
 		log_err("pass failed: %s", err.msg);
 	dns_sync(d, l);
@@ -372,17 +396,8 @@ static int run_loop(struct daemon *d, struct loop *l)
 				/* The first change after a quiet spell is a pass at once; what
 				 * arrives during a pass waits in the queue and is one pass. The
 				 * paths the events named tell the pass which files to read. */
-				if (spec_watch_drain(l->watch)) {
-					size_t n_paths;
-					bool all;
-					char **paths =
-						spec_watch_take_paths(l->watch, &n_paths, &all);
-
-					daemon_hint_paths(d, (const char *const *)paths, n_paths,
-							  all);
-					spec_watch_paths_free(paths, n_paths);
+				if (watch_take(d, l))
 					pass = true;
-				}
 			} else if (tag == TAG_RESYNC) {
 				drain_fd(l->resync_fd);
 				/* Also catch a spec dir that was removed and made again. */
@@ -658,10 +673,13 @@ int main(int argc, char **argv)
 		l.resolved = dns_resolved_present();
 		r = epoll_add(l.ep, dns_server_fd(l.dns), TAG_DNS, &err);
 	}
-	if (r < 0)
+	if (r < 0) {
 		log_err("%s", err.msg);
-	else
+	} else {
+		daemon_set_writing(&d, watch_writing, l.watch);
 		r = run_loop(&d, &l);
+		daemon_set_writing(&d, NULL, NULL);
+	}
 	if (l.resolved_set && dns_resolved_revert(cfg.bridge, &err) < 0)
 		log_warn("dns: %s, ignoring", err.msg);
 	loop_close(&l);

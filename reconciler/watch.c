@@ -17,16 +17,24 @@
 #include "common/cleanup.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 
 #define WATCH_DEPTH_MAX 8 /* as the loader: SPEC_DIR_DEPTH_MAX */
 #define WATCH_MASK                                                                               \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF | \
-	 IN_MOVE_SELF | IN_ATTRIB)
+	 IN_MOVE_SELF | IN_ATTRIB | IN_MODIFY)
 
 struct watched {
 	int wd;
 	char *path;
+};
+
+/* A file a writer has open: seen created or modified, its IN_CLOSE_WRITE not yet. */
+struct writing {
+	int wd;	       /* of its directory: a rescan that drops the watch drops the entry */
+	char *path;    /* as spec_watch_take_paths() names it */
+	int64_t since; /* now_mono_ms() when it was first seen being written */
 };
 
 struct spec_watch {
@@ -38,6 +46,8 @@ struct spec_watch {
 	char **paths; /* what the events drained since the last take named */
 	size_t n_paths;
 	bool all; /* an event named nothing that can be narrowed down: everything changed */
+	struct writing *writing; /* files being written (watch.h), at most SPEC_WATCH_PATHS_MAX */
+	size_t n_writing;
 };
 
 /* One resync's walk: the tree beneath root_fd, each directory watched once. */
@@ -76,6 +86,91 @@ static void push(struct watched **dirs, size_t *n, size_t *cap, int wd, const ch
 	(*dirs)[*n].wd = wd;
 	(*dirs)[*n].path = xstrdup(path);
 	(*n)++;
+}
+
+/* ---- files being written ----------------------------------------------------------------- */
+
+static ssize_t writing_find(const struct spec_watch *w, const char *path)
+{
+	for (size_t i = 0; i < w->n_writing; i++)
+		if (strcmp(w->writing[i].path, path) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static void writing_drop(struct spec_watch *w, size_t i)
+{
+	free(w->writing[i].path);
+	w->writing[i] = w->writing[--w->n_writing];
+}
+
+static void writing_clear(struct spec_watch *w)
+{
+	while (w->n_writing)
+		writing_drop(w, w->n_writing - 1);
+	free(w->writing);
+	w->writing = NULL;
+}
+
+/*
+ * path (owned) is being written. An entry already there keeps its time: its
+ * age counts from the first write seen, so a writer that keeps writing and
+ * never closes cannot hide the file past SPEC_WATCH_WRITING_MAX_MS. When the
+ * set is full, stale entries make room; else the file is not kept out (it is
+ * read as it is, as before this set existed).
+ */
+static void writing_add(struct spec_watch *w, int wd, char *path, int64_t now)
+{
+	if (writing_find(w, path) >= 0) {
+		free(path);
+		return;
+	}
+	for (size_t i = 0; i < w->n_writing && w->n_writing >= SPEC_WATCH_PATHS_MAX;) {
+		if (now - w->writing[i].since >= SPEC_WATCH_WRITING_MAX_MS)
+			writing_drop(w, i);
+		else
+			i++;
+	}
+	if (w->n_writing >= SPEC_WATCH_PATHS_MAX) {
+		free(path);
+		return;
+	}
+	w->writing = xreallocarray(w->writing, w->n_writing + 1, sizeof(*w->writing));
+	w->writing[w->n_writing++] = (struct writing){ .wd = wd, .path = path, .since = now };
+}
+
+/* path, and everything below it when it is a directory, is no longer being written. */
+static void writing_forget(struct spec_watch *w, const char *path)
+{
+	size_t len = strlen(path);
+
+	for (size_t i = 0; i < w->n_writing;) {
+		const char *p = w->writing[i].path;
+
+		if (strncmp(p, path, len) == 0 && (p[len] == '\0' || p[len] == '/'))
+			writing_drop(w, i);
+		else
+			i++;
+	}
+}
+
+/*
+ * After a rescan: an entry whose directory is no longer watched, or is now
+ * watched under another name, cannot be followed (its close would go unseen
+ * or name another path), so it no longer counts.
+ */
+static void writing_prune(struct spec_watch *w)
+{
+	for (size_t i = 0; i < w->n_writing;) {
+		const struct writing *e = &w->writing[i];
+		ssize_t d = find_wd(w->dirs, w->n, e->wd);
+		size_t len = d >= 0 ? strlen(w->dirs[d].path) : 0;
+
+		if (d < 0 || strncmp(e->path, w->dirs[d].path, len) != 0 || e->path[len] != '/')
+			writing_drop(w, i);
+		else
+			i++;
+	}
 }
 
 /*
@@ -175,6 +270,7 @@ static void resync(struct spec_watch *w)
 	w->dirs = wk.dirs;
 	w->n = wk.n;
 	w->cap = wk.cap;
+	writing_prune(w);
 }
 
 int spec_watch_new(const char *dir, struct spec_watch **ret, struct bg_err *err)
@@ -266,6 +362,7 @@ void spec_watch_free(struct spec_watch *w)
 	if (!w)
 		return;
 	paths_clear(w);
+	writing_clear(w);
 	forget_all(w);
 	free(w->dirs);
 	close(w->fd);
@@ -283,32 +380,64 @@ int spec_watch_count(const struct spec_watch *w)
 	return (int)w->n;
 }
 
+bool spec_watch_is_writing(const struct spec_watch *w, const char *path, int64_t now_ms)
+{
+	ssize_t i = writing_find(w, path);
+
+	return i >= 0 && now_ms - w->writing[i].since < SPEC_WATCH_WRITING_MAX_MS;
+}
+
 /*
  * IN_CREATE of a regular file: a writer has it open and its close comes as
- * IN_CLOSE_WRITE. Links, symlinks and directories are whole at once (a hard
- * link, a regular file that gets no close event, waits for the next event or
- * the resync).
+ * IN_CLOSE_WRITE, so it enters the set of files being written (track_writing())
+ * and is no change until then. Links, symlinks and directories are whole at
+ * once (a hard link, a regular file that gets no close event, is a change at
+ * once and never in the set).
  */
-static bool being_written(const struct spec_watch *w, const struct inotify_event *ev)
+static bool being_written(const char *path, const struct inotify_event *ev)
+{
+	struct stat st;
+
+	if (!(ev->mask & IN_CREATE) || (ev->mask & IN_ISDIR))
+		return false;
+	return lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+}
+
+/*
+ * Follow one event in the set of files being written. Returns true when the
+ * event says only that a write is under way (a regular file created, a file
+ * written): no change yet, the file's IN_CLOSE_WRITE is. A pass that runs
+ * meanwhile for another reason keeps to the file's last complete content
+ * (spec/cache.h). Hidden names are never read, so they never enter the set.
+ */
+static bool track_writing(struct spec_watch *w, const struct inotify_event *ev, int64_t now)
 {
 	_cleanup_free_ char *path = NULL;
-	struct stat st;
 	ssize_t i;
 
-	/* (Hidden names are never read; their creation keeps counting, as above.) */
-	if (!(ev->mask & IN_CREATE) || (ev->mask & IN_ISDIR) || !ev->len || ev->name[0] == '.')
+	if (ev->mask & IN_Q_OVERFLOW) {
+		writing_clear(w); /* closes may have been lost with the rest */
 		return false;
+	}
 	i = find_wd(w->dirs, w->n, ev->wd);
-	if (i < 0)
+	if (i < 0 || !ev->len || !ev->name[0])
 		return false;
-	path = xasprintf("%s/%s", w->dirs[i].path, ev->name);
-	return lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+	path = fs_path_join(w->dirs[i].path, ev->name);
+	if (ev->name[0] != '.' && ((ev->mask & IN_MODIFY) || being_written(path, ev))) {
+		writing_add(w, ev->wd, TAKE_PTR(path), now);
+		return true;
+	}
+	/* Closed, gone, or a whole new file renamed onto the name. */
+	if (ev->mask & (IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))
+		writing_forget(w, path);
+	return false;
 }
 
 bool spec_watch_drain(struct spec_watch *w)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
 	bool changed = false, rescan = false;
+	int64_t now = now_mono_ms();
 
 	for (;;) {
 		ssize_t n = read(w->fd, buf, sizeof(buf));
@@ -333,6 +462,7 @@ bool spec_watch_drain(struct spec_watch *w)
 				if (i >= 0) {
 					/* Its parent's event named it too, unless it was the top. */
 					note_path(w, xstrdup(w->dirs[i].path));
+					writing_forget(w, w->dirs[i].path);
 					free(w->dirs[i].path);
 					w->dirs[i] = w->dirs[--w->n];
 					rescan = changed = true;
@@ -345,10 +475,12 @@ bool spec_watch_drain(struct spec_watch *w)
 			if (ev->len && ev->name[0] == '.' &&
 			    !(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)))
 				continue;
-			/* A regular file just created is being written: its IN_CLOSE_WRITE is
-			 * the change (a pass now would read it half-written). */
-			if (!being_written(w, ev))
+			/* A file being written: its IN_CLOSE_WRITE is the change (a pass now
+			 * would read it half-written). A write names nothing until then. */
+			if (!track_writing(w, ev, now))
 				changed = true;
+			else if (ev->mask & IN_MODIFY)
+				continue;
 			note_event(w, ev);
 			if (ev->mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_CREATE |
 					IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE))

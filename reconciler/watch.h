@@ -8,6 +8,18 @@
  * for its whole subtree). IN_Q_OVERFLOW and any doubt mean a full rescan of
  * the watches and "everything changed".
  *
+ * It also keeps the set of files being written: a non-hidden regular file
+ * enters it when it is created (IN_CREATE, one link) or written (IN_MODIFY,
+ * e.g. '>' truncating an existing spec), and leaves it when it is closed after
+ * writing (IN_CLOSE_WRITE, which is the change), deleted, renamed away or
+ * replaced by a rename onto its name. Neither the creation nor a write counts
+ * as a change, so no pass starts for them; a pass that runs meanwhile for
+ * another reason asks spec_watch_is_writing() and keeps to the file's last
+ * complete content (spec/cache.h), never reading it half-written. An overflow
+ * clears the set (closes may be lost), and so does a rescan for the entries of
+ * a directory no longer watched under the same name; an entry older than
+ * SPEC_WATCH_WRITING_MAX_MS no longer counts (a writer that never closes).
+ *
  * Confined like the loader (spec/spec.h): the tree is walked beneath the spec
  * dir's fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so a symlink
  * to a directory inside the tree is followed (a Kubernetes-style "..data"
@@ -21,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -28,6 +41,12 @@
 #define SPEC_WATCH_MAX 1024
 /* At most this many changed paths kept between takes; past it, everything changed. */
 #define SPEC_WATCH_PATHS_MAX 4096
+/*
+ * A file counts as being written for at most this long after its first
+ * creation or write was seen, closed or not: then the passes read it as it is
+ * (the periodic resync does, DAEMON_DEFAULT_RESYNC_MS).
+ */
+#define SPEC_WATCH_WRITING_MAX_MS (30 * 1000)
 
 struct spec_watch;
 
@@ -41,7 +60,8 @@ int spec_watch_fd(const struct spec_watch *w);
 /*
  * Read all pending events. Returns true when anything happened that may
  * change the specs (then the caller reloads); directory changes re-sync the
- * watch set as a side effect.
+ * watch set as a side effect. A file created or written but not yet closed is
+ * no change (it is in the set of files being written until it is).
  */
 bool spec_watch_drain(struct spec_watch *w);
 
@@ -64,6 +84,15 @@ void spec_watch_resync(struct spec_watch *w);
  */
 char **spec_watch_take_paths(struct spec_watch *w, size_t *ret_n, bool *ret_all);
 void spec_watch_paths_free(char **paths, size_t n);
+
+/*
+ * true when path (named as spec_watch_take_paths() names files: the spec dir as
+ * given joined with the file's path in it) is being written: the events drained
+ * so far showed it created or written and not yet closed, and that began less
+ * than SPEC_WATCH_WRITING_MAX_MS before now_ms (now_mono_ms()). Only as fresh
+ * as the last spec_watch_drain().
+ */
+bool spec_watch_is_writing(const struct spec_watch *w, const char *path, int64_t now_ms);
 
 /* Number of directories watched (for tests and debug logs). */
 int spec_watch_count(const struct spec_watch *w);

@@ -63,8 +63,14 @@ struct spec_cache {
 	size_t n_hint_paths;
 	struct file_key *hint_ids; /* inodes the hinted paths are now, sorted */
 	size_t n_hint_ids;
+	/* Which files are being written (spec_cache_set_writing()), or NULL. */
+	bool (*writing)(void *ctx, const char *path);
+	void *writing_ctx;
 	unsigned long parses;
 };
+
+/* What a file adds that is being written and was not read before: nothing, yet. */
+static const struct cache_entry not_yet;
 
 static void entry_release(struct cache_entry *e)
 {
@@ -114,6 +120,13 @@ unsigned long spec_cache_parses(const struct spec_cache *c)
 size_t spec_cache_size(const struct spec_cache *c)
 {
 	return c->n;
+}
+
+void spec_cache_set_writing(struct spec_cache *c, bool (*writing)(void *ctx, const char *path),
+			    void *ctx)
+{
+	c->writing = writing;
+	c->writing_ctx = writing ? ctx : NULL;
 }
 
 void spec_cache_hint(struct spec_cache *c, const char *const *paths, size_t n, bool all)
@@ -304,11 +317,41 @@ static void set_stat(struct cache_entry *e, const struct stat *st)
 	e->mtime = st->st_mtim;
 }
 
+static bool being_written(const struct spec_cache *c, const char *rel)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (!c->writing)
+		return false;
+	path = fs_path_join(c->dir, rel);
+	return c->writing(c->writing_ctx, path);
+}
+
+/*
+ * A file being written is not read, whatever hints or a full pass say: its
+ * last parse stands, with the stat it had (so the first load after the write
+ * reads it again), or, new, it adds nothing yet.
+ */
+static const void *lookup_writing(struct spec_cache *c, const char *rel, size_t *ret_len)
+{
+	struct cache_entry *e = find(c, rel);
+
+	if (!e || e->taken) {
+		*ret_len = 0;
+		return &not_yet;
+	}
+	e = keep(c, e);
+	*ret_len = e->len;
+	return e;
+}
+
 static const void *hook_lookup(void *ctx, const char *rel, const struct stat *st, size_t *ret_len)
 {
 	struct spec_cache *c = ctx;
 	struct cache_entry *e;
 
+	if (being_written(c, rel))
+		return lookup_writing(c, rel, ret_len);
 	if (must_read(c, rel, st))
 		return NULL;
 	e = find(c, rel);

@@ -14,7 +14,13 @@
  *    name) or on a full pass (the periodic resync: a rewrite that kept size
  *    and mtime is caught there);
  *  - always read and parsed when it mentions a userDataFile (its result
- *    depends on another file the cache does not track).
+ *    depends on another file the cache does not track);
+ *  - never read while the caller says it is being written
+ *    (spec_cache_set_writing(): bangerd's inotify watch saw it created or
+ *    written and not yet closed): the file's last parse is used as if the
+ *    write had not begun, or, for a file the cache never read, the file is
+ *    skipped as not there yet (no spec, no diagnostic). Its stat is not
+ *    updated, so the first load after the write reads it again.
  * Files the walk no longer finds leave the cache. The set a load adds is what
  * a cold spec_load_path() of the directory adds: call spec_set_finish() after.
  */
@@ -36,6 +42,17 @@ static inline void spec_cache_freep(struct spec_cache **p)
 {
 	spec_cache_free(*p);
 }
+
+/*
+ * Tell which files are being written: writing(ctx, path) is asked during each
+ * load for each spec file the walk reaches, 'path' being the directory as
+ * given joined with the file's path inside it (inotify's names), and returns
+ * true to keep the file's last complete content (see above). NULL: none ever
+ * is (the default). ctx is borrowed until the predicate is replaced or the
+ * cache freed.
+ */
+void spec_cache_set_writing(struct spec_cache *c, bool (*writing)(void *ctx, const char *path),
+			    void *ctx);
 
 /*
  * Paths that changed (inotify's names: files or directories, the whole subtree

@@ -3,9 +3,11 @@
  * real spec dir and store, with a fake host layer and a fake VMM (a real
  * process). Each test is a scenario found in review where the system used to
  * do the wrong thing: deleting VMs it should keep, restarting VMs its policy
- * says to leave alone, or waiting 30 s where it promised 1.
+ * says to leave alone, or waiting 30 s where it promised 1, or making a VM
+ * of a spec file half-written.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,6 +28,7 @@
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "reconciler/daemon.h"
+#include "reconciler/watch.h"
 #include "tests/lib/fakes.h"
 #include "tests/lib/testutil.h"
 
@@ -451,6 +454,103 @@ static void test_unparsable_stored_spec_no_loop(void **state)
 	assert_int_equal(launches, 0);
 }
 
+/* As bangerd's event loop hands the watch's set of files being written to the passes. */
+static bool watch_writing(void *ctx, const char *path)
+{
+	return spec_watch_is_writing(ctx, path, now_mono_ms());
+}
+
+/* Drain the watch as the event loop does: true (and the paths hinted) on a change. */
+static bool watch_take(struct fx *f, struct spec_watch *w)
+{
+	size_t n = 0;
+	bool all = false;
+	char **paths;
+
+	if (!spec_watch_drain(w))
+		return false;
+	paths = spec_watch_take_paths(w, &n, &all);
+	daemon_hint_paths(&f->d, (const char *const *)paths, n, all);
+	spec_watch_paths_free(paths, n);
+	return true;
+}
+
+/* Open 'file' in the spec dir for writing (O_TRUNC, as '>') and write 'text' without closing. */
+static int write_part(struct fx *f, const char *file, const char *text, size_t len)
+{
+	_cleanup_free_ char *p = fs_path_join(f->spec_dir, file);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	return fd;
+}
+
+/*
+ * A pass that runs for another reason (a timer, a VMM exit) while '>' rewrites
+ * a spec and another is written new: neither half-written file is acted on
+ * (the half of each is a valid but different spec); once closed, each is, once.
+ */
+static void test_half_written_spec_waits_for_close(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *web = yaml("web", "running", "on-failure");
+	_cleanup_free_ char *db = yaml("db", "running", "always");
+	size_t web_half = strstr(web, "  restartPolicy") - web; /* then 'always' */
+	size_t db_half = strstr(db, "  workDisk") - db;		/* then no work disk */
+	struct spec_watch *w = NULL;
+	struct vm_record rec = { 0 };
+	struct spec_set cold;
+	char hash[SPEC_HASH_LEN + 1];
+	int64_t gen;
+	int fd_web, fd_db;
+
+	assert_int_equal(spec_watch_new(f->spec_dir, &w, NULL), 0);
+	daemon_set_writing(&f->d, watch_writing, w);
+	write_spec(f, "web.yaml", web);
+	assert_true(watch_take(f, w));
+	pass(f);
+	assert_true(get(f, "web", &rec));
+	gen = rec.generation;
+	memcpy(hash, rec.spec_hash, sizeof(hash));
+	vm_record_release(&rec);
+
+	fd_web = write_part(f, "web.yaml", web, web_half);
+	fd_db = write_part(f, "db.yaml", db, db_half);
+	/* (What the files say now: two valid specs, web's changed.) */
+	spec_set_init(&cold);
+	(void)spec_load_path(&cold, f->spec_dir);
+	assert_int_equal(spec_set_finish(&cold), 0);
+	assert_int_equal(cold.n_specs, 2);
+	spec_set_release(&cold);
+	assert_false(watch_take(f, w)); /* no change yet: no pass of its own */
+	pass(f);
+	assert_false(get(f, "db", &rec));
+	assert_true(get(f, "web", &rec));
+	assert_int_equal(rec.generation, gen);
+	assert_string_equal(rec.spec_hash, hash);
+	vm_record_release(&rec);
+	assert_int_equal(f->d.n_absent, 0);
+
+	/* The writers finish and close: each file is a change, read whole. */
+	assert_int_equal(write(fd_web, web + web_half, strlen(web) - web_half),
+			 (ssize_t)(strlen(web) - web_half));
+	assert_int_equal(write(fd_db, db + db_half, strlen(db) - db_half),
+			 (ssize_t)(strlen(db) - db_half));
+	close(fd_web);
+	close(fd_db);
+	assert_true(watch_take(f, w));
+	pass(f);
+	assert_true(get(f, "db", &rec));
+	vm_record_release(&rec);
+	assert_true(get(f, "web", &rec));
+	assert_int_equal(rec.generation, gen); /* the same spec as before the write */
+	assert_string_equal(rec.spec_hash, hash);
+	vm_record_release(&rec);
+	daemon_set_writing(&f->d, NULL, NULL);
+	spec_watch_free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -468,6 +568,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_demote_wakes_at_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_demote_never_relaunches, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_half_written_spec_waits_for_close, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unparsable_stored_spec_no_loop, setup,
 						teardown),

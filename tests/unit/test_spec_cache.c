@@ -7,7 +7,8 @@
  * symlinks and hard links, a userDataFile and its cloud-config) and after each
  * one compares a hinted load (the exact paths changed) and a full load
  * against spec_load_path() of the directory; and a hinted load parses only
- * the files named.
+ * the files named; a file the caller says is being written keeps its last
+ * parse, or is skipped while new.
  *
  * BANGER_TEST_SEED=N replays a run (the seed is printed).
  */
@@ -557,10 +558,112 @@ static void test_parses_only_what_changed(void **state)
 	test_rmtree(dir);
 }
 
+/* The files being written: a NULL-ended list of paths (ctx). */
+static bool writing_in(void *ctx, const char *path)
+{
+	for (const char *const *p = ctx; *p; p++)
+		if (strcmp(*p, path) == 0)
+			return true;
+	return false;
+}
+
+/* The spec named 'name', or NULL. */
+static const struct vm_spec *find_spec(const struct spec_set *set, const char *name)
+{
+	for (size_t i = 0; i < set->n_specs; i++)
+		if (strcmp(set->specs[i]->name, name) == 0)
+			return set->specs[i];
+	return NULL;
+}
+
+static void load_into(struct spec_cache *c, const char *const *changed, size_t n, bool full,
+		      struct spec_set *set)
+{
+	spec_set_release(set);
+	spec_set_init(set);
+	(void)spec_cache_load(c, changed, n, full, set);
+	assert_int_equal(spec_set_finish(set), 0);
+}
+
+/*
+ * A pass run for some other reason while '>' rewrites a spec, or while a new
+ * spec is written, must not see the half-written bytes: they can be a valid
+ * but different spec (here: cut before memoryMiB, so the default 256).
+ */
+static void test_being_written(void **state)
+{
+	static const char FULL[] = "apiVersion: banger/v1\nkind: VM\nmetadata:\n  name: vm01\n"
+				   "spec:\n  kernel: {path: /k}\n  rootfs: {image: /i}\n"
+				   "  memoryMiB: 1024\n";
+	_cleanup_free_ char *dir = test_tmpdir("bg-speccache");
+	_cleanup_(spec_cache_freep) struct spec_cache *c = spec_cache_new(dir);
+	_cleanup_free_ char *a = fs_path_join(dir, "a.yaml"), *b = fs_path_join(dir, "b.yaml");
+	_cleanup_free_ char *half = xstrndup(FULL, strstr(FULL, "  memoryMiB") - FULL);
+	_cleanup_free_ char *other = valid_spec(2, 0);
+	const char *writing[3] = { NULL };
+	const char *hints[2] = { a, b };
+	struct spec_set set, cold;
+
+	(void)state;
+	spec_set_init(&set);
+	spec_cache_set_writing(c, writing_in, writing);
+	test_write_file(a, FULL);
+	load_into(c, NULL, 0, false, &set);
+	assert_int_equal(set.n_specs, 1);
+	assert_int_equal(find_spec(&set, "vm01")->memory_mib, 1024);
+	assert_int_equal(spec_cache_parses(c), 1);
+
+	/* a truncated and half rewritten, b new: both still being written. */
+	test_write_file(a, half);
+	test_write_file(b, other);
+	writing[0] = a;
+	writing[1] = b;
+	/* (What a reader of the files sees now: a valid vm01 of 256 MiB, and vm02.) */
+	spec_set_init(&cold);
+	(void)spec_load_path(&cold, dir);
+	assert_int_equal(spec_set_finish(&cold), 0);
+	assert_int_equal(cold.n_specs, 2);
+	assert_int_equal(find_spec(&cold, "vm01")->memory_mib, 256);
+	spec_set_release(&cold);
+	/* Neither hints naming them nor a full load read them: a keeps its last parse, b is
+	 * not there yet (and no diagnostic). */
+	for (int full = 0; full < 2; full++) {
+		load_into(c, hints, 2, full, &set);
+		assert_int_equal(set.n_specs, 1);
+		assert_int_equal(find_spec(&set, "vm01")->memory_mib, 1024);
+		assert_null(find_spec(&set, "vm02"));
+		assert_int_equal(set.n_diags, 0);
+	}
+	load_into(c, NULL, 0, false, &set);
+	assert_int_equal(set.n_specs, 1);
+	assert_int_equal(spec_cache_parses(c), 1);
+
+	/* b is closed: it is read; a still is not. */
+	writing[1] = NULL;
+	load_into(c, hints + 1, 1, false, &set);
+	assert_int_equal(set.n_specs, 2);
+	assert_int_equal(find_spec(&set, "vm01")->memory_mib, 1024);
+	assert_non_null(find_spec(&set, "vm02"));
+
+	/* a is finished and closed: an ordinary load (no hint) reads its new bytes. */
+	test_write_file(a, FULL);
+	writing[0] = NULL;
+	load_into(c, NULL, 0, false, &set);
+	assert_int_equal(set.n_specs, 2);
+	assert_int_equal(find_spec(&set, "vm01")->memory_mib, 1024);
+	/* And a rewrite that is whole (the writer closed it) is the new spec. */
+	test_write_file(a, half);
+	load_into(c, NULL, 0, false, &set);
+	assert_int_equal(find_spec(&set, "vm01")->memory_mib, 256);
+	spec_set_release(&set);
+	test_rmtree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parses_only_what_changed),
+		cmocka_unit_test(test_being_written),
 		cmocka_unit_test(test_property),
 	};
 

@@ -5,7 +5,10 @@
  * watcher never leaves the tree ('x -> /', a link out, an absolute link) and
  * holds at most SPEC_WATCH_MAX watches. The paths events name are collected
  * for the spec cache (create, renames in, out and within, delete, a new
- * subdirectory), and an overflow asks for everything.
+ * subdirectory), and an overflow asks for everything. Files being written
+ * (created or written, not yet closed) are kept in a set until they are
+ * closed, deleted, renamed away or replaced, for at most
+ * SPEC_WATCH_WRITING_MAX_MS.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +26,7 @@
 
 #include "common/cleanup.h"
 #include "common/fs.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "reconciler/watch.h"
 #include "tests/lib/testutil.h"
@@ -359,6 +363,211 @@ static void test_paths_overflow(void **state)
 	spec_watch_paths_free(got, n);
 }
 
+static bool writing(const struct fx *f, const char *path)
+{
+	return spec_watch_is_writing(f->w, path, now_mono_ms());
+}
+
+/* Drain and take the named paths: true when 'path' is among them. */
+static bool drain_names(struct fx *f, const char *path, bool *ret_changed)
+{
+	size_t n = 0;
+	bool all = false, found = false;
+	char **got;
+
+	*ret_changed = spec_watch_drain(f->w);
+	got = spec_watch_take_paths(f->w, &n, &all);
+	for (size_t i = 0; i < n; i++)
+		found = found || strcmp(got[i], path) == 0;
+	spec_watch_paths_free(got, n);
+	return found || all;
+}
+
+/*
+ * A new file written in pieces with its fd held open ('cat > a.yaml'): in the
+ * set and no change, however many writes; closed, it leaves the set and is
+ * the change (named for the cache).
+ */
+static void test_writing_new_file(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml");
+	bool changed;
+	int fd;
+
+	assert_false(writing(f, a));
+	fd = open(a, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_false(spec_watch_drain(f->w));
+	assert_true(writing(f, a));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(write(fd, "kind: VM\n", 9), 9);
+		assert_false(spec_watch_drain(f->w));
+		assert_true(writing(f, a));
+	}
+	close(fd);
+	assert_true(drain_names(f, a, &changed));
+	assert_true(changed);
+	assert_false(writing(f, a));
+	assert_settles(f);
+}
+
+/* An existing file truncated by open(O_TRUNC) ('>') and written: in the set until closed. */
+static void test_writing_truncated_file(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml"), *lock = at(f, ".lock");
+	bool changed;
+	int fd;
+
+	test_write_file(a, "kind: VM\n");
+	test_write_file(lock, "");
+	assert_true(spec_watch_drain(f->w));
+	assert_settles(f);
+	assert_false(writing(f, a));
+	fd = open(a, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_false(spec_watch_drain(f->w)); /* IN_MODIFY of the truncation: no change */
+	assert_true(writing(f, a));
+	assert_int_equal(write(fd, "kind:", 5), 5);
+	assert_false(spec_watch_drain(f->w));
+	assert_true(writing(f, a));
+	close(fd);
+	assert_true(drain_names(f, a, &changed));
+	assert_true(changed);
+	assert_false(writing(f, a));
+	/* A hidden file (the CLI's lock) written is never in the set. */
+	fd = open(lock, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "1", 1), 1);
+	assert_false(spec_watch_drain(f->w));
+	assert_false(writing(f, lock));
+	close(fd);
+	assert_false(spec_watch_drain(f->w));
+}
+
+/* Open a new file for writing, leave it open, and check it is in the set. */
+static int start_writing(struct fx *f, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "kind:", 5), 5);
+	(void)spec_watch_drain(f->w);
+	assert_true(writing(f, path));
+	return fd;
+}
+
+/* Deleted, renamed away, or replaced by a rename onto it: no longer being written. */
+static void test_writing_gone(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml"), *b = at(f, "b.yaml"), *c = at(f, "c.yaml");
+	_cleanup_free_ char *sub = at(f, "sub"), *in_sub = NULL;
+	int fd;
+
+	fd = start_writing(f, a);
+	assert_int_equal(unlink(a), 0);
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, a));
+	close(fd);
+
+	fd = start_writing(f, a);
+	assert_int_equal(rename(a, b), 0);
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, a));
+	assert_false(writing(f, b)); /* a new name: whole at once (its writer still writes) */
+	close(fd);
+	assert_true(spec_watch_drain(f->w));
+	assert_settles(f);
+
+	fd = start_writing(f, a);
+	test_write_file(c, "kind: VM\n");
+	assert_int_equal(rename(c, a), 0); /* an editor's save onto it */
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, a));
+	close(fd);
+
+	/* A directory removed: what was being written in it is gone with it. */
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_true(spec_watch_drain(f->w));
+	in_sub = fs_path_join(sub, "d.yaml");
+	fd = start_writing(f, in_sub);
+	close(fd);
+	fd = open(in_sub, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "x", 1), 1);
+	(void)spec_watch_drain(f->w);
+	assert_true(writing(f, in_sub));
+	test_rmtree(sub);
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, in_sub));
+	close(fd);
+	assert_settles(f);
+}
+
+/*
+ * The set is emptied where it can no longer be trusted: an overflow (closes
+ * may be lost) and a rescan that finds the directory under another name.
+ */
+static void test_writing_cleared(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml"), *sub = at(f, "sub"), *moved = at(f, "moved");
+	_cleanup_free_ char *in_sub = NULL, *max_s = NULL;
+	long max = 16384;
+	int fd, fd2;
+
+	fd = start_writing(f, a);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_true(spec_watch_drain(f->w));
+	in_sub = fs_path_join(sub, "b.yaml");
+	fd2 = start_writing(f, in_sub);
+	/* The folder is renamed: the rescan watches it as 'moved'; 'sub/b.yaml' is no name. */
+	assert_int_equal(rename(sub, moved), 0);
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, in_sub));
+	assert_true(writing(f, a));
+	close(fd2);
+
+	if (fs_read_file("/proc/sys/fs/inotify/max_queued_events", 64, &max_s, NULL, NULL) >= 0)
+		max = strtol(max_s, NULL, 10);
+	if (max <= 0 || max > 200000) {
+		close(fd);
+		test_skip_reason("max_queued_events is %ld: too many events to overflow", max);
+		skip();
+	}
+	for (long i = 0; i < max + 1000; i++) {
+		_cleanup_free_ char *p = at(f, i % 2 ? "x.yaml" : "y.yaml");
+
+		test_write_file(p, "x");
+	}
+	assert_true(spec_watch_drain(f->w));
+	assert_false(writing(f, a));
+	close(fd);
+}
+
+/* A writer that never closes hides the file for SPEC_WATCH_WRITING_MAX_MS at most. */
+static void test_writing_age_bound(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *a = at(f, "a.yaml");
+	int64_t before, after;
+	int fd;
+
+	before = now_mono_ms();
+	fd = start_writing(f, a);
+	after = now_mono_ms();
+	assert_true(spec_watch_is_writing(f->w, a, before + SPEC_WATCH_WRITING_MAX_MS - 1));
+	assert_false(spec_watch_is_writing(f->w, a, after + SPEC_WATCH_WRITING_MAX_MS));
+	/* Later writes do not restart its clock. */
+	assert_int_equal(write(fd, "VM\n", 3), 3);
+	assert_false(spec_watch_drain(f->w));
+	assert_false(spec_watch_is_writing(f->w, a, after + SPEC_WATCH_WRITING_MAX_MS));
+	close(fd);
+	assert_true(spec_watch_drain(f->w));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +583,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_watch_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paths_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writing_new_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writing_truncated_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writing_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writing_cleared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writing_age_bound, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
