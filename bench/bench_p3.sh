@@ -8,8 +8,8 @@
 # bridge holds every guest address and sshfix (bench/sshfix.c) runs OpenSSH's
 # 'sshd -i' per connection with the dialled VM's own host key. The baseline is
 # the smallest N of the same run (growth with N; per-VM cost printed). -P:
-# after the measurements at the largest N, one more pass under 'perf record'
-# (cpu-clock), and the profile by library and by symbol.
+# after the measurements at the largest N, PASSES more passes under 'perf
+# record' (cpu-clock, 1999 Hz), and the profile by library and by symbol.
 # As root; netns bgp<sfx> (bangerd, bridge bgp<sfx>b) and bgp<sfx>g (guests),
 # 172.28.20.1/22 (172.29.0.1/16 when an N is over 1000), all removed at the
 # end. Exit 77 when not root or a tool is missing.
@@ -259,16 +259,18 @@ for n in "${ns_list[@]}"; do
 	measure "$n"
 done
 if [ -n "$profile" ]; then
-	perf record -q -o "$work/perf.data" -e cpu-clock -F 499 -g -p "$daemon" >/dev/null 2>&1 &
+	perf record -q -o "$work/perf.data" -e cpu-clock -F 1999 -g -p "$daemon" >/dev/null 2>&1 &
 	perfpid=$!
 	sleep 1
-	one_pass >/dev/null
+	for _ in $(seq 1 "$passes"); do one_pass >/dev/null; done
 	kill -INT "$perfpid"
 	wait "$perfpid" || true
-	echo "profile of one idle pass at N=$have (perf, cpu-clock), by library:"
+	echo "profile of $passes idle passes at N=$have (perf, cpu-clock), by library:"
 	perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%' | grep -v '^#' | head -10 || true
 	echo "by symbol:"
-	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -25 || true
+	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -40 || true
+	echo "by symbol, with children (what each call costs in all):"
+	perf report -i "$work/perf.data" --stdio --children --sort sym -g none 2>/dev/null | grep '%' | grep -v '^#' | grep -v '\[k\]' | head -40 || true
 fi
 echo
 echo "     N  cpu_ms/pass  wall_ms/pass  ticks_ms/pass  RSS_MiB  status_ms  cpu_us/VM  RSS_KiB/VM(above first N)"

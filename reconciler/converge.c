@@ -994,12 +994,25 @@ static int step_launch(struct conv *c, struct bg_err *err)
 #define STOP_TERM_WAIT_MS 3000 /* after SIGTERM, before SIGKILL */
 #define STOP_KILL_WAIT_MS 2000 /* after SIGKILL, before giving up */
 
+/*
+ * Record the stage and its deadline, and commit them at once (ending the
+ * batch's group early, converge_batch): the request or signal that follows
+ * must find them on disk, or a daemon restarted in between would start the
+ * stop over with a new deadline. Stops are rare; one more sync is cheap.
+ */
 static int set_stop_stage(struct conv *c, enum vm_stop_stage stage, int64_t wait_ms,
 			  struct bg_err *err)
 {
+	int r;
+
 	c->rec.stop_stage = stage;
 	c->rec.stop_deadline = stage == VM_STOP_NONE ? 0 : now_ms(c->env) + wait_ms;
-	return save(c, err);
+	r = save(c, err);
+	if (r >= 0)
+		r = store_group_commit(c->env->store, err);
+	if (r >= 0)
+		r = store_group_begin(c->env->store, err);
+	return r;
 }
 
 /*
@@ -1384,9 +1397,10 @@ static int finish(struct conv *c, struct bg_err *err)
 struct run {
 	struct conv c;
 	const enum step_id *steps;
-	size_t i;    /* the step to run next */
-	bool active; /* still has steps to run in this pass */
-	int r;	     /* its result */
+	size_t i;     /* the step to run next */
+	bool active;  /* still has steps to run in this pass */
+	bool settled; /* done, and how it ended is committed */
+	int r;	      /* its result */
 	struct bg_err *err;
 };
 
@@ -1442,13 +1456,11 @@ static void run_intent(struct run *u)
 
 	if (u->steps[u->i] == S_RECORD)
 		return;
+	/* Not recorded: the step is not run, and the VM is left as it is (the next
+	 * pass plans it again); only a step that ran and failed marks it Failed. */
 	u->r = set_step(&u->c, name, u->err);
-	if (u->r < 0) {
-		bg_err_wrap(u->err, "vm '%s': %s: %s", u->c.a->name,
-			    plan_action_to_string(u->c.type), name);
-		record_failure(&u->c, name, u->err);
+	if (u->r < 0)
 		u->active = false;
-	}
 }
 
 /* Run the step whose intent is on disk; the last one finishes the action. */
@@ -1488,6 +1500,14 @@ static void run_step(struct run *u)
 	}
 }
 
+/* After a commit: the runs no longer active have their outcome on disk. */
+static void settle(struct run *runs, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		if (!runs[k].active)
+			runs[k].settled = true;
+}
+
 /*
  * Actions run in lockstep rounds (converge.h): the intents of every action's
  * next step, then one commit, then the steps. A step's own writes (what it
@@ -1495,20 +1515,26 @@ static void run_step(struct run *u)
  * each round costs one sync for all actions and every step still starts with
  * its intent, and everything its action did before, on disk.
  */
-static int run_batch(struct converge_env *env, struct run *runs, size_t n)
+static void run_batch(struct converge_env *env, struct run *runs, size_t n)
 {
 	struct bg_err gerr = { 0 };
-	bool any = true;
+	bool any = false;
 	int r;
 
+	for (size_t k = 0; k < n; k++)
+		any = any || runs[k].active;
+	if (!any)
+		return;
 	r = store_group_begin(env->store, &gerr);
 	while (r >= 0 && any) {
 		for (size_t k = 0; k < n; k++)
 			if (runs[k].active)
 				run_intent(&runs[k]);
 		r = store_group_commit(env->store, &gerr);
-		if (r >= 0)
-			r = store_group_begin(env->store, &gerr);
+		if (r < 0)
+			break;
+		settle(runs, n);
+		r = store_group_begin(env->store, &gerr);
 		if (r < 0)
 			break;
 		any = false;
@@ -1521,40 +1547,51 @@ static int run_batch(struct converge_env *env, struct run *runs, size_t n)
 	}
 	if (r >= 0)
 		r = store_group_commit(env->store, &gerr);
-	if (r < 0) {
-		/* Nothing of this round reached the disk: no step runs without its intent.
-		 * What was done is found again by the next pass, as after a crash. */
-		store_group_abort(env->store);
-		log_err("%s; the next pass resumes from what is recorded", gerr.msg);
-		for (size_t k = 0; k < n; k++)
-			if (runs[k].steps && runs[k].r >= 0) {
-				runs[k].r = bg_errorf(runs[k].err, -r, "%s", gerr.msg);
-				runs[k].active = false;
-			}
+	if (r >= 0) {
+		settle(runs, n);
+		return;
 	}
-	bg_err_clear(&gerr);
-	return r;
+	/* Nothing of this round reached the disk: no step runs without its intent.
+	 * What was done is found again by the next pass, as after a crash. */
+	store_group_abort(env->store);
+	for (size_t k = 0; k < n; k++) {
+		struct run *u = &runs[k];
+
+		if (!u->steps || u->settled || u->r < 0)
+			continue;
+		u->r = bg_errorf(u->err, gerr.code,
+				 "vm '%s': %s: %s; the next pass resumes from the log",
+				 u->c.a->name, plan_action_to_string(u->c.type), gerr.msg);
+		u->active = false;
+	}
 }
 
 size_t converge_batch(struct converge_env *env, const struct plan_action *const *acts, size_t n,
 		      struct bg_err *errs)
 {
-	struct run *runs = xcalloc(n ? n : 1, sizeof(*runs));
 	size_t failed = 0;
 
-	for (size_t k = 0; k < n; k++) {
-		runs[k].err = &errs[k];
-		if (acts[k]->type != PLAN_NONE)
-			runs[k].r = run_init(&runs[k], env, acts[k]);
+	/* Bounded batches: one slow step holds back at most this many other VMs. */
+	for (size_t at = 0; at < n; at += CONVERGE_BATCH_MAX) {
+		size_t m = n - at < CONVERGE_BATCH_MAX ? n - at : CONVERGE_BATCH_MAX;
+		struct run runs[CONVERGE_BATCH_MAX] = { 0 };
+
+		for (size_t k = 0; k < m; k++) {
+			runs[k].err = &errs[at + k];
+			bg_err_clear(runs[k].err);
+			if (acts[at + k]->type != PLAN_NONE)
+				runs[k].r = run_init(&runs[k], env, acts[at + k]);
+		}
+		run_batch(env, runs, m);
+		for (size_t k = 0; k < m; k++) {
+			if (runs[k].r < 0)
+				failed++;
+			else
+				bg_err_clear(runs[k].err);
+			vm_spec_free(runs[k].c.rec_spec);
+			vm_record_release(&runs[k].c.rec);
+		}
 	}
-	(void)run_batch(env, runs, n);
-	for (size_t k = 0; k < n; k++) {
-		if (runs[k].r < 0)
-			failed++;
-		vm_spec_free(runs[k].c.rec_spec);
-		vm_record_release(&runs[k].c.rec);
-	}
-	free(runs);
 	return failed;
 }
 

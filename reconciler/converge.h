@@ -80,15 +80,20 @@ struct converge_env {
  */
 int converge_action(struct converge_env *env, const struct plan_action *a, struct bg_err *err);
 
+/* At most this many actions share a batch's rounds (converge_batch). */
+#define CONVERGE_BATCH_MAX 32
+
 /*
  * Run n actions of one pass together, as converge_action() runs one, in
- * lockstep rounds: every action's next intent is written, the round is
- * committed (one sync for all, store_group_begin), then every action runs
- * that step; a step's own writes are made durable by the next round's commit,
- * before that action's next step. An action stops at its last step, at a
- * step that waits (a stop) or at a failure; the others go on. A commit that
- * fails ends the batch (every action not finished fails with it; the next
- * pass resumes from the log). errs[k] gets action k's error. Returns the
+ * lockstep rounds, CONVERGE_BATCH_MAX actions at a time: every action's next
+ * intent is written, the round is committed (one sync for all,
+ * store_group_begin), then every action runs that step; a step's own writes
+ * are made durable by the next round's commit, before that action's next
+ * step (a stop's stage is committed at once, before its signal). An action
+ * stops at its last step, at a step that waits (a stop) or at a failure; the
+ * others go on. A commit that fails ends the batch: every action whose end
+ * was not yet committed fails with it, and the next pass resumes from the
+ * log. errs[k] gets action k's error (cleared on success). Returns the
  * number of actions that failed.
  */
 size_t converge_batch(struct converge_env *env, const struct plan_action *const *acts, size_t n,

@@ -750,10 +750,16 @@ static void heartbeat(struct daemon *d, bool full)
 		log_warn("heartbeat: %s", err.msg);
 }
 
+static bool is_delete(const struct plan_action *a)
+{
+	return a->type == PLAN_DELETE || (a->type == PLAN_RESUME && a->resume == PLAN_DELETE);
+}
+
 /*
- * Converge the planned actions: the deletes as one batch first, so that the
- * addresses, names and host ports they free are usable by the rest, then the
- * rest as another (converge_batch: one intent-log commit per round of steps).
+ * Converge the planned actions: the deletes (new or resumed) as batches
+ * first, so that the addresses, names and host ports they free are usable by
+ * the rest, then the rest (converge_batch: one intent-log commit per round
+ * of steps).
  */
 static void run_actions(struct daemon *d, const struct plan_action *acts, size_t n, int64_t now)
 {
@@ -761,22 +767,23 @@ static void run_actions(struct daemon *d, const struct plan_action *acts, size_t
 	struct bg_err *errs = xcalloc(n + 1, sizeof(*errs));
 	size_t m = 0, deletes = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		if (acts[i].type == PLAN_NONE) {
+	for (size_t i = 0; i < n; i++)
+		if (acts[i].type == PLAN_NONE)
 			wake_at(d, acts[i].retry_at);
-			continue;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			if (acts[i].type == PLAN_NONE || is_delete(&acts[i]) != (pass == 0))
+				continue;
+			if (acts[i].type == PLAN_DELETE && acts[i].reason == PLAN_R_SPEC_REMOVED &&
+			    !delete_grace_passed(d, acts[i].name, now))
+				continue;
+			todo[m++] = &acts[i];
 		}
-		if (acts[i].type == PLAN_DELETE && acts[i].reason == PLAN_R_SPEC_REMOVED &&
-		    !delete_grace_passed(d, acts[i].name, now))
-			continue;
-		todo[m++] = &acts[i];
-		if (acts[i].type == PLAN_DELETE)
-			deletes = m; /* plan() sorts deletes first */
+		if (pass == 0)
+			deletes = m;
 	}
-	if (deletes)
-		(void)converge_batch(&d->env, todo, deletes, errs);
-	if (m > deletes)
-		(void)converge_batch(&d->env, todo + deletes, m - deletes, errs + deletes);
+	(void)converge_batch(&d->env, todo, deletes, errs);
+	(void)converge_batch(&d->env, todo + deletes, m - deletes, errs + deletes);
 	for (size_t i = 0; i < m; i++)
 		if (errs[i].code)
 			log_err("%s", errs[i].msg);

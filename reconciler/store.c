@@ -55,6 +55,8 @@ struct store {
 	unsigned busy_retries; /* write transactions retried after BUSY/LOCKED (tests read it) */
 	unsigned commits;      /* write transactions committed (store_commit_count) */
 	bool in_group;	       /* between store_group_begin() and its commit or abort */
+	bool group_broken;     /* SQLite rolled the group's transaction back (group_write) */
+	int group_changes;     /* sqlite3_total_changes() when the group began */
 	int last_rc;	       /* primary SQLite code of the last failed call, SQLITE_OK if none */
 };
 
@@ -368,17 +370,20 @@ static bool rc_is_busy(int rc)
 }
 
 /*
- * Run fn inside BEGIN IMMEDIATE ... COMMIT. On any error roll back; when the
- * error was SQLITE_BUSY/LOCKED (another connection holds the write lock past
- * our busy timeout) retry the whole transaction with exponential backoff
- * until write_deadline_ms. fn must only touch *arg's outputs in a way that a
- * retry overwrites. Returns fn's result or -errno.
+ * One write inside an open group: a savepoint, undone alone on error. SQLite
+ * may instead have rolled back the whole transaction (SQLITE_FULL, IOERR,
+ * NOMEM): then the group is broken, every later write of it fails, and so
+ * does its commit; a SAVEPOINT outside a transaction would commit on its own
+ * and make a later write durable without the earlier ones.
  */
-/* One write inside an open group: a savepoint, undone alone on error. */
 static int group_write(struct store *s, const char *what, txn_fn fn, void *arg, struct bg_err *err)
 {
 	int r, ret = 0;
 
+	if (s->group_broken || sqlite3_get_autocommit(s->db)) {
+		s->group_broken = true;
+		return bg_errorf(err, EIO, "%s: the group's transaction was rolled back", what);
+	}
 	r = exec_sql(s, "SAVEPOINT w", err);
 	if (r >= 0) {
 		r = ret = fn(s, arg, err);
@@ -387,8 +392,12 @@ static int group_write(struct store *s, const char *what, txn_fn fn, void *arg, 
 	}
 	if (r >= 0)
 		return ret;
-	(void)sqlite3_exec(s->db, "ROLLBACK TO w", NULL, NULL, NULL);
-	(void)sqlite3_exec(s->db, "RELEASE w", NULL, NULL, NULL);
+	if (sqlite3_get_autocommit(s->db)) {
+		s->group_broken = true;
+	} else {
+		(void)sqlite3_exec(s->db, "ROLLBACK TO w", NULL, NULL, NULL);
+		(void)sqlite3_exec(s->db, "RELEASE w", NULL, NULL, NULL);
+	}
 	(void)bg_err_wrap(err, "%s", what);
 	return r;
 }
@@ -414,6 +423,14 @@ static int begin_immediate(struct store *s, const char *what, int64_t deadline, 
 	}
 }
 
+/*
+ * Run fn inside BEGIN IMMEDIATE ... COMMIT. On any error roll back; when the
+ * error was SQLITE_BUSY/LOCKED (another connection holds the write lock past
+ * our busy timeout) retry the whole transaction with exponential backoff
+ * until write_deadline_ms. fn must only touch *arg's outputs in a way that a
+ * retry overwrites. Inside a group: group_write(). Returns fn's result or
+ * -errno.
+ */
 static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, struct bg_err *err)
 {
 	int64_t deadline = now_mono_ms() + s->write_deadline_ms;
@@ -425,7 +442,7 @@ static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, st
 	if (s->in_group)
 		return group_write(s, what, fn, arg, err);
 	for (;;) {
-		int r, ret = 0;
+		int r, ret = 0, changes = sqlite3_total_changes(s->db);
 
 		s->last_rc = SQLITE_OK;
 		r = exec_sql(s, "BEGIN IMMEDIATE", err);
@@ -435,7 +452,8 @@ static int write_txn(struct store *s, const char *what, txn_fn fn, void *arg, st
 				r = exec_sql(s, "COMMIT", err);
 		}
 		if (r >= 0) {
-			s->commits++;
+			if (sqlite3_total_changes(s->db) != changes)
+				s->commits++;
 			return ret;
 		}
 		if (!sqlite3_get_autocommit(s->db))
@@ -464,6 +482,8 @@ int store_group_begin(struct store *s, struct bg_err *err)
 	if (r < 0)
 		return r;
 	s->in_group = true;
+	s->group_broken = false;
+	s->group_changes = sqlite3_total_changes(s->db);
 	return 0;
 }
 
@@ -474,13 +494,16 @@ int store_group_commit(struct store *s, struct bg_err *err)
 	if (!s->in_group)
 		return 0;
 	s->in_group = false;
+	if (s->group_broken || sqlite3_get_autocommit(s->db))
+		return bg_errorf(err, EIO, "group commit: the transaction was rolled back");
 	r = exec_sql(s, "COMMIT", err);
 	if (r < 0) {
 		if (!sqlite3_get_autocommit(s->db))
 			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return bg_err_wrap(err, "group commit");
 	}
-	s->commits++;
+	if (sqlite3_total_changes(s->db) != s->group_changes)
+		s->commits++; /* an empty group wrote nothing and synced nothing */
 	return 0;
 }
 

@@ -173,7 +173,9 @@ void store_read_end(struct store *s);
  * store_group_commit() is one transaction, made durable by one sync at the
  * commit, instead of one transaction (and one sync) each. A write that fails
  * inside the group is undone alone (a savepoint) and fails as it would
- * outside one. Nothing is durable, or visible to other connections, before
+ * outside one, unless SQLite rolled back the whole transaction (a full disk,
+ * an I/O error): then every later write of the group and its commit fail
+ * too, and nothing of it is kept. Nothing is durable, or visible to other connections, before
  * the commit: a caller that needs a write on disk before it touches the
  * system (the intent log) commits first. The group holds the database's
  * write lock until it ends. store_group_abort() rolls the group back.
@@ -182,7 +184,8 @@ int store_group_begin(struct store *s, struct bg_err *err);
 int store_group_commit(struct store *s, struct bg_err *err);
 void store_group_abort(struct store *s);
 
-/* Write transactions committed through this connection so far (tests, benchmarks). */
+/* Write transactions that changed something, committed through this connection
+ * so far (tests, benchmarks). */
 unsigned store_commit_count(const struct store *s);
 
 #endif

@@ -8,10 +8,10 @@
  * libnftables' error text as the error message.
  *
  * Why one context and not one per call: closing a netfilter netlink socket
- * that committed a change waits in the kernel until the commit's objects are
- * released, which takes an RCU grace period (10-20 ms on the bench machine;
- * bench/README.md, "P1 profile"). A context per call paid that at every call,
- * three times per VM created. The context and the generation probe's socket
+ * while the release of a committed change is pending (any socket: the kernel
+ * flushes that work on every such close) waits for an RCU grace period, 10-20
+ * ms on the bench machine (bench/README.md, "profiled, then two fixes"). A
+ * context per call paid that after every change, three times per VM created. The context and the generation probe's socket
  * live as long as the process; both sockets are close-on-exec, so children
  * never inherit them.
  */
@@ -215,10 +215,17 @@ int host_nft_generation(uint32_t *ret, struct bg_err *err)
 	req.nh.nlmsg_seq = ++gen_seq;
 	if (sendto(gen_fd, &req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
 		return bg_error(err, errno, "nftables: ask for the generation");
-	/* An answer to an earlier request that timed out is read and passed over. */
-	do
-		n = recv(gen_fd, u.buf, sizeof(u.buf), 0);
-	while (n >= (ssize_t)sizeof(struct nlmsghdr) && u.align.nlmsg_seq != gen_seq);
+	/* An answer to an earlier request that timed out, or anything not from the
+	 * kernel, is read and passed over. */
+	for (;;) {
+		struct sockaddr_nl from;
+		socklen_t len = sizeof(from);
+
+		n = recvfrom(gen_fd, u.buf, sizeof(u.buf), 0, (struct sockaddr *)&from, &len);
+		if (n < (ssize_t)sizeof(struct nlmsghdr) ||
+		    (from.nl_pid == 0 && u.align.nlmsg_seq == gen_seq))
+			break;
+	}
 	if (n < 0) {
 		int e = errno;
 

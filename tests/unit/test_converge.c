@@ -471,6 +471,25 @@ static void test_stop_then_start(void **state)
  * stage and its deadline are in the row, and the escalation happens at the
  * recorded deadlines (SIGTERM, then SIGKILL), never inside one pass.
  */
+static char hook_db[4096]; /* the fixture's database, for hooks that read it */
+static unsigned hook_checks;
+
+/* When the guest is asked to shut down, the graceful stage is on disk already. */
+static void check_stage_on_disk(const char *op)
+{
+	struct store *ro = NULL;
+	struct vm_record rec = { 0 };
+
+	if (strcmp(op, "shutdown") != 0)
+		return;
+	assert_int_equal(store_open(hook_db, STORE_READ_ONLY, &ro, NULL), 0);
+	assert_int_equal(store_vm_get_by_name(ro, "web", &rec, NULL), 0);
+	assert_int_equal(rec.stop_stage, VM_STOP_GRACEFUL);
+	hook_checks++;
+	vm_record_release(&rec);
+	store_free(ro);
+}
+
 static void test_stop_escalates_at_recorded_deadlines(void **state)
 {
 	struct fx *f = *state;
@@ -486,7 +505,16 @@ static void test_stop_escalates_at_recorded_deadlines(void **state)
 	f->spec->state = VM_DESIRED_STOPPED;
 	spec_hash(f->spec, hash);
 	buf_reset(&fake_calls);
+	{
+		_cleanup_free_ char *db = paths_db(f->dir);
+
+		snprintf(hook_db, sizeof(hook_db), "%s", db);
+	}
+	hook_checks = 0;
+	fake_call_hook = check_stage_on_disk;
 	assert_int_equal(pass(f, f->spec, hash), 0);
+	fake_call_hook = NULL;
+	assert_int_equal(hook_checks, 1);
 	assert_string_equal(fake_calls.data, "shutdown ");
 	get_rec(f, &rec);
 	assert_int_equal(rec.phase, VM_PHASE_STOPPING);
@@ -980,9 +1008,6 @@ static void test_forward_from_guest_subnet_refused(void **state)
 }
 
 /* ---- group commit (converge_batch) --------------------------------------------------- */
-
-static char hook_db[4096];
-static unsigned hook_checks;
 
 /* The step whose intent must be on disk when the fake host is asked for op. */
 static const char *step_of_op(const char *op)

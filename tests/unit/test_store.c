@@ -518,6 +518,85 @@ static void test_group_commit(void **state)
 	vm_record_release(&dup);
 }
 
+/*
+ * A full disk inside a group (SQLITE_FULL, made real with max_page_count):
+ * whatever SQLite undoes, a later write of the group is never kept without
+ * an earlier one.
+ */
+static void test_group_full_disk(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = open_rw(f->db);
+	_cleanup_(store_freep) struct store *ro = open_ro(f->db);
+	_cleanup_free_ char *big = xcalloc(1, 256 * 1024 + 1);
+	struct bg_err err = { 0 };
+	struct vm_record a, huge, c, got;
+	char sql[96];
+	int pages = 0, r;
+
+	assert_int_equal(store_group_begin(s, &err), 0);
+	insert_vm(s, "a", &a);
+	{
+		sqlite3_stmt *st = NULL;
+
+		assert_int_equal(sqlite3_prepare_v2(s->db, "PRAGMA page_count", -1, &st, NULL),
+				 SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		pages = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %d", pages + 2);
+	assert_int_equal(exec_sql(s, sql, &err), 0);
+	memset(big, 'x', 256 * 1024);
+	new_vm(&huge, "huge");
+	huge.spec_json = xstrdup(big);
+	assert_true(store_vm_insert(s, &huge, &err) < 0);
+	print_message("full disk: %s (transaction %s)\n", err.msg,
+		      sqlite3_get_autocommit(s->db) ? "rolled back" : "kept");
+	bg_err_clear(&err);
+	new_vm(&c, "c");
+	r = store_vm_insert(s, &c, &err);
+	if (store_group_commit(s, &err) < 0)
+		r = -1;
+	/* c durable implies a durable. */
+	if (store_vm_get_by_name(ro, "c", &got, NULL) == 0) {
+		vm_record_release(&got);
+		assert_int_equal(r, 0);
+		assert_int_equal(store_vm_get_by_name(ro, "a", &got, NULL), 0);
+		vm_record_release(&got);
+	}
+	vm_record_release(&a);
+	vm_record_release(&huge);
+	vm_record_release(&c);
+}
+
+/* SQLite rolled the group back (as it may on a full disk): the rest of it fails. */
+static void test_group_rolled_back_fails(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = open_rw(f->db);
+	_cleanup_(store_freep) struct store *ro = open_ro(f->db);
+	struct bg_err err = { 0 };
+	struct vm_record a, c, got;
+
+	assert_int_equal(store_group_begin(s, &err), 0);
+	insert_vm(s, "a", &a);
+	assert_int_equal(sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	new_vm(&c, "c");
+	assert_int_equal(store_vm_insert(s, &c, &err), -EIO);
+	assert_int_equal(store_group_commit(s, &err), -EIO);
+	assert_int_equal(store_vm_get_by_name(ro, "c", &got, NULL), -ENOENT);
+	assert_int_equal(store_vm_get_by_name(ro, "a", &got, NULL), -ENOENT);
+	/* The next group works. */
+	assert_int_equal(store_group_begin(s, &err), 0);
+	assert_int_equal(store_vm_insert(s, &c, &err), 0);
+	assert_int_equal(store_group_commit(s, &err), 0);
+	assert_int_equal(store_vm_get_by_name(ro, "c", &got, NULL), 0);
+	vm_record_release(&got);
+	vm_record_release(&a);
+	vm_record_release(&c);
+}
+
 static void test_vm_insert_conflicts(void **state)
 {
 	struct fixture *f = *state;
@@ -1395,6 +1474,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vm_insert_get_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_insert_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_full_disk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_rolled_back_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_ids_and_cids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_list_set_step_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_corrupt_row, setup, teardown),
