@@ -66,7 +66,7 @@ DEB_BUILD := build-essential pkg-config libyaml-dev libssh2-1-dev libsqlite3-dev
 	libdevmapper-dev libcjson-dev libcurl4-openssl-dev libmnl-dev libssl-dev libseccomp-dev libnftables-dev libldns-dev
 DEB_TEST := libcmocka-dev bats bats-assert bats-support clang clang-format \
 	libclang-rt-14-dev python3 python3-yaml iproute2 openssh-client openssh-server \
-	e2fsprogs util-linux procps kmod jq sqlite3 bc diffutils ldnsutils
+	e2fsprogs util-linux procps kmod jq sqlite3 bc diffutils ldnsutils dropbear-bin
 DEB_RUN := qemu-system-x86 qemu-utils openssh-client e2fsprogs genisoimage
 
 # V=1 shows full command lines.

@@ -186,10 +186,10 @@ int cmd_doctor(const struct cli_ctx *ctx, int argc, char **argv)
 	      geteuid() == 0 ? "running as root" : "not root: bangerd needs CAP_NET_ADMIN",
 	      "run bangerd as root (see dist/bangerd.service)");
 	{
-		/* Tools bangerd runs by argv for guests: the seed, host keys, disks. */
+		/* Tools banger runs by argv: the seed, its own SSH key, disks. */
 		static const char *const tools[][3] = {
 			{ "genisoimage", "seed disks", "apt-get install genisoimage" },
-			{ "ssh-keygen", "guest host keys", "apt-get install openssh-client" },
+			{ "ssh-keygen", "banger's SSH key", "apt-get install openssh-client" },
 			{ "resize2fs", "root fs growth", "apt-get install e2fsprogs" },
 			{ "qemu-img", "qcow2 images", "apt-get install qemu-utils" },
 		};

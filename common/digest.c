@@ -1,10 +1,11 @@
 /*
- * digest.c - SHA-256, HMAC-SHA1 and base64 via libcrypto; see digest.h.
+ * digest.c - SHA-256, HMAC-SHA1, base64 and Ed25519 via libcrypto; see digest.h.
  */
 #include "common/digest.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -138,6 +139,25 @@ int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len)
 bad:
 	free(out);
 	return -EINVAL;
+}
+
+int ed25519_keygen(uint8_t seed[ED25519_SEED_LEN], uint8_t pub[ED25519_PUB_LEN])
+{
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	size_t seed_len = ED25519_SEED_LEN, pub_len = ED25519_PUB_LEN;
+	int r = -EIO;
+
+	if (!key)
+		return -EIO;
+	/* For Ed25519 the raw private key is the seed, not the expanded 64-byte secret. */
+	if (EVP_PKEY_get_raw_private_key(key, seed, &seed_len) == 1 &&
+	    EVP_PKEY_get_raw_public_key(key, pub, &pub_len) == 1 && seed_len == ED25519_SEED_LEN &&
+	    pub_len == ED25519_PUB_LEN)
+		r = 0;
+	else
+		OPENSSL_cleanse(seed, ED25519_SEED_LEN);
+	EVP_PKEY_free(key);
+	return r;
 }
 
 int ed25519_sign(const uint8_t seed[ED25519_SEED_LEN], const void *data, size_t len,

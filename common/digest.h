@@ -1,5 +1,5 @@
 /*
- * digest.h - hashes and base64, backed by OpenSSL's libcrypto (the only
+ * digest.h - hashes, base64 and Ed25519 keys, backed by OpenSSL's libcrypto (the only
  * includer of its headers; libssh2 already depends on it).
  */
 #ifndef BANGER_COMMON_DIGEST_H
@@ -47,7 +47,15 @@ char *base64_encode(const void *data, size_t len);
 int base64_decode(const char *s, size_t slen, uint8_t **ret, size_t *ret_len);
 
 #define ED25519_SEED_LEN 32
+#define ED25519_PUB_LEN 32
 #define ED25519_SIG_LEN 64
+
+/*
+ * A new random Ed25519 key pair from libcrypto: the 32-byte seed (the RFC
+ * 8032 private key) and the public key. Returns 0, or -EIO if libcrypto
+ * fails. libcrypto's copy is wiped when freed; the caller wipes seed.
+ */
+int ed25519_keygen(uint8_t seed[ED25519_SEED_LEN], uint8_t pub[ED25519_PUB_LEN]);
 
 /*
  * Ed25519 signature of data with the private key given by its 32-byte seed

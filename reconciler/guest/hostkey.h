@@ -9,9 +9,12 @@
  * trust-on-first-use window). The key lives as long as the VM: a re-created
  * VM (a new id, a new directory) gets a new one.
  *
- * Keys are made by ssh-keygen (argv, no shell) into a temporary name and
- * renamed into place, public half first, so a crash leaves either a whole
- * pair or a pair that is made again.
+ * Keys are made in-process with libcrypto (no ssh-keygen child on the
+ * create path) and written in the files ssh-keygen -t ed25519 -N "" writes:
+ * an unencrypted "openssh-key-v1" private key and an "ssh-ed25519" public
+ * line. Both halves go to temporary names (0600, fsynced) and are renamed
+ * into place, public half first, so a crash leaves either a whole pair or a
+ * pair that is made again.
  */
 #ifndef BANGER_RECONCILER_GUEST_HOSTKEY_H
 #define BANGER_RECONCILER_GUEST_HOSTKEY_H
@@ -38,7 +41,7 @@ struct hostkey {
  * exist. *ret is filled on success (hostkey_release). Returns 1 when a new
  * pair was generated, 0 when an existing one was loaded, -errno on failure
  * (a half that is not a regular file or not an ed25519 key is an error, not
- * replaced).
+ * replaced; so is a comment longer than 1024 bytes or with a line break).
  */
 int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, struct bg_err *err);
 
@@ -48,7 +51,7 @@ int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, st
  */
 int hostkey_read_public(const char *dir, struct hostkey *ret, struct bg_err *err);
 
-/* Free what hostkey_ensure() filled in; the struct may be reused. */
+/* Wipe the private key and free what hostkey_ensure() filled in; the struct may be reused. */
 void hostkey_release(struct hostkey *k);
 
 #endif

@@ -434,6 +434,20 @@ static void test_base64(void **state)
 	}
 }
 
+/* Fresh pairs each time; the seed signs (OpenSSH checks the pair in test_hostkey). */
+static void test_ed25519_keygen(void **state)
+{
+	uint8_t seed[2][ED25519_SEED_LEN], pub[2][ED25519_PUB_LEN], sig[ED25519_SIG_LEN];
+
+	(void)state;
+	assert_int_equal(ed25519_keygen(seed[0], pub[0]), 0);
+	assert_int_equal(ed25519_keygen(seed[1], pub[1]), 0);
+	assert_memory_not_equal(seed[0], seed[1], ED25519_SEED_LEN);
+	assert_memory_not_equal(pub[0], pub[1], ED25519_PUB_LEN);
+	assert_memory_not_equal(seed[0], pub[0], ED25519_SEED_LEN);
+	assert_int_equal(ed25519_sign(seed[0], "m", 1, sig), 0);
+}
+
 static void test_sha256(void **state)
 {
 	char hex[SHA256_HEX_LEN + 1];
@@ -612,6 +626,7 @@ int main(void)
 		cmocka_unit_test(test_proc_identity),
 		cmocka_unit_test(test_proc_find_in_path),
 		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_ed25519_keygen),
 		cmocka_unit_test(test_sha256),
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_buf),
