@@ -168,12 +168,20 @@ void spec_set_merge(struct spec_set *dst, const struct spec_set *src)
 		set_fail_file(dst, src->failed_files[i]);
 }
 
+static int spec_name_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, (*(struct vm_spec *const *)elem)->name);
+}
+
 const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name)
 {
-	for (size_t i = 0; i < set->n_specs; i++)
-		if (strcmp(set->specs[i]->name, name) == 0)
-			return set->specs[i];
-	return NULL;
+	struct vm_spec *const *hit;
+
+	/* Sorted by spec_set_finish(): a lookup per VM per pass stays O(log n). */
+	hit = set->n_specs
+		      ? bsearch(name, set->specs, set->n_specs, sizeof(*set->specs), spec_name_cmp)
+		      : NULL;
+	return hit ? *hit : NULL;
 }
 
 char *spec_diag_format(const struct spec_diag *d)

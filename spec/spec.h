@@ -356,7 +356,8 @@ int spec_set_finish(struct spec_set *set);
 bool spec_set_name_failed(const struct spec_set *set, const char *name);
 bool spec_set_file_failed(const struct spec_set *set, const char *file);
 
-/* The spec named 'name' in the set, or NULL. Borrowed from the set. */
+/* The spec named 'name' in a finished set (spec_set_finish), or NULL. Borrowed
+ * from the set. */
 const struct vm_spec *spec_set_find(const struct spec_set *set, const char *name);
 
 /*
