@@ -47,6 +47,19 @@ void buf_grow(struct buf *b, size_t extra)
 	b->data = xrealloc(b->data, b->alloc);
 }
 
+void buf_add_be32(struct buf *b, uint32_t v)
+{
+	uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+
+	buf_add(b, x, 4);
+}
+
+void buf_add_str32(struct buf *b, const void *data, size_t len)
+{
+	buf_add_be32(b, (uint32_t)len);
+	buf_add(b, data, len);
+}
+
 void buf_add(struct buf *b, const void *data, size_t len)
 {
 	buf_grow(b, len);

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
 	char *data; /* NUL-terminated; never NULL after buf_init() */
@@ -23,6 +24,10 @@ void buf_grow(struct buf *b, size_t extra);
 void buf_add(struct buf *b, const void *data, size_t len);
 void buf_adds(struct buf *b, const char *s);
 void buf_addch(struct buf *b, char c);
+/* A uint32 in network byte order (big-endian). */
+void buf_add_be32(struct buf *b, uint32_t v);
+/* len as buf_add_be32(), then the bytes: an SSH "string" (RFC 4251 §5). */
+void buf_add_str32(struct buf *b, const void *data, size_t len);
 void buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vaddf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Owned by the caller; the buffer is empty afterwards. */

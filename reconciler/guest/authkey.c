@@ -80,19 +80,6 @@ static bool rd_str_is(struct rd *r, const void *want, size_t want_len)
 	return rd_str(r, &s, &l) && l == want_len && memcmp(s, want, l) == 0;
 }
 
-static void put_u32(struct buf *b, uint32_t v)
-{
-	uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
-
-	buf_add(b, x, 4);
-}
-
-static void put_str(struct buf *b, const void *s, size_t len)
-{
-	put_u32(b, (uint32_t)len);
-	buf_add(b, s, len);
-}
-
 /* ---- the list ------------------------------------------------------------------------------ */
 
 void authkey_list_release(struct authkey_list *l)
@@ -194,7 +181,7 @@ static int agent_call(const char *sock, int timeout_ms, const struct buf *req, u
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
 		return bg_error(err, errno, "ssh agent '%s': connect", sock);
 	buf_init(&msg);
-	put_u32(&msg, (uint32_t)req->len);
+	buf_add_be32(&msg, (uint32_t)req->len);
 	buf_add(&msg, req->data, req->len);
 	r = agent_io(fd, deadline, true, (uint8_t *)msg.data, msg.len);
 	buf_release(&msg);
@@ -259,9 +246,9 @@ static int agent_sign(const char *sock, int timeout_ms, const struct authkey *k,
 
 	buf_init(&req);
 	buf_addch(&req, AGENTC_SIGN_REQUEST);
-	put_str(&req, k->blob, k->blob_len);
-	put_str(&req, data, len);
-	put_u32(&req, 0);
+	buf_add_str32(&req, k->blob, k->blob_len);
+	buf_add_str32(&req, data, len);
+	buf_add_be32(&req, 0);
 	rr = agent_call(sock, timeout_ms, &req, &ans, &alen, err);
 	buf_release(&req);
 	if (rr < 0)

@@ -72,25 +72,11 @@ static int parse_public(const char *path, const char *line, struct hostkey *k, s
 
 /* ---- a new pair, written as ssh-keygen -t ed25519 -N "" would write it --------------------- */
 
-static void put_u32(struct buf *b, uint32_t v)
-{
-	uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
-
-	buf_add(b, x, 4);
-}
-
-/* An SSH string (RFC 4251 §5): uint32 big-endian length, then the bytes. */
-static void put_str(struct buf *b, const void *s, size_t len)
-{
-	put_u32(b, (uint32_t)len);
-	buf_add(b, s, len);
-}
-
 /* The public key in SSH wire format (RFC 8709): string "ssh-ed25519", string key. */
 static void put_public_blob(struct buf *b, const uint8_t pub[ED25519_PUB_LEN])
 {
-	put_str(b, ed25519_name, strlen(ed25519_name));
-	put_str(b, pub, ED25519_PUB_LEN);
+	buf_add_str32(b, ed25519_name, strlen(ed25519_name));
+	buf_add_str32(b, pub, ED25519_PUB_LEN);
 }
 
 /* Wipe, then free, a buffer that held the private key. */
@@ -135,25 +121,25 @@ static char *private_text(const uint8_t seed[ED25519_SEED_LEN], const uint8_t pu
 	buf_grow(&sec, reserve);
 	buf_grow(&raw, reserve);
 	alloc = sec.alloc;
-	put_u32(&sec, check);
-	put_u32(&sec, check);
+	buf_add_be32(&sec, check);
+	buf_add_be32(&sec, check);
 	put_public_blob(&sec, pub);
 	memcpy(secret, seed, ED25519_SEED_LEN);
 	memcpy(secret + ED25519_SEED_LEN, pub, ED25519_PUB_LEN);
-	put_str(&sec, secret, sizeof(secret));
+	buf_add_str32(&sec, secret, sizeof(secret));
 	explicit_bzero(secret, sizeof(secret));
-	put_str(&sec, comment, strlen(comment));
+	buf_add_str32(&sec, comment, strlen(comment));
 	for (uint8_t i = 1; sec.len % CIPHER_BLOCK != 0; i++)
 		buf_addch(&sec, (char)i);
 
 	put_public_blob(&blob, pub);
 	buf_add(&raw, key_magic, sizeof(key_magic)); /* with its NUL */
-	put_str(&raw, "none", 4);		     /* cipher */
-	put_str(&raw, "none", 4);		     /* KDF */
-	put_str(&raw, "", 0);			     /* KDF options */
-	put_u32(&raw, 1);			     /* number of keys */
-	put_str(&raw, blob.data, blob.len);
-	put_str(&raw, sec.data, sec.len);
+	buf_add_str32(&raw, "none", 4);		     /* cipher */
+	buf_add_str32(&raw, "none", 4);		     /* KDF */
+	buf_add_str32(&raw, "", 0);		     /* KDF options */
+	buf_add_be32(&raw, 1);			     /* number of keys */
+	buf_add_str32(&raw, blob.data, blob.len);
+	buf_add_str32(&raw, sec.data, sec.len);
 	assert(sec.alloc == alloc && raw.alloc == alloc);
 	secret_release(&sec);
 

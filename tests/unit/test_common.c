@@ -477,6 +477,22 @@ static void test_duration(void **state)
 	assert_int_equal(parse_duration_ms("1s5", &ms), -EINVAL);
 }
 
+/* SSH wire pieces: a big-endian uint32, and a length-prefixed string. */
+static void test_buf_be32(void **state)
+{
+	struct buf b;
+	const uint8_t want[] = { 0x01, 0x02, 0x03, 0x04, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0 };
+
+	(void)state;
+	buf_init(&b);
+	buf_add_be32(&b, 0x01020304u);
+	buf_add_str32(&b, "abc", 3);
+	buf_add_str32(&b, "", 0);
+	assert_int_equal(b.len, sizeof(want));
+	assert_memory_equal(b.data, want, sizeof(want));
+	buf_release(&b);
+}
+
 static void test_buf(void **state)
 {
 	struct buf b;
@@ -630,6 +646,7 @@ int main(void)
 		cmocka_unit_test(test_sha256),
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_buf),
+		cmocka_unit_test(test_buf_be32),
 		cmocka_unit_test(test_net_connect),
 		cmocka_unit_test(test_resolv_nameservers),
 		cmocka_unit_test(test_paths_absolute),
