@@ -31,6 +31,15 @@ fc_yaml() {
 	vm_yaml "$@" "vmm: firecracker"
 }
 
+# put_spec NAME [LINE...]: write the spec whole (made aside, then renamed in).
+# A daemon that starts while a file is being written cannot know it is not
+# done (its creation came before the watch); these tests are about crashes,
+# not about that race.
+put_spec() {
+	fc_yaml "$@" >"$WORK/$1.yaml.tmp"
+	mv "$WORK/$1.yaml.tmp" "$BANGER_SPEC_DIR/$1.yaml"
+}
+
 # VMM processes serving this VM's API socket (there must never be two).
 vmm_count() {
 	local id=$1 p n=0
@@ -84,7 +93,7 @@ set_state() {
 	for fp in $(failpoints create); do
 		n=$((n + 1))
 		name=c$n
-		crash_then_recover "$fp" eval "fc_yaml $name >'$BANGER_SPEC_DIR/$name.yaml'"
+		crash_then_recover "$fp" put_spec "$name"
 		wait_phase "$name" Starting 60
 		id=$(vm_id "$name")
 		# Exactly one VMM (a /proc walk can miss one mid-exec: look again briefly).
@@ -105,7 +114,7 @@ set_state() {
 		n=$((n + 1))
 		name=d$n
 		start_daemon "${DAEMON_ARGS[@]}"
-		fc_yaml "$name" "workDisk: {sizeMiB: 16}" >"$BANGER_SPEC_DIR/$name.yaml"
+		put_spec "$name" "workDisk: {sizeMiB: 16}"
 		wait_phase "$name" Starting 60
 		id=$(vm_id "$name")
 		stop_daemon TERM
@@ -131,7 +140,7 @@ vm_absent() {
 		n=$((n + 1))
 		name=r$n
 		start_daemon "${DAEMON_ARGS[@]}"
-		fc_yaml "$name" >"$BANGER_SPEC_DIR/$name.yaml"
+		put_spec "$name"
 		wait_phase "$name" Starting 60
 		id=$(vm_id "$name")
 		stop_daemon TERM
@@ -151,7 +160,7 @@ applied() {
 
 @test "crash after each stop and start step, update and demote: the daemon converges" {
 	start_daemon "${DAEMON_ARGS[@]}"
-	fc_yaml s >"$BANGER_SPEC_DIR/s.yaml"
+	put_spec s
 	wait_phase s Starting 60
 	id=$(vm_id s)
 	stop_daemon TERM
