@@ -337,6 +337,7 @@ void daemon_fini(struct daemon *d)
 	strv_free(d->env.nameservers);
 	free(d->spec_errors);
 	free(d->alive);
+	free(d->seen);
 	for (size_t i = 0; i < d->n_absent; i++)
 		free(d->absent[i].name);
 	free(d->absent);
@@ -483,19 +484,68 @@ static bool guard(struct daemon *d, const struct vm_record *rec)
 	return true;
 }
 
-/* Is the VM's VMM alive? Then the loop watches its pidfd (d->alive). */
+static int vmm_id_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct daemon_vmm *)a)->id, ((const struct daemon_vmm *)b)->id);
+}
+
+/*
+ * Is the VM's VMM alive? Then the loop watches its pidfd (d->alive). A VMM
+ * this pass saw alive at its start, on a VM it did nothing to, is taken as
+ * still alive without reading /proc again (one read per VM per pass, not
+ * two): had it died since, its pidfd wakes the next pass.
+ */
 static bool watch_alive(struct daemon *d, const struct vm_record *rec)
 {
+	struct daemon_vmm key, *seen = NULL, *a = &d->alive[d->n_alive];
 	struct vm_handles h;
 	struct bg_err err = { 0 };
 
-	if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h))
-		return false;
-	memcpy(d->alive[d->n_alive].id, rec->id, sizeof(rec->id));
-	d->alive[d->n_alive].pid = h.pid;
-	d->alive[d->n_alive].start_time = h.start_time;
+	memcpy(key.id, rec->id, sizeof(key.id));
+	if (d->n_seen)
+		seen = bsearch(&key, d->seen, d->n_seen, sizeof(*d->seen), vmm_id_cmp);
+	if (seen) {
+		*a = *seen;
+	} else {
+		if (handles_get(d->handles, rec, &h, NULL, &err) < 0 || !vm_alive(&h))
+			return false;
+		memcpy(a->id, rec->id, sizeof(rec->id));
+		a->pid = h.pid;
+		a->start_time = h.start_time;
+	}
 	d->n_alive++;
 	return true;
+}
+
+/* What the pass saw alive at its start, minus the VMs it acted on (sorted by id). */
+static void keep_seen(struct daemon *d, const struct plan_record *prs, size_t n,
+		      const struct vm_handles *hs, const struct plan_action *acts, size_t n_acts)
+{
+	bool *acted = xcalloc(n + 1, sizeof(*acted));
+
+	for (size_t k = 0; k < n_acts; k++)
+		if (acts[k].type != PLAN_NONE && acts[k].record)
+			acted[acts[k].record - prs] = true;
+	free(d->seen);
+	d->seen = xcalloc(n + 1, sizeof(*d->seen));
+	d->n_seen = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (prs[i].liveness != VM_LIVENESS_ALIVE || acted[i])
+			continue;
+		memcpy(d->seen[d->n_seen].id, prs[i].rec->id, sizeof(d->seen[0].id));
+		d->seen[d->n_seen].pid = hs[i].pid;
+		d->seen[d->n_seen].start_time = hs[i].start_time;
+		d->n_seen++;
+	}
+	free(acted);
+	qsort(d->seen, d->n_seen, sizeof(*d->seen), vmm_id_cmp);
+}
+
+static void forget_seen(struct daemon *d)
+{
+	free(d->seen);
+	d->seen = NULL;
+	d->n_seen = 0;
 }
 
 /*
@@ -799,6 +849,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	struct plan_desired *desired = NULL;
 	char(*hashes)[SPEC_HASH_LEN + 1] = NULL;
 	struct plan_record *prs = NULL;
+	struct vm_handles *hs = NULL;
 	struct vm_spec **rec_specs = NULL;
 	struct plan_action *acts = NULL;
 	size_t n_acts = 0;
@@ -807,6 +858,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	int r;
 
 	d->next_wakeup = 0;
+	forget_seen(d);
 	spec_set_init(&set);
 	if (check_spec_dir(d, &set) < 0) {
 		report_spec_errors(d, &set);
@@ -835,6 +887,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 		desired[i].hash = hashes[i];
 	}
 	prs = xcalloc(n_recs + 1, sizeof(*prs));
+	hs = xcalloc(n_recs + 1, sizeof(*hs));
 	rec_specs = xcalloc(n_recs + 1, sizeof(*rec_specs));
 	/* Handles are asked of the OS only where hinted (handles.h); a resync is a hint. */
 	handles_cache_begin_pass(d->handles);
@@ -859,6 +912,7 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 			memset(&h, 0, sizeof(h));
 			prs[i].liveness = VM_LIVENESS_NONE;
 		}
+		hs[i] = h;
 		if (corrupt)
 			log_warn("vm '%s': handles.json was corrupt; rebuilt from the system",
 				 recs[i].name);
@@ -886,8 +940,10 @@ int daemon_pass(struct daemon *d, bool full, struct bg_err *err)
 	plan(&in, &acts, &n_acts);
 
 	prune_absent(d, acts, n_acts);
+	keep_seen(d, prs, n_recs, hs, acts, n_acts);
 	run_actions(d, acts, n_acts, now);
 	observe(d, full);
+	forget_seen(d);
 	heartbeat(d, full);
 	r = 0;
 out:
@@ -896,6 +952,7 @@ out:
 		vm_spec_free(rec_specs ? rec_specs[i] : NULL);
 	free(rec_specs);
 	free(prs);
+	free(hs);
 	free(hashes);
 	free(desired);
 	vm_record_array_free(recs, n_recs);

@@ -93,6 +93,8 @@ struct daemon {
 	int64_t next_wakeup;	  /* epoch ms of the earliest requeue, 0: none */
 	struct daemon_vmm *alive; /* VMMs alive after the last pass */
 	size_t n_alive;
+	struct daemon_vmm *seen; /* alive when this pass began, no action since; by id */
+	size_t n_seen;
 	struct {
 		char *name;
 		int64_t since; /* epoch ms the spec was first seen gone */
