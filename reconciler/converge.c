@@ -1009,9 +1009,7 @@ static int set_stop_stage(struct conv *c, enum vm_stop_stage stage, int64_t wait
 	c->rec.stop_deadline = stage == VM_STOP_NONE ? 0 : now_ms(c->env) + wait_ms;
 	r = save(c, err);
 	if (r >= 0)
-		r = store_group_commit(c->env->store, err);
-	if (r >= 0)
-		r = store_group_begin(c->env->store, err);
+		r = store_group_checkpoint(c->env->store, err);
 	return r;
 }
 
@@ -1397,10 +1395,10 @@ static int finish(struct conv *c, struct bg_err *err)
 struct run {
 	struct conv c;
 	const enum step_id *steps;
-	size_t i;     /* the step to run next */
-	bool active;  /* still has steps to run in this pass */
-	bool settled; /* done, and how it ended is committed */
-	int r;	      /* its result */
+	size_t i;	  /* the step to run next */
+	bool active;	  /* still has steps to run in this pass */
+	unsigned end_seq; /* store_group_seq() when it stopped: its end is on disk once past */
+	int r;		  /* its result */
 	struct bg_err *err;
 };
 
@@ -1480,6 +1478,7 @@ static void run_step(struct run *u)
 		failpoint(fp);
 		u->r = 0;
 		u->active = false;
+		u->end_seq = store_group_seq(c->env->store);
 		return;
 	}
 	if (r < 0) {
@@ -1497,15 +1496,8 @@ static void run_step(struct run *u)
 	if (u->steps[++u->i] == END) {
 		u->r = finish(c, u->err);
 		u->active = false;
+		u->end_seq = store_group_seq(c->env->store);
 	}
-}
-
-/* After a commit: the runs no longer active have their outcome on disk. */
-static void settle(struct run *runs, size_t n)
-{
-	for (size_t k = 0; k < n; k++)
-		if (!runs[k].active)
-			runs[k].settled = true;
 }
 
 /*
@@ -1533,7 +1525,6 @@ static void run_batch(struct converge_env *env, struct run *runs, size_t n)
 		r = store_group_commit(env->store, &gerr);
 		if (r < 0)
 			break;
-		settle(runs, n);
 		r = store_group_begin(env->store, &gerr);
 		if (r < 0)
 			break;
@@ -1547,17 +1538,18 @@ static void run_batch(struct converge_env *env, struct run *runs, size_t n)
 	}
 	if (r >= 0)
 		r = store_group_commit(env->store, &gerr);
-	if (r >= 0) {
-		settle(runs, n);
+	if (r >= 0)
 		return;
-	}
 	/* Nothing of this round reached the disk: no step runs without its intent.
 	 * What was done is found again by the next pass, as after a crash. */
 	store_group_abort(env->store);
 	for (size_t k = 0; k < n; k++) {
 		struct run *u = &runs[k];
 
-		if (!u->steps || u->settled || u->r < 0)
+		/* Failed already, or ended and committed since (a later round's commit or a
+		 * stop's checkpoint): not this failure's. */
+		if (!u->steps || u->r < 0 ||
+		    (!u->active && store_group_seq(env->store) > u->end_seq))
 			continue;
 		u->r = bg_errorf(u->err, gerr.code,
 				 "vm '%s': %s: %s; the next pass resumes from the log",
@@ -1574,7 +1566,7 @@ size_t converge_batch(struct converge_env *env, const struct plan_action *const 
 	/* Bounded batches: one slow step holds back at most this many other VMs. */
 	for (size_t at = 0; at < n; at += CONVERGE_BATCH_MAX) {
 		size_t m = n - at < CONVERGE_BATCH_MAX ? n - at : CONVERGE_BATCH_MAX;
-		struct run runs[CONVERGE_BATCH_MAX] = { 0 };
+		struct run *runs = xcalloc(m, sizeof(*runs));
 
 		for (size_t k = 0; k < m; k++) {
 			runs[k].err = &errs[at + k];
@@ -1591,6 +1583,7 @@ size_t converge_batch(struct converge_env *env, const struct plan_action *const 
 			vm_spec_free(runs[k].c.rec_spec);
 			vm_record_release(&runs[k].c.rec);
 		}
+		free(runs);
 	}
 	return failed;
 }

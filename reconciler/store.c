@@ -57,6 +57,7 @@ struct store {
 	bool in_group;	       /* between store_group_begin() and its commit or abort */
 	bool group_broken;     /* SQLite rolled the group's transaction back (group_write) */
 	int group_changes;     /* sqlite3_total_changes() when the group began */
+	unsigned group_seq;    /* groups committed (store_group_seq) */
 	int last_rc;	       /* primary SQLite code of the last failed call, SQLITE_OK if none */
 };
 
@@ -504,7 +505,28 @@ int store_group_commit(struct store *s, struct bg_err *err)
 	}
 	if (sqlite3_total_changes(s->db) != s->group_changes)
 		s->commits++; /* an empty group wrote nothing and synced nothing */
+	s->group_seq++;
 	return 0;
+}
+
+int store_group_checkpoint(struct store *s, struct bg_err *err)
+{
+	int r;
+
+	if (!s->in_group)
+		return bg_errorf(err, EINVAL, "group commit: no group is open");
+	r = store_group_commit(s, err);
+	if (r >= 0)
+		r = store_group_begin(s, err);
+	if (r < 0) {
+		/* Still a group, a broken one: what it held is gone, so every later write of
+		 * it, and its commit, must fail rather than be kept on its own. */
+		if (!sqlite3_get_autocommit(s->db))
+			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		s->in_group = true;
+		s->group_broken = true;
+	}
+	return r;
 }
 
 void store_group_abort(struct store *s)
@@ -514,6 +536,11 @@ void store_group_abort(struct store *s)
 	s->in_group = false;
 	if (!sqlite3_get_autocommit(s->db))
 		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+unsigned store_group_seq(const struct store *s)
+{
+	return s->group_seq;
 }
 
 unsigned store_commit_count(const struct store *s)

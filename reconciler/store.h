@@ -183,6 +183,14 @@ void store_read_end(struct store *s);
 int store_group_begin(struct store *s, struct bg_err *err);
 int store_group_commit(struct store *s, struct bg_err *err);
 void store_group_abort(struct store *s);
+/*
+ * Commit what the open group holds and go on in a new one (a write that must
+ * be on disk before the caller acts). On failure the group stays open but
+ * broken: its later writes and its commit fail, as after a rollback.
+ */
+int store_group_checkpoint(struct store *s, struct bg_err *err);
+/* Groups committed so far: a write made when this was k is on disk once it is > k. */
+unsigned store_group_seq(const struct store *s);
 
 /* Write transactions that changed something, committed through this connection
  * so far (tests, benchmarks). */

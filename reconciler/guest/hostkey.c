@@ -257,11 +257,20 @@ int hostkey_read_public(const char *dir, struct hostkey *ret, struct bg_err *err
 	return 0;
 }
 
+/* Free a string that may hold a private key, wiped first. */
+static void wipe_strp(char **p)
+{
+	if (*p)
+		explicit_bzero(*p, strlen(*p));
+	free(*p);
+	*p = NULL;
+}
+
 int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, struct bg_err *err)
 {
 	_cleanup_free_ char *priv = fs_path_join(dir, HOSTKEY_FILE);
 	_cleanup_free_ char *pub = xasprintf("%s.pub", priv);
-	_cleanup_free_ char *priv_text = NULL;
+	char *priv_text __attribute__((cleanup(wipe_strp))) = NULL;
 	_cleanup_free_ char *pub_text = NULL;
 	struct hostkey k = { 0 };
 	bool made = false;
@@ -271,8 +280,7 @@ int hostkey_ensure(const char *dir, const char *comment, struct hostkey *ret, st
 	if (r == 0)
 		r = read_half(pub, &pub_text, err);
 	if (r == -ENOENT) {
-		free(priv_text);
-		priv_text = NULL;
+		wipe_strp(&priv_text);
 		r = generate(dir, priv, pub, comment, err);
 		if (r < 0)
 			return r;

@@ -597,6 +597,48 @@ static void test_group_rolled_back_fails(void **state)
 	vm_record_release(&c);
 }
 
+/* A checkpoint makes what the group holds durable; a failed one leaves a broken group. */
+static void test_group_checkpoint(void **state)
+{
+	struct fixture *f = *state;
+	_cleanup_(store_freep) struct store *s = open_rw(f->db);
+	_cleanup_(store_freep) struct store *ro = open_ro(f->db);
+	struct bg_err err = { 0 };
+	struct vm_record a, b, c, got;
+	unsigned seq;
+
+	assert_int_equal(store_group_checkpoint(s, &err), -EINVAL);
+	seq = store_group_seq(s);
+	assert_int_equal(store_group_begin(s, &err), 0);
+	insert_vm(s, "a", &a);
+	assert_int_equal(store_group_checkpoint(s, &err), 0);
+	assert_true(store_group_seq(s) > seq);
+	assert_int_equal(store_vm_get_by_name(ro, "a", &got, NULL), 0);
+	vm_record_release(&got);
+	insert_vm(s, "b", &b);
+	store_group_abort(s);
+	assert_int_equal(store_vm_get_by_name(ro, "b", &got, NULL), -ENOENT);
+	assert_int_equal(store_vm_get_by_name(s, "a", &got, NULL), 0);
+	vm_record_release(&got);
+
+	/* SQLite threw the group away (as on a full disk): the checkpoint fails, and so
+	 * does everything after it in that group; nothing of it is kept. */
+	seq = store_group_seq(s);
+	assert_int_equal(store_group_begin(s, &err), 0);
+	insert_vm(s, "b2", NULL);
+	assert_int_equal(sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	assert_true(store_group_checkpoint(s, &err) < 0);
+	new_vm(&c, "c");
+	assert_int_equal(store_vm_insert(s, &c, &err), -EIO);
+	assert_int_equal(store_group_commit(s, &err), -EIO);
+	assert_int_equal(store_group_seq(s), seq);
+	assert_int_equal(store_vm_get_by_name(ro, "c", &got, NULL), -ENOENT);
+	assert_int_equal(store_vm_get_by_name(ro, "b2", &got, NULL), -ENOENT);
+	vm_record_release(&a);
+	vm_record_release(&b);
+	vm_record_release(&c);
+}
+
 static void test_vm_insert_conflicts(void **state)
 {
 	struct fixture *f = *state;
@@ -1476,6 +1518,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_full_disk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_rolled_back_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_ids_and_cids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_list_set_step_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vm_corrupt_row, setup, teardown),
