@@ -9,7 +9,9 @@
 # 'sshd -i' per connection with the dialled VM's own host key. The baseline is
 # the smallest N of the same run (growth with N; per-VM cost printed). -P:
 # after the measurements at the largest N, PASSES more passes under 'perf
-# record' (cpu-clock, 1999 Hz), and the profile by library and by symbol.
+# record' (cpu-clock, 1999 Hz), and the profile by library and by symbol;
+# then the daemon's memory by mapping (pmap) and glibc's arenas (malloc_stats,
+# called in the daemon through gdb when gdb is installed).
 # As root; netns bgp<sfx> (bangerd, bridge bgp<sfx>b) and bgp<sfx>g (guests),
 # 172.28.20.1/22 (172.29.0.1/16 when an N is over 1000), all removed at the
 # end. Exit 77 when not root or a tool is missing.
@@ -269,6 +271,13 @@ if [ -n "$profile" ]; then
 	perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%' | grep -v '^#' | head -10 || true
 	echo "by symbol:"
 	perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null | grep '%' | grep -v '^#' | head -40 || true
+	echo "memory at N=$have: the largest mappings by RSS (pmap -x: KiB), then glibc's arenas (malloc_stats via gdb):"
+	pmap -x "$daemon" | awk 'NR > 2 && $1 != "total" && $3 ~ /^[0-9]+$/ {
+		m = $6; for (i = 7; i <= NF; i++) m = m " " $i; print $3, m }' | sort -rn | head -8 || true
+	if command -v gdb >/dev/null; then
+		gdb -p "$daemon" -batch -ex 'call (void) malloc_stats()' >/dev/null 2>&1 || true
+		grep -E '^(Arena|system bytes|in use bytes|Total|max mmap)' "$work/bangerd.log" | tail -12 || true
+	fi
 	echo "by symbol, with children (what each call costs in all):"
 	perf report -i "$work/perf.data" --stdio --children --sort sym -g none 2>/dev/null | grep '%' | grep -v '^#' | grep -v '\[k\]' | head -40 || true
 fi
