@@ -1549,7 +1549,7 @@ static void run_batch(struct converge_env *env, struct run *runs, size_t n)
 		/* Failed already, or ended and committed since (a later round's commit or a
 		 * stop's checkpoint): not this failure's. */
 		if (!u->steps || u->r < 0 ||
-		    (!u->active && store_group_seq(env->store) > u->end_seq))
+		    (!u->active && store_group_seq(env->store) != u->end_seq))
 			continue;
 		u->r = bg_errorf(u->err, gerr.code,
 				 "vm '%s': %s: %s; the next pass resumes from the log",

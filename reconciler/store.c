@@ -383,7 +383,10 @@ static int group_write(struct store *s, const char *what, txn_fn fn, void *arg, 
 
 	if (s->group_broken || sqlite3_get_autocommit(s->db)) {
 		s->group_broken = true;
-		return bg_errorf(err, EIO, "%s: the group's transaction was rolled back", what);
+		return bg_errorf(
+			err, EIO,
+			"%s: the group's transaction ended early (rolled back, or not begun again)",
+			what);
 	}
 	r = exec_sql(s, "SAVEPOINT w", err);
 	if (r >= 0) {
@@ -519,8 +522,9 @@ int store_group_checkpoint(struct store *s, struct bg_err *err)
 	if (r >= 0)
 		r = store_group_begin(s, err);
 	if (r < 0) {
-		/* Still a group, a broken one: what it held is gone, so every later write of
-		 * it, and its commit, must fail rather than be kept on its own. */
+		/* Still a group, a broken one: what it held is gone (a failed COMMIT) or on
+		 * disk (a failed BEGIN after it), and either way a later write must fail
+		 * rather than be kept on its own, outside a transaction. */
 		if (!sqlite3_get_autocommit(s->db))
 			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		s->in_group = true;

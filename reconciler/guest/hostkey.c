@@ -46,12 +46,24 @@ void hostkey_release(struct hostkey *k)
 static int read_half(const char *path, char **ret, struct bg_err *err)
 {
 	struct stat st;
+	size_t len = 0;
+	int r;
 
 	if (lstat(path, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return bg_errorf(err, EINVAL, "host key: '%s' is not a regular file", path);
-	return fs_read_file(path, HOSTKEY_MAX, ret, NULL, err);
+	r = fs_read_file(path, HOSTKEY_MAX, ret, &len, err);
+	if (r < 0)
+		return r;
+	/* Text only: a NUL inside would also hide the rest of a private key from the wipe. */
+	if (memchr(*ret, '\0', len)) {
+		explicit_bzero(*ret, len);
+		free(*ret);
+		*ret = NULL;
+		return bg_errorf(err, EINVAL, "host key: '%s' holds a NUL byte", path);
+	}
+	return 0;
 }
 
 /* "ssh-ed25519 <base64> [comment]" -> wire blob. */

@@ -143,6 +143,21 @@ static void test_refuses_what_it_did_not_make(void **state)
 	test_write_file(pub, "ssh-rsa AAAAB3NzaC1yc2E= x\n");
 	assert_int_equal(hostkey_ensure(dir, "c", &k, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "not an ed25519"));
+	bg_err_clear(&err);
+
+	/* A NUL inside the private half: refused (it would hide bytes from the wipe). */
+	{
+		static const char nul_key[] = "-----BEGIN OPENSSH PRIVATE KEY-----\nab\0cd\n";
+		FILE *fp;
+
+		assert_int_equal(unlink(priv), 0);
+		fp = fopen(priv, "w");
+		assert_non_null(fp);
+		assert_int_equal(fwrite(nul_key, 1, sizeof(nul_key) - 1, fp), sizeof(nul_key) - 1);
+		assert_int_equal(fclose(fp), 0);
+		assert_int_equal(hostkey_ensure(dir, "c", &k, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "NUL byte"));
+	}
 }
 
 /* "ssh-ed25519 AAAA..." of a public key line: its type and key, without the comment. */
