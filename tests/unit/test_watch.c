@@ -332,6 +332,28 @@ static void test_paths(void **state)
 	test_rmtree(outside);
 }
 
+/*
+ * Write more events than inotify's queue holds (two names in turn, as the
+ * kernel merges an event equal to the one before it). false, and nothing
+ * written, when the queue is too large to overflow in a test.
+ */
+static bool overflow_queue(struct fx *f, const char *name1, const char *name2)
+{
+	_cleanup_free_ char *max_s = NULL;
+	long max = 16384;
+
+	if (fs_read_file("/proc/sys/fs/inotify/max_queued_events", 64, &max_s, NULL, NULL) >= 0)
+		max = strtol(max_s, NULL, 10);
+	if (max <= 0 || max > 200000)
+		return false;
+	for (long i = 0; i < max + 1000; i++) {
+		_cleanup_free_ char *p = at(f, i % 2 ? name1 : name2);
+
+		test_write_file(p, "x");
+	}
+	return true;
+}
+
 /* A queue overflow cannot be narrowed down: everything. */
 static void test_paths_overflow(void **state)
 {
@@ -340,21 +362,9 @@ static void test_paths_overflow(void **state)
 	bool all = false;
 	char **got;
 
-	_cleanup_free_ char *max_s = NULL;
-	long max = 16384;
-
-	if (fs_read_file("/proc/sys/fs/inotify/max_queued_events", 64, &max_s, NULL, NULL) >= 0)
-		max = strtol(max_s, NULL, 10);
-	if (max <= 0 || max > 200000) {
-		test_skip_reason("max_queued_events is %ld: too many events to overflow", max);
+	if (!overflow_queue(f, "a.yaml", "b.yaml")) {
+		test_skip_reason("inotify's max_queued_events is too large to overflow here");
 		skip();
-	}
-	/* More events than the queue holds; two names in turn, as the kernel merges an
-	 * event equal to the one before it. */
-	for (long i = 0; i < max + 1000; i++) {
-		_cleanup_free_ char *p = at(f, i % 2 ? "a.yaml" : "b.yaml");
-
-		test_write_file(p, "x");
 	}
 	assert_true(spec_watch_drain(f->w));
 	got = spec_watch_take_paths(f->w, &n, &all);
@@ -514,8 +524,7 @@ static void test_writing_cleared(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_free_ char *a = at(f, "a.yaml"), *sub = at(f, "sub"), *moved = at(f, "moved");
-	_cleanup_free_ char *in_sub = NULL, *max_s = NULL;
-	long max = 16384;
+	_cleanup_free_ char *in_sub = NULL;
 	int fd, fd2;
 
 	fd = start_writing(f, a);
@@ -530,17 +539,10 @@ static void test_writing_cleared(void **state)
 	assert_true(writing(f, a));
 	close(fd2);
 
-	if (fs_read_file("/proc/sys/fs/inotify/max_queued_events", 64, &max_s, NULL, NULL) >= 0)
-		max = strtol(max_s, NULL, 10);
-	if (max <= 0 || max > 200000) {
+	if (!overflow_queue(f, "x.yaml", "y.yaml")) {
 		close(fd);
-		test_skip_reason("max_queued_events is %ld: too many events to overflow", max);
+		test_skip_reason("inotify's max_queued_events is too large to overflow here");
 		skip();
-	}
-	for (long i = 0; i < max + 1000; i++) {
-		_cleanup_free_ char *p = at(f, i % 2 ? "x.yaml" : "y.yaml");
-
-		test_write_file(p, "x");
 	}
 	assert_true(spec_watch_drain(f->w));
 	assert_false(writing(f, a));
